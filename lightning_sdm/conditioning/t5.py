@@ -1,0 +1,128 @@
+"""Frozen T5 text conditioning with a projection to the decoder width and CFG dropout."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase, T5Config, T5EncoderModel
+
+# The condition the generator uses for its unconditional rows, and CFG dropout's stand-in.
+EMPTY_CONDITION = ""
+
+TINY_T5 = {"vocab_size": 384, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 4}
+
+
+@dataclass(frozen=True)
+class TextConditionerConfig:
+    """Either `pretrained` (a local T5 directory, e.g. t5-base) or `t5_config` (random init).
+
+    With `t5_config` the tokenizer is ByT5's, which needs no vocabulary file.
+    """
+
+    pretrained: str | None = None
+    t5_config: dict[str, Any] = field(default_factory=lambda: dict(TINY_T5))
+    freeze: bool = True
+    cfg_dropout: float = 0.1
+    max_length: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cfg_dropout <= 1.0:
+            raise ValueError(f"cfg_dropout must be in [0, 1], got {self.cfg_dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TextCondition:
+    states: torch.Tensor  # [B, L, D] at the decoder width
+    mask: torch.Tensor  # [B, L] bool, True for real tokens
+
+    def cat(self, other: TextCondition) -> TextCondition:
+        """Stack two conditions along the batch, padding the shorter text."""
+        length = max(self.states.shape[1], other.states.shape[1])
+        return TextCondition(
+            torch.cat([_pad(self.states, length), _pad(other.states, length)]),
+            torch.cat([_pad(self.mask, length), _pad(other.mask, length)]),
+        )
+
+
+def _pad(x: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - x.shape[1]
+    if missing == 0:
+        return x
+    return torch.cat([x, x.new_zeros((x.shape[0], missing, *x.shape[2:]))], dim=1)
+
+
+def load_t5(config: TextConditionerConfig) -> tuple[T5EncoderModel, PreTrainedTokenizerBase]:
+    """Load from a local directory only: this never reaches a model hub."""
+    if config.pretrained is None:
+        return T5EncoderModel(T5Config(**config.t5_config)), ByT5Tokenizer()
+    path = Path(config.pretrained)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"T5 directory {path} does not exist; download t5-base once and point "
+            "`pretrained` at the local copy (this code never fetches weights)"
+        )
+    encoder = T5EncoderModel.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return encoder, tokenizer
+
+
+class T5Conditioner(nn.Module):
+    def __init__(
+        self,
+        config: TextConditionerConfig,
+        output_dim: int,
+        encoder: T5EncoderModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        if encoder is None or tokenizer is None:
+            encoder, tokenizer = load_t5(config)
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.projection = nn.Linear(encoder.config.d_model, output_dim)
+        if config.freeze:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> T5Conditioner:
+        super().train(mode)
+        if self.config.freeze:
+            self.encoder.eval()  # a frozen encoder keeps its dropout off
+        return self
+
+    def cfg_dropout(self, texts: list[str], generator: torch.Generator | None = None) -> list[str]:
+        """Replace each text by the empty condition with probability `cfg_dropout`."""
+        if self.config.cfg_dropout == 0:
+            return list(texts)
+        draws = torch.rand(len(texts), generator=generator)
+        return [EMPTY_CONDITION if drop else text for text, drop in zip(texts, draws < self.config.cfg_dropout, strict=True)]
+
+    def forward(self, texts: list[str]) -> TextCondition:
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, not a single string")
+        device = self.projection.weight.device
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        ).to(device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
+            states = self.encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].bool()
+        projected = self.projection(states) * mask[..., None]
+        return TextCondition(projected, mask)
+
+    def save_pretrained(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)

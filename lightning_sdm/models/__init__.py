@@ -1,0 +1,1 @@
+"""Models: the codebook LM and its text-conditioned wrapper."""

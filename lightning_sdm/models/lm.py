@@ -1,0 +1,182 @@
+"""The codebook language model: pattern-aware embeddings, a transformer decoder, level heads.
+
+One forward computes teacher-forced logits for the whole grid; `decode` runs the same
+network step by step from the pattern's plan with a slot KV cache. Both read the same
+layout, which is what keeps their logits equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_sdm.nn.positional import sinusoidal_encoding
+from lightning_sdm.nn.transformer import TransformerDecoder
+from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Decoder sizes and pattern. The paper's model: dim 1024, 24 layers, 16 heads."""
+
+    dim: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    ffn_dim: int = 4096
+    num_levels: int = 4
+    cardinality: int = 2048
+    dropout: float = 0.0
+    pattern: str = "stack_delay"
+    interleave: int = 3
+    schedule: str | None = None
+
+    def make_pattern(self) -> Pattern:
+        return make_pattern(self.pattern, k=self.interleave, schedule=self.schedule)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Called once per decoding step with logits [R, K, V] and the (level, timestep) of each of
+# the K tokens; returns the token ids [R, K] to write into the grid.
+TokenPicker = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class CodebookLM(nn.Module):
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pattern = config.make_pattern()
+        self.special_token = config.cardinality
+        vocab = config.cardinality + 1
+        self.token_embedding = nn.Parameter(torch.randn(config.num_levels, vocab, config.dim) * 0.02)
+        self.level_embedding = (
+            nn.Embedding(config.num_levels + 1, config.dim)
+            if self.pattern.representation is Representation.STACK
+            else None
+        )
+        self.decoder = TransformerDecoder(
+            config.dim, config.num_layers, config.num_heads, config.ffn_dim, config.dropout
+        )
+        self.head_weight = nn.Parameter(
+            torch.randn(config.num_levels, config.cardinality, config.dim) * config.dim**-0.5
+        )
+        self.head_bias = nn.Parameter(torch.zeros(config.num_levels, config.cardinality))
+        self._device_layouts: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+
+    def layout(self, num_timesteps: int) -> PatternLayout:
+        return self.pattern.layout(num_timesteps, self.config.num_levels)
+
+    def _layout_tensors(self, num_timesteps: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """The layout's tensors on `device`, moved once per (T, device)."""
+        key = (num_timesteps, str(device))
+        if key not in self._device_layouts:
+            layout = self.layout(num_timesteps)
+            flat_grid = layout.num_levels * layout.num_timesteps
+            self._device_layouts[key] = {
+                # -1 (no token) points at an extra grid column that holds the special id.
+                "input_index": torch.where(layout.input_index >= 0, layout.input_index, flat_grid).to(device),
+                "time_index": layout.time_index.to(device),
+                "level_index": layout.level_index.to(device),
+                "attention_mask": layout.attention_mask.to(device),
+                "prediction_position": layout.prediction_position.to(device),
+                "slot": layout.slot.to(device),
+                "last_visible": layout.last_visible.to(device),
+            }
+        return self._device_layouts[key]
+
+    def embed(
+        self, grid: torch.Tensor, input_index: torch.Tensor, time_index: torch.Tensor, level_index: torch.Tensor
+    ) -> torch.Tensor:
+        """grid [R, C*T + 1] (last column = special) -> position inputs [R, P, D]."""
+        ids = grid[:, input_index]  # [R, C, P]
+        levels = torch.arange(self.config.num_levels, device=grid.device)[None, :, None]
+        vectors = self.token_embedding[levels, ids]  # [R, C, P, D]
+        if self.level_embedding is not None:
+            # A stack sums the levels it holds; absent levels contribute nothing.
+            vectors = vectors * (ids != self.special_token)[..., None]
+        x = vectors.sum(dim=1) + sinusoidal_encoding(time_index, self.config.dim)
+        if self.level_embedding is not None:
+            x = x + self.level_embedding(level_index)
+        return x
+
+    def forward(
+        self, codes: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced logits. codes [B, C, T] -> logits [B, C, T, V] on the grid."""
+        batch, num_levels, num_timesteps = codes.shape
+        if num_levels != self.config.num_levels:
+            raise ValueError(f"codes have {num_levels} levels, model expects {self.config.num_levels}")
+        tensors = self._layout_tensors(num_timesteps, codes.device)
+        grid = torch.cat([codes.flatten(1), codes.new_full((batch, 1), self.special_token)], dim=1)
+        x = self.embed(grid, tensors["input_index"], tensors["time_index"], tensors["level_index"])
+        hidden = self.decoder(x, tensors["attention_mask"], context, context_mask)
+        predicting = hidden[:, tensors["prediction_position"]]  # [B, C, T, D]
+        return torch.einsum("bctd,cvd->bctv", predicting, self.head_weight) + self.head_bias[:, None]
+
+    @torch.no_grad()
+    def decode(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        num_timesteps: int,
+        pick: TokenPicker,
+    ) -> torch.Tensor:
+        """Cached step-by-step decoding along the pattern's plan; returns codes [R, C, T].
+
+        `pick` chooses the tokens of each step, which makes this loop serve sampling,
+        guidance, prompts and teacher-forced scoring alike.
+        """
+        layout = self.layout(num_timesteps)
+        device = context.device
+        tensors = self._layout_tensors(num_timesteps, device)
+        rows = context.shape[0]
+        flat_grid = layout.num_levels * num_timesteps
+        grid = torch.full((rows, flat_grid + 1), self.special_token, dtype=torch.long, device=device)
+        cache = self.decoder.new_cache(layout.num_slots, context, context_mask)
+        slot_last_visible = torch.full((layout.num_slots,), -1, dtype=torch.long, device=device)
+        plan = _plan_lists(layout)
+        target_level = layout.target_level.to(device)
+        target_time = layout.target_time.to(device)
+        target_position = layout.target_position.to(device)
+        for step, start, end, extent, target_start, target_end in plan:
+            slots = tensors["slot"][start:end]
+            slot_last_visible[slots] = tensors["last_visible"][start:end]
+            visible = slot_last_visible[:extent] >= step
+            x = self.embed(
+                grid,
+                tensors["input_index"][:, start:end],
+                tensors["time_index"][start:end],
+                tensors["level_index"][start:end],
+            )
+            hidden = self.decoder.forward_cached(x, cache, slots, visible, extent)
+            if target_start == target_end:
+                continue
+            levels = target_level[target_start:target_end]
+            times = target_time[target_start:target_end]
+            local = target_position[target_start:target_end] - start
+            logits = (
+                torch.einsum("rkd,kvd->rkv", hidden[:, local], self.head_weight[levels])
+                + self.head_bias[levels]
+            )
+            grid[:, levels * num_timesteps + times] = pick(logits, levels, times)
+        return grid[:, :flat_grid].view(rows, layout.num_levels, num_timesteps)
+
+
+def _plan_lists(layout: PatternLayout) -> list[tuple[int, int, int, int, int, int]]:
+    """Per decoding step: (step, start, end, slot extent, target start, target end) as ints."""
+    return list(
+        zip(
+            layout.block_step.tolist(),
+            layout.block_start[:-1].tolist(),
+            layout.block_start[1:].tolist(),
+            layout.block_extent.tolist(),
+            layout.target_block_start[:-1].tolist(),
+            layout.target_block_start[1:].tolist(),
+            strict=True,
+        )
+    )

@@ -1,0 +1,58 @@
+"""Token sampling: temperature, top-k, top-p, classifier-free guidance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Defaults follow MusicGen and the stack-delay paper: top-k 250, temperature 1, CFG 3."""
+
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    cfg_scale: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in [0, 1] (0 = off), got {self.top_p}")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+
+    @property
+    def uses_guidance(self) -> bool:
+        return self.cfg_scale != 1.0
+
+
+def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+    return unconditional + scale * (conditional - unconditional)
+
+
+def sample_tokens(
+    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """logits [..., V] -> token ids [...]."""
+    logits = logits.float()
+    if config.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / config.temperature
+    if 0 < config.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, config.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0 < config.top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token once the mass before it already reaches top_p; the first always stays.
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= config.top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probabilities = logits.softmax(dim=-1)
+    flat = probabilities.reshape(-1, probabilities.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(probabilities.shape[:-1])

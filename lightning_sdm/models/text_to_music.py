@@ -1,0 +1,165 @@
+"""The T5-conditioned codebook LM as one unit: training forward, generation, save and load."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lightning_sdm.conditioning import EMPTY_CONDITION, T5Conditioner, TextCondition, TextConditionerConfig
+from lightning_sdm.models.lm import CodebookLM, LMConfig
+from lightning_sdm.models.sampling import SamplingConfig, guide, sample_tokens
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TEXT_ENCODER_DIR = "text_encoder"
+_ENCODER_PREFIX = "conditioner.encoder."
+
+
+@dataclass(frozen=True)
+class TextToMusicConfig:
+    lm: LMConfig = dataclasses.field(default_factory=LMConfig)
+    text: TextConditionerConfig = dataclasses.field(default_factory=TextConditionerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lm": self.lm.to_dict(), "text": self.text.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextToMusicConfig:
+        return cls(lm=LMConfig(**data["lm"]), text=TextConditionerConfig(**data["text"]))
+
+
+class TextToMusicLM(nn.Module):
+    def __init__(self, config: TextToMusicConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lm = CodebookLM(config.lm)
+        self.conditioner = T5Conditioner(config.text, output_dim=config.lm.dim)
+
+    @property
+    def num_levels(self) -> int:
+        return self.config.lm.num_levels
+
+    @property
+    def cardinality(self) -> int:
+        return self.config.lm.cardinality
+
+    def condition(self, texts: list[str]) -> TextCondition:
+        return self.conditioner(texts)
+
+    def forward(self, codes: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Teacher-forced logits [B, C, T, V]; apply CFG dropout to `texts` before calling."""
+        condition = self.condition(texts)
+        return self.lm(codes, condition.states, condition.mask)
+
+    @torch.no_grad()
+    def score_cached(self, codes: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Logits [B, C, T, V] from cached step-by-step decoding fed the given codes."""
+        condition = self.condition(texts)
+        logits = codes.new_zeros((*codes.shape, self.cardinality), dtype=torch.float32)
+
+        def teacher_force(step_logits: torch.Tensor, levels: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+            logits[:, levels, times] = step_logits.float()
+            return codes[:, levels, times]
+
+        self.lm.decode(condition.states, condition.mask, codes.shape[-1], teacher_force)
+        return logits
+
+    @torch.no_grad()
+    def generate(
+        self,
+        texts: list[str],
+        num_timesteps: int,
+        *,
+        sampling: SamplingConfig | None = None,
+        prompt_tokens: torch.Tensor | None = None,
+        seed: int | None = None,
+    ) -> torch.Tensor:
+        """Sample codes [B, C, T] for a batch of captions.
+
+        Conditional and unconditional rows run as one batch when guidance is on.
+        `prompt_tokens` [B, C, Tp] are kept as given (continuation); the rest is sampled.
+        """
+        sampling = sampling or SamplingConfig()
+        if isinstance(texts, str):
+            raise TypeError("pass a list of captions, not a single string")
+        if not texts:
+            raise ValueError("generate needs at least one caption")
+        if num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+        batch = len(texts)
+        device = self.lm.head_weight.device
+        prompt = self._check_prompt(prompt_tokens, batch, num_timesteps, device)
+        guided = sampling.uses_guidance
+        condition = self.condition(list(texts) + [EMPTY_CONDITION] * batch if guided else list(texts))
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+
+        def pick(step_logits: torch.Tensor, levels: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+            if guided:
+                step_logits = guide(step_logits[:batch], step_logits[batch:], sampling.cfg_scale)
+            tokens = sample_tokens(step_logits, sampling, generator)
+            if prompt is not None:
+                in_prompt = times < prompt.shape[-1]
+                given = prompt[:, levels, times.clamp(max=prompt.shape[-1] - 1)]
+                tokens = torch.where(in_prompt, given, tokens)
+            return torch.cat([tokens, tokens]) if guided else tokens
+
+        codes = self.lm.decode(condition.states, condition.mask, num_timesteps, pick)
+        return codes[:batch]
+
+    def _check_prompt(
+        self, prompt: torch.Tensor | None, batch: int, num_timesteps: int, device: torch.device
+    ) -> torch.Tensor | None:
+        if prompt is None:
+            return None
+        if prompt.dim() != 3 or prompt.shape[0] != batch or prompt.shape[1] != self.num_levels:
+            raise ValueError(
+                f"prompt_tokens must be [B={batch}, C={self.num_levels}, Tp], got {tuple(prompt.shape)}"
+            )
+        if not 1 <= prompt.shape[-1] <= num_timesteps:
+            raise ValueError(f"prompt length {prompt.shape[-1]} must be in [1, {num_timesteps}]")
+        if prompt.min() < 0 or prompt.max() >= self.cardinality:
+            raise ValueError(f"prompt tokens must lie in [0, {self.cardinality})")
+        return prompt.to(device=device, dtype=torch.long)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """config.json + model.safetensors (decoder and projection) + text_encoder/ (T5)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            name: tensor.detach().contiguous().cpu()
+            for name, tensor in self.state_dict().items()
+            if not name.startswith(_ENCODER_PREFIX)
+        }
+        save_file(state, directory / WEIGHTS_FILE)
+        self.conditioner.save_pretrained(directory / TEXT_ENCODER_DIR)
+        config = self.config.to_dict()
+        config["text"]["pretrained"] = TEXT_ENCODER_DIR
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> TextToMusicLM:
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} not found: not a saved lightning_sdm model")
+        data = json.loads(config_path.read_text())
+        text_path = data["text"].get("pretrained")
+        if text_path is not None and not Path(text_path).is_absolute():
+            data["text"]["pretrained"] = str(directory / text_path)
+        model = cls(TextToMusicConfig.from_dict(data))
+        state = load_file(directory / WEIGHTS_FILE, device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [name for name in missing if not name.startswith(_ENCODER_PREFIX)]
+        if missing or unexpected:
+            raise RuntimeError(f"weights do not match the config: missing {missing}, unexpected {unexpected}")
+        return model

@@ -1,0 +1,1 @@
+"""Transformer building blocks: attention, slot KV cache, positional encodings."""

@@ -1,0 +1,49 @@
+"""Multi-head attention over explicit boolean masks through PyTorch's SDPA."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention; masks are bool with True meaning "may attend"."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key_value = nn.Linear(dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def project_key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.key_value(x).chunk(2, dim=-1)
+        return self.split_heads(keys), self.split_heads(values)
+
+    def attend(
+        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x [B, P, D] queries against keys/values [B, H, K, Dh] -> [B, P, D]."""
+        queries = self.split_heads(self.query(x))
+        mixed = F.scaled_dot_product_attention(
+            queries,
+            keys,
+            values,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(mixed.transpose(1, 2).flatten(-2))
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        keys, values = self.project_key_value(x if context is None else context)
+        return self.attend(x, keys, values, mask)

@@ -1,0 +1,121 @@
+"""Pre-norm transformer decoder with cross-attention and a slot-cached incremental path."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightning_sdm.nn.attention import MultiHeadAttention
+from lightning_sdm.nn.kv_cache import SlotKVCache
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.self_norm = nn.LayerNorm(dim)
+        self.self_attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.cross_norm = nn.LayerNorm(dim)
+        self.cross_attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+        self.residual_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        self_mask: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        x = x + self.residual_dropout(self.self_attention(self.self_norm(x), mask=self_mask))
+        cross_keys, cross_values = self.cross_attention.project_key_value(context)
+        return self._cross_and_ffn(x, cross_keys, cross_values, context_mask)
+
+    def _cross_and_ffn(
+        self,
+        x: torch.Tensor,
+        cross_keys: torch.Tensor,
+        cross_values: torch.Tensor,
+        context_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        cross = self.cross_attention.attend(self.cross_norm(x), cross_keys, cross_values, context_mask)
+        x = x + self.residual_dropout(cross)
+        return x + self.residual_dropout(self.ffn(self.ffn_norm(x)))
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        cache: SlotKVCache,
+        layer: int,
+        slots: torch.Tensor,
+        visible: torch.Tensor,
+        extent: int,
+    ) -> torch.Tensor:
+        """One decoding step: write this step's keys into their slots, attend to live slots."""
+        normed = self.self_norm(x)
+        keys, values = self.self_attention.project_key_value(normed)
+        cache.write(layer, slots, keys, values)
+        cached_keys, cached_values = cache.read(layer, extent)
+        attended = self.self_attention.attend(normed, cached_keys, cached_values, visible)
+        x = x + attended
+        return self._cross_and_ffn(
+            x, cache.cross_keys[layer], cache.cross_values[layer], cache.cross_mask
+        )
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(
+        self, dim: int, num_layers: int, num_heads: int, ffn_dim: int, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.layers = nn.ModuleList(
+            DecoderLayer(dim, num_heads, ffn_dim, dropout) for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        self_mask: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Teacher-forced pass. self_mask [N, N]; context_mask [B, L] (True = real token)."""
+        cross_mask = context_mask[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, self_mask, context, cross_mask)
+        return self.final_norm(x)
+
+    def new_cache(
+        self, num_slots: int, context: torch.Tensor, context_mask: torch.Tensor
+    ) -> SlotKVCache:
+        """Preallocate the self-attention slots and precompute cross-attention keys/values."""
+        cross = [layer.cross_attention.project_key_value(context) for layer in self.layers]
+        return SlotKVCache.allocate(
+            num_layers=len(self.layers),
+            rows=context.shape[0],
+            num_heads=self.num_heads,
+            num_slots=num_slots,
+            head_dim=self.head_dim,
+            cross_keys=[keys for keys, _ in cross],
+            cross_values=[values for _, values in cross],
+            cross_mask=context_mask[:, None, None, :],
+        )
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        cache: SlotKVCache,
+        slots: torch.Tensor,
+        visible: torch.Tensor,
+        extent: int,
+    ) -> torch.Tensor:
+        """visible [extent] bool: which slots hold keys alive at this step."""
+        mask = visible[None, None, None, :]
+        for index, layer in enumerate(self.layers):
+            x = layer.forward_cached(x, cache, index, slots, mask, extent)
+        return self.final_norm(x)
