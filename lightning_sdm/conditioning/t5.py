@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase, T5Config, T5EncoderModel
+from transformers import (
+    AutoTokenizer,
+    ByT5Tokenizer,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5EncoderModel,
+)
 
 # The condition the generator uses for its unconditional rows, and CFG dropout's stand-in.
 EMPTY_CONDITION = ""
@@ -103,7 +109,10 @@ class T5Conditioner(nn.Module):
         if self.config.cfg_dropout == 0:
             return list(texts)
         draws = torch.rand(len(texts), generator=generator)
-        return [EMPTY_CONDITION if drop else text for text, drop in zip(texts, draws < self.config.cfg_dropout, strict=True)]
+        return [
+            EMPTY_CONDITION if drop else text
+            for text, drop in zip(texts, draws < self.config.cfg_dropout, strict=True)
+        ]
 
     def forward(self, texts: list[str]) -> TextCondition:
         if isinstance(texts, str):

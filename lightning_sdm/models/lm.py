@@ -53,7 +53,9 @@ class CodebookLM(nn.Module):
         self.pattern = config.make_pattern()
         self.special_token = config.cardinality
         vocab = config.cardinality + 1
-        self.token_embedding = nn.Parameter(torch.randn(config.num_levels, vocab, config.dim) * 0.02)
+        self.token_embedding = nn.Parameter(
+            torch.randn(config.num_levels, vocab, config.dim) * 0.02
+        )
         self.level_embedding = (
             nn.Embedding(config.num_levels + 1, config.dim)
             if self.pattern.representation is Representation.STACK
@@ -79,7 +81,9 @@ class CodebookLM(nn.Module):
             flat_grid = layout.num_levels * layout.num_timesteps
             self._device_layouts[key] = {
                 # -1 (no token) points at an extra grid column that holds the special id.
-                "input_index": torch.where(layout.input_index >= 0, layout.input_index, flat_grid).to(device),
+                "input_index": torch.where(
+                    layout.input_index >= 0, layout.input_index, flat_grid
+                ).to(device),
                 "time_index": layout.time_index.to(device),
                 "level_index": layout.level_index.to(device),
                 "attention_mask": layout.attention_mask.to(device),
@@ -90,7 +94,11 @@ class CodebookLM(nn.Module):
         return self._device_layouts[key]
 
     def embed(
-        self, grid: torch.Tensor, input_index: torch.Tensor, time_index: torch.Tensor, level_index: torch.Tensor
+        self,
+        grid: torch.Tensor,
+        input_index: torch.Tensor,
+        time_index: torch.Tensor,
+        level_index: torch.Tensor,
     ) -> torch.Tensor:
         """grid [R, C*T + 1] (last column = special) -> position inputs [R, P, D]."""
         ids = grid[:, input_index]  # [R, C, P]
@@ -110,13 +118,17 @@ class CodebookLM(nn.Module):
         """Teacher-forced logits. codes [B, C, T] -> logits [B, C, T, V] on the grid."""
         batch, num_levels, num_timesteps = codes.shape
         if num_levels != self.config.num_levels:
-            raise ValueError(f"codes have {num_levels} levels, model expects {self.config.num_levels}")
+            raise ValueError(
+                f"codes have {num_levels} levels, model expects {self.config.num_levels}"
+            )
         tensors = self._layout_tensors(num_timesteps, codes.device)
         grid = torch.cat([codes.flatten(1), codes.new_full((batch, 1), self.special_token)], dim=1)
         x = self.embed(grid, tensors["input_index"], tensors["time_index"], tensors["level_index"])
         hidden = self.decoder(x, tensors["attention_mask"], context, context_mask)
         predicting = hidden[:, tensors["prediction_position"]]  # [B, C, T, D]
-        return torch.einsum("bctd,cvd->bctv", predicting, self.head_weight) + self.head_bias[:, None]
+        return (
+            torch.einsum("bctd,cvd->bctv", predicting, self.head_weight) + self.head_bias[:, None]
+        )
 
     @torch.no_grad()
     def decode(
@@ -136,7 +148,9 @@ class CodebookLM(nn.Module):
         tensors = self._layout_tensors(num_timesteps, device)
         rows = context.shape[0]
         flat_grid = layout.num_levels * num_timesteps
-        grid = torch.full((rows, flat_grid + 1), self.special_token, dtype=torch.long, device=device)
+        grid = torch.full(
+            (rows, flat_grid + 1), self.special_token, dtype=torch.long, device=device
+        )
         cache = self.decoder.new_cache(layout.num_slots, context, context_mask)
         slot_last_visible = torch.full((layout.num_slots,), -1, dtype=torch.long, device=device)
         plan = _plan_lists(layout)

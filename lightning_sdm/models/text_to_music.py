@@ -12,7 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lightning_sdm.conditioning import EMPTY_CONDITION, T5Conditioner, TextCondition, TextConditionerConfig
+from lightning_sdm.conditioning import (
+    EMPTY_CONDITION,
+    T5Conditioner,
+    TextCondition,
+    TextConditionerConfig,
+)
 from lightning_sdm.models.lm import CodebookLM, LMConfig
 from lightning_sdm.models.sampling import SamplingConfig, guide, sample_tokens
 
@@ -64,7 +69,9 @@ class TextToMusicLM(nn.Module):
         condition = self.condition(texts)
         logits = codes.new_zeros((*codes.shape, self.cardinality), dtype=torch.float32)
 
-        def teacher_force(step_logits: torch.Tensor, levels: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        def teacher_force(
+            step_logits: torch.Tensor, levels: torch.Tensor, times: torch.Tensor
+        ) -> torch.Tensor:
             logits[:, levels, times] = step_logits.float()
             return codes[:, levels, times]
 
@@ -97,12 +104,16 @@ class TextToMusicLM(nn.Module):
         device = self.lm.head_weight.device
         prompt = self._check_prompt(prompt_tokens, batch, num_timesteps, device)
         guided = sampling.uses_guidance
-        condition = self.condition(list(texts) + [EMPTY_CONDITION] * batch if guided else list(texts))
+        condition = self.condition(
+            list(texts) + [EMPTY_CONDITION] * batch if guided else list(texts)
+        )
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
 
-        def pick(step_logits: torch.Tensor, levels: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        def pick(
+            step_logits: torch.Tensor, levels: torch.Tensor, times: torch.Tensor
+        ) -> torch.Tensor:
             if guided:
                 step_logits = guide(step_logits[:batch], step_logits[batch:], sampling.cfg_scale)
             tokens = sample_tokens(step_logits, sampling, generator)
@@ -122,7 +133,8 @@ class TextToMusicLM(nn.Module):
             return None
         if prompt.dim() != 3 or prompt.shape[0] != batch or prompt.shape[1] != self.num_levels:
             raise ValueError(
-                f"prompt_tokens must be [B={batch}, C={self.num_levels}, Tp], got {tuple(prompt.shape)}"
+                f"prompt_tokens must be [B={batch}, C={self.num_levels}, Tp], "
+                f"got {tuple(prompt.shape)}"
             )
         if not 1 <= prompt.shape[-1] <= num_timesteps:
             raise ValueError(f"prompt length {prompt.shape[-1]} must be in [1, {num_timesteps}]")
@@ -161,5 +173,7 @@ class TextToMusicLM(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [name for name in missing if not name.startswith(_ENCODER_PREFIX)]
         if missing or unexpected:
-            raise RuntimeError(f"weights do not match the config: missing {missing}, unexpected {unexpected}")
+            raise RuntimeError(
+                f"weights do not match the config: missing {missing}, unexpected {unexpected}"
+            )
         return model

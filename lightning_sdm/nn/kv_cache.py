@@ -47,7 +47,9 @@ class SlotKVCache:
     def num_slots(self) -> int:
         return int(self.keys.shape[3])
 
-    def write(self, layer: int, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def write(
+        self, layer: int, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> None:
         """Store keys/values [R, H, P, Dh] of this step's positions in their slots."""
         self.keys[layer].index_copy_(2, slots, keys)
         self.values[layer].index_copy_(2, slots, values)

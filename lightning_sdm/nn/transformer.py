@@ -40,7 +40,9 @@ class DecoderLayer(nn.Module):
         cross_values: torch.Tensor,
         context_mask: torch.Tensor,
     ) -> torch.Tensor:
-        cross = self.cross_attention.attend(self.cross_norm(x), cross_keys, cross_values, context_mask)
+        cross = self.cross_attention.attend(
+            self.cross_norm(x), cross_keys, cross_values, context_mask
+        )
         x = x + self.residual_dropout(cross)
         return x + self.residual_dropout(self.ffn(self.ffn_norm(x)))
 

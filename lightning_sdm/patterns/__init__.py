@@ -3,6 +3,7 @@
 from lightning_sdm.patterns.layout import DecodingStep, PatternLayout, Representation
 from lightning_sdm.patterns.pattern import PATTERN_NAMES, Pattern, make_pattern
 from lightning_sdm.patterns.schedules import (
+    SCHEDULE_NAMES,
     DelaySchedule,
     ExplicitSchedule,
     FlatSchedule,
@@ -15,6 +16,7 @@ from lightning_sdm.patterns.schedules import (
 
 __all__ = [
     "PATTERN_NAMES",
+    "SCHEDULE_NAMES",
     "DecodingStep",
     "DelaySchedule",
     "ExplicitSchedule",

@@ -31,7 +31,8 @@ class Pattern:
         return _build_layout(self, num_timesteps, num_levels)
 
     def describe(self) -> str:
-        return f"{self.name or 'custom'} [{self.schedule.name} schedule, {self.representation} representation]"
+        schedule, representation = self.schedule.name, self.representation
+        return f"{self.name or 'custom'} [{schedule} schedule, {representation} representation]"
 
 
 @lru_cache(maxsize=64)

@@ -32,7 +32,9 @@ class Schedule:
             raise ValueError(f"need C >= 1 and T >= 1, got C={num_levels}, T={num_steps_time}")
         levels = np.arange(num_levels, dtype=np.int64)[:, None]
         times = np.arange(num_steps_time, dtype=np.int64)[None, :]
-        steps = np.broadcast_to(self._steps(levels, times, num_levels), (num_levels, num_steps_time))
+        steps = np.broadcast_to(
+            self._steps(levels, times, num_levels), (num_levels, num_steps_time)
+        )
         return np.ascontiguousarray(steps, dtype=np.int64)
 
 
@@ -107,7 +109,8 @@ class ExplicitSchedule(Schedule):
         array = np.asarray(self.steps, dtype=np.int64)
         if array.shape != (num_levels, num_steps_time):
             raise InvalidScheduleError(
-                f"explicit schedule has shape {array.shape}, expected ({num_levels}, {num_steps_time})"
+                f"explicit schedule has shape {array.shape}, "
+                f"expected ({num_levels}, {num_steps_time})"
             )
         return array
 

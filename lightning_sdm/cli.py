@@ -1,0 +1,117 @@
+"""`lightning-sdm`: inspect patterns, generate from a saved model, run the CPU demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from lightning_sdm.patterns import PATTERN_NAMES, SCHEDULE_NAMES
+
+
+def _add_patterns(commands: argparse._SubParsersAction) -> None:
+    patterns = commands.add_parser("patterns", help="inspect codebook patterns")
+    sub = patterns.add_subparsers(dest="patterns_command", required=True)
+    show = sub.add_parser("show", help="draw a pattern's steps, plan and visibility")
+    show.add_argument("--pattern", choices=PATTERN_NAMES, default="stack_delay")
+    show.add_argument("--k", type=int, default=1, help="interleave of stack-delay / interleaved")
+    show.add_argument(
+        "--schedule", choices=SCHEDULE_NAMES, default=None, help="override the schedule"
+    )
+    show.add_argument("--T", type=int, default=8, help="timesteps")
+    show.add_argument("--C", type=int, default=4, help="codebook levels")
+    show.add_argument("--no-matrix", action="store_true", help="skip the visibility matrix")
+    table = sub.add_parser("table", help="decoding steps and cache keys of every pattern")
+    table.add_argument("--T", type=int, default=1500)
+    table.add_argument("--C", type=int, default=4)
+    table.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser("generate", help="generate token grids from a saved model")
+    generate.add_argument(
+        "--model", required=True, help="directory written by save_pretrained/export"
+    )
+    generate.add_argument(
+        "--prompt", action="append", required=True, help="caption; repeat for a batch"
+    )
+    generate.add_argument("--timesteps", type=int, default=1500, help="frames to generate (50 Hz)")
+    generate.add_argument(
+        "--output", default="generated_codes.pt", help="where to save codes [B, C, T]"
+    )
+    _add_sampling_arguments(generate)
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=250)
+    parser.add_argument("--top-p", type=float, default=0.0)
+    parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="tiny random-weight model: save, load, generate on CPU")
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--timesteps", type=int, default=250, help="frames per sample (50 Hz)")
+    demo.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lightning-sdm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_patterns(commands)
+    _add_generate(commands)
+    _add_demo(commands)
+    return parser
+
+
+def _run_patterns(args: argparse.Namespace) -> int:
+    from lightning_sdm.patterns import make_pattern
+    from lightning_sdm.patterns.render import format_table, render, table_rows
+
+    if args.T < 1 or args.C < 1:
+        raise SystemExit("error: --T and --C must be >= 1")
+    if args.patterns_command == "table":
+        rows = table_rows(args.T, args.C)
+        print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+        return 0
+    pattern = make_pattern(args.pattern, k=args.k, schedule=args.schedule)
+    print(render(pattern, pattern.layout(args.T, args.C), show_matrix=not args.no_matrix))
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from lightning_sdm.generation import generate_to_file
+    from lightning_sdm.models.sampling import SamplingConfig
+
+    sampling = SamplingConfig(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg
+    )
+    report = generate_to_file(
+        args.model, args.prompt, args.timesteps, sampling, args.seed, args.output
+    )
+    print(report)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from lightning_sdm.demo import run_demo
+
+    run_demo(args.output_dir, args.timesteps, args.seed)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"patterns": _run_patterns, "generate": _run_generate, "demo": _run_demo}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

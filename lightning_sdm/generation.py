@@ -1,0 +1,73 @@
+"""Generation from a saved model directory, with timing the user can compare across patterns."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.models.text_to_music import TextToMusicLM
+
+FRAME_RATE_HZ = 50.0  # EnCodec 32 kHz
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    output: Path
+    shape: tuple[int, ...]
+    decoding_steps: int
+    cache_slots: int
+    seconds: float
+    audio_seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall time over generated audio time (below 1 is faster than real time)."""
+        return self.seconds / self.audio_seconds
+
+    def __str__(self) -> str:
+        return (
+            f"wrote codes {list(self.shape)} to {self.output}\n"
+            f"decoding steps: {self.decoding_steps}, cache slots: {self.cache_slots}, "
+            f"wall time: {self.seconds:.2f} s for {self.audio_seconds:.1f} s of audio per sample "
+            f"(RTF {self.real_time_factor:.2f})"
+        )
+
+
+def timed_generate(
+    model: TextToMusicLM,
+    captions: list[str],
+    num_timesteps: int,
+    sampling: SamplingConfig,
+    seed: int | None,
+) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    codes = model.generate(captions, num_timesteps, sampling=sampling, seed=seed)
+    return codes, time.perf_counter() - start
+
+
+def generate_to_file(
+    model_dir: str | Path,
+    captions: list[str],
+    num_timesteps: int,
+    sampling: SamplingConfig,
+    seed: int | None,
+    output: str | Path,
+) -> GenerationReport:
+    model = TextToMusicLM.from_pretrained(model_dir).eval()
+    codes, seconds = timed_generate(model, captions, num_timesteps, sampling, seed)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"codes": codes.to(torch.int16), "captions": list(captions)}, output)
+    layout = model.lm.layout(num_timesteps)
+    return GenerationReport(
+        output=output,
+        shape=tuple(codes.shape),
+        decoding_steps=layout.num_decoding_steps,
+        cache_slots=layout.num_slots,
+        seconds=seconds,
+        audio_seconds=num_timesteps / FRAME_RATE_HZ,
+    )

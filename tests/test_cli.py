@@ -1,0 +1,86 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from lightning_sdm.cli import main
+from tests.conftest import tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_patterns_table_json_is_measured_from_plans(capsys):
+    assert main(["patterns", "table", "--T", "1500", "--C", "4", "--json"]) == 0
+    rows = {row["pattern"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["delay"]["decoding_steps"] == 1503
+    assert rows["flat"]["max_cache_keys"] == 6000
+    assert rows["stack"]["decoding_steps"] == 6000
+    assert rows["stack_delay(k=1)"]["max_cache_keys"] == 1506
+    assert set(rows) >= {f"stack_delay(k={k})" for k in (1, 2, 3, 4)}
+
+
+def test_patterns_table_text(capsys):
+    assert main(["patterns", "table", "--T", "20", "--C", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "decoding_steps" in out and "stack_delay(k=3)" in out
+
+
+def test_patterns_show_draws_steps_plan_and_visibility(capsys):
+    assert main(["patterns", "show", "--pattern", "stack_delay", "--k", "3", "--T", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "Step G(i, t)" in out and "Decoding plan" in out and "What each position sees" in out
+    assert "(0,4)" in out  # the first full stack
+    # The grid row of level 0 is the interleaved schedule t + 2·(t mod 4).
+    level0 = next(line for line in out.splitlines() if re.match(r"\s+0\s+0\s+3\s+6", line))
+    assert [int(v) for v in level0.split()[1:]] == [t + 2 * (t % 4) for t in range(12)]
+
+
+def test_bad_cli_input_fails_with_a_message(capsys):
+    assert (
+        main(["patterns", "show", "--pattern", "stack", "--schedule", "parallel", "--T", "4"]) == 2
+    )
+    assert "increase with the level" in capsys.readouterr().err
+
+
+def test_generate_command_writes_codes(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    output = tmp_path / "out" / "codes.pt"
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "a", "--prompt", "b"]
+    assert main([*argv, "--timesteps", "10", "--seed", "0", "--output", str(output)]) == 0
+    saved = torch.load(output)
+    assert saved["codes"].shape == (2, 4, 10) and saved["captions"] == ["a", "b"]
+    assert "decoding steps: 13" in capsys.readouterr().out
+
+
+def test_generate_from_a_missing_model_fails_clearly(tmp_path, capsys):
+    argv = ["generate", "--model", str(tmp_path), "--prompt", "a", "--timesteps", "4"]
+    assert main(argv) == 2
+    assert "not a saved lightning_sdm model" in capsys.readouterr().err
+
+
+def test_demo_runs_every_pattern(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path), "--timesteps", "20"]) == 0
+    out = capsys.readouterr().out
+    for name in ("delay", "flat", "stack", "stack_delay"):
+        assert f"[{name} k=" in out
+    assert (tmp_path / "stack_delay_k3" / "codes.pt").is_file()
+
+
+def test_module_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_sdm", "patterns", "table", "--T", "8"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "stack_delay(k=4)" in result.stdout
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    setup_and_demo, setup_and_tests = blocks[0].strip().splitlines()
+    assert "lightning-sdm" in setup_and_demo
+    test_command = setup_and_tests.split("&&")[-1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines()
