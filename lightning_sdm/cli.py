@@ -58,12 +58,36 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0)
 
 
+def _add_tokenize(commands: argparse._SubParsersAction) -> None:
+    tokenize = commands.add_parser(
+        "tokenize",
+        help="encode audio + captions into EnCodec token shards (resumable)",
+        description="Input: a folder with x.wav + x.txt/x.json sidecars, an audiocraft JSONL "
+        "manifest, or a CSV with path,caption columns. Output: shard-NNNNNN.tar + index.json.",
+    )
+    tokenize.add_argument("input", help="folder, .jsonl or .csv")
+    tokenize.add_argument("output", help="folder for the shards and index.json")
+    tokenize.add_argument("--codec-dir", default=None, help="local facebook/encodec_32khz copy")
+    tokenize.add_argument("--min-seconds", type=float, default=1.0, help="reject shorter audio")
+    tokenize.add_argument("--latents", action="store_true", help="also store continuous latents")
+    tokenize.add_argument("--allow-missing-captions", action="store_true")
+    tokenize.add_argument("--shard-items", type=int, default=1000, help="items per shard at most")
+    tokenize.add_argument("--shard-mb", type=float, default=512, help="shard size bound in MB")
+    tokenize.add_argument("--workers", type=int, default=1, help="audio decoding workers")
+    tokenize.add_argument("--accelerator", default="auto")
+    tokenize.add_argument("--devices", default="1")
+    tokenize.add_argument("--num-nodes", type=int, default=1)
+    tokenize.add_argument("--strategy", default="auto")
+    tokenize.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightning-sdm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_patterns(commands)
     _add_generate(commands)
     _add_demo(commands)
+    _add_tokenize(commands)
     return parser
 
 
@@ -103,9 +127,44 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_tokenize(args: argparse.Namespace) -> int:
+    from lightning_sdm.codecs import CodecConfig
+    from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
+
+    devices = int(args.devices) if args.devices.isdigit() else args.devices
+    summary = tokenize(
+        TokenizeConfig(
+            input=args.input,
+            output=args.output,
+            codec=CodecConfig(pretrained=args.codec_dir),
+            min_seconds=args.min_seconds,
+            keep_latents=args.latents,
+            allow_missing_captions=args.allow_missing_captions,
+            max_shard_items=args.shard_items,
+            max_shard_bytes=int(args.shard_mb * 1024 * 1024),
+            num_workers=args.workers,
+            accelerator=args.accelerator,
+            devices=devices,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            progress=not args.no_progress,
+        )
+    )
+    print(summary)
+    if not summary.ok:
+        print("error: nothing could be tokenized", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"patterns": _run_patterns, "generate": _run_generate, "demo": _run_demo}
+    handlers = {
+        "patterns": _run_patterns,
+        "generate": _run_generate,
+        "demo": _run_demo,
+        "tokenize": _run_tokenize,
+    }
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as error:

@@ -1,0 +1,170 @@
+"""EnCodec through transformers' `EncodecModel`: codes, continuous latents and decoding.
+
+Uses the model's encoder, residual quantizer and decoder directly, so one pass yields both
+the int codes (the LM's tokens) and the pre-quantization latents (the diffusion family's
+input). Long tracks are encoded in chunks with context on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import EncodecConfig, EncodecModel
+
+# Shaped like facebook/encodec_32khz (32 kHz, hop 640 = 50 Hz, 4 x 2048 codes at 2.2 kbps)
+# but a few hundred thousand parameters: for tests and the CPU demo.
+TINY_ENCODEC_32KHZ: dict[str, Any] = {
+    "sampling_rate": 32000,
+    "audio_channels": 1,
+    "normalize": False,
+    "chunk_length_s": None,
+    "codebook_size": 2048,
+    "codebook_dim": 16,
+    "hidden_size": 16,
+    "num_filters": 4,
+    "num_lstm_layers": 2,
+    "upsampling_ratios": [8, 5, 4, 4],
+    "target_bandwidths": [2.2],
+    "use_causal_conv": False,
+    "use_conv_shortcut": False,
+}
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """`pretrained`: a local copy of facebook/encodec_32khz; else `encodec_config` (random)."""
+
+    pretrained: str | None = None
+    encodec_config: dict[str, Any] = field(default_factory=lambda: dict(TINY_ENCODEC_32KHZ))
+    bandwidth: float | None = None  # kbps; None takes the model's first target bandwidth
+    chunk_seconds: float = 60.0
+    context_seconds: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EncodecCodec(nn.Module):
+    def __init__(
+        self, config: CodecConfig | None = None, model: EncodecModel | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config or CodecConfig()
+        self.model = model if model is not None else _load_encodec(self.config)
+        self.model.eval().requires_grad_(False)
+        model_config = self.model.config
+        if model_config.normalize or model_config.chunk_length_s is not None:
+            raise ValueError(
+                "only EnCodec models without input normalisation or chunking are supported "
+                "(facebook/encodec_32khz is one)"
+            )
+        if model_config.audio_channels != 1:
+            raise ValueError("only mono EnCodec models are supported")
+        self.bandwidth = self.config.bandwidth or model_config.target_bandwidths[0]
+        self.num_codebooks = self.model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.sampling_rate)
+
+    @property
+    def hop_length(self) -> int:
+        return int(math.prod(self.model.config.upsampling_ratios))
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def cardinality(self) -> int:
+        return int(self.model.config.codebook_size)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def identity(self) -> dict[str, Any]:
+        """What a token grid depends on: stored with shards to refuse mixing codecs."""
+        return {
+            "pretrained": self.config.pretrained,
+            "sample_rate": self.sample_rate,
+            "frame_rate": self.frame_rate,
+            "num_codebooks": self.num_codebooks,
+            "cardinality": self.cardinality,
+            "bandwidth": self.bandwidth,
+            "latent_dim": self.latent_dim,
+        }
+
+    def num_frames(self, num_samples: int) -> int:
+        return math.ceil(num_samples / self.hop_length)
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, N] (mono, codec rate) -> codes [B, C, T] long."""
+        return self.encode_with_latents(wav, keep_latents=False)[0]
+
+    @torch.no_grad()
+    def encode_with_latents(
+        self, wav: torch.Tensor, keep_latents: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """wav [B, N] -> (codes [B, C, T], latents [B, D, T] or None), chunked for long input."""
+        if wav.dim() == 1:
+            wav = wav[None]
+        if wav.dim() == 3 and wav.shape[1] == 1:
+            wav = wav[:, 0]
+        if wav.dim() != 2:
+            raise ValueError(f"expected mono audio [B, N], got shape {tuple(wav.shape)}")
+        wav = wav.to(self.device, torch.float32)
+        hop = self.hop_length
+        chunk = max(hop, int(self.config.chunk_seconds * self.sample_rate) // hop * hop)
+        context = int(self.config.context_seconds * self.sample_rate) // hop * hop
+        codes, latents = [], []
+        for start in range(0, wav.shape[-1], chunk):
+            end = min(start + chunk, wav.shape[-1])
+            left = max(0, start - context)
+            right = min(wav.shape[-1], end + context)
+            embeddings = self.model.encoder(wav[:, None, left:right])
+            first = (start - left) // hop
+            kept = slice(first, first + self.num_frames(end - start))
+            embeddings = embeddings[..., kept]
+            codes.append(self.model.quantizer.encode(embeddings, self.bandwidth).transpose(0, 1))
+            if keep_latents:
+                latents.append(embeddings)
+        return torch.cat(codes, dim=-1), torch.cat(latents, dim=-1) if keep_latents else None
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, C, T] -> wav [B, T * hop] at the codec rate."""
+        if codes.dim() != 3 or codes.shape[1] != self.num_codebooks:
+            raise ValueError(
+                f"expected codes [B, {self.num_codebooks}, T], got shape {tuple(codes.shape)}"
+            )
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.cardinality):
+            raise ValueError(f"codes must lie in [0, {self.cardinality})")
+        embeddings = self.model.quantizer.decode(codes.to(self.device, torch.long).transpose(0, 1))
+        return self.model.decoder(embeddings)[:, 0]
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.model.save_pretrained(Path(directory))
+
+
+def _load_encodec(config: CodecConfig) -> EncodecModel:
+    """Local directories only: this never reaches a model hub."""
+    if config.pretrained is None:
+        return EncodecModel(EncodecConfig(**config.encodec_config))
+    path = Path(config.pretrained)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"EnCodec directory {path} does not exist; download facebook/encodec_32khz once and "
+            "point `pretrained` at the local copy (this code never fetches weights)"
+        )
+    return EncodecModel.from_pretrained(path, local_files_only=True)

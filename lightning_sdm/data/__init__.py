@@ -1,0 +1,1 @@
+"""Data: codec tokenization into shards and the streaming DataModule."""

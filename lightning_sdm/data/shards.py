@@ -1,0 +1,215 @@
+"""WebDataset shards of token grids, written atomically, plus their sidecars and index.
+
+A shard `shard-000042.tar` exists only once complete: it is written under a temporary
+name and renamed. Its sidecar `shard-000042.json` (written first) lists its keys and
+lengths, so resuming and indexing never need to open the tar files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+
+SHARD_FORMAT = "shard-{:06d}.tar"
+INDEX_FILE = "index.json"
+TEMP_SUFFIX = ".tmp"
+
+
+@dataclass
+class TokenizedItem:
+    key: str
+    codes: np.ndarray  # int16 [C, T]
+    caption: str
+    metadata: dict[str, Any]
+    seconds: float
+    source: str
+    source_sample_rate: int
+    latents: np.ndarray | None = None  # float16 [D, T]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.codes.shape[-1])
+
+    def to_sample(self) -> dict[str, Any]:
+        sample = {
+            "__key__": self.key,
+            "codes.npy": _npy_bytes(self.codes),
+            "json": json.dumps(
+                {
+                    "caption": self.caption,
+                    "metadata": self.metadata,
+                    "seconds": self.seconds,
+                    "num_frames": self.num_frames,
+                    "source": self.source,
+                    "source_sample_rate": self.source_sample_rate,
+                },
+                ensure_ascii=False,
+                default=str,
+            ).encode("utf-8"),
+        }
+        if self.latents is not None:
+            sample["latents.npy"] = _npy_bytes(self.latents)
+        return sample
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    temp = path.with_name(path.name + TEMP_SUFFIX)
+    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(temp, path)
+
+
+@dataclass
+class _OpenShard:
+    number: int
+    temp_path: Path
+    handle: Any
+    writer: wds.TarWriter
+    keys: list[str] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes: int = 0
+
+
+class ShardWriter:
+    """Fills shards up to `max_items` or `max_bytes` and publishes each one atomically."""
+
+    def __init__(
+        self,
+        directory: Path,
+        numbers: Iterator[int],
+        max_items: int,
+        max_bytes: int,
+        codec_identity: dict[str, Any],
+    ) -> None:
+        if max_items < 1 or max_bytes < 1:
+            raise ValueError("shards need max_items >= 1 and max_bytes >= 1")
+        self.directory = directory
+        self.numbers = numbers
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.codec_identity = codec_identity
+        self.written: list[str] = []
+        self._open: _OpenShard | None = None
+
+    def write(self, item: TokenizedItem) -> None:
+        sample = item.to_sample()
+        size = sum(len(v) for k, v in sample.items() if k != "__key__")
+        current = self._open
+        if current is not None and current.keys and current.bytes + size > self.max_bytes:
+            self.finish()
+        current = self._open or self._start()
+        current.writer.write(sample)
+        current.keys.append(item.key)
+        current.frames.append(item.num_frames)
+        current.seconds += item.seconds
+        current.bytes += size
+        if len(current.keys) >= self.max_items:
+            self.finish()
+
+    def _start(self) -> _OpenShard:
+        number = next(self.numbers)
+        temp_path = self.directory / (SHARD_FORMAT.format(number) + TEMP_SUFFIX)
+        handle = temp_path.open("wb")
+        self._open = _OpenShard(number, temp_path, handle, wds.TarWriter(handle, encoder=False))
+        return self._open
+
+    def finish(self) -> None:
+        """Publish the open shard: sidecar first, then the tar under its final name."""
+        current, self._open = self._open, None
+        if current is None:
+            return
+        current.writer.close()
+        current.handle.close()
+        name = SHARD_FORMAT.format(current.number)
+        write_json_atomic(
+            self.directory / sidecar_name(name),
+            {
+                "shard": name,
+                "keys": current.keys,
+                "sample_frames": current.frames,
+                "num_samples": len(current.keys),
+                "num_frames": int(sum(current.frames)),
+                "audio_seconds": current.seconds,
+                "codec": self.codec_identity,
+            },
+        )
+        os.replace(current.temp_path, self.directory / name)
+        self.written.append(name)
+
+    def abandon(self) -> None:
+        """Drop the open shard (its items were never published and will be redone)."""
+        current, self._open = self._open, None
+        if current is not None:
+            current.handle.close()
+            current.temp_path.unlink(missing_ok=True)
+
+
+def sidecar_name(shard_name: str) -> str:
+    return shard_name.removesuffix(".tar") + ".json"
+
+
+def shard_number(name: str) -> int:
+    return int(name.removeprefix("shard-").removesuffix(".tar"))
+
+
+def clean_incomplete(directory: Path) -> list[str]:
+    """Remove what a killed run left behind: temporary files and sidecars without a shard."""
+    removed = []
+    for temp in directory.glob(f"*{TEMP_SUFFIX}"):
+        temp.unlink()
+        removed.append(temp.name)
+    for sidecar in directory.glob("shard-*.json"):
+        if not (directory / (sidecar.stem + ".tar")).exists():
+            sidecar.unlink()
+            removed.append(sidecar.name)
+    return removed
+
+
+def completed_shards(directory: Path) -> list[dict[str, Any]]:
+    """Sidecars of every published shard, in shard order."""
+    shards = []
+    for tar in sorted(directory.glob("shard-*.tar")):
+        sidecar = directory / sidecar_name(tar.name)
+        if not sidecar.is_file():
+            raise RuntimeError(f"{tar} has no sidecar {sidecar.name}; the output folder is damaged")
+        shards.append(json.loads(sidecar.read_text(encoding="utf-8")))
+    return shards
+
+
+def load_index(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `lightning-sdm tokenize` to make shards")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """A raw tar sample -> key, codes int16 [C, T], info dict (and latents if stored)."""
+    decoded = {
+        "key": sample["__key__"],
+        "codes": np.load(io.BytesIO(sample["codes.npy"]), allow_pickle=False),
+        "info": json.loads(sample["json"]),
+    }
+    if "latents.npy" in sample:
+        decoded["latents"] = np.load(io.BytesIO(sample["latents.npy"]), allow_pickle=False)
+    return decoded
+
+
+def read_shard(path: Path) -> Iterator[dict[str, Any]]:
+    """Decoded samples of one shard, in order."""
+    for sample in wds.tariterators.tarfile_samples([{"url": str(path)}]):
+        yield decode_sample(sample)

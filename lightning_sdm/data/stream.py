@@ -1,0 +1,204 @@
+"""Streaming token batches from shards: split by rank and worker, shuffled, cropped, padded.
+
+Every rank yields exactly `batches_per_rank` batches per epoch so DDP ranks stay in step.
+When the shards divide evenly over ranks x workers and batches, an epoch visits every
+usable sample exactly once; otherwise a worker wraps around (or stops early) to keep
+the count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from lightning_sdm.data.shards import read_shard
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    segment_frames: int
+    min_segment_ratio: float = 0.8
+    random_crop: bool = True
+
+    @property
+    def min_frames(self) -> int:
+        return max(1, int(np.ceil(self.segment_frames * self.min_segment_ratio)))
+
+
+def crop(codes: np.ndarray, config: CropConfig, rng: random.Random) -> tuple[np.ndarray, int, int]:
+    """-> (segment [C, S] zero-padded, crop start, real frames). Crops stay inside the item."""
+    frames = codes.shape[-1]
+    length = config.segment_frames
+    start = rng.randint(0, frames - length) if config.random_crop and frames > length else 0
+    piece = codes[:, start : start + length]
+    real = piece.shape[-1]
+    if real < length:
+        piece = np.pad(piece, ((0, 0), (0, length - real)))
+    return piece, start, real
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    real = torch.tensor([s["real_frames"] for s in samples])
+    length = samples[0]["codes"].shape[-1]
+    batch: dict[str, Any] = {
+        "codes": torch.from_numpy(np.stack([s["codes"] for s in samples]).astype(np.int64)),
+        "padding_mask": torch.arange(length)[None, :] < real[:, None],  # True = real frame
+        "captions": [s["caption"] for s in samples],
+        "keys": [s["key"] for s in samples],
+        "crop_start": torch.tensor([s["crop_start"] for s in samples]),
+    }
+    if "latents" in samples[0]:
+        batch["latents"] = torch.from_numpy(
+            np.stack([s["latents"] for s in samples]).astype(np.float32)
+        )
+    return batch
+
+
+class ShardStream(IterableDataset):
+    def __init__(
+        self,
+        shards: list[str],
+        batch_size: int,
+        batches_per_rank: int,
+        crop_config: CropConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        shuffle_buffer: int = 256,
+        seed: int = 0,
+        load_latents: bool = False,
+    ) -> None:
+        super().__init__()
+        if not shards:
+            raise ValueError("no shards to stream")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.shards = list(shards)
+        self.batch_size = batch_size
+        self.batches_per_rank = batches_per_rank
+        self.crop_config = crop_config
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.load_latents = load_latents
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.batches_per_rank
+
+    def _worker(self) -> tuple[int, int]:
+        info = get_worker_info()
+        return (0, 1) if info is None else (info.id, info.num_workers)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker, workers = self._worker()
+        quota = self.batches_per_rank // workers + (worker < self.batches_per_rank % workers)
+        if quota:
+            yield from itertools.islice(self._batches(self._cycled(worker, workers)), quota)
+
+    def _cycled(self, worker: int, workers: int) -> Iterator[dict[str, Any]]:
+        """This worker's samples, wrapping around (reshuffled) for as long as batches are asked."""
+        for cycle in itertools.count():
+            produced = 0
+            for sample in self._samples(worker, workers, cycle):
+                produced += 1
+                yield sample
+            if not produced:
+                raise RuntimeError(
+                    f"rank {self.rank} worker {worker} has no usable samples (need at least "
+                    f"{self.crop_config.min_frames} frames); use fewer workers or ranks"
+                )
+
+    def _rng(self, *parts: int) -> random.Random:
+        return random.Random(hash((self.seed, self.epoch, *parts)))
+
+    def _samples(self, worker: int, workers: int, cycle: int) -> Iterator[dict[str, Any]]:
+        order = list(self.shards)
+        if self.shuffle:
+            self._rng(cycle).shuffle(order)
+        readers = self.world_size * workers
+        reader = self.rank * workers + worker
+        if len(order) >= readers:  # whole shards per reader: no read amplification
+            mine = order[self.rank :: self.world_size][worker::workers]
+            stream = (s for shard in mine for s in read_shard(shard))
+        else:  # too few shards: every reader scans all and keeps every readers-th sample
+            everything = (s for shard in order for s in read_shard(shard))
+            stream = (s for i, s in enumerate(everything) if i % readers == reader)
+        usable = (s for s in stream if s["codes"].shape[-1] >= self.crop_config.min_frames)
+        if self.shuffle:
+            usable = _buffer_shuffle(
+                usable, self.shuffle_buffer, self._rng(cycle, self.rank, worker)
+            )
+        crop_rng = self._rng(cycle, self.rank, worker, 1)
+        for sample in usable:
+            codes, start, real = crop(sample["codes"], self.crop_config, crop_rng)
+            item = {
+                "key": sample["key"],
+                "codes": codes,
+                "caption": sample["info"]["caption"],
+                "crop_start": start,
+                "real_frames": real,
+            }
+            if self.load_latents:
+                if "latents" not in sample:
+                    raise ValueError(
+                        f"sample {sample['key']} has no latents; tokenize with latents"
+                    )
+                latents = sample["latents"][:, start : start + self.crop_config.segment_frames]
+                item["latents"] = np.pad(
+                    latents, ((0, 0), (0, codes.shape[-1] - latents.shape[-1]))
+                )
+            yield item
+
+    def _batches(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        pending: list[dict[str, Any]] = []
+        for sample in samples:
+            pending.append(sample)
+            if len(pending) == self.batch_size:
+                yield collate(pending)
+                pending = []
+
+
+def _buffer_shuffle(
+    samples: Iterator[dict[str, Any]], size: int, rng: random.Random
+) -> Iterator[dict[str, Any]]:
+    """Shuffle a stream with a bounded buffer (memory stays at `size` samples)."""
+    buffer: list[dict[str, Any]] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        index = rng.randrange(len(buffer))
+        buffer[index], sample = sample, buffer[index]
+        yield sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class EpochDataLoader(DataLoader):
+    """Tells its stream which epoch starts before workers copy it.
+
+    Lightning only forwards the epoch to samplers, which iterable datasets lack.
+    """
+
+    def __init__(
+        self, dataset: ShardStream, epoch_source: Callable[[], int] | None = None, **kwargs
+    ):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self._epoch_source = epoch_source
+        self._iterations = 0
+
+    def __iter__(self):
+        epoch = self._epoch_source() if self._epoch_source else None
+        self.dataset.epoch = self._iterations if epoch is None else epoch
+        self._iterations += 1
+        return super().__iter__()

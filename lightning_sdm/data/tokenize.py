@@ -1,0 +1,288 @@
+"""`lightning-sdm tokenize`: audio + captions -> EnCodec token shards, as a Lightning predict loop.
+
+Decoding and resampling run in DataLoader workers, encoding in the LightningModule, and
+a prediction writer publishes shards; the same Trainer flags spread it over GPUs or nodes.
+A killed run resumes: published shards are kept, their items skipped, the rest redone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.data.audio import AudioRejected, load_mono
+from lightning_sdm.data.shards import (
+    INDEX_FILE,
+    ShardWriter,
+    TokenizedItem,
+    clean_incomplete,
+    completed_shards,
+    shard_number,
+    write_json_atomic,
+)
+from lightning_sdm.data.sources import Rejection, SourceItem, discover
+
+
+@dataclass
+class TokenizeConfig:
+    input: str
+    output: str
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    min_seconds: float = 1.0
+    keep_latents: bool = False
+    allow_missing_captions: bool = False
+    max_shard_items: int = 1000
+    max_shard_bytes: int = 512 * 1024 * 1024
+    num_workers: int = 1
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class TokenizeSummary:
+    output: Path
+    new_items: int
+    already_present: int
+    total_items: int
+    total_shards: int
+    total_hours: float
+    rejected: list[dict[str, str]]
+
+    @property
+    def ok(self) -> bool:
+        return self.total_items > 0
+
+    def __str__(self) -> str:
+        reasons = Counter(r["reason"].split(":")[0] for r in self.rejected)
+        lines = [
+            f"tokenized {self.new_items} new items; {self.already_present} were already present",
+            f"output: {self.total_items} items, {self.total_hours:.3f} h of audio in "
+            f"{self.total_shards} shards, index {self.output / INDEX_FILE}",
+            f"rejected: {len(self.rejected)}"
+            + "".join(f"\n  {count} x {reason}" for reason, count in reasons.most_common()),
+        ]
+        return "\n".join(lines)
+
+
+class AudioItems(Dataset):
+    """Decodes, downmixes and resamples in the worker; a bad file becomes a rejection."""
+
+    def __init__(self, items: list[SourceItem], sample_rate: int, min_seconds: float) -> None:
+        self.items = items
+        self.sample_rate = sample_rate
+        self.min_seconds = min_seconds
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        record: dict[str, Any] = {"item": item, "audio": None, "problem": None}
+        try:
+            record["audio"] = load_mono(item.path, self.sample_rate, self.min_seconds)
+        except AudioRejected as error:
+            record["problem"] = str(error)
+        return record
+
+
+def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return batch
+
+
+class EncodeModule(L.LightningModule):
+    def __init__(self, codec: EncodecCodec, keep_latents: bool) -> None:
+        super().__init__()
+        self.codec = codec
+        self.keep_latents = keep_latents
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        return batch  # numpy audio records; the codec moves each track itself
+
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[Any]:
+        results: list[Any] = []
+        for record in batch:
+            item: SourceItem = record["item"]
+            if record["problem"]:
+                results.append(Rejection(str(item.path), record["problem"]))
+                continue
+            audio = record["audio"]
+            wav = torch.from_numpy(audio.samples)[None]
+            codes, latents = self.codec.encode_with_latents(wav, keep_latents=self.keep_latents)
+            results.append(
+                TokenizedItem(
+                    key=item.key,
+                    codes=codes[0].to(torch.int16).cpu().numpy(),
+                    latents=None if latents is None else latents[0].half().cpu().numpy(),
+                    caption=item.caption or "",
+                    metadata=item.metadata,
+                    seconds=audio.seconds(self.codec.sample_rate),
+                    source=str(item.path),
+                    source_sample_rate=audio.source_sample_rate,
+                )
+            )
+        return results
+
+
+class ShardPublisher(BasePredictionWriter):
+    """Each rank writes its own shard numbers: first, first + world, first + 2 world, ..."""
+
+    def __init__(self, config: TokenizeConfig, first_number: int, codec_identity: dict[str, Any]):
+        super().__init__(write_interval="batch")
+        self.config = config
+        self.first_number = first_number
+        self.codec_identity = codec_identity
+        self.writer: ShardWriter | None = None
+        self.rejections: list[Rejection] = []
+        self.new_items = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        numbers = itertools.count(self.first_number + trainer.global_rank, trainer.world_size)
+        self.writer = ShardWriter(
+            Path(self.config.output),
+            numbers,
+            self.config.max_shard_items,
+            self.config.max_shard_bytes,
+            self.codec_identity,
+        )
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ):
+        assert self.writer is not None
+        for result in prediction:
+            if isinstance(result, Rejection):
+                self.rejections.append(result)
+            else:
+                self.writer.write(result)
+                self.new_items += 1
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.writer is not None:
+            self.writer.finish()
+        path = Path(self.config.output) / f"rejections.rank{trainer.global_rank}.json"
+        write_json_atomic(path, [r.to_dict() for r in self.rejections])
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # Items in the open shard are complete: publish them rather than redo them.
+        if self.writer is not None:
+            self.writer.finish()
+
+
+class AudioThroughputBar(TQDMProgressBar):
+    """Lightning's bar (items/s) plus audio seconds encoded per second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._audio_seconds = 0.0
+        self._started = time.perf_counter()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        self._audio_seconds += sum(r.seconds for r in outputs if isinstance(r, TokenizedItem))
+        rate = self._audio_seconds / max(time.perf_counter() - self._started, 1e-9)
+        self.predict_progress_bar.set_postfix({"audio_s/s": f"{rate:.1f}"})
+
+
+def _check_codec(output: Path, identity: dict[str, Any], shards: list[dict[str, Any]]) -> None:
+    for shard in shards:
+        if shard.get("codec") != identity:
+            raise ValueError(
+                f"{output} holds shards made with another codec ({shard.get('codec')}); "
+                "tokenize into a new folder"
+            )
+
+
+def tokenize(config: TokenizeConfig) -> TokenizeSummary:
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    clean_incomplete(output)
+    codec = EncodecCodec(config.codec)
+    identity = codec.identity()
+    existing = completed_shards(output)
+    _check_codec(output, identity, existing)
+    done = {key for shard in existing for key in shard["keys"]}
+    items = discover(config.input, config.allow_missing_captions)
+    rejections = [Rejection(str(i.path), i.problem) for i in items if i.problem]
+    todo = [i for i in items if i.problem is None and i.key not in done]
+    already = sum(1 for i in items if i.problem is None and i.key in done)
+    new_items = 0
+    if todo:
+        first = max((shard_number(s["shard"]) for s in existing), default=-1) + 1
+        publisher = ShardPublisher(config, first, identity)
+        callbacks: list[L.Callback] = [publisher]
+        if config.progress:
+            callbacks.append(AudioThroughputBar())
+        trainer = L.Trainer(
+            accelerator=config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=config.progress,
+            callbacks=callbacks,
+        )
+        loader = DataLoader(
+            AudioItems(todo, codec.sample_rate, config.min_seconds),
+            batch_size=1,
+            num_workers=config.num_workers,
+            collate_fn=_as_list,
+        )
+        trainer.predict(EncodeModule(codec, config.keep_latents), loader, return_predictions=False)
+        trainer.strategy.barrier()
+        new_items = publisher.new_items
+        if not trainer.is_global_zero:
+            return TokenizeSummary(output, new_items, already, 0, 0, 0.0, [])
+    for rank_file in sorted(output.glob("rejections.rank*.json")):
+        rejections += [Rejection(**r) for r in json.loads(rank_file.read_text(encoding="utf-8"))]
+        rank_file.unlink()
+    return write_index(output, identity, rejections, new_items, already, config)
+
+
+def write_index(
+    output: Path,
+    identity: dict[str, Any],
+    rejections: list[Rejection],
+    new_items: int,
+    already: int,
+    config: TokenizeConfig,
+) -> TokenizeSummary:
+    shards = completed_shards(output)
+    total_items = sum(s["num_samples"] for s in shards)
+    hours = sum(s["audio_seconds"] for s in shards) / 3600
+    rejected = sorted((r.to_dict() for r in rejections), key=lambda r: r["source"])
+    write_json_atomic(
+        output / INDEX_FILE,
+        {
+            "codec": identity,
+            "num_samples": total_items,
+            "num_frames": sum(s["num_frames"] for s in shards),
+            "audio_hours": hours,
+            "has_latents": config.keep_latents,
+            "shards": [
+                {k: s[k] for k in ("shard", "num_samples", "num_frames", "sample_frames")}
+                for s in shards
+            ],
+            "rejected": rejected,
+        },
+    )
+    return TokenizeSummary(output, new_items, already, total_items, len(shards), hours, rejected)

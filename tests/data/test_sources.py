@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lightning_sdm.data.sources import caption_from_info, discover, sample_key
+
+
+def _wav(path, seconds=1.0):
+    sf.write(path, np.zeros(int(32000 * seconds)), 32000)
+
+
+def test_folder_reads_txt_and_json_sidecars(tmp_path):
+    (tmp_path / "a").mkdir()
+    _wav(tmp_path / "a" / "one.wav")
+    (tmp_path / "a" / "one.txt").write_text("  piano  \n")
+    _wav(tmp_path / "two.wav")
+    (tmp_path / "two.json").write_text(json.dumps({"genre": "jazz", "moods": ["calm", "warm"]}))
+    items = {i.key: i for i in discover(tmp_path)}
+    assert items["a__one"].caption == "piano"
+    assert items["two"].caption == "genre: jazz, moods: calm, warm"
+    assert items["two"].metadata["genre"] == "jazz"
+    assert all(i.problem is None for i in items.values())
+
+
+def test_bad_captions_are_reported_not_raised(tmp_path):
+    for name in ("missing", "latin1", "empty", "badjson"):
+        _wav(tmp_path / f"{name}.wav")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "empty.txt").write_text("   ")
+    (tmp_path / "badjson.json").write_text("{not json")
+    problems = {i.key: i.problem for i in discover(tmp_path)}
+    assert problems["missing"].startswith("missing caption")
+    assert "not UTF-8" in problems["latin1"]
+    assert problems["empty"] == "empty caption"
+    assert "not valid JSON" in problems["badjson"]
+    relaxed = {i.key: i for i in discover(tmp_path, allow_missing_captions=True)}
+    assert relaxed["missing"].problem is None and relaxed["missing"].caption == ""
+    assert "not UTF-8" in relaxed["latin1"].problem  # bad files are never silently accepted
+
+
+def test_jsonl_manifest_in_audiocraft_format(tmp_path):
+    _wav(tmp_path / "song.wav")
+    info = {"description": "a lively reel", "genre": "folk", "bpm": 120, "key": "D"}
+    (tmp_path / "song.json").write_text(json.dumps(info))
+    _wav(tmp_path / "bare.wav")
+    lines = [
+        json.dumps({"path": str(tmp_path / "song.wav"), "duration": 1.0, "sample_rate": 32000}),
+        json.dumps({"path": "bare.wav", "duration": 1.0, "sample_rate": 32000}),
+        "{broken",
+    ]
+    (tmp_path / "data.jsonl").write_text("\n".join(lines))
+    items = discover(tmp_path / "data.jsonl")
+    assert items[0].caption == "a lively reel"
+    assert items[0].metadata["bpm"] == 120 and items[0].metadata["duration"] == 1.0
+    assert items[1].problem.startswith("missing caption")
+    assert "bad manifest line 3" in items[2].problem
+
+
+def test_csv_manifest_and_duplicate_keys(tmp_path):
+    _wav(tmp_path / "x.wav")
+    (tmp_path / "list.csv").write_text("path,caption,artist\nx.wav,first,me\nx.wav,again,me\n")
+    first, second = discover(tmp_path / "list.csv")
+    assert first.caption == "first" and first.metadata == {"artist": "me"}
+    assert "duplicate key" in second.problem
+
+
+def test_csv_without_required_columns_fails_clearly(tmp_path):
+    (tmp_path / "list.csv").write_text("file,text\n")
+    with pytest.raises(ValueError, match="path and caption"):
+        discover(tmp_path / "list.csv")
+
+
+def test_keys_are_webdataset_safe():
+    from pathlib import Path
+
+    assert sample_key(Path("dir/a.b c.wav")) == "dir__a_b_c"
+
+
+def test_caption_prefers_the_description():
+    assert caption_from_info({"description": "x", "genre": "y"}) == "x"
+    assert caption_from_info({"keywords": ["a", "b"], "bpm": 90}) == "keywords: a, b, bpm: 90"
+
+
+def test_unknown_inputs_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        discover(tmp_path / "nothing")
+    (tmp_path / "x.txt").write_text("")
+    with pytest.raises(ValueError, match=r"folder, a \.jsonl or a \.csv"):
+        discover(tmp_path / "x.txt")

@@ -1,0 +1,183 @@
+"""tokenize: real audio -> shards -> DataModule batches; bad input; kill and resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lightning_sdm.cli import main
+from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.data.audio import load_mono
+from lightning_sdm.data.datamodule import TokenShardsDataModule
+from lightning_sdm.data.shards import INDEX_FILE, read_shard
+from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
+from tests.data.audio_fixtures import CASES, audio_path, make_folder
+
+
+def run(input_dir, output_dir, **overrides):
+    settings = {"num_workers": 0, "accelerator": "cpu", "progress": False, "max_shard_items": 2}
+    return tokenize(
+        TokenizeConfig(input=str(input_dir), output=str(output_dir), **{**settings, **overrides})
+    )
+
+
+def all_samples(output_dir):
+    return [s for shard in sorted(output_dir.glob("shard-*.tar")) for s in read_shard(shard)]
+
+
+@pytest.mark.parametrize("sidecar", ["txt", "json"])
+def test_round_trip_audio_to_shards_to_batches(tmp_path, sidecar):
+    captions = make_folder(tmp_path / "in", sidecar)
+    summary = run(tmp_path / "in", tmp_path / "out", keep_latents=True)
+    assert summary.ok and summary.new_items == len(CASES) and not summary.rejected
+
+    samples = {s["key"]: s for s in all_samples(tmp_path / "out")}
+    assert set(samples) == set(captions)
+    codec = EncodecCodec(CodecConfig())
+    for name, rate, _, seconds, kind, caption in CASES:
+        sample = samples[name]
+        frames = math.ceil(round(seconds * 32000) / 640)
+        assert sample["codes"].dtype == np.int16 and sample["codes"].shape == (4, frames)
+        assert sample["latents"].dtype == np.float16 and sample["latents"].shape[-1] == frames
+        assert sample["info"]["caption"] == caption
+        assert sample["info"]["source_sample_rate"] == rate
+        audio = load_mono(audio_path(tmp_path / "in", name, kind), 32000)
+        expected = codec.encode(torch.from_numpy(audio.samples)[None])[0]
+        assert torch.equal(torch.from_numpy(sample["codes"].astype(np.int64)), expected)
+
+    index = json.loads((tmp_path / "out" / INDEX_FILE).read_text())
+    assert index["num_samples"] == len(CASES)
+    assert sum(s["num_samples"] for s in index["shards"]) == len(CASES)
+    assert index["codec"]["num_codebooks"] == 4 and index["codec"]["sample_rate"] == 32000
+
+    module = TokenShardsDataModule(
+        str(tmp_path / "out"), batch_size=2, num_workers=0, segment_seconds=1.0, shuffle_buffer=4
+    )
+    batches = list(module.train_dataloader())
+    assert len(batches) == len(CASES) // 2
+    for batch in batches:
+        assert batch["codes"].shape == (2, 4, 50) and batch["codes"].dtype == torch.long
+        assert batch["padding_mask"].all()
+        for key, caption, codes, start in zip(
+            batch["keys"], batch["captions"], batch["codes"], batch["crop_start"], strict=True
+        ):
+            assert caption == captions[key]
+            full = torch.from_numpy(samples[key]["codes"].astype(np.int64))
+            assert torch.equal(codes, full[:, start : start + 50])
+
+
+def test_every_bad_input_is_reported_and_good_items_kept(tmp_path):
+    folder = tmp_path / "in"
+    make_folder(folder)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    (folder / "corrupt.txt").write_text("x")
+    (folder / "truncated.flac").write_bytes(b"fLaC\x00\x00")
+    (folder / "truncated.txt").write_text("x")
+    sf.write(folder / "empty.wav", np.zeros((0, 1)), 32000)
+    (folder / "empty.txt").write_text("x")
+    sf.write(folder / "nan.wav", np.full(32000, np.nan, np.float32), 32000, subtype="FLOAT")
+    (folder / "nan.txt").write_text("x")
+    sf.write(folder / "short.wav", np.zeros(8000), 32000)
+    (folder / "short.txt").write_text("x")
+    sf.write(folder / "nocaption.wav", np.zeros(64000), 32000)
+    sf.write(folder / "latin1.wav", np.zeros(64000), 32000)
+    (folder / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    sf.write(folder / "dup.wav", np.zeros(64000), 32000)
+    (folder / "dup.txt").write_text("first")
+    sf.write(folder / "dup.flac", np.zeros(64000), 32000)  # same key "dup"
+    summary = run(folder, tmp_path / "out")
+    reasons = {r["source"].rsplit("/", 1)[-1]: r["reason"] for r in summary.rejected}
+    assert reasons["corrupt.wav"].startswith("unreadable audio")
+    assert reasons["truncated.flac"].startswith("unreadable audio")
+    assert reasons["empty.wav"] == "zero-length audio"
+    assert reasons["nan.wav"] == "all-NaN audio"
+    assert reasons["short.wav"].startswith("too short")
+    assert reasons["nocaption.wav"].startswith("missing caption")
+    assert "not UTF-8" in reasons["latin1.wav"]
+    assert "duplicate key" in reasons["dup.wav"]
+    assert summary.total_items == len(CASES) + 1  # the good items and the first "dup"
+    index = json.loads((tmp_path / "out" / INDEX_FILE).read_text())
+    assert len(index["rejected"]) == len(summary.rejected) == 8
+
+
+def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, monkeypatch):
+    make_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    original = EncodecCodec.encode_with_latents
+    calls = {"n": 0}
+
+    def dies_on_the_fourth_track(self, wav, keep_latents=True):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("the machine died")
+        return original(self, wav, keep_latents)
+
+    monkeypatch.setattr(EncodecCodec, "encode_with_latents", dies_on_the_fourth_track)
+    with pytest.raises(RuntimeError, match="machine died"):
+        run(tmp_path / "in", out, max_shard_items=1)
+    monkeypatch.setattr(EncodecCodec, "encode_with_latents", original)
+    partial = {s["key"] for s in all_samples(out)}
+    assert len(partial) == 3
+    # What a hard kill leaves: a half-written shard and a sidecar whose tar never appeared.
+    (out / "shard-000007.tar.tmp").write_bytes(b"half a tar")
+    (out / "shard-000008.json").write_text("{}")
+
+    summary = run(tmp_path / "in", out, max_shard_items=1)
+    assert summary.already_present == 3 and summary.new_items == len(CASES) - 3
+    keys = [s["key"] for s in all_samples(out)]
+    assert sorted(keys) == sorted(name for name, *_ in CASES)  # each once, none lost
+    assert not list(out.glob("*.tmp")) and not (out / "shard-000008.json").exists()
+
+
+def test_rerun_on_the_same_input_is_a_no_op(tmp_path):
+    make_folder(tmp_path / "in")
+    run(tmp_path / "in", tmp_path / "out")
+    shards = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "out").glob("shard-*")
+    }
+    index = (tmp_path / "out" / INDEX_FILE).read_text()
+    summary = run(tmp_path / "in", tmp_path / "out")
+    assert summary.new_items == 0 and summary.already_present == len(CASES)
+    after = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "out").glob("shard-*")
+    }
+    assert after == shards
+    assert (tmp_path / "out" / INDEX_FILE).read_text() == index
+
+
+def test_new_files_are_added_to_new_shards(tmp_path):
+    make_folder(tmp_path / "in")
+    run(tmp_path / "in", tmp_path / "out")
+    sf.write(tmp_path / "in" / "late.wav", np.zeros(64000), 32000)
+    (tmp_path / "in" / "late.txt").write_text("arrived later")
+    summary = run(tmp_path / "in", tmp_path / "out")
+    assert summary.new_items == 1 and summary.total_items == len(CASES) + 1
+
+
+def test_a_different_codec_is_refused_for_an_existing_output(tmp_path):
+    make_folder(tmp_path / "in")
+    run(tmp_path / "in", tmp_path / "out")
+    with pytest.raises(ValueError, match="another codec"):
+        run(tmp_path / "in", tmp_path / "out", codec=CodecConfig(bandwidth=1.1))
+
+
+def test_cli_exits_non_zero_only_when_nothing_was_tokenized(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["tokenize", str(tmp_path / "empty"), str(tmp_path / "o1"), "--no-progress"]) == 1
+    make_folder(tmp_path / "in")
+    (tmp_path / "in" / "bad.wav").write_bytes(b"junk")
+    (tmp_path / "in" / "bad.txt").write_text("x")
+    argv = [
+        "tokenize",
+        str(tmp_path / "in"),
+        str(tmp_path / "o2"),
+        "--no-progress",
+        "--workers",
+        "0",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "rejected: 1" in out and "unreadable audio" in out
