@@ -7,6 +7,7 @@ input). Long tracks are encoded in chunks with context on both sides.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ class EncodecCodec(nn.Module):
             raise ValueError("only mono EnCodec models are supported")
         self.bandwidth = self.config.bandwidth or model_config.target_bandwidths[0]
         self.num_codebooks = self.model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth)
+        self._fingerprint: str | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -92,9 +94,22 @@ class EncodecCodec(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def fingerprint(self) -> str:
+        """A hash of the weights: two randomly built codecs never pass for one another."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(
+                    tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                )
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
     def identity(self) -> dict[str, Any]:
         """What a token grid depends on: stored with shards to refuse mixing codecs."""
         return {
+            "weights_sha256": self.fingerprint(),
             "pretrained": self.config.pretrained,
             "sample_rate": self.sample_rate,
             "frame_rate": self.frame_rate,
@@ -157,10 +172,35 @@ class EncodecCodec(nn.Module):
         self.model.save_pretrained(Path(directory))
 
 
+@torch.no_grad()
+def _spread_codebooks(model: EncodecModel, probe_seconds: float = 2.0) -> None:
+    """Give a freshly built codec usable codebooks.
+
+    transformers builds EnCodec with all-zero codebooks (training fills them by k-means on
+    the first batch), so a random-weight codec would map every frame to code 0. Each level
+    gets random entries at the scale of the residual it quantizes, measured on a fixed
+    probe of tones and noise, so random codecs give varied, audio-dependent tokens.
+    """
+    rate = model.config.sampling_rate
+    t = torch.arange(int(probe_seconds * rate)) / rate
+    generator = torch.Generator().manual_seed(0)
+    probe = sum(0.2 * torch.sin(2 * torch.pi * f * t) for f in (110.0, 440.0, 1760.0))
+    probe = probe + 0.05 * torch.randn(t.shape, generator=generator)
+    residual = model.encoder(probe[None, None].float())[0].T  # [frames, D]
+    for layer in model.quantizer.layers:
+        codebook = layer.codebook
+        entries = torch.randn(codebook.embed.shape) * residual.std(dim=0) + residual.mean(dim=0)
+        codebook.embed.copy_(entries)
+        codebook.embed_avg.copy_(entries)
+        residual = residual - codebook.decode(codebook.encode(residual))
+
+
 def _load_encodec(config: CodecConfig) -> EncodecModel:
     """Local directories only: this never reaches a model hub."""
     if config.pretrained is None:
-        return EncodecModel(EncodecConfig(**config.encodec_config))
+        model = EncodecModel(EncodecConfig(**config.encodec_config))
+        _spread_codebooks(model)
+        return model
     path = Path(config.pretrained)
     if not path.is_dir():
         raise FileNotFoundError(

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import AudioRejected, load_mono
@@ -151,39 +152,49 @@ class ShardPublisher(BasePredictionWriter):
         self.rejections: list[Rejection] = []
         self.new_items = 0
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        numbers = itertools.count(self.first_number + trainer.global_rank, trainer.world_size)
+    def open(self, rank: int, world_size: int) -> None:
         self.writer = ShardWriter(
             Path(self.config.output),
-            numbers,
+            itertools.count(self.first_number + rank, world_size),
             self.config.max_shard_items,
             self.config.max_shard_bytes,
             self.codec_identity,
         )
 
-    def write_on_batch_end(
-        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
-    ):
-        assert self.writer is not None
-        for result in prediction:
+    def consume(self, results: list[Any]) -> None:
+        assert self.writer is not None, "open() the publisher first"
+        for result in results:
             if isinstance(result, Rejection):
                 self.rejections.append(result)
             else:
                 self.writer.write(result)
                 self.new_items += 1
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def publish_open_shard(self) -> None:
+        """Items in the open shard are complete: publish them rather than redo them."""
         if self.writer is not None:
             self.writer.finish()
-        path = Path(self.config.output) / f"rejections.rank{trainer.global_rank}.json"
+
+    def close(self, rank: int) -> None:
+        self.publish_open_shard()
+        path = Path(self.config.output) / f"rejections.rank{rank}.json"
         write_json_atomic(path, [r.to_dict() for r in self.rejections])
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.open(trainer.global_rank, trainer.world_size)
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ):
+        self.consume(prediction)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.close(trainer.global_rank)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        # Items in the open shard are complete: publish them rather than redo them.
-        if self.writer is not None:
-            self.writer.finish()
+        self.publish_open_shard()
 
 
 class AudioThroughputBar(TQDMProgressBar):
@@ -210,7 +221,12 @@ def _check_codec(output: Path, identity: dict[str, Any], shards: list[dict[str, 
             )
 
 
-def tokenize(config: TokenizeConfig) -> TokenizeSummary:
+def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummary:
+    """Tokenize `config.input` into `config.output`; resumes and skips what is done.
+
+    `use_trainer=False` runs in this process without a Lightning Trainer, for use inside
+    another Trainer's `prepare_data`.
+    """
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     clean_incomplete(output)
@@ -227,35 +243,66 @@ def tokenize(config: TokenizeConfig) -> TokenizeSummary:
     if todo:
         first = max((shard_number(s["shard"]) for s in existing), default=-1) + 1
         publisher = ShardPublisher(config, first, identity)
-        callbacks: list[L.Callback] = [publisher]
-        if config.progress:
-            callbacks.append(AudioThroughputBar())
-        trainer = L.Trainer(
-            accelerator=config.accelerator,
-            devices=config.devices,
-            num_nodes=config.num_nodes,
-            strategy=config.strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=config.progress,
-            callbacks=callbacks,
-        )
         loader = DataLoader(
             AudioItems(todo, codec.sample_rate, config.min_seconds),
             batch_size=1,
             num_workers=config.num_workers,
             collate_fn=_as_list,
         )
-        trainer.predict(EncodeModule(codec, config.keep_latents), loader, return_predictions=False)
-        trainer.strategy.barrier()
+        module = EncodeModule(codec, config.keep_latents)
+        if use_trainer:
+            if not _predict_with_trainer(config, publisher, module, loader):
+                return TokenizeSummary(output, publisher.new_items, already, 0, 0, 0.0, [])
+        else:
+            _predict_in_process(config, publisher, module, loader)
         new_items = publisher.new_items
-        if not trainer.is_global_zero:
-            return TokenizeSummary(output, new_items, already, 0, 0, 0.0, [])
     for rank_file in sorted(output.glob("rejections.rank*.json")):
         rejections += [Rejection(**r) for r in json.loads(rank_file.read_text(encoding="utf-8"))]
         rank_file.unlink()
     return write_index(output, identity, rejections, new_items, already, config)
+
+
+def _predict_with_trainer(
+    config: TokenizeConfig, publisher: ShardPublisher, module: EncodeModule, loader: DataLoader
+) -> bool:
+    """Runs on every rank; returns True on the rank that writes the index."""
+    callbacks: list[L.Callback] = [publisher]
+    if config.progress:
+        callbacks.append(AudioThroughputBar())
+    trainer = L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=config.progress,
+        callbacks=callbacks,
+    )
+    trainer.predict(module, loader, return_predictions=False)
+    trainer.strategy.barrier()
+    return trainer.is_global_zero
+
+
+def _predict_in_process(
+    config: TokenizeConfig, publisher: ShardPublisher, module: EncodeModule, loader: DataLoader
+) -> None:
+    publisher.open(rank=0, world_size=1)
+    progress = tqdm(loader, desc="tokenize", unit="item", disable=not config.progress)
+    audio_seconds, started = 0.0, time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for index, batch in enumerate(progress):
+                results = module.predict_step(batch, index)
+                publisher.consume(results)
+                audio_seconds += sum(r.seconds for r in results if isinstance(r, TokenizedItem))
+                rate = audio_seconds / max(time.perf_counter() - started, 1e-9)
+                progress.set_postfix({"audio_s/s": f"{rate:.1f}"})
+    except BaseException:
+        publisher.publish_open_shard()
+        raise
+    publisher.close(rank=0)
 
 
 def write_index(

@@ -17,8 +17,23 @@ from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
 from tests.data.audio_fixtures import CASES, audio_path, make_folder
 
 
-def run(input_dir, output_dir, **overrides):
-    settings = {"num_workers": 0, "accelerator": "cpu", "progress": False, "max_shard_items": 2}
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory):
+    """One saved random codec: a fresh random codec per run would be another codec."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("codec")
+    EncodecCodec().save_pretrained(path)
+    return str(path)
+
+
+def run(input_dir, output_dir, codec_dir, **overrides):
+    settings = {
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "progress": False,
+        "max_shard_items": 2,
+        "codec": CodecConfig(pretrained=codec_dir),
+    }
     return tokenize(
         TokenizeConfig(input=str(input_dir), output=str(output_dir), **{**settings, **overrides})
     )
@@ -29,14 +44,14 @@ def all_samples(output_dir):
 
 
 @pytest.mark.parametrize("sidecar", ["txt", "json"])
-def test_round_trip_audio_to_shards_to_batches(tmp_path, sidecar):
+def test_round_trip_audio_to_shards_to_batches(codec_dir, tmp_path, sidecar):
     captions = make_folder(tmp_path / "in", sidecar)
-    summary = run(tmp_path / "in", tmp_path / "out", keep_latents=True)
+    summary = run(tmp_path / "in", tmp_path / "out", codec_dir, keep_latents=True)
     assert summary.ok and summary.new_items == len(CASES) and not summary.rejected
 
     samples = {s["key"]: s for s in all_samples(tmp_path / "out")}
     assert set(samples) == set(captions)
-    codec = EncodecCodec(CodecConfig())
+    codec = EncodecCodec(CodecConfig(pretrained=codec_dir))
     for name, rate, _, seconds, kind, caption in CASES:
         sample = samples[name]
         frames = math.ceil(round(seconds * 32000) / 640)
@@ -69,7 +84,7 @@ def test_round_trip_audio_to_shards_to_batches(tmp_path, sidecar):
             assert torch.equal(codes, full[:, start : start + 50])
 
 
-def test_every_bad_input_is_reported_and_good_items_kept(tmp_path):
+def test_every_bad_input_is_reported_and_good_items_kept(codec_dir, tmp_path):
     folder = tmp_path / "in"
     make_folder(folder)
     (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
@@ -88,7 +103,7 @@ def test_every_bad_input_is_reported_and_good_items_kept(tmp_path):
     sf.write(folder / "dup.wav", np.zeros(64000), 32000)
     (folder / "dup.txt").write_text("first")
     sf.write(folder / "dup.flac", np.zeros(64000), 32000)  # same key "dup"
-    summary = run(folder, tmp_path / "out")
+    summary = run(folder, tmp_path / "out", codec_dir)
     reasons = {r["source"].rsplit("/", 1)[-1]: r["reason"] for r in summary.rejected}
     assert reasons["corrupt.wav"].startswith("unreadable audio")
     assert reasons["truncated.flac"].startswith("unreadable audio")
@@ -103,7 +118,7 @@ def test_every_bad_input_is_reported_and_good_items_kept(tmp_path):
     assert len(index["rejected"]) == len(summary.rejected) == 8
 
 
-def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, monkeypatch):
+def test_killed_run_resumes_without_duplicates_or_losses(codec_dir, tmp_path, monkeypatch):
     make_folder(tmp_path / "in")
     out = tmp_path / "out"
     original = EncodecCodec.encode_with_latents
@@ -117,7 +132,7 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, monkeypatch):
 
     monkeypatch.setattr(EncodecCodec, "encode_with_latents", dies_on_the_fourth_track)
     with pytest.raises(RuntimeError, match="machine died"):
-        run(tmp_path / "in", out, max_shard_items=1)
+        run(tmp_path / "in", out, codec_dir, max_shard_items=1)
     monkeypatch.setattr(EncodecCodec, "encode_with_latents", original)
     partial = {s["key"] for s in all_samples(out)}
     assert len(partial) == 3
@@ -125,21 +140,21 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, monkeypatch):
     (out / "shard-000007.tar.tmp").write_bytes(b"half a tar")
     (out / "shard-000008.json").write_text("{}")
 
-    summary = run(tmp_path / "in", out, max_shard_items=1)
+    summary = run(tmp_path / "in", out, codec_dir, max_shard_items=1)
     assert summary.already_present == 3 and summary.new_items == len(CASES) - 3
     keys = [s["key"] for s in all_samples(out)]
     assert sorted(keys) == sorted(name for name, *_ in CASES)  # each once, none lost
     assert not list(out.glob("*.tmp")) and not (out / "shard-000008.json").exists()
 
 
-def test_rerun_on_the_same_input_is_a_no_op(tmp_path):
+def test_rerun_on_the_same_input_is_a_no_op(codec_dir, tmp_path):
     make_folder(tmp_path / "in")
-    run(tmp_path / "in", tmp_path / "out")
+    run(tmp_path / "in", tmp_path / "out", codec_dir)
     shards = {
         p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "out").glob("shard-*")
     }
     index = (tmp_path / "out" / INDEX_FILE).read_text()
-    summary = run(tmp_path / "in", tmp_path / "out")
+    summary = run(tmp_path / "in", tmp_path / "out", codec_dir)
     assert summary.new_items == 0 and summary.already_present == len(CASES)
     after = {
         p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "out").glob("shard-*")
@@ -148,23 +163,28 @@ def test_rerun_on_the_same_input_is_a_no_op(tmp_path):
     assert (tmp_path / "out" / INDEX_FILE).read_text() == index
 
 
-def test_new_files_are_added_to_new_shards(tmp_path):
+def test_new_files_are_added_to_new_shards(codec_dir, tmp_path):
     make_folder(tmp_path / "in")
-    run(tmp_path / "in", tmp_path / "out")
+    run(tmp_path / "in", tmp_path / "out", codec_dir)
     sf.write(tmp_path / "in" / "late.wav", np.zeros(64000), 32000)
     (tmp_path / "in" / "late.txt").write_text("arrived later")
-    summary = run(tmp_path / "in", tmp_path / "out")
+    summary = run(tmp_path / "in", tmp_path / "out", codec_dir)
     assert summary.new_items == 1 and summary.total_items == len(CASES) + 1
 
 
-def test_a_different_codec_is_refused_for_an_existing_output(tmp_path):
+def test_a_different_codec_is_refused_for_an_existing_output(codec_dir, tmp_path):
     make_folder(tmp_path / "in")
-    run(tmp_path / "in", tmp_path / "out")
+    run(tmp_path / "in", tmp_path / "out", codec_dir)
     with pytest.raises(ValueError, match="another codec"):
-        run(tmp_path / "in", tmp_path / "out", codec=CodecConfig(bandwidth=1.1))
+        run(
+            tmp_path / "in",
+            tmp_path / "out",
+            codec_dir,
+            codec=CodecConfig(codec_dir, bandwidth=1.1),
+        )
 
 
-def test_cli_exits_non_zero_only_when_nothing_was_tokenized(tmp_path, capsys):
+def test_cli_exits_non_zero_only_when_nothing_was_tokenized(codec_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["tokenize", str(tmp_path / "empty"), str(tmp_path / "o1"), "--no-progress"]) == 1
     make_folder(tmp_path / "in")
@@ -181,3 +201,24 @@ def test_cli_exits_non_zero_only_when_nothing_was_tokenized(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "rejected: 1" in out and "unreadable audio" in out
+
+
+def test_a_second_randomly_built_codec_is_refused(codec_dir, tmp_path):
+    make_folder(tmp_path / "in")
+    run(tmp_path / "in", tmp_path / "out", codec_dir, codec=CodecConfig())
+    with pytest.raises(ValueError, match="another codec"):
+        run(tmp_path / "in", tmp_path / "out", codec_dir, codec=CodecConfig())
+
+
+def test_in_process_run_writes_the_same_shards_as_the_trainer(codec_dir, tmp_path):
+    make_folder(tmp_path / "in")
+    run(tmp_path / "in", tmp_path / "trainer", codec_dir)
+    config = TokenizeConfig(
+        input=str(tmp_path / "in"), output=str(tmp_path / "local"), num_workers=0,
+        progress=False, max_shard_items=2, codec=CodecConfig(pretrained=codec_dir),
+    )  # fmt: skip
+    tokenize(config, use_trainer=False)
+    by_trainer = {s["key"]: s["codes"] for s in all_samples(tmp_path / "trainer")}
+    in_process = {s["key"]: s["codes"] for s in all_samples(tmp_path / "local")}
+    assert by_trainer.keys() == in_process.keys()
+    assert all(np.array_equal(by_trainer[k], in_process[k]) for k in by_trainer)
