@@ -1,4 +1,4 @@
-"""`lightning-sdm`: inspect patterns, generate from a saved model, run the CPU demo."""
+"""`lightning-sdm`: train, tokenize, generate, export, inspect patterns."""
 
 from __future__ import annotations
 
@@ -37,10 +37,18 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         "--prompt", action="append", required=True, help="caption; repeat for a batch"
     )
     generate.add_argument("--timesteps", type=int, default=1500, help="frames to generate (50 Hz)")
-    generate.add_argument(
-        "--output", default="generated_codes.pt", help="where to save codes [B, C, T]"
-    )
+    generate.add_argument("--output-dir", default="generated", help="codes.pt and wav files")
+    generate.add_argument("--codec-dir", default=None, help="codec (default: MODEL/codec)")
     _add_sampling_arguments(generate)
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export", help="checkpoint -> model directory (EMA weights, safetensors + JSON)"
+    )
+    export.add_argument("--ckpt", required=True, help="a checkpoint written by `fit`")
+    export.add_argument("--output", required=True, help="directory to write")
+    export.add_argument("--codec-dir", default=None, help="copy this codec in, for wav output")
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,13 +57,6 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.0)
     parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale")
     parser.add_argument("--seed", type=int, default=None)
-
-
-def _add_demo(commands: argparse._SubParsersAction) -> None:
-    demo = commands.add_parser("demo", help="tiny random-weight model: save, load, generate on CPU")
-    demo.add_argument("--output-dir", default="outputs/demo")
-    demo.add_argument("--timesteps", type=int, default=250, help="frames per sample (50 Hz)")
-    demo.add_argument("--seed", type=int, default=0)
 
 
 def _add_tokenize(commands: argparse._SubParsersAction) -> None:
@@ -82,12 +83,17 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightning-sdm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lightning-sdm",
+        description=__doc__,
+        epilog="Training: lightning-sdm fit|validate|test|predict --config CONFIG.yaml "
+        "(LightningCLI; see `lightning-sdm fit --help`).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_patterns(commands)
     _add_generate(commands)
-    _add_demo(commands)
     _add_tokenize(commands)
+    _add_export(commands)
     return parser
 
 
@@ -107,23 +113,30 @@ def _run_patterns(args: argparse.Namespace) -> int:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from lightning_sdm.generation import generate_to_file
+    from lightning_sdm.generation import generate_to_dir
     from lightning_sdm.models.sampling import SamplingConfig
 
     sampling = SamplingConfig(
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg
     )
-    report = generate_to_file(
-        args.model, args.prompt, args.timesteps, sampling, args.seed, args.output
+    report = generate_to_dir(
+        args.model,
+        args.prompt,
+        args.timesteps,
+        sampling,
+        args.seed,
+        args.output_dir,
+        args.codec_dir,
     )
     print(report)
     return 0
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from lightning_sdm.demo import run_demo
+def _run_export(args: argparse.Namespace) -> int:
+    from lightning_sdm.export import export_checkpoint
 
-    run_demo(args.output_dir, args.timesteps, args.seed)
+    output = export_checkpoint(args.ckpt, args.output, args.codec_dir)
+    print(f"exported {args.ckpt} to {output}")
     return 0
 
 
@@ -158,12 +171,18 @@ def _run_tokenize(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in ("fit", "validate", "test", "predict"):
+        from lightning_sdm.training_cli import run_training_cli
+
+        run_training_cli(None if argv is None else words)  # None: LightningCLI reads sys.argv
+        return 0
+    args = build_parser().parse_args(words)
     handlers = {
         "patterns": _run_patterns,
         "generate": _run_generate,
-        "demo": _run_demo,
         "tokenize": _run_tokenize,
+        "export": _run_export,
     }
     try:
         return handlers[args.command](args)

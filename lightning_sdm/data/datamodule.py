@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_sdm.data.shards import load_index
+from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.data.demo_audio import write_demo_clips
+from lightning_sdm.data.shards import INDEX_FILE, load_index
 from lightning_sdm.data.stream import CropConfig, EpochDataLoader, ShardStream
+from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
 
 
 class TokenShardsDataModule(L.LightningDataModule):
@@ -18,6 +23,11 @@ class TokenShardsDataModule(L.LightningDataModule):
     Validation comes from `val_dir` if given, else from the last `holdout_shards` shards of
     `train_dir`. Items shorter than `min_segment_ratio` of a segment are skipped; shorter
     segments are zero-padded and masked.
+
+    With `prepare_from` (an audio folder or manifest), `prepare_data` tokenizes it into
+    `train_dir` with `codec` when `train_dir` has no index yet. `demo_clips > 0` first
+    synthesises that many captioned clips there, and a small random codec at
+    `codec.pretrained` if that directory is missing (the CPU demo).
     """
 
     def __init__(
@@ -33,6 +43,10 @@ class TokenShardsDataModule(L.LightningDataModule):
         shuffle_buffer: int = 256,
         seed: int = 0,
         load_latents: bool = False,
+        prepare_from: str | None = None,
+        codec: CodecConfig | None = None,
+        demo_clips: int = 0,
+        demo_clip_seconds: float = 6.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -50,8 +64,35 @@ class TokenShardsDataModule(L.LightningDataModule):
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.load_latents = load_latents
+        self.prepare_from = prepare_from
+        self.codec_config = codec or CodecConfig()
+        self.demo_clips = demo_clips
+        self.demo_clip_seconds = demo_clip_seconds
         self._splits: dict[str, list[dict[str, Any]]] | None = None
         self.codec: dict[str, Any] = {}
+
+    def prepare_data(self) -> None:
+        if self.prepare_from is None or (self.train_dir / INDEX_FILE).exists():
+            return
+        source = Path(self.prepare_from)
+        if self.demo_clips > 0:
+            if not any(source.glob("*.wav")):
+                write_demo_clips(source, self.demo_clips, self.demo_clip_seconds)
+            codec_dir = self.codec_config.pretrained
+            if codec_dir is not None and not Path(codec_dir).is_dir():
+                random_codec = replace(self.codec_config, pretrained=None)
+                EncodecCodec(random_codec).save_pretrained(codec_dir)
+        summary = tokenize(
+            TokenizeConfig(
+                input=str(source), output=str(self.train_dir), codec=self.codec_config,
+                max_shard_items=max(1, self.demo_clips // 8) if self.demo_clips else 1000,
+                num_workers=0, progress=False,
+            ),
+            use_trainer=False,  # prepare_data runs inside the fit's own Trainer
+        )  # fmt: skip
+        rank_zero_info(str(summary))
+        if not summary.ok:
+            raise RuntimeError(f"nothing could be tokenized from {source}")
 
     def _load(self) -> dict[str, list[dict[str, Any]]]:
         if self._splits is None:

@@ -1,0 +1,38 @@
+"""Writing generated audio and the pictures that go with it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "sample"
+
+
+def write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> Path:
+    """Peak-safe 16-bit PCM; the parent folder is created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = wav.detach().float().cpu().numpy().reshape(-1)
+    sf.write(path, np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    return path
+
+
+def spectrogram_png(path: Path, wav: torch.Tensor, n_fft: int = 1024, hop: int = 256) -> Path:
+    """Log-magnitude spectrogram, low frequencies at the bottom, as a grayscale PNG."""
+    signal = wav.detach().float().cpu().reshape(-1)
+    if signal.numel() < n_fft:
+        signal = torch.nn.functional.pad(signal, (0, n_fft - signal.numel()))
+    window = torch.hann_window(n_fft)
+    magnitude = torch.stft(signal, n_fft, hop, window=window, return_complex=True).abs()
+    decibels = 20 * torch.log10(magnitude + 1e-5)
+    top = decibels.max()
+    scaled = ((decibels.clamp(min=top - 80) - (top - 80)) / 80 * 255).flip(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(scaled.to(torch.uint8).numpy(), mode="L").save(path)
+    return path

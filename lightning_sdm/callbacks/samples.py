@@ -1,0 +1,128 @@
+"""Generate audio from fixed prompts during training, with the EMA weights, on rank 0."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, WeightAveraging
+from lightning.pytorch.loggers import WandbLogger
+
+from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
+from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.models.sampling import SamplingConfig
+
+DEFAULT_PROMPTS = [
+    "an upbeat pop song with bright synths and punchy drums at 120 bpm",
+    "a calm solo piano piece in a minor",
+    "a funky bass groove with tight drums",
+]
+
+
+def averaged_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.LightningModule:
+    """The EMA copy of the module when a weight-averaging callback runs, else the module.
+
+    Lightning keeps the average in `_average_model` (an AveragedModel around a copy of
+    the module) and offers no public accessor; reading it avoids swapping weights
+    under the training loop.
+    """
+    for callback in trainer.callbacks:
+        if isinstance(callback, WeightAveraging) and callback._average_model is not None:
+            return callback._average_model.module
+    return pl_module
+
+
+class SampleGeneration(Callback):
+    def __init__(
+        self,
+        prompts: list[str] | None = None,
+        every_n_steps: int = 5000,
+        at_validation_end: bool = True,
+        seconds: float = 10.0,
+        codec: CodecConfig | None = None,
+        temperature: float = 1.0,
+        top_k: int = 250,
+        top_p: float = 0.0,
+        cfg_scale: float = 3.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.prompts = list(prompts or DEFAULT_PROMPTS)
+        self.every_n_steps = every_n_steps
+        self.at_validation_end = at_validation_end
+        self.seconds = seconds
+        self.codec_config = codec or CodecConfig()
+        self.sampling = SamplingConfig(temperature, top_k, top_p, cfg_scale)
+        self.seed = seed
+        self._codec: EncodecCodec | None = None
+        self._last_step = -1
+        self.written: list[Path] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            self.generate(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_validation_epoch_end: weight averaging swaps the EMA weights into the module
+        # for validation and back at epoch end, so only now is the average where we read it,
+        # whatever the order of the callbacks.
+        if self.at_validation_end and not trainer.sanity_checking:
+            self.generate(trainer, pl_module)
+
+    def generate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rank 0 generates (bounded work); the other ranks wait at a barrier."""
+        if trainer.global_step == self._last_step:
+            return
+        self._last_step = trainer.global_step
+        if trainer.is_global_zero:
+            self._generate_on_this_rank(trainer, pl_module)
+        trainer.strategy.barrier("sample_generation")
+
+    def _codec_on(self, device: torch.device) -> EncodecCodec:
+        if self._codec is None:  # loaded late: the data stage may create the codec directory
+            self._codec = EncodecCodec(self.codec_config)
+        return self._codec.to(device)
+
+    def _generate_on_this_rank(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        module = averaged_module(trainer, pl_module)
+        model = module.model
+        was_training = model.training
+        model.eval()
+        codec = self._codec_on(next(model.parameters()).device)
+        frames = max(1, round(self.seconds * codec.frame_rate))
+        started = time.perf_counter()
+        codes = model.generate(self.prompts, frames, sampling=self.sampling, seed=self.seed)
+        wavs = codec.decode(codes)
+        elapsed = time.perf_counter() - started
+        model.train(was_training)
+        rtf = elapsed / (len(self.prompts) * frames / codec.frame_rate)
+        folder = (
+            Path(trainer.log_dir or trainer.default_root_dir)
+            / "samples"
+            / f"step-{trainer.global_step:07d}"
+        )
+        entries: dict[str, Any] = {}
+        for index, (prompt, wav) in enumerate(zip(self.prompts, wavs, strict=True)):
+            name = f"{index:02d}-{slug(prompt)}"
+            wav_path = write_wav(folder / f"{name}.wav", wav, codec.sample_rate)
+            image_path = spectrogram_png(folder / f"{name}.png", wav)
+            self.written.append(wav_path)
+            entries[name] = (prompt, wav_path, image_path)
+        for logger in trainer.loggers:
+            logger.log_metrics({"samples/rtf": rtf}, step=trainer.global_step)
+            if isinstance(logger, WandbLogger):
+                self._log_wandb(logger, entries, trainer.global_step)
+
+    @staticmethod
+    def _log_wandb(logger: WandbLogger, entries: dict[str, Any], step: int) -> None:
+        import wandb
+
+        payload = {}
+        for name, (prompt, wav_path, image_path) in entries.items():
+            payload[f"samples/{name}/audio"] = wandb.Audio(str(wav_path), caption=prompt)
+            payload[f"samples/{name}/spectrogram"] = wandb.Image(str(image_path), caption=prompt)
+        logger.experiment.log(payload, step=step)

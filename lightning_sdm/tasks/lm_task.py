@@ -1,0 +1,141 @@
+"""The LightningModule that trains the T5-conditioned codebook LM on token shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import grad_norm
+
+from lightning_sdm.conditioning import TextConditionerConfig
+from lightning_sdm.models.lm import LMConfig
+from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
+from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss was NaN or infinite."""
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    """Dataclass from a config, or from the plain dict a checkpoint stores."""
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, dict):
+        if kind is OptimConfig and "betas" in value:
+            value = {**value, "betas": tuple(value["betas"])}
+        return kind(**value)
+    raise TypeError(f"expected {kind.__name__} or dict, got {type(value).__name__}")
+
+
+def masked_level_cross_entropy(
+    logits: torch.Tensor, codes: torch.Tensor, padding_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy per level over real frames, and its mean over levels.
+
+    logits [B, C, T, V], codes [B, C, T], padding_mask [B, T] (True = real frame).
+    The pattern predicts every grid token exactly once, so the grid is its loss mask.
+    """
+    per_token = F.cross_entropy(logits.float().flatten(0, 2), codes.flatten(), reduction="none")
+    per_token = per_token.view(codes.shape)
+    weights = padding_mask[:, None, :].to(per_token.dtype).expand_as(per_token)
+    per_level = (per_token * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp(min=1)
+    return per_level.mean(), per_level
+
+
+class TextToMusicTask(L.LightningModule):
+    """Loss, metrics, optimizer and schedule around `TextToMusicLM`.
+
+    Configs may be given as dataclasses (YAML through LightningCLI) or plain dicts
+    (checkpoints store dicts so they load with `weights_only=True`).
+    """
+
+    def __init__(
+        self,
+        lm: LMConfig = LMConfig(),  # noqa: B008 - frozen dataclasses
+        text: TextConditionerConfig = TextConditionerConfig(),  # noqa: B008
+        optim: OptimConfig = OptimConfig(),  # noqa: B008
+    ) -> None:
+        super().__init__()
+        lm = _coerce(lm, LMConfig)
+        text = _coerce(text, TextConditionerConfig)
+        optim = _coerce(optim, OptimConfig)
+        self.save_hyperparameters(
+            {"lm": lm.to_dict(), "text": text.to_dict(), "optim": dataclasses.asdict(optim)}
+        )
+        self.optim_config = optim
+        self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))
+        self._step_started: float | None = None
+
+    def _check_batch(self, codes: torch.Tensor) -> None:
+        expected = self.model.num_levels
+        if codes.shape[1] != expected:
+            raise ValueError(
+                f"the data has {codes.shape[1]} codebooks, the model expects {expected}"
+            )
+        if codes.min() < 0 or codes.max() >= self.model.cardinality:
+            raise ValueError(f"codes must lie in [0, {self.model.cardinality})")
+
+    def _loss(self, batch: dict[str, Any], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = batch["codes"]
+        if self.global_step == 0:  # a data/model mismatch shows at once; later checks would sync
+            self._check_batch(codes)
+        logits = self.model(codes, texts)
+        return masked_level_cross_entropy(logits, codes, batch["padding_mask"])
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        texts = self.model.conditioner.cfg_dropout(batch["captions"])
+        loss, per_level = self._loss(batch, texts)
+        self._stop_if_not_finite(loss)
+        batch_size = batch["codes"].shape[0]
+        self.log("train/ce", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/ppl", loss.detach().exp(), batch_size=batch_size)
+        for level, value in enumerate(per_level):
+            self.log(f"train/ce_q{level}", value, batch_size=batch_size)
+        tokens = batch["padding_mask"].sum() * batch["codes"].shape[1]
+        if self._step_started is not None:
+            elapsed = max(time.perf_counter() - self._step_started, 1e-9)
+            self.log("train/tokens_per_s", tokens.float() / elapsed, batch_size=batch_size)
+        self.log(
+            "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size
+        )
+        return loss
+
+    def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
+        not_finite = not bool(torch.isfinite(loss.detach()))
+        if not self.trainer.strategy.reduce_boolean_decision(not_finite, all=False):
+            return
+        step = self.trainer.global_step
+        path = f"{self.trainer.default_root_dir}/checkpoints/nonfinite-before-step{step}.ckpt"
+        self.trainer.save_checkpoint(path)  # weights are still those before this step
+        raise NonFiniteLossError(
+            f"the training loss became {loss.item()} at step {step}; stopped. The state from "
+            f"before this step is saved at {path}. Lower the learning rate, add gradient "
+            "clipping (trainer.gradient_clip_val) or use bf16-mixed instead of 16-mixed."
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, per_level = self._loss(batch, batch["captions"])
+        batch_size = batch["codes"].shape[0]
+        self.log("val/ce", loss, prog_bar=True, sync_dist=True, batch_size=batch_size)
+        self.log("val/ppl", loss.exp(), sync_dist=True, batch_size=batch_size)
+        for level, value in enumerate(per_level):
+            self.log(f"val/ce_q{level}", value, sync_dist=True, batch_size=batch_size)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.model, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        total = int(self.trainer.estimated_stepping_batches)
+        optimizer, schedule = build_optimizer(self.model, self.optim_config, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,147 @@
+"""`lightning-sdm fit` end to end: configs, tracking, sample callback, DDP, the demo."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_sdm.cli import main
+from lightning_sdm.models.text_to_music import TextToMusicLM
+from tests.data.shard_fixtures import write_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path, **trainer) -> Path:
+    write_shards(tmp_path / "shards", frames_per_item=[30] * 24, items_per_shard=4)
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_steps": 4,
+            "default_root_dir": str(tmp_path / "run"),
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+            "log_every_n_steps": 1,
+            "val_check_interval": 4,
+            "limit_val_batches": 1,
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.EMAWeightAveraging",
+                    "init_args": {"decay": 0.99},
+                },
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"save_last": True, "every_n_train_steps": 2},
+                },
+                {
+                    "class_path": "lightning_sdm.callbacks.samples.SampleGeneration",
+                    "init_args": {
+                        "prompts": ["caption of item0001"],
+                        "every_n_steps": 2,
+                        "seconds": 0.2,
+                    },
+                },
+            ],
+            **trainer,
+        },
+        "model": {
+            "lm": {"dim": 32, "num_layers": 1, "num_heads": 4, "ffn_dim": 64, "interleave": 3},
+            "optim": {"lr": 0.003, "warmup_steps": 1},
+        },
+        "data": {
+            "train_dir": str(tmp_path / "shards"),
+            "holdout_shards": 1,
+            "batch_size": 4,
+            "num_workers": 0,
+            "segment_seconds": 0.4,
+        },
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_print_config_shows_the_composed_configuration(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--print_config"])
+    assert done.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["lm"]["pattern"] == "stack_delay"
+    assert printed["data"]["demo_clips"] == 64
+
+
+@pytest.mark.parametrize("name", ["delay", "flat", "stack", "stack_delay"])
+def test_paper_recipes_compose_and_state_the_batch(name, capsys):
+    configs = [
+        ROOT / "configs" / "paper" / "base.yaml",
+        ROOT / "configs" / "paper" / f"{name}.yaml",
+    ]
+    argv = ["fit", *(a for c in configs for a in ("--config", str(c))), "--print_config"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    lm = printed["model"]["lm"]
+    assert (lm["dim"], lm["num_layers"], lm["num_heads"]) == (1024, 24, 16)
+    assert lm["pattern"] == name and (name != "stack_delay" or lm["interleave"] == 3)
+    trainer = printed["trainer"]
+    assert trainer["precision"] == "16-mixed" and trainer["max_steps"] == 400_000
+    assert printed["data"]["batch_size"] * trainer["devices"] * trainer["num_nodes"] == 192
+    assert printed["data"]["segment_seconds"] == 30.0
+
+
+def test_fit_writes_samples_wandb_files_and_an_exportable_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    main(["fit", "--config", str(tiny_config(tmp_path))])
+    run = tmp_path / "run"
+    wavs = sorted(run.glob("samples/step-*/*.wav"))
+    assert {w.parent.name for w in wavs} >= {"step-0000002", "step-0000004"}
+    assert sorted(run.glob("samples/step-*/*.png"))
+    assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
+    out = capsys.readouterr().out
+    assert "Run finished" in out and "samples:" in out
+    last = next(run.rglob("last.ckpt"))
+    assert main(["export", "--ckpt", str(last), "--output", str(tmp_path / "model")]) == 0
+    model = TextToMusicLM.from_pretrained(tmp_path / "model")
+    assert model.generate(["caption of item0003"], 6, seed=0).shape == (1, 4, 6)
+
+
+def test_csv_logger_when_wandb_is_disabled(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    main(["fit", "--config", str(tiny_config(tmp_path)), "--trainer.max_steps", "2"])
+    metrics = next((tmp_path / "run").rglob("metrics.csv")).read_text()
+    assert "train/ce" in metrics and "train/grad_norm" in metrics and "train/lr" in metrics
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_fit(tmp_path):
+    # Each rank's epoch is half as long, so validate once per epoch.
+    config = tiny_config(tmp_path, strategy="ddp", devices=2, callbacks=[], val_check_interval=None)
+    environment = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_sdm", "fit", "--config", str(config)],
+        capture_output=True, text=True, timeout=600, env=environment, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Run finished" in result.stdout
+    checkpoint = torch.load(
+        next((tmp_path / "run").rglob("*.ckpt")), map_location="cpu", weights_only=True
+    )
+    assert checkpoint["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_the_demo_config_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the demo writes data/ and runs/ relative to where it runs
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    main(["fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--trainer.max_steps", "5"])
+    assert len(list((tmp_path / "data" / "demo" / "audio").glob("*.wav"))) == 64
+    assert (tmp_path / "data" / "demo" / "shards" / "index.json").is_file()
+    assert (tmp_path / "data" / "demo" / "codec" / "config.json").is_file()
+    assert list((tmp_path / "runs" / "demo").rglob("last.ckpt"))
