@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.nn.positional import sinusoidal_encoding
@@ -102,12 +103,14 @@ class CodebookLM(nn.Module):
     ) -> torch.Tensor:
         """grid [R, C*T + 1] (last column = special) -> position inputs [R, P, D]."""
         ids = grid[:, input_index]  # [R, C, P]
-        levels = torch.arange(self.config.num_levels, device=grid.device)[None, :, None]
-        vectors = self.token_embedding[levels, ids]  # [R, C, P, D]
-        if self.level_embedding is not None:
-            # A stack sums the levels it holds; absent levels contribute nothing.
-            vectors = vectors * (ids != self.special_token)[..., None]
-        x = vectors.sum(dim=1) + sinusoidal_encoding(time_index, self.config.dim)
+        x = sinusoidal_encoding(time_index, self.config.dim).to(self.token_embedding.dtype)
+        # One level at a time: gathering all levels at once would hold a [R, C, P, D] tensor.
+        for level in range(self.config.num_levels):
+            vectors = F.embedding(ids[:, level], self.token_embedding[level])
+            if self.level_embedding is not None:
+                # A stack sums the levels it holds; absent levels contribute nothing.
+                vectors = vectors * (ids[:, level] != self.special_token)[..., None]
+            x = x + vectors
         if self.level_embedding is not None:
             x = x + self.level_embedding(level_index)
         return x

@@ -61,7 +61,7 @@ class DecoderLayer(nn.Module):
         cache.write(layer, slots, keys, values)
         cached_keys, cached_values = cache.read(layer, extent)
         attended = self.self_attention.attend(normed, cached_keys, cached_values, visible)
-        x = x + attended
+        x = x + self.residual_dropout(attended)
         return self._cross_and_ffn(
             x, cache.cross_keys[layer], cache.cross_values[layer], cache.cross_mask
         )
