@@ -163,6 +163,8 @@ def _run_tokenize(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     )
+    if not summary.reporting:
+        return 0  # another rank wrote the index and reports
     print(summary)
     if not summary.ok:
         print("error: nothing could be tokenized", file=sys.stderr)

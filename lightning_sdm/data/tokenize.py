@@ -62,6 +62,7 @@ class TokenizeSummary:
     total_shards: int
     total_hours: float
     rejected: list[dict[str, str]]
+    reporting: bool = True  # False on ranks other than the one that wrote the index
 
     @property
     def ok(self) -> bool:
@@ -239,7 +240,6 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     rejections = [Rejection(str(i.path), i.problem) for i in items if i.problem]
     todo = [i for i in items if i.problem is None and i.key not in done]
     already = sum(1 for i in items if i.problem is None and i.key in done)
-    new_items = 0
     if todo:
         first = max((shard_number(s["shard"]) for s in existing), default=-1) + 1
         publisher = ShardPublisher(config, first, identity)
@@ -252,14 +252,15 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
         module = EncodeModule(codec, config.keep_latents)
         if use_trainer:
             if not _predict_with_trainer(config, publisher, module, loader):
-                return TokenizeSummary(output, publisher.new_items, already, 0, 0, 0.0, [])
+                return TokenizeSummary(
+                    output, publisher.new_items, already, 0, 0, 0.0, [], reporting=False
+                )
         else:
             _predict_in_process(config, publisher, module, loader)
-        new_items = publisher.new_items
     for rank_file in sorted(output.glob("rejections.rank*.json")):
         rejections += [Rejection(**r) for r in json.loads(rank_file.read_text(encoding="utf-8"))]
         rank_file.unlink()
-    return write_index(output, identity, rejections, new_items, already, config)
+    return write_index(output, identity, rejections, len(done), already, config)
 
 
 def _predict_with_trainer(
@@ -309,7 +310,7 @@ def write_index(
     output: Path,
     identity: dict[str, Any],
     rejections: list[Rejection],
-    new_items: int,
+    previously_stored: int,
     already: int,
     config: TokenizeConfig,
 ) -> TokenizeSummary:
@@ -332,4 +333,5 @@ def write_index(
             "rejected": rejected,
         },
     )
+    new_items = total_items - previously_stored  # counted from the shards: right for any rank count
     return TokenizeSummary(output, new_items, already, total_items, len(shards), hours, rejected)

@@ -23,5 +23,5 @@ def write_shards(folder, frames_per_item, items_per_shard, seed=0):
             TokenizedItem(key, codes[key], f"caption of {key}", {}, frames / 50, key, 32000)
         )
     writer.finish()
-    write_index(folder, CODEC, [], len(codes), 0, TokenizeConfig(input="", output=str(folder)))
+    write_index(folder, CODEC, [], 0, 0, TokenizeConfig(input="", output=str(folder)))
     return codes

@@ -2,6 +2,10 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +226,25 @@ def test_in_process_run_writes_the_same_shards_as_the_trainer(codec_dir, tmp_pat
     in_process = {s["key"]: s["codes"] for s in all_samples(tmp_path / "local")}
     assert by_trainer.keys() == in_process.keys()
     assert all(np.array_equal(by_trainer[k], in_process[k]) for k in by_trainer)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_tokenize_writes_every_item_once(codec_dir, tmp_path):
+    make_folder(tmp_path / "in")
+    for index in range(5):
+        sf.write(tmp_path / "in" / f"extra{index}.wav", 0.1 * np.ones(48000), 32000)
+        (tmp_path / "in" / f"extra{index}.txt").write_text(f"extra {index}")
+    argv = ["tokenize", str(tmp_path / "in"), str(tmp_path / "out"), "--codec-dir", codec_dir]
+    argv += ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--workers", "0"]
+    argv += ["--shard-items", "2", "--no-progress"]
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_sdm", *argv],
+        capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("output: ") == 1  # one summary, from the rank that wrote the index
+    assert "tokenized 9 new items" in result.stdout and "output: 9 items" in result.stdout
+    assert "nothing could be tokenized" not in result.stdout + result.stderr
+    keys = [s["key"] for s in all_samples(tmp_path / "out")]
+    assert sorted(keys) == sorted([name for name, *_ in CASES] + [f"extra{i}" for i in range(5)])

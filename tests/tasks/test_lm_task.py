@@ -222,3 +222,15 @@ def test_hyperparameters_are_plain_data_and_rebuild_the_task():
     rebuilt = TextToMusicTask(**task.hparams)
     assert rebuilt.model.config == task.model.config
     assert isinstance(task.hparams["lm"], dict)
+
+
+def test_bf16_mixed_precision_through_the_trainer(tmp_path):
+    losses = []
+
+    class RecordLoss(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    fit = trainer(tmp_path, 3, [RecordLoss()], precision="bf16-mixed", limit_val_batches=0)
+    fit.fit(tiny_task(), datamodule=tiny_data(tmp_path))
+    assert fit.global_step == 3 and all(math.isfinite(loss) for loss in losses)
