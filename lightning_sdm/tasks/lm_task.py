@@ -47,6 +47,11 @@ def masked_level_cross_entropy(
     return per_level.mean(), per_level
 
 
+def caption_dropout_generator(rank: int) -> torch.Generator:
+    """seed_everything gives every rank the same seed; caption dropout should differ per rank."""
+    return torch.Generator().manual_seed(torch.initial_seed() + 1000 * rank)
+
+
 class TextToMusicTask(L.LightningModule):
     """Loss, metrics, optimizer and schedule around `TextToMusicLM`.
 
@@ -70,6 +75,7 @@ class TextToMusicTask(L.LightningModule):
         self.optim_config = optim
         self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))
         self._step_started: float | None = None
+        self._caption_dropout_rng: torch.Generator | None = None
 
     def _check_batch(self, codes: torch.Tensor) -> None:
         expected = self.model.num_levels
@@ -87,11 +93,14 @@ class TextToMusicTask(L.LightningModule):
         logits = self.model(codes, texts)
         return masked_level_cross_entropy(logits, codes, batch["padding_mask"])
 
+    def on_fit_start(self) -> None:
+        self._caption_dropout_rng = caption_dropout_generator(self.global_rank)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        texts = self.model.conditioner.cfg_dropout(batch["captions"])
+        texts = self.model.conditioner.cfg_dropout(batch["captions"], self._caption_dropout_rng)
         loss, per_level = self._loss(batch, texts)
         self._stop_if_not_finite(loss)
         batch_size = batch["codes"].shape[0]

@@ -17,6 +17,7 @@ from lightning_sdm.tasks import lm_task
 from lightning_sdm.tasks.lm_task import (
     NonFiniteLossError,
     TextToMusicTask,
+    caption_dropout_generator,
     masked_level_cross_entropy,
 )
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer, parameter_groups, warmup_cosine
@@ -234,3 +235,13 @@ def test_bf16_mixed_precision_through_the_trainer(tmp_path):
     fit = trainer(tmp_path, 3, [RecordLoss()], precision="bf16-mixed", limit_val_batches=0)
     fit.fit(tiny_task(), datamodule=tiny_data(tmp_path))
     assert fit.global_step == 3 and all(math.isfinite(loss) for loss in losses)
+
+
+def test_caption_dropout_differs_between_ranks():
+    conditioner = tiny_task().model.conditioner
+    captions = [f"caption {i}" for i in range(200)]
+    dropped = []
+    for rank in (0, 1):
+        torch.manual_seed(0)  # what seed_everything does on every rank
+        dropped.append(conditioner.cfg_dropout(captions, caption_dropout_generator(rank)))
+    assert dropped[0] != dropped[1]
