@@ -74,7 +74,7 @@ class TextToMusicTask(L.LightningModule):
         )
         self.optim_config = optim
         self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))
-        self._step_started: float | None = None
+        self._previous_batch: tuple[float, torch.Tensor] | None = None  # (start time, tokens)
         self._caption_dropout_rng: torch.Generator | None = None
 
     def _check_batch(self, codes: torch.Tensor) -> None:
@@ -97,7 +97,13 @@ class TextToMusicTask(L.LightningModule):
         self._caption_dropout_rng = caption_dropout_generator(self.global_rank)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
+        """Throughput over whole steps: data, forward, backward and optimizer."""
+        now = time.perf_counter()
+        if self._previous_batch is not None:
+            started, tokens = self._previous_batch
+            self.log("train/tokens_per_s", tokens / max(now - started, 1e-9))
+        real_tokens = batch["padding_mask"].sum() * batch["codes"].shape[1]
+        self._previous_batch = (now, real_tokens.float())
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         texts = self.model.conditioner.cfg_dropout(batch["captions"], self._caption_dropout_rng)
@@ -108,10 +114,6 @@ class TextToMusicTask(L.LightningModule):
         self.log("train/ppl", loss.detach().exp(), batch_size=batch_size)
         for level, value in enumerate(per_level):
             self.log(f"train/ce_q{level}", value, batch_size=batch_size)
-        tokens = batch["padding_mask"].sum() * batch["codes"].shape[1]
-        if self._step_started is not None:
-            elapsed = max(time.perf_counter() - self._step_started, 1e-9)
-            self.log("train/tokens_per_s", tokens.float() / elapsed, batch_size=batch_size)
         self.log(
             "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size
         )
