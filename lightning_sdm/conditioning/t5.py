@@ -48,21 +48,6 @@ class TextCondition:
     states: torch.Tensor  # [B, L, D] at the decoder width
     mask: torch.Tensor  # [B, L] bool, True for real tokens
 
-    def cat(self, other: TextCondition) -> TextCondition:
-        """Stack two conditions along the batch, padding the shorter text."""
-        length = max(self.states.shape[1], other.states.shape[1])
-        return TextCondition(
-            torch.cat([_pad(self.states, length), _pad(other.states, length)]),
-            torch.cat([_pad(self.mask, length), _pad(other.mask, length)]),
-        )
-
-
-def _pad(x: torch.Tensor, length: int) -> torch.Tensor:
-    missing = length - x.shape[1]
-    if missing == 0:
-        return x
-    return torch.cat([x, x.new_zeros((x.shape[0], missing, *x.shape[2:]))], dim=1)
-
 
 def load_t5(config: TextConditionerConfig) -> tuple[T5EncoderModel, PreTrainedTokenizerBase]:
     """Load from a local directory only: this never reaches a model hub."""

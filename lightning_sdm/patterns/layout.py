@@ -116,10 +116,6 @@ class PatternLayout:
         safe = torch.where(index >= 0, index, flat.shape[-1]).to(codes.device)
         return padded[..., safe.flatten()].unflatten(-1, index.shape)
 
-    def input_sequence(self, codes: torch.Tensor, special: int) -> torch.Tensor:
-        """Model input ids [..., C, N]; `special` where a level has no token."""
-        return self.to_sequence(codes, self.input_index, special)
-
     def target_sequence(self, codes: torch.Tensor, ignore: int = -100) -> torch.Tensor:
         """Targets [..., C, N]; `ignore` where a level has no target."""
         return self.to_sequence(codes, self.target_index, ignore)
