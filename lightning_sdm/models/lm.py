@@ -7,6 +7,7 @@ layout, which is what keeps their logits equal.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -91,6 +92,9 @@ class CodebookLM(nn.Module):
                 "prediction_position": layout.prediction_position.to(device),
                 "slot": layout.slot.to(device),
                 "last_visible": layout.last_visible.to(device),
+                "target_level": layout.target_level.to(device),
+                "target_time": layout.target_time.to(device),
+                "target_position": layout.target_position.to(device),
             }
         return self._device_layouts[key]
 
@@ -157,9 +161,9 @@ class CodebookLM(nn.Module):
         cache = self.decoder.new_cache(layout.num_slots, context, context_mask)
         slot_last_visible = torch.full((layout.num_slots,), -1, dtype=torch.long, device=device)
         plan = _plan_lists(layout)
-        target_level = layout.target_level.to(device)
-        target_time = layout.target_time.to(device)
-        target_position = layout.target_position.to(device)
+        target_level = tensors["target_level"]
+        target_time = tensors["target_time"]
+        target_position = tensors["target_position"]
         for step, start, end, extent, target_start, target_end in plan:
             slots = tensors["slot"][start:end]
             slot_last_visible[slots] = tensors["last_visible"][start:end]
@@ -184,6 +188,7 @@ class CodebookLM(nn.Module):
         return grid[:, :flat_grid].view(rows, layout.num_levels, num_timesteps)
 
 
+@functools.lru_cache(maxsize=64)
 def _plan_lists(layout: PatternLayout) -> list[tuple[int, int, int, int, int, int]]:
     """Per decoding step: (step, start, end, slot extent, target start, target end) as ints."""
     return list(
