@@ -82,6 +82,16 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
     tokenize.add_argument("--no-progress", action="store_true")
 
 
+def _add_plot(commands: argparse._SubParsersAction) -> None:
+    plot = commands.add_parser(
+        "plot",
+        help="draw a run's loss curves from its metrics.csv (no network needed)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    plot.add_argument("run", help="a run folder (runs/NAME/version_N) or its metrics.csv")
+    plot.add_argument("--output", default=None, help="PNG to write (default: beside the CSV)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-sdm",
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_tokenize(commands)
     _add_export(commands)
+    _add_plot(commands)
     return parser
 
 
@@ -140,6 +151,13 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_plot(args: argparse.Namespace) -> int:
+    from lightning_sdm.plots import plot_metrics
+
+    print(f"wrote {plot_metrics(args.run, args.output)}")
+    return 0
+
+
 def _run_tokenize(args: argparse.Namespace) -> int:
     from lightning_sdm.codecs import CodecConfig
     from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
@@ -173,6 +191,9 @@ def _run_tokenize(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lightning_sdm.quiet import quiet_dependencies
+
+    quiet_dependencies()
     words = list(sys.argv[1:] if argv is None else argv)
     if words and words[0] in ("fit", "validate", "test", "predict"):
         from lightning_sdm.training_cli import run_training_cli
@@ -185,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generate": _run_generate,
         "tokenize": _run_tokenize,
         "export": _run_export,
+        "plot": _run_plot,
     }
     try:
         return handlers[args.command](args)

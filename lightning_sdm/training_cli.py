@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import os
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lightning_sdm.callbacks.metrics_plot import MetricsPlot
+from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
 from lightning_sdm.data.datamodule import TokenShardsDataModule
+from lightning_sdm.runs import RUN_DIR_ENV, RunPlan, plan_run
 from lightning_sdm.tasks.lm_task import TextToMusicTask
-from lightning_sdm.tracking import default_logger
+from lightning_sdm.tracking import METRICS_FILE, run_loggers
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -35,7 +43,10 @@ class RunSummary(Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        lines = ["", "Run finished:"]
+        # trainer.log_dir broadcasts across ranks, which a rank-0-only hook must not do.
+        csv_dirs = [lg.log_dir for lg in trainer.loggers if isinstance(lg, CSVLogger)]
+        run_dir = csv_dirs[0] if csv_dirs else trainer.default_root_dir
+        lines = ["", f"Run finished at step {trainer.global_step}: {run_dir}"]
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and getattr(checkpoint, "dirpath", None):
             last = getattr(checkpoint, "last_model_path", "") or "(none)"
@@ -44,20 +55,103 @@ class RunSummary(Callback):
             if isinstance(callback, SampleGeneration) and callback.written:
                 lines.append(f"  samples:     {Path(callback.written[-1]).parent}")
         for logger in trainer.loggers:
-            where = getattr(logger, "log_dir", None) or logger.save_dir
-            lines.append(f"  logs:        {where} ({type(logger).__name__})")
+            if isinstance(logger, WandbLogger):
+                offline = os.environ.get("WANDB_MODE", "offline") != "online"
+                hint = " (offline: upload with `wandb sync`)" if offline else ""
+                lines.append(f"  W&B:         {Path(logger.save_dir) / 'wandb'}{hint}")
+            elif isinstance(logger, CSVLogger):
+                csv_path = Path(logger.log_dir) / METRICS_FILE
+                lines.append(f"  metrics:     {csv_path}  (plot: {csv_path.with_suffix('.png')})")
         print("\n".join(lines))
 
 
-class SdmCLI(LightningCLI):
-    """LightningCLI with our default tracker and safe checkpoint loading."""
+def _with_step_progress(trainer_config: dict[str, Any]) -> list[Callback]:
+    """The configured callbacks, plus our step progress unless a bar is configured or off."""
+    callbacks = trainer_config.get("callbacks") or []
+    callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    wanted = trainer_config.get("enable_progress_bar") is not False
+    if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(StepProgress())
+    return callbacks
 
-    @staticmethod
-    def _safely(method: Any, **kwargs: Any) -> Any:
+
+@contextlib.contextmanager
+def _exported_run_dir(run_dir: Path | None) -> Iterator[None]:
+    """Ranks that Lightning spawns re-run this command: they must pick rank 0's run folder."""
+    if run_dir is None:
+        yield
+        return
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+
+
+def did_you_mean(message: str, options: list[str]) -> str | None:
+    """The known option closest to the unknown one a parse error names."""
+    known = {option.lstrip("-") for option in options}
+    for word in re.findall(r"[\w][\w.\-]*", message):
+        if "." not in word and not word.startswith(("trainer", "model", "data")):
+            continue
+        if word in known:
+            continue
+        close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+        if close:
+            return f"--{close[0]}"
+    return None
+
+
+class SdmArgumentParser(LightningArgumentParser):
+    """No abbreviated options (`--trainer.max_step` is an error, not max_steps), and the error
+    first, with a suggestion, instead of pages of usage."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+        lines = [f"error: {message.strip()}"]
+        suggestion = did_you_mean(message, options)
+        if suggestion:
+            lines.append(f"did you mean {suggestion}?")
+        lines.append(f"all options: {parser.prog.replace(' [options]', '')} --help")
+        sys.stderr.write("\n".join(lines) + "\n")
+        self.exit(2)
+
+
+def _finish_wandb(trainer: L.Trainer) -> None:
+    """Close the W&B run: otherwise a second fit in the same process logs into the first."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger._experiment.finish()
+            logger._experiment = None
+
+
+class SdmCLI(LightningCLI):
+    """LightningCLI with one folder per run, our trackers and safe checkpoint loading."""
+
+    run_plan: RunPlan | None = None
+
+    def _safely(self, method: Any, **kwargs: Any) -> Any:
         # Our checkpoints hold tensors and plain types only, so they load with weights_only.
         if kwargs.get("weights_only") is None:
             kwargs["weights_only"] = True
-        return method(**kwargs)
+        if self.run_plan is not None:
+            kwargs["ckpt_path"] = self.run_plan.ckpt_path
+        try:
+            with _exported_run_dir(self.run_plan.run_dir if self.run_plan else None):
+                return method(**kwargs)
+        finally:
+            _finish_wandb(self.trainer)
 
     def fit(self, **kwargs: Any) -> Any:
         return self._safely(self.trainer.fit, **kwargs)
@@ -73,10 +167,21 @@ class SdmCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
-        if trainer_config.get("logger") in (None, True):
-            root = trainer_config.get("default_root_dir") or os.getcwd()
-            kwargs["logger"] = default_logger(root)
-        return super().instantiate_trainer(**kwargs)
+        if trainer_config.get("logger") not in (None, True):
+            return super().instantiate_trainer(**kwargs)  # the user's own trackers and folders
+        root = Path(trainer_config.get("default_root_dir") or os.getcwd())
+        self.run_plan = plan = plan_run(root, self._get(self.config_init, "ckpt_path"))
+        kwargs["logger"] = run_loggers(plan.run_dir)
+        kwargs["callbacks"] = _with_step_progress(trainer_config)
+        trainer = super().instantiate_trainer(**kwargs)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(plan.checkpoint_dir)
+        if plan.resumed and plan.ckpt_path:
+            rank_zero_info(f"resuming {plan.run_dir} from {plan.ckpt_path}")
+        elif self._get(self.config_init, "ckpt_path") == "last":
+            rank_zero_info(f"no last checkpoint under {root} yet: starting {plan.run_dir}")
+        return trainer
 
 
 def run_training_cli(argv: Sequence[str] | None) -> SdmCLI:
@@ -84,8 +189,9 @@ def run_training_cli(argv: Sequence[str] | None) -> SdmCLI:
         TextToMusicTask,
         TokenShardsDataModule,
         args=None if argv is None else list(argv),
+        parser_class=SdmArgumentParser,
         save_config_callback=LogConfigToLoggers,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RunSummary()]},
+        trainer_defaults={"callbacks": [MetricsPlot(), RunSummary()]},
         seed_everything_default=0,
     )

@@ -99,26 +99,118 @@ def test_fit_writes_samples_wandb_files_and_an_exportable_checkpoint(tmp_path, m
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     main(["fit", "--config", str(tiny_config(tmp_path))])
-    run = tmp_path / "run"
+    run = tmp_path / "run" / "version_0"
     wavs = sorted(run.glob("samples/step-*/*.wav"))
     assert {w.parent.name for w in wavs} >= {"step-0000002", "step-0000004"}
     assert sorted(run.glob("samples/step-*/*.png"))
     assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
     out = capsys.readouterr().out
     assert "Run finished" in out and "samples:" in out
-    last = next(run.rglob("last.ckpt"))
+    last = run / "checkpoints" / "last.ckpt"
     assert main(["export", "--ckpt", str(last), "--output", str(tmp_path / "model")]) == 0
     model = TextToMusicLM.from_pretrained(tmp_path / "model")
     assert model.generate(["caption of item0003"], 6, seed=0).shape == (1, 4, 6)
 
 
+def test_offline_wandb_runs_still_write_a_readable_csv_and_plot(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    main(["fit", "--config", str(tiny_config(tmp_path))])
+    run = tmp_path / "run" / "version_0"
+    assert list(run.glob("wandb/offline-run-*"))
+    metrics = (run / "metrics.csv").read_text()
+    assert "train/ce" in metrics and "val/ce" in metrics
+    assert (run / "metrics.png").stat().st_size > 10_000
+    redrawn = tmp_path / "again.png"
+    assert main(["plot", str(run), "--output", str(redrawn)]) == 0
+    assert redrawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_csv_logger_when_wandb_is_disabled(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     main(["fit", "--config", str(tiny_config(tmp_path)), "--trainer.max_steps", "2"])
-    metrics = next((tmp_path / "run").rglob("metrics.csv")).read_text()
+    run = tmp_path / "run" / "version_0"
+    assert not (run / "wandb").exists()
+    metrics = (run / "metrics.csv").read_text()
     for name in ("train/ce", "train/ce_q3", "train/ppl", "train/grad_norm", "train/lr"):
         assert name in metrics
     assert "train/tokens_per_s" in metrics
+
+
+def test_every_fresh_fit_gets_its_own_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = str(tiny_config(tmp_path))
+    main(["fit", "--config", config, "--trainer.max_steps", "2"])
+    main(["fit", "--config", config, "--trainer.max_steps", "2"])
+    runs = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert runs == ["version_0", "version_1"]
+    assert list((tmp_path / "run" / "version_1" / "samples").glob("step-*/*.wav"))
+
+
+def test_ckpt_path_last_resumes_the_run_in_its_own_folder(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = str(tiny_config(tmp_path))
+    main(["fit", "--config", config])
+    run = tmp_path / "run" / "version_0"
+    first_sample = next(run.glob("samples/step-0000002/*.wav"))
+    first_bytes, wandb_id = first_sample.read_bytes(), (run / "wandb_run_id").read_text()
+
+    main(["fit", "--config", config, "--ckpt_path", "last", "--trainer.max_steps", "6"])
+    assert f"resuming {run} from {run / 'checkpoints' / 'last.ckpt'}" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["version_0"]
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 6
+    assert (run / "wandb_run_id").read_text() == wandb_id
+    assert len(list(run.glob("wandb/offline-run-*"))) == 2  # both sessions, one run id
+    assert first_sample.read_bytes() == first_bytes
+    assert (run / "samples" / "step-0000006").is_dir()
+    steps = [int(row.split(",")[0]) for row in _metric_rows(run, "train/ce")]
+    assert min(steps) < 4 <= max(steps)  # one CSV holding both sessions
+
+
+def _metric_rows(run: Path, name: str) -> list[str]:
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    column, step = header.index(name), header.index("step")
+    rows = [line.split(",") for line in lines[1:]]
+    return [f"{r[step]},{r[column]}" for r in rows if r[column]]
+
+
+def test_ckpt_path_last_without_any_run_starts_a_new_one(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = str(tiny_config(tmp_path))
+    main(["fit", "--config", config, "--ckpt_path", "last", "--trainer.max_steps", "2"])
+    assert "no last checkpoint under" in caplog.text
+    assert (tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("typo", "suggestion"),
+    [
+        (["--trainer.max_step", "4"], "--trainer.max_steps"),
+        (["--data.batch_sise", "4"], "--data.batch_size"),
+    ],
+)
+def test_an_option_typo_is_an_error_first_with_a_suggestion(tmp_path, capsys, typo, suggestion):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(tiny_config(tmp_path)), *typo])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error:") and len(err) <= 4
+    assert f"did you mean {suggestion}?" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_typo_in_the_yaml_names_the_key_and_suggests_the_right_one(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    loaded = yaml.safe_load(config.read_text())
+    loaded["data"]["holdout_shard"] = loaded["data"].pop("holdout_shards")
+    config.write_text(yaml.safe_dump(loaded))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(config)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "holdout_shard" in err
+    assert "did you mean --data.holdout_shards?" in err
 
 
 @pytest.mark.slow

@@ -125,4 +125,4 @@ class SampleGeneration(Callback):
         for name, (prompt, wav_path, image_path) in entries.items():
             payload[f"samples/{name}/audio"] = wandb.Audio(str(wav_path), caption=prompt)
             payload[f"samples/{name}/spectrogram"] = wandb.Image(str(image_path), caption=prompt)
-        logger.experiment.log(payload, step=step)
+        logger.log_metrics(payload, step=step)  # W&B keys its own step; ours is a metric

@@ -124,7 +124,9 @@ class TextToMusicTask(L.LightningModule):
         if not self.trainer.strategy.reduce_boolean_decision(not_finite, all=False):
             return
         step = self.trainer.global_step
-        path = f"{self.trainer.default_root_dir}/checkpoints/nonfinite-before-step{step}.ckpt"
+        folder = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+        folder = folder or f"{self.trainer.log_dir or self.trainer.default_root_dir}/checkpoints"
+        path = f"{folder}/nonfinite-before-step{step}.ckpt"
         self.trainer.save_checkpoint(path)  # weights are still those before this step
         raise NonFiniteLossError(
             f"the training loss became {loss.item()} at step {step}; stopped. The state from "

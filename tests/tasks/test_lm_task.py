@@ -203,7 +203,7 @@ def test_non_finite_loss_stops_with_a_message_and_a_checkpoint_from_before(tmp_p
     task = tiny_task()
     with pytest.raises(NonFiniteLossError, match="at step 3; stopped"):
         trainer(tmp_path, 10, [RememberWeights()]).fit(task, datamodule=tiny_data(tmp_path))
-    path = tmp_path / "checkpoints" / "nonfinite-before-step3.ckpt"
+    path = tmp_path / "logs" / "version_0" / "checkpoints" / "nonfinite-before-step3.ckpt"
     saved = torch.load(path, map_location="cpu", weights_only=True)
     assert saved["global_step"] == 3
     assert torch.equal(saved["state_dict"]["model.lm.head_weight"], weights["before"])

@@ -1,0 +1,91 @@
+"""Training curves from a run's metrics.csv, readable without a network or a W&B account."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on training machines
+import matplotlib.pyplot as plt
+
+from lightning_sdm.tracking import METRICS_FILE
+
+Series = dict[str, list[tuple[int, float]]]
+
+
+def read_metrics(csv_path: str | Path) -> Series:
+    """Every numeric column as (step, value) pairs, the last value kept where a resumed run
+    logged a step twice."""
+    by_name: dict[str, dict[int, float]] = {}
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("step"):
+                continue
+            step = int(float(row["step"]))
+            for name, text in row.items():
+                if name in ("step", "epoch") or not text:
+                    continue
+                try:
+                    value = float(text)
+                except ValueError:
+                    continue
+                if math.isfinite(value):
+                    by_name.setdefault(name, {})[step] = value
+    return {name: sorted(values.items()) for name, values in by_name.items()}
+
+
+def _smooth(values: list[float], weight: float = 0.8) -> list[float]:
+    smoothed, last = [], values[0] if values else 0.0
+    for value in values:
+        last = weight * last + (1 - weight) * value
+        smoothed.append(last)
+    return smoothed
+
+
+def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Path:
+    """Loss (train, smoothed, and validation) over steps, and the learning rate beneath."""
+    csv_path = Path(csv_path)
+    if csv_path.is_dir():
+        csv_path = csv_path / METRICS_FILE
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"{csv_path} not found: is this a run folder of `lightning-sdm fit`?"
+        )
+    png_path = Path(png_path) if png_path else csv_path.with_suffix(".png")
+    series = read_metrics(csv_path)
+    train = next((series[n] for n in ("train/ce", "train/loss") if n in series), [])
+    val = next((series[n] for n in ("val/ce", "val/loss") if n in series), [])
+    lr = series.get("train/lr", [])
+    figure, (loss_axis, lr_axis) = plt.subplots(
+        2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    if train:
+        steps, values = zip(*train, strict=True)
+        loss_axis.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=1)
+        loss_axis.plot(steps, _smooth(list(values)), color="tab:blue", label="train (smoothed)")
+    if val:
+        steps, values = zip(*val, strict=True)
+        loss_axis.plot(steps, values, "o-", color="tab:orange", label="validation")
+        best_step, best = min(val, key=lambda sv: sv[1])
+        loss_axis.annotate(f"best {best:.3f} @ {best_step}", (best_step, best), fontsize=8)
+    loss_axis.set_ylabel("cross-entropy (nats / token)")
+    loss_axis.set_title(f"{csv_path.parent.name}: loss")
+    loss_axis.grid(alpha=0.3)
+    if train or val:
+        loss_axis.legend()
+    else:
+        loss_axis.text(0.5, 0.5, "no loss logged yet", ha="center", transform=loss_axis.transAxes)
+    if lr:
+        steps, values = zip(*lr, strict=True)
+        lr_axis.plot(steps, values, color="tab:green")
+    lr_axis.set_ylabel("learning rate")
+    lr_axis.set_xlabel("step")
+    lr_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+    return png_path

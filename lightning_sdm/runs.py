@@ -1,0 +1,86 @@
+"""Where a training run lives: one folder per run under the config's `default_root_dir`.
+
+    ROOT/version_N/  checkpoints/  samples/step-*/  metrics.csv  metrics.png  config.yaml  wandb/
+
+`--ckpt_path last` resumes the newest run under ROOT in its own folder (same W&B run id,
+samples continue beside the earlier ones); any other fit starts `version_{N+1}`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_DIR_ENV = "LIGHTNING_SDM_RUN_DIR"  # hands rank 0's choice to the ranks Lightning spawns
+WANDB_ID_FILE = "wandb_run_id"
+_VERSION = re.compile(r"^version_(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_dir: Path
+    ckpt_path: str | None  # what to pass to trainer.fit: a file, or None
+    resumed: bool
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def run_versions(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _VERSION.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def next_run_dir(root: Path) -> Path:
+    versions = run_versions(root)
+    return root / f"version_{versions[-1][0] + 1 if versions else 0}"
+
+
+def find_last_checkpoint(root: Path) -> Path | None:
+    """The newest `last*.ckpt` of any run under `root` (by modification time)."""
+    candidates = [
+        path
+        for _, run in run_versions(root)
+        for path in (run / "checkpoints").glob("last*.ckpt")
+        if path.is_file()
+    ]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _run_dir_of(checkpoint: Path, root: Path) -> Path | None:
+    """The run folder a checkpoint belongs to, when it is one of ours under `root`."""
+    run = checkpoint.resolve().parent.parent
+    ours = checkpoint.parent.name == "checkpoints" and _VERSION.match(run.name)
+    return run if ours and run.parent == root.resolve() else None
+
+
+def plan_run(root: str | Path, ckpt_path: str | None) -> RunPlan:
+    """Resolve `ckpt_path` ("last", a file or None) and pick the run folder.
+
+    "last" with no checkpoint yet starts a new run (a preempted job's first attempt).
+    """
+    root = Path(root)
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if ckpt_path == "last":
+        last = find_last_checkpoint(root)
+        if last is None:
+            return RunPlan(Path(inherited) if inherited else next_run_dir(root), None, False)
+        ckpt_path = str(last)
+    if ckpt_path is not None:
+        checkpoint = Path(ckpt_path)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+        run = _run_dir_of(checkpoint, root)
+        if run is not None:
+            return RunPlan(run, str(checkpoint), True)
+    run_dir = Path(inherited) if inherited else next_run_dir(root)
+    return RunPlan(run_dir, ckpt_path, ckpt_path is not None)

@@ -1,0 +1,38 @@
+"""`lightning-sdm plot`: loss curves from a run's metrics.csv."""
+
+import pytest
+
+from lightning_sdm.cli import main
+from lightning_sdm.plots import plot_metrics, read_metrics
+
+CSV = """epoch,step,train/ce,train/lr,val/ce
+0,0,7.5,0.001,
+0,1,7.0,0.002,
+0,1,,,6.8
+0,2,6.5,0.003,
+0,1,6.9,0.002,
+0,3,nan,0.003,
+"""
+
+
+def test_read_metrics_keeps_the_last_value_of_a_step_logged_twice(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text(CSV)
+    series = read_metrics(path)
+    assert series["train/ce"] == [(0, 7.5), (1, 6.9), (2, 6.5)]  # nan dropped
+    assert series["val/ce"] == [(1, 6.8)]
+    assert "epoch" not in series
+
+
+def test_plot_writes_a_png_beside_the_csv_of_a_run_folder(tmp_path, capsys):
+    (tmp_path / "metrics.csv").write_text(CSV)
+    assert main(["plot", str(tmp_path)]) == 0
+    png = tmp_path / "metrics.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert str(png) in capsys.readouterr().out
+
+
+def test_plot_of_a_folder_without_metrics_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"metrics\.csv not found"):
+        plot_metrics(tmp_path)
+    assert main(["plot", str(tmp_path)]) != 0
