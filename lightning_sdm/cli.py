@@ -64,22 +64,35 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
         "tokenize",
         help="encode audio + captions into EnCodec token shards (resumable)",
         description="Input: a folder with x.wav + x.txt/x.json sidecars, an audiocraft JSONL "
-        "manifest, or a CSV with path,caption columns. Output: shard-NNNNNN.tar + index.json.",
+        "manifest, or a CSV with path,caption columns. Output: shard-NNNNNN.tar + index.json. "
+        "A rerun of the same command adds only what is new.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     tokenize.add_argument("input", help="folder, .jsonl or .csv")
     tokenize.add_argument("output", help="folder for the shards and index.json")
-    tokenize.add_argument("--codec-dir", default=None, help="local facebook/encodec_32khz copy")
+    codec = tokenize.add_mutually_exclusive_group(required=True)
+    codec.add_argument("--codec-dir", default=None, help="local facebook/encodec_32khz copy")
+    codec.add_argument(
+        "--random-codec",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="a small random codec from SEED, saved in OUTPUT/codec and reused on reruns "
+        "(tests and demos: its tokens are not music)",
+    )
     tokenize.add_argument("--min-seconds", type=float, default=1.0, help="reject shorter audio")
     tokenize.add_argument("--latents", action="store_true", help="also store continuous latents")
-    tokenize.add_argument("--allow-missing-captions", action="store_true")
+    tokenize.add_argument(
+        "--allow-missing-captions", action="store_true", help="keep audio without captions"
+    )
     tokenize.add_argument("--shard-items", type=int, default=1000, help="items per shard at most")
     tokenize.add_argument("--shard-mb", type=float, default=512, help="shard size bound in MB")
     tokenize.add_argument("--workers", type=int, default=1, help="audio decoding workers")
-    tokenize.add_argument("--accelerator", default="auto")
-    tokenize.add_argument("--devices", default="1")
-    tokenize.add_argument("--num-nodes", type=int, default=1)
-    tokenize.add_argument("--strategy", default="auto")
-    tokenize.add_argument("--no-progress", action="store_true")
+    tokenize.add_argument("--accelerator", default="auto", help="Lightning accelerator")
+    tokenize.add_argument("--devices", default="1", help="devices per node")
+    tokenize.add_argument("--num-nodes", type=int, default=1, help="nodes")
+    tokenize.add_argument("--strategy", default="auto", help="Lightning strategy (e.g. ddp)")
+    tokenize.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_plot(commands: argparse._SubParsersAction) -> None:
@@ -168,6 +181,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
             input=args.input,
             output=args.output,
             codec=CodecConfig(pretrained=args.codec_dir),
+            random_codec_seed=args.random_codec,
             min_seconds=args.min_seconds,
             keep_latents=args.latents,
             allow_missing_captions=args.allow_missing_captions,
@@ -191,6 +205,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lightning_sdm.errors import UserInputError
     from lightning_sdm.quiet import quiet_dependencies
 
     quiet_dependencies()
@@ -198,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words and words[0] in ("fit", "validate", "test", "predict"):
         from lightning_sdm.training_cli import run_training_cli
 
-        run_training_cli(None if argv is None else words)  # None: LightningCLI reads sys.argv
+        try:
+            run_training_cli(None if argv is None else words)  # None: LightningCLI reads argv
+        except UserInputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         return 0
     args = build_parser().parse_args(words)
     handlers = {

@@ -1,5 +1,19 @@
 """Audio codecs: EnCodec tokens and latents."""
 
-from lightning_sdm.codecs.encodec import TINY_ENCODEC_32KHZ, CodecConfig, EncodecCodec
+from lightning_sdm.codecs.encodec import (
+    TINY_ENCODEC_32KHZ,
+    CodecConfig,
+    EncodecCodec,
+    codec_mismatch,
+    describe_codec,
+    save_random_codec,
+)
 
-__all__ = ["TINY_ENCODEC_32KHZ", "CodecConfig", "EncodecCodec"]
+__all__ = [
+    "TINY_ENCODEC_32KHZ",
+    "CodecConfig",
+    "EncodecCodec",
+    "codec_mismatch",
+    "describe_codec",
+    "save_random_codec",
+]

@@ -8,8 +8,9 @@ input). Long tracks are encoded in chunks with context on both sides.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,46 @@ class EncodecCodec(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(Path(directory))
+
+
+# `pretrained` says where the weights were read from, not what they are: the same codec
+# copied elsewhere is the same codec.
+_LOCATION_FIELDS = ("pretrained",)
+RANDOM_CODEC_FILE = "random_codec.json"
+
+
+def codec_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """The identity fields that differ (weights hash, rates, codebooks), for error messages."""
+    names = (set(expected) | set(found)) - set(_LOCATION_FIELDS)
+    return sorted(n for n in names if expected.get(n) != found.get(n))
+
+
+def describe_codec(identity: dict[str, Any]) -> str:
+    where = identity.get("pretrained") or "an unsaved random codec"
+    weights = identity.get("weights_sha256")
+    return f"{where} (weights {weights})" if weights else where
+
+
+def save_random_codec(directory: str | Path, seed: int, config: CodecConfig | None = None) -> Path:
+    """A random codec built from `seed` and saved, so its tokens stay decodable and a rerun
+    reuses it; an existing one is kept (a different seed there is an error)."""
+    directory = Path(directory)
+    marker = directory / RANDOM_CODEC_FILE
+    if (directory / "config.json").is_file():
+        if marker.is_file():
+            saved_seed = json.loads(marker.read_text(encoding="utf-8"))["seed"]
+            if saved_seed != seed:
+                raise ValueError(
+                    f"{directory} holds the random codec of seed {saved_seed}, not {seed}; "
+                    "use that seed or another output folder"
+                )
+        return directory
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        codec = EncodecCodec(replace(config or CodecConfig(), pretrained=None))
+    codec.save_pretrained(directory)
+    marker.write_text(json.dumps({"seed": seed}), encoding="utf-8")
+    return directory
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,47 @@ class LoadedAudio:
         return self.samples.shape[0] / sample_rate
 
 
+def wav_declared_frames(path: Path) -> int | None:
+    """Frames the RIFF `data` chunk header declares, or None when not a readable WAV header.
+
+    libsndfile silently shortens a truncated WAV to the bytes present, so a cut-off copy
+    would pass for a shorter piece; the header still says how long it should be.
+    """
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(12)[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while header := handle.read(8):
+                if len(header) < 8:
+                    return None
+                chunk, size = header[:4], struct.unpack("<I", header[4:])[0]
+                if chunk == b"fmt ":
+                    block_align = struct.unpack("<HHIIH", handle.read(14))[4]
+                    handle.seek(size - 14 + size % 2, 1)
+                elif chunk == b"data":
+                    streamed = size in (0, 0xFFFFFFFF)  # writers that never patched the size
+                    return size // block_align if block_align and not streamed else None
+                else:
+                    handle.seek(size + size % 2, 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _check_complete(path: Path, frames: int, rate: int) -> None:
+    declared = wav_declared_frames(path) if path.suffix.lower() == ".wav" else None
+    if declared is None:
+        try:
+            declared = soundfile.info(str(path)).frames
+        except Exception:  # the read already succeeded; no header length to compare with
+            return
+    if declared > frames + rate // 100:  # more than 10 ms missing
+        raise AudioRejected(
+            f"truncated: header says {declared / rate:.1f} s, data holds {frames / rate:.1f} s"
+        )
+
+
 def load_mono(path: Path, sample_rate: int, min_seconds: float = 0.0) -> LoadedAudio:
     try:
         data, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
@@ -31,6 +73,7 @@ def load_mono(path: Path, sample_rate: int, min_seconds: float = 0.0) -> LoadedA
         raise AudioRejected(f"unreadable audio: {error}") from error
     if data.shape[0] == 0:
         raise AudioRejected("zero-length audio")
+    _check_complete(Path(path), data.shape[0], int(source_rate))
     finite = np.isfinite(data)
     if not finite.any():
         raise AudioRejected("all-NaN audio")

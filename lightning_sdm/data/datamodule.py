@@ -3,37 +3,112 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.codecs import (
+    CodecConfig,
+    EncodecCodec,
+    codec_mismatch,
+    describe_codec,
+    save_random_codec,
+)
 from lightning_sdm.data.demo_audio import write_demo_clips
-from lightning_sdm.data.shards import INDEX_FILE, load_index
+from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index
+from lightning_sdm.data.sources import AUDIO_SUFFIXES
+from lightning_sdm.data.split import KeyFilter, KeySplit
 from lightning_sdm.data.stream import CropConfig, EpochDataLoader, ShardStream
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
+from lightning_sdm.data.workers import die_with_parent
+from lightning_sdm.errors import UserInputError
+
+
+@dataclass
+class SplitShards:
+    """One side of the train/validation split: its shards and the frames of its items."""
+
+    shards: list[str]
+    item_frames: list[int]
+    key_filter: KeyFilter | None = None
+    held_out: str = ""  # what was held out, for the data summary
+
+    @property
+    def items(self) -> int:
+        return len(self.item_frames)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
+def _tokenize_hint(folder: Path) -> str:
+    return f"lightning-sdm tokenize {folder} SHARDS_DIR --codec-dir ENCODEC_DIR"
+
+
+def check_shard_folder(folder: Path, role: str) -> None:
+    """One line saying what is wrong with a shard folder and what to run, before training."""
+    if not folder.exists():
+        raise UserInputError(f"{role} {folder} does not exist")
+    if not folder.is_dir():
+        raise UserInputError(f"{role} {folder} is a file, not a folder of shards")
+    if (folder / INDEX_FILE).is_file():
+        return
+    audio = [p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES]
+    if audio:
+        raise UserInputError(
+            f"{role} {folder} holds {len(audio)} audio files but no token shards; tokenize "
+            f"them first: {_tokenize_hint(folder)} (then set {role} to SHARDS_DIR)"
+        )
+    if list(folder.glob("shard-*.tar")):
+        raise UserInputError(
+            f"{role} {folder} has shards but no {INDEX_FILE} (an interrupted tokenize?): "
+            "rerun the same tokenize command to finish it"
+        )
+    found = "is empty" if not any(folder.iterdir()) else "holds no shards and no audio"
+    raise UserInputError(f"{role} {folder} {found}; make shards with: lightning-sdm tokenize")
 
 
 class TokenShardsDataModule(L.LightningDataModule):
-    """Random `segment_seconds` crops for training; fixed crops from held-out shards to validate.
+    """Random `segment_seconds` crops for training; fixed crops of held-out items to validate.
 
-    Validation comes from `val_dir` if given, else from the last `holdout_shards` shards of
-    `train_dir`. Items shorter than `min_segment_ratio` of a segment are skipped; shorter
-    segments are zero-padded and masked.
+    Items shorter than `min_segment_ratio` of a segment are skipped; shorter ones are
+    zero-padded and masked. A summary of both splits is printed when fitting starts.
 
-    With `prepare_from` (an audio folder or manifest), `prepare_data` tokenizes it into
-    `train_dir` with `codec` when `train_dir` has no index yet. `demo_clips > 0` first
-    synthesises that many captioned clips there, and a small random codec at
-    `codec.pretrained` if that directory is missing (the CPU demo).
+    Args:
+        train_dir: Folder of shards and index.json written by `lightning-sdm tokenize`.
+        val_dir: Shards to validate on (a separately tokenized folder); the cheapest split
+            for large catalogues.
+        val_fraction: Hold out this fraction of train_dir's items, chosen by a hash of
+            each item's key (the same items on every run; at least one). Works for any
+            number of shards; validation reads every shard.
+        holdout_shards: Hold out the last N shards of train_dir (needs N + 1 shards).
+        batch_size: Training batch per device.
+        val_batch_size: Validation batch per device (default: batch_size).
+        num_workers: DataLoader workers per device.
+        segment_seconds: Length of the training crops (and of validation segments).
+        min_segment_ratio: Skip items shorter than this fraction of a segment.
+        shuffle_buffer: Samples held for shuffling the stream.
+        seed: Seed of shuffling, crops and the demo's random codec.
+        load_latents: Also load the continuous latents (tokenize --latents).
+        prepare_from: An audio folder or manifest tokenized into train_dir (with `codec`)
+            when train_dir has no index yet.
+        codec: The codec of prepare_from; when set, fit checks the shards were made with it.
+        demo_clips: Synthesise this many captioned clips into prepare_from first, and a
+            small random codec at codec.pretrained if that folder is missing (the CPU demo).
+        demo_clip_seconds: Length of each demo clip.
     """
 
     def __init__(
         self,
         train_dir: str,
         val_dir: str | None = None,
+        val_fraction: float = 0.0,
         holdout_shards: int = 0,
         batch_size: int = 8,
         val_batch_size: int | None = None,
@@ -53,8 +128,22 @@ class TokenShardsDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < min_segment_ratio <= 1:
             raise ValueError(f"min_segment_ratio must be in (0, 1], got {min_segment_ratio}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        chosen = [
+            name
+            for name, value in (
+                ("val_dir", val_dir),
+                ("val_fraction", val_fraction),
+                ("holdout_shards", holdout_shards),
+            )
+            if value
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one validation split, not {' and '.join(chosen)}")
         self.train_dir = Path(train_dir)
         self.val_dir = Path(val_dir) if val_dir else None
+        self.val_fraction = val_fraction
         self.holdout_shards = holdout_shards
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -68,8 +157,9 @@ class TokenShardsDataModule(L.LightningDataModule):
         self.codec_config = codec or CodecConfig()
         self.demo_clips = demo_clips
         self.demo_clip_seconds = demo_clip_seconds
-        self._splits: dict[str, list[dict[str, Any]]] | None = None
-        self.codec: dict[str, Any] = {}
+        self._splits: dict[str, SplitShards] | None = None
+        self.codec: dict[str, Any] = {}  # identity of the shards' codec, from index.json
+        self._summarised = False
 
     def prepare_data(self) -> None:
         if self.prepare_from is None or (self.train_dir / INDEX_FILE).exists():
@@ -80,8 +170,7 @@ class TokenShardsDataModule(L.LightningDataModule):
                 write_demo_clips(source, self.demo_clips, self.demo_clip_seconds)
             codec_dir = self.codec_config.pretrained
             if codec_dir is not None and not Path(codec_dir).is_dir():
-                random_codec = replace(self.codec_config, pretrained=None)
-                EncodecCodec(random_codec).save_pretrained(codec_dir)
+                save_random_codec(codec_dir, self.seed, self.codec_config)
         summary = tokenize(
             TokenizeConfig(
                 input=str(source), output=str(self.train_dir), codec=self.codec_config,
@@ -94,28 +183,132 @@ class TokenShardsDataModule(L.LightningDataModule):
         if not summary.ok:
             raise RuntimeError(f"nothing could be tokenized from {source}")
 
-    def _load(self) -> dict[str, list[dict[str, Any]]]:
-        if self._splits is None:
-            index = load_index(self.train_dir)
-            self.codec = index["codec"]
-            train = [{**s, "path": str(self.train_dir / s["shard"])} for s in index["shards"]]
-            val: list[dict[str, Any]] = []
-            if self.val_dir is not None:
-                val_index = load_index(self.val_dir)
-                if val_index["codec"] != self.codec:
-                    raise ValueError(
-                        f"{self.val_dir} was tokenized with another codec than {self.train_dir}"
-                    )
-                val = [{**s, "path": str(self.val_dir / s["shard"])} for s in val_index["shards"]]
-            elif self.holdout_shards:
-                if self.holdout_shards >= len(train):
-                    raise ValueError(
-                        f"holdout_shards={self.holdout_shards} leaves no training shards "
-                        f"of {len(train)}"
-                    )
-                train, val = train[: -self.holdout_shards], train[-self.holdout_shards :]
-            self._splits = {"train": train, "val": val}
-        return self._splits
+    def setup(self, stage: str) -> None:
+        """Check the data before the model is built: one line on what is wrong."""
+        self._load()
+        if self.codec_config.pretrained is not None and Path(self.codec_config.pretrained).is_dir():
+            self.check_codec(EncodecCodec(self.codec_config).identity(), "data.codec")
+        if stage == "fit" and not self._summarised:
+            self._summarised = True
+            rank_zero_info(self.summary())
+
+    def check_codec(self, identity: dict[str, Any], role: str) -> None:
+        """Stop when `identity` is not the codec the shards were made with."""
+        self._load()
+        if "weights_sha256" not in self.codec:
+            return  # shards written without a weights hash cannot be checked
+        differing = codec_mismatch(self.codec, identity)
+        if differing:
+            raise UserInputError(
+                f"{role} is {describe_codec(identity)}, but {self.train_dir} was tokenized "
+                f"with {describe_codec(self.codec)} (differs in {', '.join(differing)}); "
+                f"point {role} at the codec of the shards, or tokenize again with this one"
+            )
+
+    def _shards_of(self, folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        index = load_index(folder)
+        shards = [{**s, "path": str(folder / s["shard"]), "keys": None} for s in index["shards"]]
+        return index, shards
+
+    def _load(self) -> dict[str, SplitShards]:
+        if self._splits is not None:
+            return self._splits
+        check_shard_folder(self.train_dir, "data.train_dir")
+        index, train = self._shards_of(self.train_dir)
+        if not train:
+            raise UserInputError(
+                f"data.train_dir {self.train_dir} has an index but no shards (every file was "
+                f"rejected? see 'rejected' in {self.train_dir / INDEX_FILE})"
+            )
+        self.codec = index["codec"]
+        whole = lambda shards: [f for s in shards for f in s["sample_frames"]]  # noqa: E731
+        if self.val_dir is not None:
+            check_shard_folder(self.val_dir, "data.val_dir")
+            val_index, val = self._shards_of(self.val_dir)
+            differing = codec_mismatch(self.codec, val_index["codec"])
+            if differing:
+                raise UserInputError(
+                    f"{self.val_dir} was tokenized with another codec than {self.train_dir} "
+                    f"(differs in {', '.join(differing)})"
+                )
+            splits = {
+                "train": SplitShards([s["path"] for s in train], whole(train)),
+                "val": SplitShards([s["path"] for s in val], whole(val), None, str(self.val_dir)),
+            }
+        elif self.val_fraction:
+            splits = self._split_by_key(train)
+        elif self.holdout_shards:
+            if self.holdout_shards >= len(train):
+                raise UserInputError(
+                    f"holdout_shards={self.holdout_shards} leaves no training shards of "
+                    f"{len(train)}; hold out items instead with data.val_fraction (e.g. 0.05)"
+                )
+            kept, held = train[: -self.holdout_shards], train[-self.holdout_shards :]
+            names = ", ".join(s["shard"] for s in held)
+            splits = {
+                "train": SplitShards([s["path"] for s in kept], whole(kept)),
+                "val": SplitShards([s["path"] for s in held], whole(held), None, names),
+            }
+        else:
+            splits = {
+                "train": SplitShards([s["path"] for s in train], whole(train)),
+                "val": SplitShards([], []),
+            }
+        self._splits = splits
+        return splits
+
+    def _split_by_key(self, shards: list[dict[str, Any]]) -> dict[str, SplitShards]:
+        """Items held out by key hash: the keys come from the shards' sidecars."""
+        sidecars = {s["shard"]: s for s in completed_shards(self.train_dir)}
+        pairs = [
+            (shard["path"], key, frames)
+            for shard in shards
+            for key, frames in zip(
+                sidecars[shard["shard"]]["keys"], shard["sample_frames"], strict=True
+            )
+        ]
+        try:
+            split = KeySplit.over([key for _, key, _ in pairs], self.val_fraction)
+        except ValueError as error:
+            raise UserInputError(f"data.val_fraction: {error}") from error
+        sides = {}
+        for validation, name in ((False, "train"), (True, "val")):
+            mine = [(path, key, f) for path, key, f in pairs if split.is_val(key) == validation]
+            held = [key for _, key, _ in mine] if validation else []
+            shown = ", ".join(held[:5]) + (f", ... ({len(held)} in all)" if len(held) > 5 else "")
+            sides[name] = SplitShards(
+                list(dict.fromkeys(path for path, _, _ in mine)),
+                [f for _, _, f in mine],
+                KeyFilter(split, validation),
+                f"val_fraction={self.val_fraction} by key hash: {shown}" if validation else "",
+            )
+        return sides
+
+    def summary(self) -> str:
+        """Items, hours and batches per epoch of both splits, and what is held out."""
+        splits = self._load()
+        rate = float(self.codec["frame_rate"])
+        world = self.trainer.world_size if self.trainer is not None else 1
+        lines = [f"data: {self.train_dir} ({describe_codec(self.codec)})"]
+        for name in ("train", "val"):
+            side = splits[name]
+            if not side.shards:
+                lines.append(f"  {name}: none (set data.val_fraction, val_dir or holdout_shards)")
+                continue
+            seconds = sum(side.item_frames) / rate
+            usable = self.usable_samples(name)
+            batch = self.batch_size if name == "train" else self.val_batch_size
+            batches = self._batches_per_rank(name, usable, world)
+            line = (
+                f"  {name}: {side.items} items ({_duration(seconds)}), {len(side.shards)} shards; "
+                f"{usable} long enough for {self.segment_seconds:g} s crops; "
+                f"{batches} batches of {batch} per epoch"
+                + (f" on each of {world} ranks" if world > 1 else "")
+            )
+            lines.append(line)
+            if side.held_out:
+                lines.append(f"    held out: {side.held_out}")
+        return "\n".join(lines)
 
     @property
     def segment_frames(self) -> int:
@@ -132,7 +325,13 @@ class TokenShardsDataModule(L.LightningDataModule):
 
     def usable_samples(self, split: str) -> int:
         min_frames = self._crop(True).min_frames
-        return sum(f >= min_frames for s in self._load()[split] for f in s["sample_frames"])
+        return sum(f >= min_frames for f in self._load()[split].item_frames)
+
+    def _batches_per_rank(self, split: str, usable: int, world_size: int) -> int:
+        if split == "train":
+            return usable // (world_size * self.batch_size)
+        # every sample once, the last batch of a rank filled by wrapping around
+        return math.ceil(math.ceil(usable / world_size) / self.val_batch_size)
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -140,23 +339,23 @@ class TokenShardsDataModule(L.LightningDataModule):
 
     def make_loader(self, split: str, rank: int, world_size: int) -> EpochDataLoader:
         """The loader one rank uses; public so ranks can be simulated without a cluster."""
-        shards = self._load()[split]
-        if not shards:
-            raise ValueError(f"no {split} shards: set val_dir or holdout_shards")
+        side = self._load()[split]
+        if not side.shards:
+            raise UserInputError(
+                f"no {split} data: set data.val_fraction (e.g. 0.05), data.val_dir or "
+                "data.holdout_shards"
+            )
         usable = self.usable_samples(split)
         training = split == "train"
         batch_size = self.batch_size if training else self.val_batch_size
-        if training:
-            batches = usable // (world_size * batch_size)
-        else:  # every sample once, the last batch of a rank filled by wrapping around
-            batches = math.ceil(math.ceil(usable / world_size) / batch_size)
+        batches = self._batches_per_rank(split, usable, world_size)
         if batches == 0:
-            raise ValueError(
+            raise UserInputError(
                 f"{usable} usable {split} samples (>= {self._crop(True).min_frames} frames) cannot "
                 f"fill one batch of {batch_size} on each of {world_size} ranks"
             )
         stream = ShardStream(
-            [s["path"] for s in shards],
+            side.shards,
             batch_size=batch_size,
             batches_per_rank=batches,
             crop_config=self._crop(random_crop=training),
@@ -166,11 +365,16 @@ class TokenShardsDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
             load_latents=self.load_latents,
+            key_filter=side.key_filter,
         )
         trainer = self.trainer
         epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None
         workers = min(self.num_workers, batches)
-        return EpochDataLoader(stream, epoch_source=epoch_source, num_workers=workers)
+        if side.key_filter is not None and not training:
+            workers = min(workers, 1)  # every reader scans all shards: keep readers few
+        return EpochDataLoader(
+            stream, epoch_source=epoch_source, num_workers=workers, worker_init_fn=die_with_parent
+        )
 
     def train_dataloader(self) -> EpochDataLoader:
         return self.make_loader("train", *self._rank_and_world())

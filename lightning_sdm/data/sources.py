@@ -69,12 +69,16 @@ def _read_text(path: Path) -> tuple[str | None, str | None]:
 
 
 def _caption_from_sidecar(audio: Path) -> tuple[str | None, dict[str, Any], str | None]:
+    """The .txt caption wins when both exist; the .json still gives the metadata."""
     text_path, json_path = audio.with_suffix(".txt"), audio.with_suffix(".json")
-    if text_path.is_file():
-        text, problem = _read_text(text_path)
-        return (text.strip() if text else None), {}, problem
+    caption, metadata, problem = None, {}, None
     if json_path.is_file():
-        return _caption_from_info_file(json_path)
+        caption, metadata, problem = _caption_from_info_file(json_path)
+    if text_path.is_file():
+        text, text_problem = _read_text(text_path)
+        return (text.strip() if text else None), metadata, text_problem or problem
+    if json_path.is_file():
+        return caption, metadata, problem
     return None, {}, "missing caption (no .txt or .json sidecar)"
 
 

@@ -74,6 +74,7 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 256,
         seed: int = 0,
         load_latents: bool = False,
+        key_filter: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__()
         if not shards:
@@ -90,6 +91,7 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.load_latents = load_latents
+        self.key_filter = key_filter  # keeps one side of a split by item key
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -127,11 +129,15 @@ class ShardStream(IterableDataset):
             self._rng(cycle).shuffle(order)
         readers = self.world_size * workers
         reader = self.rank * workers + worker
-        if len(order) >= readers:  # whole shards per reader: no read amplification
+        # Whole shards per reader read each shard once; but items picked by key from every
+        # shard would fall unevenly on readers, so validation of such a split goes sample by
+        # sample (each sample exactly once).
+        by_sample = self.key_filter is not None and not self.shuffle
+        if len(order) >= readers and not by_sample:
             mine = order[self.rank :: self.world_size][worker::workers]
-            stream = (s for shard in mine for s in read_shard(shard))
+            stream = self._kept(s for shard in mine for s in read_shard(shard))
         else:  # too few shards: every reader scans all and keeps every readers-th sample
-            everything = (s for shard in order for s in read_shard(shard))
+            everything = self._kept(s for shard in order for s in read_shard(shard))
             stream = (s for i, s in enumerate(everything) if i % readers == reader)
         usable = (s for s in stream if s["codes"].shape[-1] >= self.crop_config.min_frames)
         if self.shuffle:
@@ -158,6 +164,11 @@ class ShardStream(IterableDataset):
                     latents, ((0, 0), (0, codes.shape[-1] - latents.shape[-1]))
                 )
             yield item
+
+    def _kept(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        if self.key_filter is None:
+            return samples
+        return (s for s in samples if self.key_filter(s["key"]))
 
     def _batches(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         pending: list[dict[str, Any]] = []

@@ -21,7 +21,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.codecs import (
+    CodecConfig,
+    EncodecCodec,
+    codec_mismatch,
+    describe_codec,
+    save_random_codec,
+)
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.data.shards import (
     INDEX_FILE,
@@ -32,7 +38,11 @@ from lightning_sdm.data.shards import (
     shard_number,
     write_json_atomic,
 )
-from lightning_sdm.data.sources import Rejection, SourceItem, discover
+from lightning_sdm.data.sources import AUDIO_SUFFIXES, Rejection, SourceItem, discover
+from lightning_sdm.data.workers import die_with_parent
+
+RANDOM_CODEC_DIR = "codec"  # where --random-codec saves its codec, inside the output folder
+SHOWN_REJECTIONS = 50  # on the console; index.json lists every one
 
 
 @dataclass
@@ -40,6 +50,9 @@ class TokenizeConfig:
     input: str
     output: str
     codec: CodecConfig = field(default_factory=CodecConfig)
+    # A random codec from this seed, saved in OUTPUT/codec (demos, tests): instead of
+    # `codec.pretrained`, never silently.
+    random_codec_seed: int | None = None
     min_seconds: float = 1.0
     keep_latents: bool = False
     allow_missing_captions: bool = False
@@ -77,6 +90,10 @@ class TokenizeSummary:
             f"rejected: {len(self.rejected)}"
             + "".join(f"\n  {count} x {reason}" for reason, count in reasons.most_common()),
         ]
+        lines += [f"  {r['source']}: {r['reason']}" for r in self.rejected[:SHOWN_REJECTIONS]]
+        if len(self.rejected) > SHOWN_REJECTIONS:
+            hidden = len(self.rejected) - SHOWN_REJECTIONS
+            lines.append(f"  ... and {hidden} more (all listed in {INDEX_FILE})")
         return "\n".join(lines)
 
 
@@ -215,11 +232,38 @@ class AudioThroughputBar(TQDMProgressBar):
 
 def _check_codec(output: Path, identity: dict[str, Any], shards: list[dict[str, Any]]) -> None:
     for shard in shards:
-        if shard.get("codec") != identity:
+        found = shard.get("codec") or {}
+        if codec_mismatch(identity, found):
             raise ValueError(
-                f"{output} holds shards made with another codec ({shard.get('codec')}); "
-                "tokenize into a new folder"
+                f"{output} holds shards made with another codec ({describe_codec(found)}, "
+                f"not {describe_codec(identity)}); tokenize into a new folder"
             )
+
+
+def _codec_config(config: TokenizeConfig, output: Path) -> CodecConfig:
+    if config.random_codec_seed is not None:
+        directory = save_random_codec(
+            output / RANDOM_CODEC_DIR, config.random_codec_seed, config.codec
+        )
+        return CodecConfig(**{**config.codec.to_dict(), "pretrained": str(directory.resolve())})
+    if config.codec.pretrained is not None:
+        resolved = str(Path(config.codec.pretrained).resolve())  # the index names it absolutely
+        return CodecConfig(**{**config.codec.to_dict(), "pretrained": resolved})
+    raise ValueError(
+        "no codec: give a local EnCodec directory (--codec-dir, codec.pretrained), or "
+        "--random-codec SEED for a random codec saved beside the shards (its tokens are "
+        "not music)"
+    )
+
+
+def _discover(config: TokenizeConfig) -> list[SourceItem]:
+    items = discover(config.input, config.allow_missing_captions)
+    if not items:
+        raise ValueError(
+            f"no audio found in {config.input} (looked for {', '.join(AUDIO_SUFFIXES)}); "
+            "nothing written"
+        )
+    return items
 
 
 def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummary:
@@ -229,14 +273,14 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     another Trainer's `prepare_data`.
     """
     output = Path(config.output)
+    items = _discover(config)  # before anything is written: a wrong input leaves no folder
     output.mkdir(parents=True, exist_ok=True)
     clean_incomplete(output)
-    codec = EncodecCodec(config.codec)
+    codec = EncodecCodec(_codec_config(config, output))
     identity = codec.identity()
     existing = completed_shards(output)
     _check_codec(output, identity, existing)
     done = {key for shard in existing for key in shard["keys"]}
-    items = discover(config.input, config.allow_missing_captions)
     rejections = [Rejection(str(i.path), i.problem) for i in items if i.problem]
     todo = [i for i in items if i.problem is None and i.key not in done]
     already = sum(1 for i in items if i.problem is None and i.key in done)
@@ -248,6 +292,7 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
             batch_size=1,
             num_workers=config.num_workers,
             collate_fn=_as_list,
+            worker_init_fn=die_with_parent,
         )
         module = EncodeModule(codec, config.keep_latents)
         if use_trainer:

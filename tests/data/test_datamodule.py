@@ -1,6 +1,7 @@
 """The streaming DataModule: rank/worker splits, exact epochs, crops and padding."""
 
 import itertools
+import logging
 from collections import Counter
 
 import numpy as np
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 from lightning_sdm.data.datamodule import TokenShardsDataModule
+from lightning_sdm.data.split import key_position
+from lightning_sdm.errors import UserInputError
 from tests.data.shard_fixtures import write_shards
 
 
@@ -105,9 +108,86 @@ def test_configuration_errors_are_clear(tmp_path):
         TokenShardsDataModule(str(tmp_path), batch_size=8, segment_seconds=0.4).make_loader(
             "train", 0, 1
         )
-    with pytest.raises(ValueError, match="no val shards"):
+    with pytest.raises(ValueError, match=r"no val data: set data\.val_fraction"):
         TokenShardsDataModule(str(tmp_path), segment_seconds=0.4).make_loader("val", 0, 1)
     with pytest.raises(ValueError, match="leaves no training shards"):
         TokenShardsDataModule(str(tmp_path), holdout_shards=1).make_loader("train", 0, 1)
-    with pytest.raises(FileNotFoundError, match="lightning-sdm tokenize"):
+    with pytest.raises(ValueError, match=r"hold out items instead with data\.val_fraction"):
+        TokenShardsDataModule(str(tmp_path), holdout_shards=1).make_loader("train", 0, 1)
+    with pytest.raises(UserInputError, match=r"data.train_dir .*none does not exist"):
         TokenShardsDataModule(str(tmp_path / "none")).make_loader("train", 0, 1)
+    with pytest.raises(ValueError, match="choose one validation split"):
+        TokenShardsDataModule(str(tmp_path), val_fraction=0.1, holdout_shards=1)
+
+
+def test_a_folder_of_audio_instead_of_shards_says_to_tokenize(tmp_path):
+    (tmp_path / "music").mkdir()
+    for name in ("a.wav", "b.flac"):
+        (tmp_path / "music" / name).write_bytes(b"x")
+    with pytest.raises(UserInputError) as error:
+        TokenShardsDataModule(str(tmp_path / "music")).setup("fit")
+    message = str(error.value)
+    assert "holds 2 audio files but no token shards" in message
+    assert "lightning-sdm tokenize" in message and "\n" not in message
+
+
+def test_an_empty_train_dir_is_named(tmp_path):
+    with pytest.raises(UserInputError, match=r"is empty; make shards with"):
+        TokenShardsDataModule(str(tmp_path)).setup("fit")
+
+
+def split_keys(module, split):
+    return [k for batch in collect(module, split, 0, 1) for k in batch["keys"]]
+
+
+@pytest.mark.parametrize("items_per_shard", [24, 5])
+def test_val_fraction_holds_out_the_same_items_for_any_sharding(tmp_path, items_per_shard):
+    codes = write_shards(tmp_path, frames_per_item=[40] * 24, items_per_shard=items_per_shard)
+    module = TokenShardsDataModule(
+        str(tmp_path), batch_size=2, num_workers=0, segment_seconds=0.4, val_fraction=0.25
+    )
+    val = set(split_keys(module, "val"))
+    expected = {k for k in codes if key_position(k) < 0.25}
+    assert val == expected and 0 < len(val) < 24
+    train = split_keys(module, "train")
+    assert not set(train) & val
+    assert len(train) == (24 - len(val)) // 2 * 2  # whole batches, each item at most once
+    assert module.usable_samples("val") == len(val)
+
+
+def test_val_fraction_takes_one_item_when_the_fraction_rounds_to_none(tmp_path):
+    codes = write_shards(tmp_path, frames_per_item=[40] * 6, items_per_shard=6)
+    module = TokenShardsDataModule(
+        str(tmp_path), batch_size=1, num_workers=0, segment_seconds=0.4, val_fraction=0.001
+    )
+    assert split_keys(module, "val") == [min(codes, key=key_position)]
+    assert len(split_keys(module, "train")) == 5
+
+
+def test_validation_sees_each_held_out_item_once_with_workers(tmp_path):
+    write_shards(tmp_path, frames_per_item=[40] * 24, items_per_shard=3)
+    single, workers = (
+        TokenShardsDataModule(
+            str(tmp_path), batch_size=1, num_workers=n, segment_seconds=0.4, val_fraction=0.3
+        )
+        for n in (0, 2)
+    )
+    once = split_keys(single, "val")
+    assert len(once) == len(set(once))
+    assert sorted(split_keys(workers, "val")) == sorted(once)
+
+
+def test_fit_prints_a_data_summary(tmp_path, caplog):
+    write_shards(tmp_path, frames_per_item=[40] * 24, items_per_shard=4)
+    module = TokenShardsDataModule(
+        str(tmp_path), batch_size=4, num_workers=0, segment_seconds=0.4, val_fraction=0.25
+    )
+    with caplog.at_level(logging.INFO):
+        module.setup("fit")
+    lines = caplog.text
+    held = [key_position(f"item{i:04d}") < 0.25 for i in range(24)]
+    val_items, seconds = sum(held), (24 - sum(held)) * 40 / 50
+    train_shards = sum(not all(held[i : i + 4]) for i in range(0, 24, 4))
+    assert f"train: {24 - val_items} items ({seconds:.0f} s), {train_shards} shards" in lines
+    assert f"val: {val_items} items" in lines and "held out: val_fraction=0.25" in lines
+    assert f"{(24 - val_items) // 4} batches of 4 per epoch" in lines

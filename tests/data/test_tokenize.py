@@ -189,29 +189,89 @@ def test_a_different_codec_is_refused_for_an_existing_output(codec_dir, tmp_path
 
 
 def test_cli_exits_non_zero_only_when_nothing_was_tokenized(codec_dir, tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    assert main(["tokenize", str(tmp_path / "empty"), str(tmp_path / "o1"), "--no-progress"]) == 1
     make_folder(tmp_path / "in")
     (tmp_path / "in" / "bad.wav").write_bytes(b"junk")
     (tmp_path / "in" / "bad.txt").write_text("x")
-    argv = [
-        "tokenize",
-        str(tmp_path / "in"),
-        str(tmp_path / "o2"),
-        "--no-progress",
-        "--workers",
-        "0",
-    ]
-    assert main(argv) == 0
+    argv = ["tokenize", str(tmp_path / "in"), str(tmp_path / "o2"), "--no-progress"]
+    assert main([*argv, "--workers", "0", "--codec-dir", codec_dir]) == 0
     out = capsys.readouterr().out
     assert "rejected: 1" in out and "unreadable audio" in out
+    assert f"{tmp_path / 'in' / 'bad.wav'}: unreadable audio" in out  # named, not only counted
+    (tmp_path / "only_bad").mkdir()
+    (tmp_path / "only_bad" / "bad.wav").write_bytes(b"junk")
+    (tmp_path / "only_bad" / "bad.txt").write_text("x")
+    only_bad = ["tokenize", str(tmp_path / "only_bad"), str(tmp_path / "o3"), "--no-progress"]
+    assert main([*only_bad, "--codec-dir", codec_dir, "--workers", "0"]) == 1
 
 
-def test_a_second_randomly_built_codec_is_refused(codec_dir, tmp_path):
+def test_an_empty_input_names_the_extensions_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.md").write_text("no audio here")
+    argv = ["tokenize", str(tmp_path / "empty"), str(tmp_path / "out"), "--random-codec", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no audio found in") and ".wav, .flac, .ogg" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_codec_must_be_chosen(tmp_path, capsys):
     make_folder(tmp_path / "in")
-    run(tmp_path / "in", tmp_path / "out", codec_dir, codec=CodecConfig())
-    with pytest.raises(ValueError, match="another codec"):
-        run(tmp_path / "in", tmp_path / "out", codec_dir, codec=CodecConfig())
+    with pytest.raises(SystemExit) as done:
+        main(["tokenize", str(tmp_path / "in"), str(tmp_path / "out")])
+    assert done.value.code == 2
+    assert "one of the arguments --codec-dir --random-codec is required" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no codec: give a local EnCodec directory"):
+        run(tmp_path / "in", tmp_path / "out", None, codec=CodecConfig())
+
+
+def test_a_random_codec_is_saved_beside_the_shards_and_reused(tmp_path):
+    make_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    first = run(tmp_path / "in", out, None, codec=CodecConfig(), random_codec_seed=3)
+    assert first.new_items == len(CASES)
+    index = json.loads((out / INDEX_FILE).read_text())
+    assert index["codec"]["pretrained"] == str((out / "codec").resolve())
+    saved = EncodecCodec(CodecConfig(pretrained=str(out / "codec")))
+    assert saved.fingerprint() == index["codec"]["weights_sha256"]  # the shards decode with it
+    again = run(tmp_path / "in", out, None, codec=CodecConfig(), random_codec_seed=3)
+    assert again.new_items == 0 and again.already_present == len(CASES)
+    with pytest.raises(ValueError, match="random codec of seed 3, not 4"):
+        run(tmp_path / "in", out, None, codec=CodecConfig(), random_codec_seed=4)
+
+
+def test_the_same_seed_builds_the_same_random_codec(tmp_path):
+    make_folder(tmp_path / "in")
+    for name in ("a", "b"):
+        run(tmp_path / "in", tmp_path / name, None, codec=CodecConfig(), random_codec_seed=7)
+    codecs = [json.loads((tmp_path / n / INDEX_FILE).read_text())["codec"] for n in "ab"]
+    assert codecs[0]["weights_sha256"] == codecs[1]["weights_sha256"]
+
+
+def test_a_truncated_wav_is_reported_with_both_lengths(codec_dir, tmp_path):
+    make_folder(tmp_path / "in")
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, 0.1 * np.ones(32000 * 4), 32000)
+    data = whole.read_bytes()
+    (tmp_path / "in" / "cut.wav").write_bytes(data[: len(data) // 2])
+    (tmp_path / "in" / "cut.txt").write_text("a cut-off download")
+    summary = run(tmp_path / "in", tmp_path / "out", codec_dir)
+    reasons = {Path(r["source"]).name: r["reason"] for r in summary.rejected}
+    assert reasons["cut.wav"] == "truncated: header says 4.0 s, data holds 2.0 s"
+    assert summary.total_items == len(CASES)
+
+
+def test_txt_caption_and_json_metadata_are_both_kept(codec_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "piece.wav", 0.1 * np.ones(64000), 32000)
+    (folder / "piece.txt").write_text("a waltz for strings")
+    info = {"description": "ignored: the .txt wins", "bpm": 90, "key": "D major"}
+    (folder / "piece.json").write_text(json.dumps({**info, "instrument": "strings"}))
+    run(folder, tmp_path / "out", codec_dir)
+    (sample,) = all_samples(tmp_path / "out")
+    assert sample["info"]["caption"] == "a waltz for strings"
+    metadata = sample["info"]["metadata"]
+    assert (metadata["bpm"], metadata["key"], metadata["instrument"]) == (90, "D major", "strings")
 
 
 def test_in_process_run_writes_the_same_shards_as_the_trainer(codec_dir, tmp_path):

@@ -1,0 +1,73 @@
+"""Decoding workers do not outlive a tokenize process killed with SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.data.audio_fixtures import make_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# tokenize with 2 decoding workers, each stuck in a slow decode, as with a huge file.
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import lightning_sdm.data.tokenize as tokenize_module
+    from lightning_sdm.cli import main
+
+    def slow_load(*args, **kwargs):
+        time.sleep(120)
+
+    tokenize_module.load_mono = slow_load
+    main(["tokenize", sys.argv[1], sys.argv[2], "--random-codec", "0", "--workers", "2",
+          "--accelerator", "cpu", "--no-progress"])
+    """
+)
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_workers_exit_within_seconds_after_the_parent_is_killed(tmp_path):
+    make_folder(tmp_path / "in")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "in"), str(tmp_path / "out")],
+        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = children(parent.pid)
+        assert len(workers) >= 2, "the decoding workers never started"
+        time.sleep(1.0)  # the workers are inside the slow decode now
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(w) for w in workers)
+    finally:
+        parent.kill()
+        for worker in workers:
+            if alive(worker):
+                os.kill(worker, signal.SIGKILL)
