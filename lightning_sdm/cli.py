@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 from lightning_sdm.patterns import PATTERN_NAMES, SCHEDULE_NAMES
@@ -136,22 +137,29 @@ def _run_patterns(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _run_generate(args: argparse.Namespace) -> int:
-    from lightning_sdm.generation import generate_to_dir
+    from lightning_sdm.generation import LongerThanTrainedWarning, generate_to_dir
     from lightning_sdm.models.sampling import SamplingConfig
 
     sampling = SamplingConfig(
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg
     )
-    report = generate_to_dir(
-        args.model,
-        args.prompt,
-        args.timesteps,
-        sampling,
-        args.seed,
-        args.output_dir,
-        args.codec_dir,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", LongerThanTrainedWarning)
+        warnings.showwarning = _one_line_warning  # at once, before the long generation
+        report = generate_to_dir(
+            args.model,
+            args.prompt,
+            args.timesteps,
+            sampling,
+            args.seed,
+            args.output_dir,
+            args.codec_dir,
+        )
     print(report)
     return 0
 

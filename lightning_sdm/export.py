@@ -10,6 +10,15 @@ import torch
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 
 CODEC_DIR = "codec"
+EXPORT_FILE = "export.json"
+
+
+def trained_segment_frames(model_dir: str | Path) -> int | None:
+    """The crop length the exported model was trained on, when its export says so."""
+    path = Path(model_dir) / EXPORT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("trained_segment_frames")
 
 
 def export_checkpoint(
@@ -20,7 +29,7 @@ def export_checkpoint(
     With EMA weight averaging, Lightning stores the averaged weights as the checkpoint's
     state_dict (the raw ones under current_model_state), so the export carries EMA weights.
     """
-    from lightning_sdm.tasks.lm_task import TextToMusicTask
+    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, TextToMusicTask
 
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.is_file():
@@ -35,6 +44,7 @@ def export_checkpoint(
         "checkpoint": str(checkpoint_path.resolve()),
         "global_step": checkpoint.get("global_step"),
         "ema_weights": "current_model_state" in checkpoint,
+        TRAINED_FRAMES_KEY: checkpoint.get(TRAINED_FRAMES_KEY),
     }
-    (output / "export.json").write_text(json.dumps(provenance, indent=2))
+    (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
     return output

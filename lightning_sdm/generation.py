@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,11 +11,27 @@ import torch
 
 from lightning_sdm.audio_io import slug, write_wav
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
-from lightning_sdm.export import CODEC_DIR
+from lightning_sdm.export import CODEC_DIR, trained_segment_frames
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicLM
 
 FRAME_RATE_HZ = 50.0  # EnCodec 32 kHz
+
+
+class LongerThanTrainedWarning(UserWarning):
+    """Generation past the crop length seen in training: positions the model never saw."""
+
+
+def warn_if_longer_than_trained(model_dir: str | Path, num_timesteps: int) -> None:
+    trained = trained_segment_frames(model_dir)
+    if trained and num_timesteps > trained:
+        warnings.warn(
+            f"asked for {num_timesteps / FRAME_RATE_HZ:g} s ({num_timesteps} frames), but this "
+            f"model was trained on {trained / FRAME_RATE_HZ:g} s crops ({trained} frames): "
+            "what comes after is untested; use --timesteps to match",
+            LongerThanTrainedWarning,
+            stacklevel=3,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ def generate_to_dir(
     The codec comes from `codec_dir`, else from the model directory's codec/ (export puts
     it there).
     """
+    warn_if_longer_than_trained(model_dir, num_timesteps)
     model = TextToMusicLM.from_pretrained(model_dir).eval()
     codes, seconds = timed_generate(model, captions, num_timesteps, sampling, seed)
     output_dir = Path(output_dir)

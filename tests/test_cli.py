@@ -58,6 +58,19 @@ def test_generate_command_writes_codes(tmp_path, capsys):
     assert "decoding steps: 13" in printed and "no codec" in printed
 
 
+def test_generate_warns_when_asked_for_more_than_the_training_crops(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "export.json").write_text(json.dumps({"trained_segment_frames": 8}))
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "a", "--seed", "0"]
+    argv += ["--output-dir", str(tmp_path / "out")]
+    assert main([*argv, "--timesteps", "8"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*argv, "--timesteps", "12"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: asked for 0.24 s (12 frames), but this model was trained on ")
+    assert "0.16 s crops (8 frames)" in err
+
+
 def test_generate_writes_wavs_with_a_codec(tmp_path, capsys):
     model = tiny_model("stack_delay", 3, cardinality=2048)
     model.save_pretrained(tmp_path / "model")

@@ -10,7 +10,9 @@ import torch
 import yaml
 
 from lightning_sdm.cli import main
+from lightning_sdm.codecs import save_random_codec
 from lightning_sdm.models.text_to_music import TextToMusicLM
+from tests.data.audio_fixtures import make_folder
 from tests.data.shard_fixtures import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,3 +241,64 @@ def test_the_demo_config_runs(tmp_path, monkeypatch):
     assert (tmp_path / "data" / "demo" / "shards" / "index.json").is_file()
     assert (tmp_path / "data" / "demo" / "codec" / "config.json").is_file()
     assert list((tmp_path / "runs" / "demo").rglob("last.ckpt"))
+
+
+def test_final_samples_come_from_the_final_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = str(tiny_config(tmp_path))
+    main(["fit", "--config", config, "--trainer.max_steps", "5"])  # validates at 4 only
+    samples = tmp_path / "run" / "version_0" / "samples"
+    assert (samples / "step-0000004").is_dir() and (samples / "step-0000005").is_dir()
+
+
+def test_an_empty_train_dir_fails_in_one_line_before_the_model_is_built(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = tiny_config(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert main(["fit", "--config", str(config), "--data.train_dir", str(tmp_path / "empty")]) == 2
+    captured = capsys.readouterr()
+    empty = tmp_path / "empty"
+    expected = f"error: data.train_dir {empty} is empty; make shards with: lightning-sdm tokenize"
+    assert captured.err == expected + "\n"
+    assert "Params" not in captured.out  # no model summary before the error
+
+
+def test_samples_with_another_codec_than_the_shards_stop_fit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    make_folder(tmp_path / "audio")
+    argv = ["tokenize", str(tmp_path / "audio"), str(tmp_path / "tokens"), "--no-progress"]
+    assert main([*argv, "--random-codec", "1", "--workers", "0", "--shard-items", "1"]) == 0
+    save_random_codec(tmp_path / "other_codec", seed=2)
+    config = yaml.safe_load(tiny_config(tmp_path).read_text())
+    config["data"].update(train_dir=str(tmp_path / "tokens"), batch_size=1)
+    sampler = config["trainer"]["callbacks"][2]["init_args"]
+    sampler["codec"] = {"pretrained": str(tmp_path / "other_codec")}
+    path = tmp_path / "mismatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: SampleGeneration codec is ") and "weights_sha256" in err
+    assert str((tmp_path / "tokens" / "codec").resolve()) in err
+    # Without a codec of its own, the callback decodes with the shards' codec.
+    del sampler["codec"]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", str(path), "--trainer.val_check_interval", "2"]) == 0
+
+
+def test_fit_help_describes_the_data_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Hold out the last N shards of train_dir" in text
+    assert "Hold out this fraction of train_dir's items" in text
+    assert "(type: float, default: 0.0)" in text
+
+
+def test_tokenize_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["tokenize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "reject shorter audio (default: 1.0)" in text
+    assert "--random-codec SEED" in text

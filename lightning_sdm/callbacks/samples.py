@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import Callback, WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
-from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.codecs import CodecConfig, EncodecCodec, describe_codec
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.sampling import SamplingConfig
 
 DEFAULT_PROMPTS = [
@@ -35,7 +36,36 @@ def averaged_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.Light
     return pl_module
 
 
+def _codec_of_shards(identity: dict[str, Any]) -> CodecConfig:
+    """The codec the shards were made with, from the directory their index names."""
+    directory = identity.get("pretrained")
+    if directory and Path(directory).is_dir():
+        return CodecConfig(pretrained=directory)
+    if "weights_sha256" not in identity:
+        return CodecConfig()  # shards without codec weights (synthetic): any random codec
+    raise UserInputError(
+        f"the shards' codec {describe_codec(identity)} is not at hand to decode samples; "
+        "set the SampleGeneration callback's codec.pretrained to a copy of it"
+    )
+
+
 class SampleGeneration(Callback):
+    """Writes a wav and a spectrogram per prompt under RUN/samples/step-N/ (and to W&B).
+
+    Args:
+        prompts: Captions to generate from (the same ones every time, to compare steps).
+        every_n_steps: Also generate every N optimizer steps (0: only at validation and end).
+        at_validation_end: Generate after each validation.
+        seconds: Length of each sample.
+        codec: The codec that decodes samples; default: the one the shards were made with
+            (index.json). A different codec than the shards' is an error.
+        temperature: Sampling temperature.
+        top_k: Sample among the k most likely codes (0: all).
+        top_p: Nucleus sampling threshold (0: off).
+        cfg_scale: Classifier-free guidance scale.
+        seed: Seed of the sampling, so steps are comparable.
+    """
+
     def __init__(
         self,
         prompts: list[str] | None = None,
@@ -54,12 +84,24 @@ class SampleGeneration(Callback):
         self.every_n_steps = every_n_steps
         self.at_validation_end = at_validation_end
         self.seconds = seconds
-        self.codec_config = codec or CodecConfig()
+        self.codec_config = codec
         self.sampling = SamplingConfig(temperature, top_k, top_p, cfg_scale)
         self.seed = seed
         self._codec: EncodecCodec | None = None
         self._last_step = -1
         self.written: list[Path] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Pick and check the codec before training, on every rank (all stop alike)."""
+        if stage != "fit":
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        shards_codec = getattr(datamodule, "codec", None) or {}
+        if self.codec_config is None:
+            self.codec_config = _codec_of_shards(shards_codec)
+        self._codec = EncodecCodec(self.codec_config)
+        if hasattr(datamodule, "check_codec"):
+            datamodule.check_codec(self._codec.identity(), "SampleGeneration codec")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -73,21 +115,29 @@ class SampleGeneration(Callback):
         if self.at_validation_end and not trainer.sanity_checking:
             self.generate(trainer, pl_module)
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The final weights' samples, unless the last validation already made them."""
+        self.generate(trainer, pl_module)
+
     def generate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Rank 0 generates (bounded work); the other ranks wait at a barrier."""
         if trainer.global_step == self._last_step:
             return
         self._last_step = trainer.global_step
+        # On every rank: trainer.log_dir broadcasts, which rank 0 alone must not do.
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
         if trainer.is_global_zero:
-            self._generate_on_this_rank(trainer, pl_module)
+            self._generate_on_this_rank(trainer, pl_module, folder / f"step-{self._last_step:07d}")
         trainer.strategy.barrier("sample_generation")
 
     def _codec_on(self, device: torch.device) -> EncodecCodec:
-        if self._codec is None:  # loaded late: the data stage may create the codec directory
-            self._codec = EncodecCodec(self.codec_config)
+        if self._codec is None:  # used without fit's setup (e.g. called directly)
+            self._codec = EncodecCodec(self.codec_config or CodecConfig())
         return self._codec.to(device)
 
-    def _generate_on_this_rank(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _generate_on_this_rank(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path
+    ) -> None:
         module = averaged_module(trainer, pl_module)
         model = module.model
         was_training = model.training
@@ -100,11 +150,6 @@ class SampleGeneration(Callback):
         elapsed = time.perf_counter() - started
         model.train(was_training)
         rtf = elapsed / (len(self.prompts) * frames / codec.frame_rate)
-        folder = (
-            Path(trainer.log_dir or trainer.default_root_dir)
-            / "samples"
-            / f"step-{trainer.global_step:07d}"
-        )
         entries: dict[str, Any] = {}
         for index, (prompt, wav) in enumerate(zip(self.prompts, wavs, strict=True)):
             name = f"{index:02d}-{slug(prompt)}"

@@ -12,9 +12,12 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import grad_norm
 
 from lightning_sdm.conditioning import TextConditionerConfig
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+
+TRAINED_FRAMES_KEY = "trained_segment_frames"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,6 +60,13 @@ class TextToMusicTask(L.LightningModule):
 
     Configs may be given as dataclasses (YAML through LightningCLI) or plain dicts
     (checkpoints store dicts so they load with `weights_only=True`).
+
+    Args:
+        lm: The codebook LM: size, codebook pattern (delay, flat, stack, stack_delay),
+            interleave k, levels and cardinality (must match the shards' codec).
+        text: The T5 text conditioner: local weights (`pretrained`) or a small random T5,
+            freezing, caption dropout for classifier-free guidance.
+        optim: AdamW and the warm-up + cosine schedule.
     """
 
     def __init__(
@@ -76,6 +86,30 @@ class TextToMusicTask(L.LightningModule):
         self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))
         self._previous_batch: tuple[float, torch.Tensor] | None = None  # (start time, tokens)
         self._caption_dropout_rng: torch.Generator | None = None
+        self.trained_segment_frames: int | None = None  # crop length, kept for `generate`
+
+    def setup(self, stage: str) -> None:
+        """Stop before training when the shards' codec does not fit the LM."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        codec = getattr(datamodule, "codec", None)
+        if not codec:
+            return
+        lm = self.model.config.lm
+        found = (codec.get("num_codebooks"), codec.get("cardinality"))
+        if found != (lm.num_levels, lm.cardinality):
+            raise UserInputError(
+                f"the shards hold {found[0]} codebooks of {found[1]} codes, but the model is "
+                f"configured for {lm.num_levels} of {lm.cardinality}: set model.lm.num_levels "
+                "and model.lm.cardinality to the codec's"
+            )
+        self.trained_segment_frames = getattr(datamodule, "segment_frames", None)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.trained_segment_frames is not None:
+            checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
 
     def _check_batch(self, codes: torch.Tensor) -> None:
         expected = self.model.num_levels

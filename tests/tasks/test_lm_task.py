@@ -10,7 +10,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_sdm.callbacks.samples import SampleGeneration
 from lightning_sdm.data.datamodule import TokenShardsDataModule
-from lightning_sdm.export import export_checkpoint
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.export import export_checkpoint, trained_segment_frames
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicLM
 from lightning_sdm.tasks import lm_task
@@ -212,10 +213,34 @@ def test_non_finite_loss_stops_with_a_message_and_a_checkpoint_from_before(tmp_p
     )
 
 
-def test_data_and_model_level_counts_must_agree(tmp_path):
+def test_data_and_model_level_counts_must_agree_before_training(tmp_path):
     task = TextToMusicTask(lm=LMConfig(**TINY_LM, num_levels=2))
+    started = []
+
+    class NoticeStart(Callback):
+        def on_train_start(self, trainer, pl_module):
+            started.append(True)
+
+    with pytest.raises(UserInputError, match="shards hold 4 codebooks of 2048 codes, but"):
+        trainer(tmp_path, 1, [NoticeStart()]).fit(task, datamodule=tiny_data(tmp_path))
+    assert not started
+
+
+def test_a_batch_that_does_not_fit_the_model_is_refused():
+    task = TextToMusicTask(lm=LMConfig(**TINY_LM, num_levels=2))
+    codes = torch.zeros(1, 4, 6, dtype=torch.long)
+    batch = {"codes": codes, "padding_mask": torch.ones(1, 6, dtype=torch.bool)}
     with pytest.raises(ValueError, match="the data has 4 codebooks, the model expects 2"):
-        trainer(tmp_path, 1).fit(task, datamodule=tiny_data(tmp_path))
+        task._loss(batch, ["x"])
+
+
+def test_checkpoints_and_exports_record_the_training_crop_length(tmp_path):
+    task = tiny_task()
+    trainer(tmp_path, 2).fit(task, datamodule=tiny_data(tmp_path))
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    assert torch.load(checkpoint, weights_only=True)["trained_segment_frames"] == 20
+    export_checkpoint(checkpoint, tmp_path / "model")
+    assert trained_segment_frames(tmp_path / "model") == 20
 
 
 def test_hyperparameters_are_plain_data_and_rebuild_the_task():
