@@ -72,7 +72,8 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         best_step, best = min(val, key=lambda sv: sv[1])
         loss_axis.annotate(f"best {best:.3f} @ {best_step}", (best_step, best), fontsize=8)
     loss_axis.set_ylabel("cross-entropy (nats / token)")
-    loss_axis.set_title(f"{csv_path.parent.name}: loss")
+    run_name = "/".join(csv_path.resolve().parent.parts[-2:])  # e.g. demo/version_0
+    loss_axis.set_title(f"{run_name}: loss")
     loss_axis.grid(alpha=0.3)
     if train or val:
         loss_axis.legend()

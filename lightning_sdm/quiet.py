@@ -21,10 +21,10 @@ HARMLESS_WARNINGS = (
     r".*smaller than the logging interval",
     # Our shard stream restarts its epoch on resume; step, optimizer and EMA resume exactly.
     r".*your dataloader is not resumable",
+    # Each fit has its own run folder: a non-empty checkpoint folder means a resumed run.
+    r".*Checkpoint directory .* exists and is not empty",
     # Worker count is chosen per split (validation needs few).
     r".*does not have many workers which may be a bottleneck",
-    # wandb passes a deprecated argument of its own.
-    r".*anonymous setting has no effect",
 )
 ADVERTS = ("💡 Tip:",)
 

@@ -58,9 +58,9 @@ def find_last_checkpoint(root: Path) -> Path | None:
 
 def _run_dir_of(checkpoint: Path, root: Path) -> Path | None:
     """The run folder a checkpoint belongs to, when it is one of ours under `root`."""
-    run = checkpoint.resolve().parent.parent
+    run = checkpoint.parent.parent  # as given: the checkpoint callback keeps its folder name
     ours = checkpoint.parent.name == "checkpoints" and _VERSION.match(run.name)
-    return run if ours and run.parent == root.resolve() else None
+    return run if ours and run.resolve().parent == root.resolve() else None
 
 
 def plan_run(root: str | Path, ckpt_path: str | None) -> RunPlan:

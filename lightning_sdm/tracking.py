@@ -71,14 +71,16 @@ def run_loggers(run_dir: str | Path, project: str = "lightning-sdm") -> list[Log
             wandb = None
         if wandb is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
-            loggers.append(
-                WandbLogger(
-                    save_dir=str(run_dir),
-                    project=os.environ.get("WANDB_PROJECT", project),
-                    id=_wandb_run_id(run_dir),
-                    resume="allow",
-                    offline=mode != "online",
-                )
+            wandb_logger = WandbLogger(
+                save_dir=str(run_dir),
+                project=os.environ.get("WANDB_PROJECT", project),
+                id=_wandb_run_id(run_dir),
+                resume="allow",
+                offline=mode != "online",
             )
+            # Lightning passes anonymous=None, which wandb answers with a deprecation notice.
+            if wandb_logger._wandb_init.get("anonymous") is None:
+                wandb_logger._wandb_init.pop("anonymous", None)
+            loggers.append(wandb_logger)
     loggers.append(RunCSVLogger(run_dir))
     return loggers

@@ -150,17 +150,19 @@ def test_every_fresh_fit_gets_its_own_run_folder(tmp_path, monkeypatch):
 
 def test_ckpt_path_last_resumes_the_run_in_its_own_folder(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    config = str(tiny_config(tmp_path))
+    monkeypatch.chdir(tmp_path)  # a relative root, as in the configs
+    config = str(tiny_config(tmp_path, default_root_dir="run"))
     main(["fit", "--config", config])
-    run = tmp_path / "run" / "version_0"
+    run = Path("run") / "version_0"
     first_sample = next(run.glob("samples/step-0000002/*.wav"))
     first_bytes, wandb_id = first_sample.read_bytes(), (run / "wandb_run_id").read_text()
 
     main(["fit", "--config", config, "--ckpt_path", "last", "--trainer.max_steps", "6"])
     assert f"resuming {run} from {run / 'checkpoints' / 'last.ckpt'}" in caplog.text
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["version_0"]
+    assert sorted(p.name for p in Path("run").iterdir()) == ["version_0"]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 6
+    assert not list(run.glob("checkpoints/last-v*.ckpt"))  # the same last.ckpt, updated
     assert (run / "wandb_run_id").read_text() == wandb_id
     assert len(list(run.glob("wandb/offline-run-*"))) == 2  # both sessions, one run id
     assert first_sample.read_bytes() == first_bytes

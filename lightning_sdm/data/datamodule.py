@@ -275,7 +275,7 @@ class TokenShardsDataModule(L.LightningDataModule):
         for validation, name in ((False, "train"), (True, "val")):
             mine = [(path, key, f) for path, key, f in pairs if split.is_val(key) == validation]
             held = [key for _, key, _ in mine] if validation else []
-            shown = ", ".join(held[:5]) + (f", ... ({len(held)} in all)" if len(held) > 5 else "")
+            shown = ", ".join(held[:8]) + (f", ... ({len(held)} in all)" if len(held) > 8 else "")
             sides[name] = SplitShards(
                 list(dict.fromkeys(path for path, _, _ in mine)),
                 [f for _, _, f in mine],
@@ -302,7 +302,7 @@ class TokenShardsDataModule(L.LightningDataModule):
             line = (
                 f"  {name}: {side.items} items ({_duration(seconds)}), {len(side.shards)} shards; "
                 f"{usable} long enough for {self.segment_seconds:g} s crops; "
-                f"{batches} batches of {batch} per epoch"
+                f"{batches} batch{'es' if batches != 1 else ''} of {batch} per epoch"
                 + (f" on each of {world} ranks" if world > 1 else "")
             )
             lines.append(line)
