@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lightning_sdm.patterns import PATTERN_NAMES, SCHEDULE_NAMES
 
@@ -106,8 +107,15 @@ def _add_plot(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("--output", default=None, help="PNG to write (default: beside the CSV)")
 
 
+class _ErrorFirstParser(argparse.ArgumentParser):
+    """The error and where help is, not the whole usage (as `fit` does)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\nall options: {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ErrorFirstParser(
         prog="lightning-sdm",
         description=__doc__,
         epilog="Training: lightning-sdm fit|validate|test|predict --config CONFIG.yaml "
