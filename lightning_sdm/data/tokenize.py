@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lightning_sdm.codecs import (
@@ -28,7 +28,7 @@ from lightning_sdm.codecs import (
     describe_codec,
     save_random_codec,
 )
-from lightning_sdm.data.audio import AudioRejected, load_mono
+from lightning_sdm.data.audio_datamodule import AudioTokenizeDataModule
 from lightning_sdm.data.shards import (
     INDEX_FILE,
     ShardWriter,
@@ -38,8 +38,7 @@ from lightning_sdm.data.shards import (
     shard_number,
     write_json_atomic,
 )
-from lightning_sdm.data.sources import AUDIO_SUFFIXES, Rejection, SourceItem, discover
-from lightning_sdm.data.workers import die_with_parent
+from lightning_sdm.data.sources import Rejection, SourceItem
 
 RANDOM_CODEC_DIR = "codec"  # where --random-codec saves its codec, inside the output folder
 SHOWN_REJECTIONS = 50  # on the console; index.json lists every one
@@ -97,41 +96,11 @@ class TokenizeSummary:
         return "\n".join(lines)
 
 
-class AudioItems(Dataset):
-    """Decodes, downmixes and resamples in the worker; a bad file becomes a rejection."""
-
-    def __init__(self, items: list[SourceItem], sample_rate: int, min_seconds: float) -> None:
-        self.items = items
-        self.sample_rate = sample_rate
-        self.min_seconds = min_seconds
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.items[index]
-        record: dict[str, Any] = {"item": item, "audio": None, "problem": None}
-        try:
-            record["audio"] = load_mono(item.path, self.sample_rate, self.min_seconds)
-        except AudioRejected as error:
-            record["problem"] = str(error)
-        return record
-
-
-def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return batch
-
-
 class EncodeModule(L.LightningModule):
     def __init__(self, codec: EncodecCodec, keep_latents: bool) -> None:
         super().__init__()
         self.codec = codec
         self.keep_latents = keep_latents
-
-    def transfer_batch_to_device(
-        self, batch: Any, device: torch.device, dataloader_idx: int
-    ) -> Any:
-        return batch  # numpy audio records; the codec moves each track itself
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[Any]:
         results: list[Any] = []
@@ -256,16 +225,6 @@ def _codec_config(config: TokenizeConfig, output: Path) -> CodecConfig:
     )
 
 
-def _discover(config: TokenizeConfig) -> list[SourceItem]:
-    items = discover(config.input, config.allow_missing_captions)
-    if not items:
-        raise ValueError(
-            f"no audio found in {config.input} (looked for {', '.join(AUDIO_SUFFIXES)}); "
-            "nothing written"
-        )
-    return items
-
-
 def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummary:
     """Tokenize `config.input` into `config.output`; resumes and skips what is done.
 
@@ -273,43 +232,48 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     another Trainer's `prepare_data`.
     """
     output = Path(config.output)
-    items = _discover(config)  # before anything is written: a wrong input leaves no folder
+    data = AudioTokenizeDataModule(
+        config.input,
+        config.output,
+        min_seconds=config.min_seconds,
+        allow_missing_captions=config.allow_missing_captions,
+        num_workers=config.num_workers,
+    )
+    data.discover()  # before anything is written: a wrong input leaves no folder
     output.mkdir(parents=True, exist_ok=True)
     clean_incomplete(output)
     codec = EncodecCodec(_codec_config(config, output))
     identity = codec.identity()
-    existing = completed_shards(output)
-    _check_codec(output, identity, existing)
-    done = {key for shard in existing for key in shard["keys"]}
-    rejections = [Rejection(str(i.path), i.problem) for i in items if i.problem]
-    todo = [i for i in items if i.problem is None and i.key not in done]
-    already = sum(1 for i in items if i.problem is None and i.key in done)
-    if todo:
-        first = max((shard_number(s["shard"]) for s in existing), default=-1) + 1
+    data.sample_rate = codec.sample_rate
+    data.setup("predict")
+    _check_codec(output, identity, data.existing_shards)
+    previously_stored = len(data.done_keys)
+    if data.todo:
+        first = max((shard_number(s["shard"]) for s in data.existing_shards), default=-1) + 1
         publisher = ShardPublisher(config, first, identity)
-        loader = DataLoader(
-            AudioItems(todo, codec.sample_rate, config.min_seconds),
-            batch_size=1,
-            num_workers=config.num_workers,
-            collate_fn=_as_list,
-            worker_init_fn=die_with_parent,
-        )
         module = EncodeModule(codec, config.keep_latents)
         if use_trainer:
-            if not _predict_with_trainer(config, publisher, module, loader):
+            if not _predict_with_trainer(config, publisher, module, data):
                 return TokenizeSummary(
-                    output, publisher.new_items, already, 0, 0, 0.0, [], reporting=False
-                )
+                    output, publisher.new_items, data.already_present, 0, 0, 0.0, [],
+                    reporting=False,
+                )  # fmt: skip
         else:
-            _predict_in_process(config, publisher, module, loader)
+            _predict_in_process(config, publisher, module, data.loader_for(0, 1))
+    rejections = data.rejections
     for rank_file in sorted(output.glob("rejections.rank*.json")):
         rejections += [Rejection(**r) for r in json.loads(rank_file.read_text(encoding="utf-8"))]
         rank_file.unlink()
-    return write_index(output, identity, rejections, len(done), already, config)
+    return write_index(
+        output, identity, rejections, previously_stored, data.already_present, config
+    )
 
 
 def _predict_with_trainer(
-    config: TokenizeConfig, publisher: ShardPublisher, module: EncodeModule, loader: DataLoader
+    config: TokenizeConfig,
+    publisher: ShardPublisher,
+    module: EncodeModule,
+    data: AudioTokenizeDataModule,
 ) -> bool:
     """Runs on every rank; returns True on the rank that writes the index."""
     callbacks: list[L.Callback] = [publisher]
@@ -325,8 +289,9 @@ def _predict_with_trainer(
         enable_model_summary=False,
         enable_progress_bar=config.progress,
         callbacks=callbacks,
+        use_distributed_sampler=False,  # the DataModule gives each rank its share
     )
-    trainer.predict(module, loader, return_predictions=False)
+    trainer.predict(module, datamodule=data, return_predictions=False)
     trainer.strategy.barrier()
     return trainer.is_global_zero
 

@@ -1,0 +1,126 @@
+"""The pre-tokenization DataModule: audio sources in, decoded and resampled audio out.
+
+Beside `TokenShardsDataModule` (which streams the shards this produces): it finds the
+items, rejects bad ones with reasons, skips what the output folder already holds, gives
+each rank its share and decodes in DataLoader workers. `lightning-sdm tokenize` pairs it
+with the encode module and the shard writer in `trainer.predict`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_sdm.data.audio import AudioRejected, load_mono
+from lightning_sdm.data.shards import completed_shards
+from lightning_sdm.data.sources import AUDIO_SUFFIXES, Rejection, SourceItem, discover
+from lightning_sdm.data.workers import die_with_parent
+
+
+class AudioItems(Dataset):
+    """Decodes, downmixes and resamples in the worker; a bad file becomes a rejection."""
+
+    def __init__(self, items: list[SourceItem], sample_rate: int, min_seconds: float) -> None:
+        self.items = items
+        self.sample_rate = sample_rate
+        self.min_seconds = min_seconds
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        record: dict[str, Any] = {"item": item, "audio": None, "problem": None}
+        try:
+            record["audio"] = load_mono(item.path, self.sample_rate, self.min_seconds)
+        except AudioRejected as error:
+            record["problem"] = str(error)
+        return record
+
+
+def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return batch
+
+
+class AudioTokenizeDataModule(L.LightningDataModule):
+    """Audio items still to tokenize into `output`, decoded at the codec's rate.
+
+    Args:
+        input: A folder of audio with .txt/.json captions, an audiocraft .jsonl manifest or
+            a .csv with path,caption columns.
+        output: The shard folder; items it already holds are skipped.
+        sample_rate: The codec's sample rate (audio is resampled to it).
+        min_seconds: Reject audio shorter than this.
+        allow_missing_captions: Keep audio without a caption (empty caption).
+        num_workers: Decoding workers per device.
+    """
+
+    def __init__(
+        self,
+        input: str,
+        output: str,
+        sample_rate: int = 32000,
+        min_seconds: float = 1.0,
+        allow_missing_captions: bool = False,
+        num_workers: int = 1,
+    ) -> None:
+        super().__init__()
+        self.input = input
+        self.output = Path(output)
+        self.sample_rate = sample_rate
+        self.min_seconds = min_seconds
+        self.allow_missing_captions = allow_missing_captions
+        self.num_workers = num_workers
+        self._items: list[SourceItem] | None = None
+        self.todo: list[SourceItem] = []
+        self.already_present = 0
+        self.existing_shards: list[dict[str, Any]] = []
+
+    def discover(self) -> list[SourceItem]:
+        """Every source item, good or rejected; no audio at all is an error (nothing written)."""
+        if self._items is None:
+            items = discover(self.input, self.allow_missing_captions)
+            if not items:
+                raise ValueError(
+                    f"no audio found in {self.input} (looked for {', '.join(AUDIO_SUFFIXES)}); "
+                    "nothing written"
+                )
+            self._items = items
+        return self._items
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        return [Rejection(str(i.path), i.problem) for i in self.discover() if i.problem]
+
+    @property
+    def done_keys(self) -> set[str]:
+        return {key for shard in self.existing_shards for key in shard["keys"]}
+
+    def setup(self, stage: str = "predict") -> None:
+        """What is left to do: good items whose keys the output's shards do not hold."""
+        self.existing_shards = completed_shards(self.output) if self.output.is_dir() else []
+        done = self.done_keys
+        good = [i for i in self.discover() if i.problem is None]
+        self.todo = [i for i in good if i.key not in done]
+        self.already_present = len(good) - len(self.todo)
+
+    def loader_for(self, rank: int, world_size: int) -> DataLoader:
+        """This rank's share (every world_size-th item), decoded in workers."""
+        return DataLoader(
+            AudioItems(self.todo[rank::world_size], self.sample_rate, self.min_seconds),
+            batch_size=1,
+            num_workers=self.num_workers,
+            collate_fn=_as_list,
+            worker_init_fn=die_with_parent,
+        )
+
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        return batch  # numpy audio records; the codec moves each track itself
+
+    def predict_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return self.loader_for(rank, world)
