@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
-import re
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
@@ -21,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning_sdm.callbacks.metrics_plot import MetricsPlot
 from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
+from lightning_sdm.cli_parsing import ErrorFirst
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.runs import RUN_DIR_ENV, RunPlan, plan_run
 from lightning_sdm.tasks.lm_task import TextToMusicTask
@@ -92,40 +90,8 @@ def _exported_run_dir(run_dir: Path | None) -> Iterator[None]:
             os.environ[RUN_DIR_ENV] = previous
 
 
-def did_you_mean(message: str, options: list[str]) -> str | None:
-    """The known option closest to the unknown one a parse error names."""
-    known = {option.lstrip("-") for option in options}
-    for word in re.findall(r"[\w][\w.\-]*", message):
-        if "." not in word and not word.startswith(("trainer", "model", "data")):
-            continue
-        if word in known:
-            continue
-        close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
-        if close:
-            return f"--{close[0]}"
-    return None
-
-
-class SdmArgumentParser(LightningArgumentParser):
-    """No abbreviated options (`--trainer.max_step` is an error, not max_steps), and the error
-    first, with a suggestion, instead of pages of usage."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:
-            super().error(message, ex)
-        parser = getattr(ex, "subcommand_parser", None) or self
-        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-        lines = [f"error: {message.strip()}"]
-        suggestion = did_you_mean(message, options)
-        if suggestion:
-            lines.append(f"did you mean {suggestion}?")
-        lines.append(f"all options: {parser.prog.replace(' [options]', '')} --help")
-        sys.stderr.write("\n".join(lines) + "\n")
-        self.exit(2)
+class SdmArgumentParser(ErrorFirst, LightningArgumentParser):
+    """LightningCLI's parser with our error handling."""
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:

@@ -4,8 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import soundfile
 import torch
+import yaml
 
 from lightning_sdm.cli import main
 from lightning_sdm.codecs import EncodecCodec
@@ -104,3 +106,51 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     test_command = setup_and_tests.split("&&")[-1].strip()
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines()
+
+
+ROUND_TRIPS = {
+    "tokenize": ["tokenize", "in", "out", "--codec-dir", "/models/encodec", "--workers", "4"],
+    "generate": ["generate", "--model", "m", "--prompt", "a", "--prompt", "b", "--top-k", "50"],
+    "export": ["export", "--ckpt", "x.ckpt", "--output", "model", "--codec-dir", "codec"],
+    "plot": ["plot", "runs/demo/version_0"],
+    "patterns show": ["patterns", "show", "--pattern", "delay", "--no-matrix"],
+    "patterns table": ["patterns", "table", "--T", "30", "--json"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(ROUND_TRIPS))
+def test_print_config_round_trips_as_config(command, tmp_path, capsys):
+    def printed(argv):
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--print_config"])
+        assert done.value.code == 0
+        return capsys.readouterr().out
+
+    first = printed(ROUND_TRIPS[command])
+    path = tmp_path / "config.yaml"
+    path.write_text(first)
+    depth = 2 if command.startswith("patterns") else 1
+    assert printed([*ROUND_TRIPS[command][:depth], "--config", str(path)]) == first
+
+
+def test_old_and_typed_spellings_mean_the_same(capsys):
+    def config(argv):
+        with pytest.raises(SystemExit):
+            main([*argv, "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)
+
+    old = config(["generate", "--model", "m", "--prompt", "a", "--prompt", "b", "--top-k", "5"])
+    typed = config(["generate", "--model", "m", "--prompt", "[a, b]", "--sampling.top_k", "5"])
+    assert old == typed and old["prompt"] == ["a", "b"] and old["sampling"]["top_k"] == 5
+    old = config(["tokenize", "i", "o", "--codec-dir", "c", "--min-seconds", "2", "--latents"])
+    typed = config(["tokenize", "i", "o", "--codec.pretrained", "c", "--min_seconds", "2",
+                    "--latents", "true"])  # fmt: skip
+    assert old == typed and old["latents"] is True and old["codec"]["pretrained"] == "c"
+
+
+def test_an_unknown_option_of_a_command_is_an_error_with_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["generate", "--model", "m", "--prompt", "a", "--timestep", "5"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error:") and "did you mean --timesteps?" in err

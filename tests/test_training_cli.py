@@ -302,5 +302,5 @@ def test_tokenize_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["tokenize", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "reject shorter audio (default: 1.0)" in text
-    assert "--random-codec SEED" in text
+    assert "Reject shorter audio. (type: float, default: 1.0)" in text
+    assert "--random_codec RANDOM_CODEC" in text and "--codec.pretrained PRETRAINED" in text

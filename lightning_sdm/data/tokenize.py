@@ -215,9 +215,16 @@ def _codec_config(config: TokenizeConfig, output: Path) -> CodecConfig:
             output / RANDOM_CODEC_DIR, config.random_codec_seed, config.codec
         )
         return CodecConfig(**{**config.codec.to_dict(), "pretrained": str(directory.resolve())})
-    if config.codec.pretrained is not None:
-        resolved = str(Path(config.codec.pretrained).resolve())  # the index names it absolutely
-        return CodecConfig(**{**config.codec.to_dict(), "pretrained": resolved})
+    _require_codec(config)
+    resolved = str(Path(str(config.codec.pretrained)).resolve())  # the index names it absolutely
+    return CodecConfig(**{**config.codec.to_dict(), "pretrained": resolved})
+
+
+def _require_codec(config: TokenizeConfig) -> None:
+    if config.random_codec_seed is not None and config.codec.pretrained is not None:
+        raise ValueError("choose one codec: codec.pretrained (--codec-dir) or --random-codec")
+    if config.random_codec_seed is not None or config.codec.pretrained is not None:
+        return
     raise ValueError(
         "no codec: give a local EnCodec directory (--codec-dir, codec.pretrained), or "
         "--random-codec SEED for a random codec saved beside the shards (its tokens are "
@@ -231,6 +238,7 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     `use_trainer=False` runs in this process without a Lightning Trainer, for use inside
     another Trainer's `prepare_data`.
     """
+    _require_codec(config)
     output = Path(config.output)
     data = AudioTokenizeDataModule(
         config.input,

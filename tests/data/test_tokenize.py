@@ -16,6 +16,7 @@ from lightning_sdm.cli import main
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.data.datamodule import TokenShardsDataModule
+from lightning_sdm.data.demo_audio import write_demo_clips
 from lightning_sdm.data.shards import INDEX_FILE, read_shard
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
 from tests.data.audio_fixtures import CASES, audio_path, make_folder
@@ -216,12 +217,13 @@ def test_an_empty_input_names_the_extensions_and_writes_nothing(tmp_path, capsys
 
 def test_a_codec_must_be_chosen(tmp_path, capsys):
     make_folder(tmp_path / "in")
-    with pytest.raises(SystemExit) as done:
-        main(["tokenize", str(tmp_path / "in"), str(tmp_path / "out")])
-    assert done.value.code == 2
+    assert main(["tokenize", str(tmp_path / "in"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: one of the arguments --codec-dir --random-codec is required")
-    assert "usage:" not in err
+    assert err.startswith("error: no codec: give a local EnCodec directory (--codec-dir")
+    assert not (tmp_path / "out").exists()
+    both = ["--codec-dir", str(tmp_path), "--random-codec", "0"]
+    assert main(["tokenize", str(tmp_path / "in"), str(tmp_path / "out"), *both]) == 2
+    assert capsys.readouterr().err.startswith("error: choose one codec")
     with pytest.raises(ValueError, match="no codec: give a local EnCodec directory"):
         run(tmp_path / "in", tmp_path / "out", None, codec=CodecConfig())
 
@@ -310,3 +312,18 @@ def test_two_process_ddp_tokenize_writes_every_item_once(codec_dir, tmp_path):
     assert "nothing could be tokenized" not in result.stdout + result.stderr
     keys = [s["key"] for s in all_samples(tmp_path / "out")]
     assert sorted(keys) == sorted([name for name, *_ in CASES] + [f"extra{i}" for i in range(5)])
+
+
+def test_the_tokenize_config_examples_load_and_the_demo_one_runs(tmp_path, monkeypatch, capsys):
+    configs = Path(__file__).resolve().parents[2] / "configs" / "tokenize"
+    for config in sorted(configs.glob("*.yaml")):
+        with pytest.raises(SystemExit) as done:
+            main(["tokenize", "--config", str(config), "--print_config"])
+        assert done.value.code == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    write_demo_clips(tmp_path / "data" / "demo" / "audio", 4, 1.5)
+    assert main(["tokenize", "--config", str(configs / "demo.yaml"), "--workers", "0"]) == 0
+    index = json.loads((tmp_path / "data" / "demo" / "tokens" / INDEX_FILE).read_text())
+    assert index["num_samples"] == 4
+    assert (tmp_path / "data" / "demo" / "tokens" / "codec" / "config.json").is_file()

@@ -1,0 +1,203 @@
+"""The commands besides training, as typed functions: the CLI is built from their signatures.
+
+Each parameter's type and default become an option (`--codec.pretrained`,
+`--sampling.top_k`) and its line in the docstring the help; every command takes
+`--config x.yaml` and prints its whole configuration with `--print_config`.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Literal
+
+from lightning_sdm.codecs import CodecConfig
+from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.patterns import PATTERN_NAMES, SCHEDULE_NAMES
+
+PatternName = Literal[tuple(PATTERN_NAMES)]  # type: ignore[valid-type]
+ScheduleName = Literal[tuple(SCHEDULE_NAMES)]  # type: ignore[valid-type]
+
+
+def tokenize(
+    input: str,
+    output: str,
+    codec: CodecConfig = CodecConfig(),  # noqa: B008 - frozen dataclass
+    random_codec: int | None = None,
+    min_seconds: float = 1.0,
+    latents: bool = False,
+    allow_missing_captions: bool = False,
+    shard_items: int = 1000,
+    shard_mb: float = 512.0,
+    workers: int = 1,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    progress: bool = True,
+) -> int:
+    """Encode audio + captions into EnCodec token shards (resumable: a rerun adds only what
+    is new). Input: a folder of x.wav + x.txt/x.json sidecars, an audiocraft JSONL manifest
+    or a CSV with path,caption columns. Output: shard-NNNNNN.tar + index.json.
+
+    Args:
+        input: Folder, .jsonl or .csv.
+        output: Folder for the shards and index.json.
+        codec: The codec; codec.pretrained (alias --codec-dir) is a local copy of
+            facebook/encodec_32khz.
+        random_codec: Instead, a small random codec from this seed, saved in OUTPUT/codec
+            and reused on reruns (tests and demos: its tokens are not music).
+        min_seconds: Reject shorter audio.
+        latents: Also store the continuous pre-quantization latents.
+        allow_missing_captions: Keep audio without captions.
+        shard_items: Items per shard at most.
+        shard_mb: Shard size bound in MB.
+        workers: Audio decoding workers per device.
+        accelerator: Lightning accelerator.
+        devices: Devices per node.
+        num_nodes: Nodes.
+        strategy: Lightning strategy (e.g. ddp).
+        progress: Show a progress bar.
+    """
+    from lightning_sdm.data.tokenize import TokenizeConfig
+    from lightning_sdm.data.tokenize import tokenize as run_tokenize
+
+    summary = run_tokenize(
+        TokenizeConfig(
+            input=input,
+            output=output,
+            codec=codec,
+            random_codec_seed=random_codec,
+            min_seconds=min_seconds,
+            keep_latents=latents,
+            allow_missing_captions=allow_missing_captions,
+            max_shard_items=shard_items,
+            max_shard_bytes=int(shard_mb * 1024 * 1024),
+            num_workers=workers,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            progress=progress,
+        )
+    )
+    if not summary.reporting:
+        return 0  # another rank wrote the index and reports
+    print(summary)
+    if not summary.ok:
+        print("error: nothing could be tokenized", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def generate(
+    model: str,
+    prompt: list[str],
+    timesteps: int = 1500,
+    output_dir: str = "generated",
+    codec_dir: str | None = None,
+    sampling: SamplingConfig = SamplingConfig(),  # noqa: B008 - frozen dataclass
+    seed: int | None = None,
+) -> int:
+    """Generate token grids (codes.pt) and, with a codec, one wav per prompt.
+
+    Args:
+        model: Directory written by `export` (or save_pretrained).
+        prompt: Captions; repeat --prompt for a batch.
+        timesteps: Frames to generate (50 per second).
+        output_dir: Where codes.pt and the wav files go.
+        codec_dir: The codec that decodes to audio (default: MODEL/codec).
+        sampling: Temperature, top_k, top_p and cfg_scale (aliases --temperature, --top-k,
+            --top-p, --cfg).
+        seed: Seed of the sampling.
+    """
+    from lightning_sdm.generation import LongerThanTrainedWarning, generate_to_dir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", LongerThanTrainedWarning)
+        warnings.showwarning = _one_line_warning  # at once, before the long generation
+        report = generate_to_dir(model, prompt, timesteps, sampling, seed, output_dir, codec_dir)
+    print(report)
+    return 0
+
+
+def export(ckpt: str, output: str, codec_dir: str | None = None) -> int:
+    """Turn a checkpoint into a model directory (EMA weights, safetensors + JSON).
+
+    Args:
+        ckpt: A checkpoint written by `fit`.
+        output: Directory to write.
+        codec_dir: Copy this codec in, so `generate` writes wav files.
+    """
+    from lightning_sdm.export import export_checkpoint
+
+    written = export_checkpoint(ckpt, output, codec_dir)
+    print(f"exported {ckpt} to {written}")
+    return 0
+
+
+def plot(run: str, output: str | None = None) -> int:
+    """Draw a run's loss curves from its metrics.csv (no network needed).
+
+    Args:
+        run: A run folder (runs/NAME/version_N) or its metrics.csv.
+        output: PNG to write (default: beside the CSV).
+    """
+    from lightning_sdm.plots import plot_metrics
+
+    print(f"wrote {plot_metrics(run, output)}")
+    return 0
+
+
+def patterns_show(
+    pattern: PatternName = "stack_delay",
+    k: int = 1,
+    schedule: ScheduleName | None = None,
+    T: int = 8,
+    C: int = 4,
+    matrix: bool = True,
+) -> int:
+    """Draw a pattern's steps, decoding plan and what each position sees.
+
+    Args:
+        pattern: The codebook pattern.
+        k: Interleave of stack-delay / interleaved schedules.
+        schedule: Override the pattern's timestep schedule.
+        T: Timesteps.
+        C: Codebook levels.
+        matrix: Draw the visibility matrix (alias --no-matrix to skip it).
+    """
+    from lightning_sdm.patterns import make_pattern
+    from lightning_sdm.patterns.render import render
+
+    _check_sizes(T, C)
+    built = make_pattern(pattern, k=k, schedule=schedule)
+    print(render(built, built.layout(T, C), show_matrix=matrix))
+    return 0
+
+
+def patterns_table(T: int = 1500, C: int = 4, json: bool = False) -> int:
+    """Decoding steps and cache keys of every pattern, measured from their plans.
+
+    Args:
+        T: Timesteps.
+        C: Codebook levels.
+        json: Print JSON instead of a table.
+    """
+    import json as json_module
+
+    from lightning_sdm.patterns.render import format_table, table_rows
+
+    _check_sizes(T, C)
+    rows = table_rows(T, C)
+    print(json_module.dumps(rows, indent=2) if json else format_table(rows))
+    return 0
+
+
+def _check_sizes(T: int, C: int) -> None:
+    if T < 1 or C < 1:
+        raise ValueError("--T and --C must be >= 1")
