@@ -304,3 +304,16 @@ def test_tokenize_help_shows_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "Reject shorter audio. (type: float, default: 1.0)" in text
     assert "--random_codec RANDOM_CODEC" in text and "--codec.pretrained PRETRAINED" in text
+
+
+def test_fit_print_config_round_trips_as_config(tmp_path, capsys):
+    def printed(argv):
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--print_config"])
+        assert done.value.code == 0
+        return capsys.readouterr().out
+
+    first = printed(["fit", "--config", str(ROOT / "configs" / "demo.yaml")])
+    path = tmp_path / "printed.yaml"
+    path.write_text(first)
+    assert printed(["fit", "--config", str(path)]) == first

@@ -39,7 +39,16 @@ TINY_ENCODEC_32KHZ: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class CodecConfig:
-    """`pretrained`: a local copy of facebook/encodec_32khz; else `encodec_config` (random)."""
+    """A local EnCodec, or a small random one built from `encodec_config`.
+
+    Args:
+        pretrained: A local save_pretrained copy of facebook/encodec_32khz (nothing is
+            downloaded); None builds a random codec from encodec_config.
+        encodec_config: transformers EncodecConfig fields of a random codec.
+        bandwidth: kbps; None takes the model's first target bandwidth.
+        chunk_seconds: Long audio is encoded in chunks of this length.
+        context_seconds: Context on each side of a chunk.
+    """
 
     pretrained: str | None = None
     encodec_config: dict[str, Any] = field(default_factory=lambda: dict(TINY_ENCODEC_32KHZ))

@@ -9,7 +9,14 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Defaults follow MusicGen and the stack-delay paper: top-k 250, temperature 1, CFG 3."""
+    """Defaults follow MusicGen and the stack-delay paper: top-k 250, temperature 1, CFG 3.
+
+    Args:
+        temperature: Softmax temperature (0: greedy).
+        top_k: Sample among the k most likely codes (0: all).
+        top_p: Nucleus sampling threshold (0: off).
+        cfg_scale: Classifier-free guidance scale (1: no guidance).
+    """
 
     temperature: float = 1.0
     top_k: int = 250
