@@ -13,13 +13,17 @@ from jsonargparse import ArgumentParser
 def did_you_mean(message: str, options: list[str]) -> str | None:
     """The known option closest to the unknown one a parse error names."""
     known = {option.lstrip("-") for option in options}
+    # `--temprature` should find `--sampling.temperature`: match the last part too.
+    by_name = {name: name for name in known} | {
+        name.rsplit(".", 1)[-1]: name for name in known if "." in name
+    }
     for word in re.findall(r"[\w][\w.\-]*", message):
         looks_like_option = "." in word or "_" in word or f"--{word}" in message
         if not looks_like_option or word in known:
             continue
-        close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+        close = difflib.get_close_matches(word, by_name, n=1, cutoff=0.75)
         if close:
-            return f"--{close[0]}"
+            return f"--{by_name[close[0]]}"
     return None
 
 

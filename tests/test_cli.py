@@ -154,3 +154,6 @@ def test_an_unknown_option_of_a_command_is_an_error_with_a_suggestion(capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("error:") and "did you mean --timesteps?" in err
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", "m", "--prompt", "a", "--temprature", "0.5"])
+    assert "did you mean --sampling.temperature?" in capsys.readouterr().err
