@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from PIL import Image
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -23,16 +22,21 @@ def write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> Path:
     return path
 
 
-def spectrogram_png(path: Path, wav: torch.Tensor, n_fft: int = 1024, hop: int = 256) -> Path:
-    """Log-magnitude spectrogram, low frequencies at the bottom, as a grayscale PNG."""
+def spectrogram_png(
+    path: Path,
+    wav: torch.Tensor,
+    sample_rate: int,
+    title: str = "",
+    n_fft: int = 1024,
+    hop: int = 256,
+) -> Path:
+    """Log-magnitude spectrogram with axes (time in s, frequency in Hz, dB colour bar)."""
+    from lightning_sdm.plots import plot_spectrogram  # matplotlib only when drawing
+
     signal = wav.detach().float().cpu().reshape(-1)
     if signal.numel() < n_fft:
         signal = torch.nn.functional.pad(signal, (0, n_fft - signal.numel()))
     window = torch.hann_window(n_fft)
     magnitude = torch.stft(signal, n_fft, hop, window=window, return_complex=True).abs()
     decibels = 20 * torch.log10(magnitude + 1e-5)
-    top = decibels.max()
-    scaled = ((decibels.clamp(min=top - 80) - (top - 80)) / 80 * 255).flip(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(scaled.to(torch.uint8).numpy(), mode="L").save(path)
-    return path
+    return plot_spectrogram(path, decibels.numpy(), sample_rate, hop, title)

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     "generate": (commands.generate, False),
     "export": (commands.export, False),
     "plot": (commands.plot, True),
+    "demo": (commands.demo, False),
     "patterns show": (commands.patterns_show, False),
     "patterns table": (commands.patterns_table, False),
 }
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parser.parse_args(normalise(words))
     try:
         return _run(config, parser)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, UserInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib
+import inspect
 import re
 import sys
 from typing import Any, NoReturn
@@ -14,9 +17,11 @@ def did_you_mean(message: str, options: list[str]) -> str | None:
     """The known option closest to the unknown one a parse error names."""
     known = {option.lstrip("-") for option in options}
     # `--temprature` should find `--sampling.temperature`: match the last part too.
-    by_name = {name: name for name in known} | {
-        name.rsplit(".", 1)[-1]: name for name in known if "." in name
-    }
+    by_name = {name: name for name in known}
+    for name in known:  # every dotted tail: `lm.dimm` finds `model.lm.dim`
+        parts = name.split(".")
+        for start in range(len(parts) - 1, 0, -1):
+            by_name.setdefault(".".join(parts[start:]), name)
     for word in re.findall(r"[\w][\w.\-]*", message):
         looks_like_option = "." in word or "_" in word or f"--{word}" in message
         if not looks_like_option or word in known:
@@ -25,6 +30,29 @@ def did_you_mean(message: str, options: list[str]) -> str | None:
         if close:
             return f"--{by_name[close[0]]}"
     return None
+
+
+def _subclass_problem(message: str) -> tuple[str, list[str]]:
+    """jsonargparse explains a bad option of a `class_path` section as a failed union of
+    every subtype; keep what went wrong with the class that was meant, and its options."""
+    key = re.search(r'Parser key "([\w.]+)"', message)
+    class_path = re.search(r"class_path '([\w.]+)'", message)
+    if not (key and class_path and "Union subtypes" in message):
+        return message, []
+    problem = message.split(f"class_path '{class_path.group(1)}':", 1)[1]
+    problem = problem.split("\n    - ", 1)[0].strip()
+    module_name, _, class_name = class_path.group(1).rpartition(".")
+    names: list[str] = []
+    try:
+        kind = getattr(importlib.import_module(module_name), class_name)
+        for name, parameter in inspect.signature(kind).parameters.items():
+            names.append(name)
+            if dataclasses.is_dataclass(parameter.default):  # e.g. model.lm.dim
+                names += [f"{name}.{f.name}" for f in dataclasses.fields(parameter.default)]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        pass
+    message = f"{key.group(1)} ({class_name}): {problem}"
+    return message, [f"--{key.group(1)}.{name}" for name in names]
 
 
 class ErrorFirst:
@@ -40,8 +68,9 @@ class ErrorFirst:
             super().error(message, ex)  # type: ignore[misc]
         parser = getattr(ex, "subcommand_parser", None) or self
         options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+        message, class_options = _subclass_problem(message)
         lines = [f"error: {message.strip()}"]
-        suggestion = did_you_mean(message, options)
+        suggestion = did_you_mean(message, options + class_options)
         if suggestion:
             lines.append(f"did you mean {suggestion}?")
         lines.append(f"all options: {parser.prog.replace(' [options]', '')} --help")

@@ -140,6 +140,25 @@ def export(ckpt: str, output: str, codec_dir: str | None = None) -> int:
     return 0
 
 
+def demo(
+    codec_config: str = "configs/codec_demo.yaml",
+    lm_config: str = "configs/demo.yaml",
+    retrain_codec: bool = False,
+) -> int:
+    """The CPU demo: train the demo codec (once), train the LM on its tokens, then measure
+    the codec's reconstructions and the samples (RUN/demo_report.json).
+
+    Args:
+        codec_config: The codec's fit config (it saves the codec where the LM config reads it).
+        lm_config: The LM's fit config.
+        retrain_codec: Train the codec again even if it is already saved.
+    """
+    from lightning_sdm.demo import run_demo
+
+    run_demo(codec_config, lm_config, retrain_codec)
+    return 0
+
+
 def plot(run: str, output: str | None = None) -> int:
     """Draw a run's loss curves from its metrics.csv (no network needed).
 

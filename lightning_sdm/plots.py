@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -88,5 +89,33 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     figure.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+    return png_path
+
+
+def plot_spectrogram(
+    png_path: str | Path, decibels: Any, sample_rate: int, hop: int, title: str = ""
+) -> Path:
+    """decibels [bins, frames] (bins from 0 Hz to Nyquist) drawn over 80 dB below the peak."""
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    frames = decibels.shape[1]
+    top = float(decibels.max())
+    figure, axis = plt.subplots(figsize=(8, 3.6), dpi=100)
+    image = axis.imshow(
+        decibels,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=top - 80,
+        vmax=top,
+        extent=(0.0, frames * hop / sample_rate, 0.0, sample_rate / 2),
+    )
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("frequency (Hz)")
+    axis.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axis, label="magnitude (dB)")
+    figure.tight_layout()
+    figure.savefig(png_path)
     plt.close(figure)
     return png_path

@@ -15,6 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lightning_sdm.callbacks.codec_export import SaveCodec
 from lightning_sdm.callbacks.metrics_plot import MetricsPlot
 from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
@@ -52,6 +53,9 @@ class RunSummary(Callback):
         for callback in trainer.callbacks:
             if isinstance(callback, SampleGeneration) and callback.written:
                 lines.append(f"  samples:     {Path(callback.written[-1]).parent}")
+            if isinstance(callback, SaveCodec):
+                target = callback.target(run_dir)
+                lines.append(f"  codec:       {target}  (EncodecModel; use as codec.pretrained)")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 offline = os.environ.get("WANDB_MODE", "offline") != "online"
@@ -90,6 +94,10 @@ def _exported_run_dir(run_dir: Path | None) -> Iterator[None]:
             os.environ[RUN_DIR_ENV] = previous
 
 
+def _class_path(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 class SdmArgumentParser(ErrorFirst, LightningArgumentParser):
     """LightningCLI's parser with our error handling."""
 
@@ -103,9 +111,22 @@ def _finish_wandb(trainer: L.Trainer) -> None:
 
 
 class SdmCLI(LightningCLI):
-    """LightningCLI with one folder per run, our trackers and safe checkpoint loading."""
+    """LightningCLI with one folder per run, our trackers and safe checkpoint loading.
+
+    Any task and DataModule can be named with `class_path` (the codec task trains on
+    `AudioCropsDataModule`); without one, `model` and `data` configure the LM task and
+    the token shards, so LM configs need no class paths.
+    """
 
     run_plan: RunPlan | None = None
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults(
+            {
+                "model": {"class_path": _class_path(TextToMusicTask)},
+                "data": {"class_path": _class_path(TokenShardsDataModule)},
+            }
+        )
 
     def _safely(self, method: Any, **kwargs: Any) -> Any:
         # Our checkpoints hold tensors and plain types only, so they load with weights_only.
@@ -152,8 +173,10 @@ class SdmCLI(LightningCLI):
 
 def run_training_cli(argv: Sequence[str] | None) -> SdmCLI:
     return SdmCLI(
-        TextToMusicTask,
-        TokenShardsDataModule,
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
         args=None if argv is None else list(argv),
         parser_class=SdmArgumentParser,
         save_config_callback=LogConfigToLoggers,

@@ -102,7 +102,7 @@ def test_module_entry_point():
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     setup_and_demo, setup_and_tests = blocks[0].strip().splitlines()
-    assert "lightning-sdm fit --config configs/demo.yaml" in setup_and_demo
+    assert setup_and_demo.endswith(".venv/bin/lightning-sdm demo")
     test_command = setup_and_tests.split("&&")[-1].strip()
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines()

@@ -1,5 +1,6 @@
 """`lightning-sdm fit` end to end: configs, tracking, sample callback, DDP, the demo."""
 
+import json
 import os
 import subprocess
 import sys
@@ -74,8 +75,9 @@ def test_print_config_shows_the_composed_configuration(capsys):
         main(["fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--print_config"])
     assert done.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["lm"]["pattern"] == "stack_delay"
-    assert printed["data"]["demo_clips"] == 64
+    assert printed["model"]["class_path"] == "lightning_sdm.tasks.lm_task.TextToMusicTask"
+    assert printed["model"]["init_args"]["lm"]["pattern"] == "stack_delay"
+    assert printed["data"]["init_args"]["demo_clips"] == 64
 
 
 @pytest.mark.parametrize("name", ["delay", "flat", "stack", "stack_delay"])
@@ -88,13 +90,14 @@ def test_paper_recipes_compose_and_state_the_batch(name, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     printed = yaml.safe_load(capsys.readouterr().out)
-    lm = printed["model"]["lm"]
+    lm = printed["model"]["init_args"]["lm"]
     assert (lm["dim"], lm["num_layers"], lm["num_heads"]) == (1024, 24, 16)
     assert lm["pattern"] == name and (name != "stack_delay" or lm["interleave"] == 3)
     trainer = printed["trainer"]
     assert trainer["precision"] == "16-mixed" and trainer["max_steps"] == 400_000
-    assert printed["data"]["batch_size"] * trainer["devices"] * trainer["num_nodes"] == 192
-    assert printed["data"]["segment_seconds"] == 30.0
+    data = printed["data"]["init_args"]
+    assert data["batch_size"] * trainer["devices"] * trainer["num_nodes"] == 192
+    assert data["segment_seconds"] == 30.0
 
 
 def test_fit_writes_samples_wandb_files_and_an_exportable_checkpoint(tmp_path, monkeypatch, capsys):
@@ -234,15 +237,45 @@ def test_two_process_cpu_ddp_fit(tmp_path):
     assert checkpoint["global_step"] == 4
 
 
+def shortened(source: Path, target: Path, **trainer) -> Path:
+    config = yaml.safe_load(source.read_text())
+    config["trainer"].update(trainer)
+    target.write_text(yaml.safe_dump(config))
+    return target
+
+
 @pytest.mark.slow
-def test_the_demo_config_runs(tmp_path, monkeypatch):
+def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the demo writes data/ and runs/ relative to where it runs
     monkeypatch.setenv("WANDB_MODE", "offline")
-    main(["fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--trainer.max_steps", "5"])
+    codec = shortened(ROOT / "configs" / "codec_demo.yaml", tmp_path / "codec.yaml", max_steps=4)
+    lm = shortened(ROOT / "configs" / "demo.yaml", tmp_path / "lm.yaml", max_steps=3)
+    assert main(["demo", "--codec_config", str(codec), "--lm_config", str(lm)]) == 0
     assert len(list((tmp_path / "data" / "demo" / "audio").glob("*.wav"))) == 64
     assert (tmp_path / "data" / "demo" / "shards" / "index.json").is_file()
     assert (tmp_path / "data" / "demo" / "codec" / "config.json").is_file()
-    assert list((tmp_path / "runs" / "demo").rglob("last.ckpt"))
+    (report_path,) = (tmp_path / "runs" / "demo").rglob("demo_report.json")
+    report = json.loads(report_path.read_text())
+    codec_part = report["codec_reconstruction"]
+    assert len(codec_part["held_out_clips"]) == 6  # val_fraction 0.125 of 64, by key hash
+    assert {"si_snr_db", "chroma_similarity"} <= set(codec_part["trained"])
+    clarity = report["generation"]["pitch_clarity"]
+    assert len(clarity["per_prompt"]) == 4 and clarity["random_tokens"] > 0
+    assert report["generation"]["prompt_distance"]["between_prompts_samples_db"] >= 0
+    samples = report_path.parent / "samples"
+    assert len(list(samples.rglob("*.wav"))) == len(list(samples.rglob("*.png"))) == 4
+    out = capsys.readouterr().out
+    assert "Demo report" in out and "target chroma similarity" in out
+    # a second run reuses the codec and its shards
+    assert main(["demo", "--codec_config", str(codec), "--lm_config", str(lm)]) == 0
+    assert "using the demo codec at data/demo/codec" in capsys.readouterr().out
+
+
+def test_the_lm_demo_config_without_its_codec_says_what_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    lm = shortened(ROOT / "configs" / "demo.yaml", tmp_path / "lm.yaml", max_steps=1)
+    assert main(["fit", "--config", str(lm)]) == 2
+    assert "lightning-sdm fit --config configs/codec_demo.yaml" in capsys.readouterr().err
 
 
 def test_final_samples_come_from_the_final_step(tmp_path, monkeypatch):
@@ -291,7 +324,7 @@ def test_samples_with_another_codec_than_the_shards_stop_fit(tmp_path, capsys, m
 
 def test_fit_help_describes_the_data_options(capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "--help"])
+        main(["fit", "--data.help", "TokenShardsDataModule"])
     text = " ".join(capsys.readouterr().out.split())
     assert "Hold out the last N shards of train_dir" in text
     assert "Hold out this fraction of train_dir's items" in text

@@ -17,7 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from tqdm import tqdm
 
-SHOWN_METRICS = ("train/ce", "val/ce")
+SHOWN_METRICS = ("train/ce", "val/ce", "train/loss", "val/si_snr_db")
 
 
 def _duration(seconds: float) -> str:

@@ -154,7 +154,7 @@ class SampleGeneration(Callback):
         for index, (prompt, wav) in enumerate(zip(self.prompts, wavs, strict=True)):
             name = f"{index:02d}-{slug(prompt)}"
             wav_path = write_wav(folder / f"{name}.wav", wav, codec.sample_rate)
-            image_path = spectrogram_png(folder / f"{name}.png", wav)
+            image_path = spectrogram_png(folder / f"{name}.png", wav, codec.sample_rate, prompt)
             self.written.append(wav_path)
             entries[name] = (prompt, wav_path, image_path)
         for logger in trainer.loggers:

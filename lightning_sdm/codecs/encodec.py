@@ -45,14 +45,14 @@ class CodecConfig:
         pretrained: A local save_pretrained copy of facebook/encodec_32khz (nothing is
             downloaded); None builds a random codec from encodec_config.
         encodec_config: transformers EncodecConfig fields of a random codec.
-        bandwidth: kbps; None takes the model's first target bandwidth.
+        bandwidth: kbps; None takes the model's highest target bandwidth (all codebooks).
         chunk_seconds: Long audio is encoded in chunks of this length.
         context_seconds: Context on each side of a chunk.
     """
 
     pretrained: str | None = None
     encodec_config: dict[str, Any] = field(default_factory=lambda: dict(TINY_ENCODEC_32KHZ))
-    bandwidth: float | None = None  # kbps; None takes the model's first target bandwidth
+    bandwidth: float | None = None  # kbps; None takes the model's highest target bandwidth
     chunk_seconds: float = 60.0
     context_seconds: float = 1.0
 
@@ -76,7 +76,7 @@ class EncodecCodec(nn.Module):
             )
         if model_config.audio_channels != 1:
             raise ValueError("only mono EnCodec models are supported")
-        self.bandwidth = self.config.bandwidth or model_config.target_bandwidths[0]
+        self.bandwidth = self.config.bandwidth or max(model_config.target_bandwidths)
         self.num_codebooks = self.model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth)
         self._fingerprint: str | None = None
 

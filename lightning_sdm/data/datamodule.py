@@ -15,9 +15,8 @@ from lightning_sdm.codecs import (
     EncodecCodec,
     codec_mismatch,
     describe_codec,
-    save_random_codec,
 )
-from lightning_sdm.data.demo_audio import write_demo_clips
+from lightning_sdm.data.demo_audio import ensure_demo_clips
 from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index
 from lightning_sdm.data.sources import AUDIO_SUFFIXES
 from lightning_sdm.data.split import KeyFilter, KeySplit
@@ -99,8 +98,8 @@ class TokenShardsDataModule(L.LightningDataModule):
         prepare_from: An audio folder or manifest tokenized into train_dir (with `codec`)
             when train_dir has no index yet.
         codec: The codec of prepare_from; when set, fit checks the shards were made with it.
-        demo_clips: Synthesise this many captioned clips into prepare_from first, and a
-            small random codec at codec.pretrained if that folder is missing (the CPU demo).
+        demo_clips: Synthesise this many captioned clips into prepare_from first when it
+            holds no audio (the CPU demo).
         demo_clip_seconds: Length of each demo clip.
     """
 
@@ -166,11 +165,14 @@ class TokenShardsDataModule(L.LightningDataModule):
             return
         source = Path(self.prepare_from)
         if self.demo_clips > 0:
-            if not any(source.glob("*.wav")):
-                write_demo_clips(source, self.demo_clips, self.demo_clip_seconds)
-            codec_dir = self.codec_config.pretrained
-            if codec_dir is not None and not Path(codec_dir).is_dir():
-                save_random_codec(codec_dir, self.seed, self.codec_config)
+            ensure_demo_clips(source, self.demo_clips, self.demo_clip_seconds)
+        codec_dir = self.codec_config.pretrained
+        if codec_dir is not None and not Path(codec_dir).is_dir():
+            raise UserInputError(
+                f"data.codec.pretrained {codec_dir} does not exist; for the demo, train it "
+                "first with `lightning-sdm fit --config configs/codec_demo.yaml` (or run "
+                "`lightning-sdm demo`, which does both)"
+            )
         summary = tokenize(
             TokenizeConfig(
                 input=str(source), output=str(self.train_dir), codec=self.codec_config,

@@ -101,3 +101,19 @@ def write_demo_clips(
         sf.write(stem.with_suffix(".wav"), render(spec, seconds, rate, rng), rate)
         stem.with_suffix(".txt").write_text(spec.caption(), encoding="utf-8")
     return count
+
+
+def ensure_demo_clips(folder: Path, count: int, seconds: float = 6.0) -> int:
+    """Synthesise the demo's clips into `folder` unless it already holds audio; returns how
+    many were written (0 when kept)."""
+    if folder.is_dir() and any(folder.glob("*.wav")):
+        return 0
+    return write_demo_clips(folder, count, seconds)
+
+
+def kind_of_caption(caption: str) -> tuple[str, str] | None:
+    """(instrument, texture) a demo caption names, e.g. ("harp", "melody"); None for others."""
+    words = caption.lower().split()
+    timbre = next((t for t in TIMBRES if t in words), None)
+    texture = "chords" if "chord" in words else "melody" if "melody" in words else None
+    return (timbre, texture) if timbre and texture else None

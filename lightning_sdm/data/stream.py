@@ -196,13 +196,14 @@ def _buffer_shuffle(
 
 
 class EpochDataLoader(DataLoader):
-    """Tells its stream which epoch starts before workers copy it.
+    """Tells its stream (any iterable dataset with an `epoch`) which epoch starts before
+    workers copy it.
 
     Lightning only forwards the epoch to samplers, which iterable datasets lack.
     """
 
     def __init__(
-        self, dataset: ShardStream, epoch_source: Callable[[], int] | None = None, **kwargs
+        self, dataset: IterableDataset, epoch_source: Callable[[], int] | None = None, **kwargs
     ):
         super().__init__(dataset, batch_size=None, **kwargs)
         self._epoch_source = epoch_source

@@ -1,0 +1,124 @@
+"""Training a codec with `lightning-sdm fit`, and loading what it saves like a real EnCodec."""
+
+import csv
+from pathlib import Path
+
+import torch
+import yaml
+
+from lightning_sdm.cli import main
+from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.tasks.codec_task import CodecTask
+from tests.data.test_audio_crops import write_tones
+
+TINY_CODEC = {
+    "sampling_rate": 8000,
+    "audio_channels": 1,
+    "normalize": False,
+    "chunk_length_s": None,
+    "codebook_size": 16,
+    "codebook_dim": 8,
+    "hidden_size": 8,
+    "num_filters": 8,
+    "num_lstm_layers": 1,
+    "upsampling_ratios": [5, 4, 4],
+    "target_bandwidths": [0.4, 0.8],
+    "use_causal_conv": False,
+}  # fmt: skip  (100 Hz frames, 4 bits per code: 0.4 kbps is one level, 0.8 two)
+
+
+def codec_config(tmp_path: Path, steps: int, **model) -> Path:
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu", "devices": 1, "max_steps": steps, "enable_progress_bar": False,
+            "default_root_dir": str(tmp_path / "runs"), "num_sanity_val_steps": 0,
+            "log_every_n_steps": 1, "check_val_every_n_epoch": 1000,
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging",
+                 "init_args": {"decay": 0.9, "use_buffers": False}},
+                {"class_path": "lightning_sdm.callbacks.codec_export.SaveCodec",
+                 "init_args": {"directory": str(tmp_path / "codec")}},
+            ],
+        },
+        "model": {
+            "class_path": "lightning_sdm.tasks.codec_task.CodecTask",
+            "init_args": {"encodec_config": TINY_CODEC, "optim": {"lr": 0.003, "warmup_steps": 0},
+                          "quantizer": {"warmup_steps": 10}, **model},
+        },
+        "data": {
+            "class_path": "lightning_sdm.data.audio_crops.AudioCropsDataModule",
+            "init_args": {"input": str(write_tones(tmp_path / "audio", rate=8000)),
+                          "sample_rate": 8000, "crop_seconds": 0.25, "val_seconds": 0.5,
+                          "batch_size": 4, "val_fraction": 0.2, "num_workers": 0,
+                          "batches_per_epoch": 4},
+        },
+    }  # fmt: skip
+    path = tmp_path / "codec.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def losses(run_root: Path, name: str) -> list[float]:
+    (metrics,) = run_root.rglob("metrics.csv")
+    rows = csv.DictReader(metrics.open())
+    return [float(row[name]) for row in rows if row.get(name)]
+
+
+def test_a_short_codec_fit_lowers_the_loss_and_saves_an_encodec_directory(tmp_path, capsys):
+    main(
+        [
+            "fit",
+            "--config",
+            str(codec_config(tmp_path, 40)),
+            "--trainer.check_val_every_n_epoch",
+            "10",
+        ]
+    )
+    loss = losses(tmp_path / "runs", "train/loss")  # waveform L1 + multi-scale mel
+    assert len(loss) == 40 and sum(loss[-5:]) < 0.7 * sum(loss[:5])
+    printed = capsys.readouterr().out
+    assert f"codec:       {tmp_path / 'codec'}" in printed
+    for name in ("val/si_snr_db", "val/chroma_similarity", "codebook/perplexity_q1", "val/kbps"):
+        assert losses(tmp_path / "runs", name), name
+    assert abs(losses(tmp_path / "runs", "val/kbps")[-1] - 0.8) < 1e-6
+    # the saved directory is an ordinary EncodecModel: the codec wrapper loads it, at its
+    # highest bandwidth, and encodes exactly as the trained quantizer does
+    codec = EncodecCodec(CodecConfig(pretrained=str(tmp_path / "codec")))
+    assert (codec.num_codebooks, codec.cardinality, codec.sample_rate) == (2, 16, 8000)
+    (checkpoint,) = (tmp_path / "runs").rglob("*.ckpt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    task = CodecTask(**state["hyper_parameters"])
+    task.load_state_dict(state["state_dict"])
+    wav = 0.3 * torch.sin(torch.arange(4000) / 8000 * 2 * torch.pi * 330)[None]
+    expected = task.rvq(task.model.encoder(wav[:, None])).codes.transpose(0, 1)
+    assert torch.equal(codec.encode(wav), expected)
+    assert len(codec.encode(wav).unique()) > 1
+
+
+def test_the_discriminator_option_trains_both_networks(tmp_path):
+    config = codec_config(tmp_path, 4, discriminator={"filters": 4, "n_ffts": [128, 64]})
+    main(["fit", "--config", str(config)])
+    assert losses(tmp_path / "runs", "train/discriminator")
+    assert losses(tmp_path / "runs", "train/feature_matching")
+    assert (tmp_path / "codec" / "config.json").is_file()
+
+
+def test_a_data_rate_other_than_the_codecs_is_refused(tmp_path, capsys):
+    config = codec_config(tmp_path, 2)
+    assert main(["fit", "--config", str(config), "--data.sample_rate", "16000"]) == 2
+    assert "data.sample_rate is 16000" in capsys.readouterr().err
+
+
+def test_the_32khz_codec_recipe_composes(capsys):
+    import pytest
+
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(root / "configs" / "codec_32khz.yaml"), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    model = printed["model"]["init_args"]
+    assert model["encodec_config"]["codebook_size"] == 2048
+    assert model["discriminator"]["n_ffts"] == [2048, 1024, 512]
+    data = printed["data"]["init_args"]
+    assert data["batch_size"] * printed["trainer"]["devices"] == 128
