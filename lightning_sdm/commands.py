@@ -126,7 +126,8 @@ def generate(
 
 
 def export(ckpt: str, output: str, codec_dir: str | None = None) -> int:
-    """Turn a checkpoint into a model directory (EMA weights, safetensors + JSON).
+    """Turn a checkpoint into a model directory (EMA weights, safetensors + JSON); a codec
+    task's checkpoint becomes an EncodecModel directory.
 
     Args:
         ckpt: A checkpoint written by `fit`.

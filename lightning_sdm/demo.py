@@ -241,6 +241,17 @@ def run_demo(
     retrain_codec: bool = False,
 ) -> dict[str, Any]:
     """Codec (trained once, then reused), LM, report; returns the report."""
+    import sys
+
+    arguments = sys.argv
+    sys.argv = sys.argv[:1]  # the fits below get their own arguments, not `demo`'s
+    try:
+        return _run_demo(codec_config, lm_config, retrain_codec)
+    finally:
+        sys.argv = arguments
+
+
+def _run_demo(codec_config: str, lm_config: str, retrain_codec: bool) -> dict[str, Any]:
     import shutil
 
     from lightning_sdm.callbacks.samples import SampleGeneration

@@ -1,4 +1,5 @@
-"""Turn a training checkpoint into a self-contained model directory for `generate`."""
+"""Turn a training checkpoint into a self-contained model directory for `generate` (an LM)
+or for `tokenize --codec-dir` (a codec)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def export_checkpoint(
     if not checkpoint_path.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint_path} not found")
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    if "encodec_config" in checkpoint.get("hyper_parameters", {}):
+        return _export_codec(checkpoint, output)
     task = TextToMusicTask(**checkpoint["hyper_parameters"])
     task.load_state_dict(checkpoint["state_dict"])
     output = task.model.save_pretrained(output)
@@ -48,3 +51,12 @@ def export_checkpoint(
     }
     (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
     return output
+
+
+def _export_codec(checkpoint: dict, output: str | Path) -> Path:
+    """A codec task's checkpoint becomes an EncodecModel directory (EMA weights when kept)."""
+    from lightning_sdm.tasks.codec_task import CodecTask
+
+    task = CodecTask(**checkpoint["hyper_parameters"])
+    task.load_state_dict(checkpoint["state_dict"])
+    return task.save_codec(output)

@@ -36,3 +36,17 @@ def test_plot_of_a_folder_without_metrics_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"metrics\.csv not found"):
         plot_metrics(tmp_path)
     assert main(["plot", str(tmp_path)]) != 0
+
+
+def test_spectrograms_are_drawn_with_axes_and_a_title(tmp_path):
+    import torch
+    from PIL import Image
+
+    from lightning_sdm.audio_io import spectrogram_png
+
+    rate = 16000
+    tone = torch.sin(2 * torch.pi * 1000 * torch.arange(rate) / rate)
+    path = spectrogram_png(tmp_path / "tone.png", tone, rate, "a 1 kHz test tone")
+    image = Image.open(path)
+    # a figure (axes, labels, colour bar), not the bare bins x frames array
+    assert image.size == (800, 360) and image.mode in ("RGB", "RGBA")

@@ -94,6 +94,10 @@ def test_a_short_codec_fit_lowers_the_loss_and_saves_an_encodec_directory(tmp_pa
     expected = task.rvq(task.model.encoder(wav[:, None])).codes.transpose(0, 1)
     assert torch.equal(codec.encode(wav), expected)
     assert len(codec.encode(wav).unique()) > 1
+    # `export` turns the checkpoint into the same directory
+    assert main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "exported")]) == 0
+    exported = EncodecCodec(CodecConfig(pretrained=str(tmp_path / "exported")))
+    assert torch.equal(exported.encode(wav), expected)
 
 
 def test_the_discriminator_option_trains_both_networks(tmp_path):
