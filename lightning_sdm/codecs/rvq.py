@@ -150,11 +150,16 @@ class ResidualQuantizerTrainer:
     def levels_for(self, bandwidth: float | None) -> int:
         return self.quantizer.get_num_quantizers_for_bandwidth(bandwidth)
 
+    @property
+    def full_levels(self) -> int:
+        """Levels at the highest target bandwidth (all of them without targets)."""
+        return self.levels_for(max(self.bandwidths) if self.bandwidths else None)
+
     def sample_levels(self, step: int) -> int:
         """Levels used at `step`: a bandwidth drawn from the targets (the same on every rank,
         since it depends on the step only), or all levels without dropout."""
         if not self.config.dropout or len(self.bandwidths) < 2:
-            return self.levels_for(max(self.bandwidths) if self.bandwidths else None)
+            return self.full_levels
         generator = torch.Generator().manual_seed(step)
         choice = int(torch.randint(0, len(self.bandwidths), (1,), generator=generator))
         return self.levels_for(self.bandwidths[choice])
@@ -164,7 +169,7 @@ class ResidualQuantizerTrainer:
     ) -> QuantizedLatents:
         """latents [B, D, T] -> quantized with `levels` levels (default all); with `update`,
         the codebooks learn from this batch (initialised first if they never have)."""
-        levels = levels or self.levels_for(max(self.bandwidths) if self.bandwidths else None)
+        levels = levels or self.full_levels
         batch, dim, frames = latents.shape
         vectors = latents.permute(0, 2, 1).reshape(-1, dim).float()
         residual = vectors

@@ -8,6 +8,7 @@ DataModule, generate and the sample callback load like a copy of facebook/encode
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from lightning_sdm.codecs.rvq import (
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, si_snr
 from lightning_sdm.nn.spectral import MultiScaleMelLoss
+from lightning_sdm.tasks.configs import config_from
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
 
 
@@ -49,18 +51,6 @@ class CodecLosses:
     waveform_l1: float = 0.1
     mel: float = 1.0
     mel_n_ffts: tuple[int, ...] = (256, 512, 1024, 2048)
-
-
-def _coerce(value: Any, kind: type) -> Any:
-    """Dataclass from a config, or from the plain dict a checkpoint stores (lists -> tuples)."""
-    if value is None or isinstance(value, kind):
-        return value
-    if isinstance(value, dict):
-        fields = {f.name for f in dataclasses.fields(kind)}
-        return kind(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items() if k in fields}
-        )
-    raise TypeError(f"expected {kind.__name__} or dict, got {type(value).__name__}")
 
 
 def build_encodec(encodec_config: dict[str, Any], init_from: str | None) -> EncodecModel:
@@ -104,10 +94,10 @@ class CodecTask(L.LightningModule):
     ) -> None:
         super().__init__()
         encodec_config = dict(encodec_config or TINY_ENCODEC_32KHZ)
-        quantizer = _coerce(quantizer, QuantizerTraining)
-        losses = _coerce(losses, CodecLosses)
-        discriminator = _coerce(discriminator, DiscriminatorConfig)
-        optim = _coerce(optim, OptimConfig)
+        quantizer = config_from(quantizer, QuantizerTraining)
+        losses = config_from(losses, CodecLosses)
+        discriminator = config_from(discriminator, DiscriminatorConfig)
+        optim = config_from(optim, OptimConfig)
         self.save_hyperparameters(
             {
                 "encodec_config": encodec_config,
@@ -153,11 +143,7 @@ class CodecTask(L.LightningModule):
 
     @property
     def frame_rate(self) -> float:
-        return self.sample_rate / float(torch.tensor(self.model.config.upsampling_ratios).prod())
-
-    @property
-    def full_levels(self) -> int:
-        return self.rvq.levels_for(max(self.model.config.target_bandwidths))
+        return self.sample_rate / math.prod(self.model.config.upsampling_ratios)
 
     def setup(self, stage: str) -> None:
         """Stop before training when the data's sample rate is not the codec's."""
@@ -179,7 +165,7 @@ class CodecTask(L.LightningModule):
         """wav [B, N] -> (decoded wav [B, N], quantizer output) with `levels` levels;
         `bypass` decodes the unquantized latents (the warm-up) and leaves codebooks alone."""
         latents = self.model.encoder(wav[:, None])
-        quantized = self.rvq(latents, levels or self.full_levels, update=update and not bypass)
+        quantized = self.rvq(latents, levels or self.rvq.full_levels, update=update and not bypass)
         decoded = self.model.decoder(latents if bypass else quantized.quantized)
         return decoded[:, 0, : wav.shape[-1]], quantized
 
@@ -263,16 +249,17 @@ class CodecTask(L.LightningModule):
         terms = self._reconstruction_losses(wav, decoded, quantized)
         size = wav.shape[0]
         self.log("val/loss", terms["loss"], sync_dist=True, batch_size=size)
-        measures: dict[str, list[torch.Tensor]] = {"si_snr": [], "mel_distance": [], "chroma": []}
+        measures: dict[str, list[torch.Tensor]] = {
+            "val/si_snr_db": [], "val/mel_distance_db": [], "val/chroma_similarity": []
+        }  # fmt: skip
+        rate = self.sample_rate
         for index, length in enumerate(lengths.tolist()):
             estimate, target = decoded[index, :length], wav[index, :length]
-            measures["si_snr"].append(si_snr(estimate, target)[0])
-            measures["mel_distance"].append(log_mel_distance(estimate, target, self.sample_rate)[0])
-            measures["chroma"].append(chroma_similarity(estimate, target, self.sample_rate)[0])
-        names = {"si_snr": "val/si_snr_db", "mel_distance": "val/mel_distance_db",
-                 "chroma": "val/chroma_similarity"}  # fmt: skip
-        for key, values in measures.items():
-            self.log(names[key], torch.stack(values).mean(), sync_dist=True, batch_size=size)
+            measures["val/si_snr_db"].append(si_snr(estimate, target)[0])
+            measures["val/mel_distance_db"].append(log_mel_distance(estimate, target, rate)[0])
+            measures["val/chroma_similarity"].append(chroma_similarity(estimate, target, rate)[0])
+        for name, values in measures.items():
+            self.log(name, torch.stack(values).mean(), sync_dist=True, batch_size=size)
         self._val_codes.append(quantized.codes.detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
@@ -288,7 +275,9 @@ class CodecTask(L.LightningModule):
             self.log(f"codebook/perplexity_q{level}", perplexity, sync_dist=True)
             sizes = self.model.quantizer.layers[level].codebook.cluster_size
             self.log(f"codebook/dead_q{level}", float((sizes < max(threshold, 1e-3)).sum()))
-        self.log("val/kbps", bits_per_second(self.full_levels, cardinality, self.frame_rate) / 1e3)
+        self.log(
+            "val/kbps", bits_per_second(self.rvq.full_levels, cardinality, self.frame_rate) / 1e3
+        )
 
     def configure_optimizers(self) -> Any:
         total = int(self.trainer.estimated_stepping_batches)

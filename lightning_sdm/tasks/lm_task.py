@@ -15,6 +15,7 @@ from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
+from lightning_sdm.tasks.configs import config_from
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
 
 TRAINED_FRAMES_KEY = "trained_segment_frames"
@@ -22,17 +23,6 @@ TRAINED_FRAMES_KEY = "trained_segment_frames"
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped because the loss was NaN or infinite."""
-
-
-def _coerce(value: Any, kind: type) -> Any:
-    """Dataclass from a config, or from the plain dict a checkpoint stores."""
-    if isinstance(value, kind):
-        return value
-    if isinstance(value, dict):
-        if kind is OptimConfig and "betas" in value:
-            value = {**value, "betas": tuple(value["betas"])}
-        return kind(**value)
-    raise TypeError(f"expected {kind.__name__} or dict, got {type(value).__name__}")
 
 
 def masked_level_cross_entropy(
@@ -76,9 +66,9 @@ class TextToMusicTask(L.LightningModule):
         optim: OptimConfig = OptimConfig(),  # noqa: B008
     ) -> None:
         super().__init__()
-        lm = _coerce(lm, LMConfig)
-        text = _coerce(text, TextConditionerConfig)
-        optim = _coerce(optim, OptimConfig)
+        lm = config_from(lm, LMConfig)
+        text = config_from(text, TextConditionerConfig)
+        optim = config_from(optim, OptimConfig)
         self.save_hyperparameters(
             {"lm": lm.to_dict(), "text": text.to_dict(), "optim": dataclasses.asdict(optim)}
         )
