@@ -19,6 +19,7 @@ from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.data.audio_crops import AudioCropsDataModule
 from lightning_sdm.data.demo_audio import kind_of_caption
+from lightning_sdm.data.sources import discover
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, pitch_clarity, si_snr
 
@@ -60,16 +61,15 @@ class Clip:
     wav: torch.Tensor  # [N] at the codec's rate
 
 
-def _clips(files: Sequence[Any], sample_rate: int) -> list[Clip]:
-    clips = []
-    for file in files:
-        path = Path(file.path)
-        caption_path = path.with_suffix(".txt")
-        caption = caption_path.read_text(encoding="utf-8").strip() if caption_path.is_file() else ""
-        clips.append(
-            Clip(path.stem, caption, torch.from_numpy(load_mono(path, sample_rate).samples))
+def _clips(files: Sequence[Any], captions: dict[str, str], sample_rate: int) -> list[Clip]:
+    return [
+        Clip(
+            Path(file.path).stem,
+            captions.get(file.key) or "",
+            torch.from_numpy(load_mono(Path(file.path), sample_rate).samples),
         )
-    return clips
+        for file in files
+    ]
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -83,10 +83,8 @@ def codec_section(codec: EncodecCodec, held_out: list[Clip], seed: int = 0) -> d
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         architecture = codec.model.config.to_dict()
-        fields = set(CodecConfig().encodec_config) | {"codebook_size", "target_bandwidths"}
-        random_codec = EncodecCodec(
-            CodecConfig(encodec_config={k: architecture[k] for k in fields if k in architecture})
-        )
+        shape = {name: architecture[name] for name in CodecConfig().encodec_config}
+        random_codec = EncodecCodec(CodecConfig(encodec_config=shape))
     rows = {}
     for name, model in (("trained", codec), ("random", random_codec)):
         snr, chroma = [], []
@@ -170,14 +168,23 @@ def _pairwise_mel_distance(wavs: list[torch.Tensor], sample_rate: int) -> float:
 
 
 def demo_report(
-    run_dir: Path, codec_dir: Path, audio_dir: Path, prompts: list[str], sample_dir: Path
+    run_dir: Path,
+    codec_dir: Path,
+    audio_dir: Path,
+    prompts: list[str],
+    sample_dir: Path,
+    val_fraction: float,
 ) -> dict[str, Any]:
-    """Every number the demo promises, written to RUN/demo_report.json."""
+    """Every number the demo promises, written to RUN/demo_report.json; held out are the
+    clips the LM and codec configs hold out (`val_fraction` by key hash)."""
     codec = EncodecCodec(CodecConfig(pretrained=str(codec_dir)))
-    crops = AudioCropsDataModule(str(audio_dir), val_fraction=0.125, sample_rate=codec.sample_rate)
+    crops = AudioCropsDataModule(
+        str(audio_dir), val_fraction=val_fraction, sample_rate=codec.sample_rate
+    )
     splits = crops.splits()
-    held_out = _clips(splits["val"], codec.sample_rate)
-    training = _clips(splits["train"], codec.sample_rate)
+    captions = {item.key: item.caption or "" for item in discover(audio_dir)}
+    held_out = _clips(splits["val"], captions, codec.sample_rate)
+    training = _clips(splits["train"], captions, codec.sample_rate)
     wavs = sorted(sample_dir.glob("*.wav"))
     if len(wavs) != len(prompts):
         raise RuntimeError(f"expected {len(prompts)} samples in {sample_dir}, found {len(wavs)}")
@@ -278,7 +285,12 @@ def _run_demo(codec_config: str, lm_config: str, retrain_codec: bool) -> dict[st
     run_dir = sample_dir.parent.parent
     print("== 3/3 measuring the codec and the samples", flush=True)
     report = demo_report(
-        run_dir, codec_dir, Path(data["prepare_from"]), list(sampler.prompts), sample_dir
+        run_dir,
+        codec_dir,
+        Path(data["prepare_from"]),
+        list(sampler.prompts),
+        sample_dir,
+        float(data["val_fraction"]),
     )
     print(format_report(report))
     return report
