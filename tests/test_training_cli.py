@@ -77,7 +77,7 @@ def test_print_config_shows_the_composed_configuration(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "lightning_sdm.tasks.lm_task.TextToMusicTask"
     assert printed["model"]["init_args"]["lm"]["pattern"] == "stack_delay"
-    assert printed["data"]["init_args"]["demo_clips"] == 64
+    assert printed["data"]["init_args"]["demo_clips"] == 128
 
 
 @pytest.mark.parametrize("name", ["delay", "flat", "stack", "stack_delay"])
@@ -251,13 +251,13 @@ def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, mon
     codec = shortened(ROOT / "configs" / "codec_demo.yaml", tmp_path / "codec.yaml", max_steps=4)
     lm = shortened(ROOT / "configs" / "demo.yaml", tmp_path / "lm.yaml", max_steps=3)
     assert main(["demo", "--codec_config", str(codec), "--lm_config", str(lm)]) == 0
-    assert len(list((tmp_path / "data" / "demo" / "audio").glob("*.wav"))) == 64
+    assert len(list((tmp_path / "data" / "demo" / "audio").glob("*.wav"))) == 128
     assert (tmp_path / "data" / "demo" / "shards" / "index.json").is_file()
     assert (tmp_path / "data" / "demo" / "codec" / "config.json").is_file()
     (report_path,) = (tmp_path / "runs" / "demo").rglob("demo_report.json")
     report = json.loads(report_path.read_text())
     codec_part = report["codec_reconstruction"]
-    assert len(codec_part["held_out_clips"]) == 6  # val_fraction 0.125 of 64, by key hash
+    assert len(codec_part["held_out_clips"]) == 12  # val_fraction 0.125 of 128, by key hash
     assert {"si_snr_db", "chroma_similarity"} <= set(codec_part["trained"])
     clarity = report["generation"]["pitch_clarity"]
     assert len(clarity["per_prompt"]) == 4 and clarity["random_tokens"] > 0
