@@ -6,6 +6,7 @@ model trained on it has something real to learn from text.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ TIMBRES = {
     "strings": "saw",
     "harp": "pluck",
 }
+TEXTURES = ("melody", "chords")
 TEMPO_WORDS = [(80, "slow"), (110, "relaxed"), (140, "lively"), (999, "fast")]
 
 
@@ -82,21 +84,33 @@ def render(spec: ClipSpec, seconds: float, rate: int, rng: np.random.Generator) 
     return (0.5 * out / max(1e-6, float(np.abs(out).max()))).astype(np.float32)
 
 
+def clip_specs(count: int, rng: np.random.Generator) -> list[ClipSpec]:
+    """Every (instrument, mode, texture) combination equally often, in a shuffled order, so
+    no caption word predicts another: a prompt like "an organ melody in a minor" is then
+    in distribution, and the model has to read each word."""
+    combinations = list(itertools.product(sorted(TIMBRES), ("major", "minor"), TEXTURES))
+    order: list[tuple[str, str, str]] = []
+    while len(order) < count:
+        order.extend(combinations[i] for i in rng.permutation(len(combinations)))
+    return [
+        ClipSpec(
+            timbre=timbre,
+            tonic=int(rng.integers(0, 12)),
+            mode=mode,
+            bpm=int(rng.integers(70, 160)),
+            texture=texture,
+        )
+        for timbre, mode, texture in order[:count]
+    ]
+
+
 def write_demo_clips(
     folder: Path, count: int, seconds: float = 6.0, rate: int = 32000, seed: int = 0
 ) -> int:
     """Write `count` clips with .txt captions into `folder`; returns how many were written."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    timbres = sorted(TIMBRES)
-    for index in range(count):
-        spec = ClipSpec(
-            timbre=timbres[index % len(timbres)],
-            tonic=int(rng.integers(0, 12)),
-            mode="major" if index % 2 == 0 else "minor",
-            bpm=int(rng.integers(70, 160)),
-            texture="melody" if (index // 2) % 2 == 0 else "chords",
-        )
+    for index, spec in enumerate(clip_specs(count, rng)):
         stem = folder / f"clip{index:04d}"
         sf.write(stem.with_suffix(".wav"), render(spec, seconds, rate, rng), rate)
         stem.with_suffix(".txt").write_text(spec.caption(), encoding="utf-8")
