@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 
 from lightning_sdm.conditioning import TextConditionerConfig
-from lightning_sdm.generation import FRAME_RATE_HZ, timed_generate
+from lightning_sdm.generation.source import DEFAULT_FRAME_RATE as FRAME_RATE_HZ
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 
 PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 1), ("stack_delay", 3)]
+
+
+def timed_generate(
+    model: TextToMusicLM, captions: list[str], frames: int, sampling: SamplingConfig, seed: int
+) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    codes = model.generate(captions, frames, sampling=sampling, seed=seed)
+    return codes, time.perf_counter() - start
 
 
 def main() -> None:

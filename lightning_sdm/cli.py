@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
 ALIASES: dict[str, dict[str, str]] = {
     "tokenize": {"--codec-dir": "--codec.pretrained", "--no-progress": "--progress=false"},
     "generate": {
+        "--no-progress": "--progress=false",
         "--temperature": "--sampling.temperature",
         "--top-k": "--sampling.top_k",
         "--top-p": "--sampling.top_p",
@@ -83,11 +85,18 @@ def _summary(path: str) -> str:
     return _description(COMMANDS[path][0]).split(".")[0]
 
 
+def _alternatives(hint: object) -> set[object]:
+    """The origins a hint allows: list[str] | None -> {list, NoneType}."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return {typing.get_origin(arg) or arg for arg in typing.get_args(hint)}
+    return {typing.get_origin(hint) or hint}
+
+
 def _parameter_kinds(function: Callable[..., int]) -> tuple[set[str], set[str]]:
     """(bool parameters, list parameters) of a command, by option name."""
     hints = typing.get_type_hints(function)
     flags = {f"--{n}" for n, t in hints.items() if t is bool}
-    lists = {f"--{n}" for n, t in hints.items() if typing.get_origin(t) is list}
+    lists = {f"--{n}" for n, t in hints.items() if list in _alternatives(t)}
     return flags, lists
 
 

@@ -12,6 +12,7 @@ import warnings
 from typing import Literal
 
 from lightning_sdm.codecs import CodecConfig
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.patterns import PATTERN_NAMES, SCHEDULE_NAMES
 
@@ -95,33 +96,74 @@ def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -
 
 
 def generate(
-    model: str,
-    prompt: list[str],
-    timesteps: int = 1500,
+    prompt: list[str] | None = None,
+    model: str | None = None,
+    ckpt: str | None = None,
+    prompt_file: str | None = None,
+    seconds: float = 10.0,
+    timesteps: int | None = None,
+    batch_size: int = 8,
     output_dir: str = "generated",
     codec_dir: str | None = None,
     sampling: SamplingConfig = SamplingConfig(),  # noqa: B008 - frozen dataclass
-    seed: int | None = None,
+    seed: int = 0,
+    window_seconds: float | None = None,
+    extend_stride: float | None = None,
+    audio_prompt: str | None = None,
+    progress: bool = True,
 ) -> int:
-    """Generate token grids (codes.pt) and, with a codec, one wav per prompt.
+    """Generate audio (a wav + JSON sidecar per prompt) and codes from a model or checkpoint.
 
     Args:
-        model: Directory written by `export` (or save_pretrained).
-        prompt: Captions; repeat --prompt for a batch.
-        timesteps: Frames to generate (50 per second).
-        output_dir: Where codes.pt and the wav files go.
-        codec_dir: The codec that decodes to audio (default: MODEL/codec).
+        prompt: Captions; repeat --prompt for several.
+        model: A directory written by `export` (or save_pretrained, or import).
+        ckpt: Or a checkpoint written by `fit` (its EMA weights when it has them).
+        prompt_file: More prompts: a text file (one per line) or a JSONL of
+            {"prompt": ..., "seconds": ..., "seed": ...}.
+        seconds: Duration of each sample, unless its JSONL line says otherwise.
+        timesteps: Or the duration in codec frames (overrides seconds).
+        batch_size: Prompts decoded together.
+        output_dir: Where the wavs, sidecars, codes.pt and summary.json go.
+        codec_dir: The codec that decodes to audio (default: MODEL/codec, or the codec the
+            checkpoint's run trained on).
         sampling: Temperature, top_k, top_p and cfg_scale (aliases --temperature, --top-k,
             --top-p, --cfg).
-        seed: Seed of the sampling.
+        seed: Prompt i draws from seed + i unless its JSONL line gives a seed, so its output
+            does not depend on the batch it lands in.
+        window_seconds: Longest single generation; longer requests continue window by window
+            (default: the crop length the model was trained on).
+        extend_stride: New seconds per continuation window (default: 60 % of the window);
+            the rest of the window is the previous audio, kept as the prompt.
+        audio_prompt: A wav to continue (resampled to the codec's rate); kept exactly.
+        progress: Show a progress bar over decoding steps.
     """
-    from lightning_sdm.generation import LongerThanTrainedWarning, generate_to_dir
+    from lightning_sdm.generation import (
+        GenerationOptions,
+        LongerThanTrainedWarning,
+        generate_requests,
+        load_source,
+        read_requests,
+    )
 
+    source = load_source(model, ckpt, codec_dir)
+    if timesteps is not None:
+        if timesteps < 1:
+            raise UserInputError(f"--timesteps must be positive, got {timesteps}")
+        seconds = timesteps / source.frame_rate
+    requests = read_requests(prompt, prompt_file, seconds, seed)
+    options = GenerationOptions(
+        sampling=sampling,
+        batch_size=batch_size,
+        window_seconds=window_seconds,
+        extend_stride=extend_stride,
+        audio_prompt=audio_prompt,
+        progress=progress,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("always", LongerThanTrainedWarning)
         warnings.showwarning = _one_line_warning  # at once, before the long generation
-        report = generate_to_dir(model, prompt, timesteps, sampling, seed, output_dir, codec_dir)
-    print(report)
+        summary = generate_requests(source, requests, options, output_dir)
+    print(summary)
     return 0
 
 

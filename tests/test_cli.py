@@ -56,21 +56,37 @@ def test_generate_command_writes_codes(tmp_path, capsys):
     assert main([*argv, "--timesteps", "10", "--seed", "0", "--output-dir", str(output)]) == 0
     saved = torch.load(output / "codes.pt")
     assert saved["codes"].shape == (2, 4, 10) and saved["captions"] == ["a", "b"]
+    assert saved["seeds"] == [0, 1]
     printed = capsys.readouterr().out
-    assert "decoding steps: 13" in printed and "no codec" in printed
+    assert "codes only (no codec)" in printed and "summary.json" in printed
+    sidecar = json.loads((output / "01-b.json").read_text())
+    assert sidecar["decoding_steps"] == 13 and sidecar["seed"] == 1
+    assert sidecar["pattern"] == "delay" and sidecar["sampling"]["top_k"] == 250
+    assert len(sidecar["model"]["weights_sha256"]) == 16
+    summary = json.loads((output / "summary.json").read_text())
+    assert [f["prompt"] for f in summary["files"]] == ["a", "b"]
 
 
-def test_generate_warns_when_asked_for_more_than_the_training_crops(tmp_path, capsys):
+def test_generate_continues_in_windows_past_the_training_crops(tmp_path, capsys):
     tiny_model("delay", 1).save_pretrained(tmp_path / "model")
     (tmp_path / "model" / "export.json").write_text(json.dumps({"trained_segment_frames": 8}))
     argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "a", "--seed", "0"]
-    argv += ["--output-dir", str(tmp_path / "out")]
+    argv += ["--output-dir", str(tmp_path / "out"), "--no-progress"]
     assert main([*argv, "--timesteps", "8"]) == 0
-    assert "warning" not in capsys.readouterr().err
+    windows = json.loads((tmp_path / "out" / "00-a.json").read_text())["windows"]
+    assert windows == [{"prompt_frames": 0, "frames": 8}]
     assert main([*argv, "--timesteps", "12"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    sidecar = json.loads((tmp_path / "out" / "00-a.json").read_text())
+    # 8 frames, then a window prompted with the last 3 (stride 60 % of 8 = 5 new frames)
+    assert sidecar["windows"] == [
+        {"prompt_frames": 0, "frames": 8},
+        {"prompt_frames": 3, "frames": 7},
+    ]
+    assert torch.load(tmp_path / "out" / "codes.pt")["codes"].shape == (1, 4, 12)
+    assert main([*argv, "--timesteps", "12", "--window_seconds", "0.24"]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("warning: asked for 0.24 s (12 frames), but this model was trained on ")
-    assert "0.16 s crops (8 frames)" in err
+    assert err.startswith("warning: a 0.24 s window is longer than the 0.16 s crops")
 
 
 def test_generate_writes_wavs_with_a_codec(tmp_path, capsys):

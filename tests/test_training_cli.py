@@ -115,6 +115,17 @@ def test_fit_writes_samples_wandb_files_and_an_exportable_checkpoint(tmp_path, m
     assert main(["export", "--ckpt", str(last), "--output", str(tmp_path / "model")]) == 0
     model = TextToMusicLM.from_pretrained(tmp_path / "model")
     assert model.generate(["caption of item0003"], 6, seed=0).shape == (1, 4, 6)
+    # generate reads the checkpoint directly: the same (EMA) weights as the export
+    common = ["generate", "--prompt", "caption of item0003", "--timesteps", "6", "--no-progress"]
+    assert main([*common, "--ckpt", str(last), "--output_dir", str(tmp_path / "a")]) == 0
+    assert (
+        main([*common, "--model", str(tmp_path / "model"), "--output_dir", str(tmp_path / "b")])
+        == 0
+    )
+    from_ckpt, from_dir = (torch.load(tmp_path / d / "codes.pt")["codes"] for d in "ab")
+    assert torch.equal(from_ckpt, from_dir)
+    sidecar = json.loads((tmp_path / "a" / "00-caption-of-item0003.json").read_text())
+    assert sidecar["model"]["global_step"] == 4 and sidecar["model"]["ema_weights"] is True
 
 
 def test_offline_wandb_runs_still_write_a_readable_csv_and_plot(tmp_path, monkeypatch):

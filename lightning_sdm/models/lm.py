@@ -144,6 +144,7 @@ class CodebookLM(nn.Module):
         context_mask: torch.Tensor,
         num_timesteps: int,
         pick: TokenPicker,
+        on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """Cached step-by-step decoding along the pattern's plan; returns codes [R, C, T].
 
@@ -175,6 +176,8 @@ class CodebookLM(nn.Module):
                 tensors["level_index"][start:end],
             )
             hidden = self.decoder.forward_cached(x, cache, slots, visible, extent)
+            if on_step is not None:
+                on_step()
             if target_start == target_end:
                 continue
             levels = target_level[target_start:target_end]

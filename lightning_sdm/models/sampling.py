@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +44,15 @@ def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) 
 
 
 def sample_tokens(
-    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """logits [..., V] -> token ids [...]."""
+    """logits [..., V] -> token ids [...].
+
+    A sequence of generators gives each row (first dimension) its own, so a row's draws do
+    not depend on which other rows share the batch.
+    """
     logits = logits.float()
     if config.temperature == 0:
         return logits.argmax(dim=-1)
@@ -61,5 +68,13 @@ def sample_tokens(
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probabilities = logits.softmax(dim=-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return _draw(probabilities, generator)
+    if len(generator) != probabilities.shape[0]:
+        raise ValueError(f"{len(generator)} generators for {probabilities.shape[0]} rows")
+    return torch.stack([_draw(row, g) for row, g in zip(probabilities, generator, strict=True)])
+
+
+def _draw(probabilities: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     flat = probabilities.reshape(-1, probabilities.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probabilities.shape[:-1])

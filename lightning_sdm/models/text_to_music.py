@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,18 @@ class TextToMusicConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextToMusicConfig:
         return cls(lm=LMConfig(**data["lm"]), text=TextConditionerConfig(**data["text"]))
+
+
+def row_generators(
+    seed: int | Sequence[int] | None, rows: int, device: torch.device
+) -> list[torch.Generator] | None:
+    """One generator per row: `seed[r]`, or `seed + r` for a single int; None: global RNG."""
+    if seed is None:
+        return None
+    seeds = [seed + row for row in range(rows)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != rows:
+        raise ValueError(f"{len(seeds)} seeds for {rows} captions")
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 class TextToMusicLM(nn.Module):
@@ -86,12 +99,16 @@ class TextToMusicLM(nn.Module):
         *,
         sampling: SamplingConfig | None = None,
         prompt_tokens: torch.Tensor | None = None,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """Sample codes [B, C, T] for a batch of captions.
 
         Conditional and unconditional rows run as one batch when guidance is on.
         `prompt_tokens` [B, C, Tp] are kept as given (continuation); the rest is sampled.
+        Each row draws from its own generator, seeded with `seed[r]` (or `seed + r` for one
+        int), so a row's tokens depend on its seed and settings, not on its batch mates.
+        `on_step` is called after every decoding step (progress bars).
         """
         sampling = sampling or SamplingConfig()
         if isinstance(texts, str):
@@ -107,23 +124,21 @@ class TextToMusicLM(nn.Module):
         condition = self.condition(
             list(texts) + [EMPTY_CONDITION] * batch if guided else list(texts)
         )
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed)
+        generators = row_generators(seed, batch, device)
 
         def pick(
             step_logits: torch.Tensor, levels: torch.Tensor, times: torch.Tensor
         ) -> torch.Tensor:
             if guided:
                 step_logits = guide(step_logits[:batch], step_logits[batch:], sampling.cfg_scale)
-            tokens = sample_tokens(step_logits, sampling, generator)
+            tokens = sample_tokens(step_logits, sampling, generators)
             if prompt is not None:
                 in_prompt = times < prompt.shape[-1]
                 given = prompt[:, levels, times.clamp(max=prompt.shape[-1] - 1)]
                 tokens = torch.where(in_prompt, given, tokens)
             return torch.cat([tokens, tokens]) if guided else tokens
 
-        codes = self.lm.decode(condition.states, condition.mask, num_timesteps, pick)
+        codes = self.lm.decode(condition.states, condition.mask, num_timesteps, pick, on_step)
         return codes[:batch]
 
     def _check_prompt(

@@ -14,7 +14,10 @@ def test_instrument_mode_and_texture_vary_independently_and_evenly():
     # No word predicts another: every instrument plays both textures in both modes.
     for timbre in ("flute", "harp", "organ", "strings"):
         assert {(s.mode, s.texture) for s in specs if s.timbre == timbre} == {
-            ("major", "melody"), ("major", "chords"), ("minor", "melody"), ("minor", "chords")
+            ("major", "melody"),
+            ("major", "chords"),
+            ("minor", "melody"),
+            ("minor", "chords"),
         }
 
 

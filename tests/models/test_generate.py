@@ -22,6 +22,30 @@ def test_generate_shape_range_and_seed(name, k):
     assert not torch.equal(first, other)
 
 
+@pytest.mark.parametrize(("name", "k"), [("delay", 1), ("stack_delay", 3)])
+def test_a_prompt_samples_the_same_alone_and_inside_a_batch(name, k):
+    model = tiny_model(name, k)
+    settings = SamplingConfig(temperature=1.0, top_k=0, cfg_scale=2.0)
+    alone = model.generate([CAPTIONS[1]], 10, sampling=settings, seed=[7])
+    batch = model.generate(CAPTIONS, 10, sampling=settings, seed=[3, 7, 5])
+    assert torch.equal(alone[0], batch[1])
+    assert not torch.equal(batch[0], batch[1])  # the batch mates draw from their own seeds
+    # One int seeds row r with seed + r.
+    assert torch.equal(model.generate(CAPTIONS, 10, sampling=settings, seed=6)[1], alone[0])
+
+
+def test_a_seed_per_row_must_match_the_captions():
+    with pytest.raises(ValueError, match="2 seeds for 3 captions"):
+        tiny_model("delay", 1).generate(CAPTIONS, 4, seed=[1, 2])
+
+
+def test_on_step_is_called_once_per_decoding_step():
+    model = tiny_model("stack_delay", 3)
+    calls = []
+    model.generate(CAPTIONS[:1], 9, seed=0, on_step=lambda: calls.append(1))
+    assert len(calls) == model.lm.layout(9).num_decoding_steps
+
+
 def test_prompt_tokens_are_continued_not_resampled():
     model = tiny_model("stack_delay", 2)
     prompt = torch.randint(

@@ -1,0 +1,103 @@
+"""What to generate: prompts from the command line, a text file or a JSONL, each with its
+own duration and seed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning_sdm.errors import UserInputError
+
+JSONL_KEYS = {"prompt", "seconds", "seed"}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    index: int  # position among all requests: names the output files
+    prompt: str
+    seconds: float
+    seed: int
+
+
+def read_requests(
+    prompts: Sequence[str] | None,
+    prompt_file: str | None,
+    seconds: float,
+    seed: int,
+) -> list[GenerationRequest]:
+    """Command-line prompts first, then the file's. A request without its own seed gets
+    `seed + index`, so each prompt's output is fixed however the requests are batched."""
+    entries: list[tuple[str, float | None, int | None]] = [(p, None, None) for p in prompts or []]
+    if prompt_file is not None:
+        entries += _read_file(Path(prompt_file))
+    if not entries:
+        raise UserInputError("nothing to generate: give --prompt TEXT or --prompt_file FILE")
+    _check_seconds(seconds, "--seconds")
+    requests = []
+    for index, (prompt, own_seconds, own_seed) in enumerate(entries):
+        if own_seconds is not None:
+            _check_seconds(own_seconds, f"prompt {index + 1} ({prompt!r})")
+        requests.append(
+            GenerationRequest(
+                index=index,
+                prompt=prompt,
+                seconds=seconds if own_seconds is None else float(own_seconds),
+                seed=seed + index if own_seed is None else int(own_seed),
+            )
+        )
+    return requests
+
+
+def _check_seconds(seconds: float, where: str) -> None:
+    if not seconds > 0:
+        raise UserInputError(f"{where}: the duration must be positive, got {seconds} s")
+
+
+def _read_file(path: Path) -> list[tuple[str, float | None, int | None]]:
+    if not path.is_file():
+        raise UserInputError(f"prompt file {path} not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"prompt file {path} is unreadable: {error}") from error
+    entries = (
+        _read_jsonl(path, lines)
+        if path.suffix == ".jsonl"
+        else [(line.strip(), None, None) for line in lines if line.strip()]
+    )
+    if not entries:
+        raise UserInputError(f"prompt file {path} holds no prompts")
+    return entries
+
+
+def _read_jsonl(path: Path, lines: list[str]) -> list[tuple[str, float | None, int | None]]:
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserInputError(f"{where}: not JSON ({error.msg})") from error
+        if not isinstance(item, dict):
+            raise UserInputError(f'{where}: expected an object like {{"prompt": ...}}')
+        unknown = set(item) - JSONL_KEYS
+        if unknown:
+            raise UserInputError(
+                f"{where}: unknown keys {sorted(unknown)} (known: {sorted(JSONL_KEYS)})"
+            )
+        prompt = item.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserInputError(f'{where}: "prompt" must be a non-empty string')
+        seconds, seed = item.get("seconds"), item.get("seed")
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float)
+        ):
+            raise UserInputError(f'{where}: "seconds" must be a number')
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise UserInputError(f'{where}: "seed" must be an integer')
+        entries.append((prompt.strip(), seconds, seed))
+    return entries

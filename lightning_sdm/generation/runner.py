@@ -1,0 +1,282 @@
+"""Generate a list of requests into a folder: wavs, a JSON sidecar per wav, codes, a summary."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from lightning_sdm.audio_io import slug, write_wav
+from lightning_sdm.data.audio import AudioRejected, load_mono
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.generation.requests import GenerationRequest
+from lightning_sdm.generation.source import GenerationSource
+from lightning_sdm.generation.windows import WindowPlan, generate_in_windows
+from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.models.text_to_music import TextToMusicLM
+
+SUMMARY_FILE = "summary.json"
+CODES_FILE = "codes.pt"
+# Window w > 0 of a request draws from seed + w * WINDOW_SEED_STEP: fixed, and apart from
+# the seeds of neighbouring requests.
+WINDOW_SEED_STEP = 1_000_003
+
+
+class LongerThanTrainedWarning(UserWarning):
+    """A window longer than the crops seen in training: positions the model never saw."""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    batch_size: int = 8
+    window_seconds: float | None = None  # default: the training crop length, when known
+    extend_stride: float | None = None  # default: 60 % of the window (MusicGen: 18 of 30 s)
+    audio_prompt: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UserInputError(f"--batch_size must be at least 1, got {self.batch_size}")
+        for name in ("window_seconds", "extend_stride"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise UserInputError(f"--{name} must be positive, got {value}")
+
+
+@dataclass
+class GenerationSummary:
+    output: Path
+    rows: list[dict[str, Any]]
+    wall_s: float
+    audio_s: float
+    wrote_audio: bool
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.wall_s / self.audio_s if self.audio_s else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "wall_s": self.wall_s,
+            "audio_s": self.audio_s,
+            "rtf": self.real_time_factor,
+            "files": self.rows,
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{'file':<40} {'s':>6} {'seed':>8} {'steps':>6} {'windows':>7}"]
+        for row in self.rows:
+            lines.append(
+                f"{row['name'][:40]:<40} {row['seconds']:>6.2f} {row['seed']:>8} "
+                f"{row['decoding_steps']:>6} {len(row['windows']):>7}"
+            )
+        audio = "wav + json per prompt" if self.wrote_audio else "codes only (no codec)"
+        lines.append(
+            f"wrote {len(self.rows)} ({audio}) to {self.output}: {self.audio_s:.1f} s of audio "
+            f"in {self.wall_s:.2f} s (RTF {self.real_time_factor:.2f}); "
+            f"summary in {self.output / SUMMARY_FILE}"
+        )
+        return "\n".join(lines)
+
+
+def window_plan(source: GenerationSource, options: GenerationOptions, frames: int) -> WindowPlan:
+    """The window: given, else the training crop length, else the whole request."""
+    rate = source.frame_rate
+    if options.window_seconds is not None:
+        window = max(1, round(options.window_seconds * rate))
+        if source.trained_frames and window > source.trained_frames:
+            warnings.warn(
+                f"a {options.window_seconds:g} s window is longer than the "
+                f"{source.trained_frames / rate:g} s crops this model was trained on: "
+                "what comes after is untested",
+                LongerThanTrainedWarning,
+                stacklevel=2,
+            )
+    else:
+        window = source.trained_frames or frames
+    if window == 1:
+        return WindowPlan(window=frames + 1, stride=frames)  # one call: nothing to continue
+    if options.extend_stride is not None:
+        stride = round(options.extend_stride * rate)
+    else:
+        stride = max(1, round(0.6 * window))
+    return WindowPlan(window=window, stride=min(stride, window - 1))
+
+
+def read_audio_prompt(path: str, source: GenerationSource) -> torch.Tensor:
+    """Codes [1, C, Tp] of an audio file, resampled to the codec's rate (and said so)."""
+    if source.codec is None:
+        raise UserInputError("--audio_prompt needs a codec: pass --codec_dir")
+    file = Path(path)
+    if not file.is_file():
+        raise UserInputError(f"audio prompt {file} not found")
+    rate = source.codec.sample_rate
+    try:
+        audio = load_mono(file, rate)
+    except AudioRejected as error:
+        raise UserInputError(f"audio prompt {file}: {error}") from error
+    if audio.source_sample_rate != rate or audio.source_channels != 1:
+        channels = "mono" if audio.source_channels == 1 else f"{audio.source_channels} channels"
+        print(
+            f"audio prompt {file}: {audio.source_sample_rate} Hz {channels}, "
+            f"resampled to the codec's {rate} Hz mono"
+        )
+    wav = torch.from_numpy(audio.samples)[None].to(source.codec.device)
+    return source.codec.encode(wav)
+
+
+def generate_requests(
+    source: GenerationSource,
+    requests: Sequence[GenerationRequest],
+    options: GenerationOptions,
+    output_dir: str | Path,
+) -> GenerationSummary:
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    model = source.model
+    prompt = read_audio_prompt(options.audio_prompt, source) if options.audio_prompt else None
+    batches = _batches(source, requests, options.batch_size)
+    plans = {frames: window_plan(source, options, frames) for frames, _ in batches}
+    prompt_frames = 0 if prompt is None else prompt.shape[-1]
+    for frames, batch in batches:
+        if prompt_frames >= frames:
+            raise UserInputError(
+                f"the audio prompt is {prompt_frames / source.frame_rate:.2f} s, not shorter "
+                f"than the {batch[0].seconds:g} s asked for {batch[0].prompt!r}"
+            )
+    total_steps = sum(
+        _decoding_steps(model, plans[frames].lengths(frames, prompt_frames))
+        for frames, _ in batches
+    )
+    width = max(2, len(str(len(requests) - 1)))
+    rows: list[dict[str, Any]] = []
+    all_codes: dict[int, torch.Tensor] = {}
+    started = time.perf_counter()
+    with tqdm(
+        total=total_steps, desc="decoding steps", unit="step", disable=not options.progress
+    ) as bar:
+        for frames, batch in batches:
+            plan = plans[frames]
+            batch_start = time.perf_counter()
+            codes = _generate_batch(model, batch, frames, plan, prompt, options.sampling, bar)
+            wavs = source.codec.decode(codes) if source.codec is not None else None
+            wall = time.perf_counter() - batch_start
+            calls = plan.lengths(frames, prompt_frames)
+            for row, request in enumerate(batch):
+                all_codes[request.index] = codes[row].cpu()
+                name = f"{request.index:0{width}d}-{slug(request.prompt)}"
+                if wavs is not None:
+                    write_wav(output / f"{name}.wav", wavs[row], source.codec.sample_rate)
+                sidecar = _sidecar(source, request, options, frames, calls, wall, len(batch))
+                sidecar["name"] = name
+                (output / f"{name}.json").write_text(json.dumps(sidecar, indent=2))
+                rows.append(sidecar)
+    wall = time.perf_counter() - started
+    rows.sort(key=lambda row: row["index"])
+    _save_codes(output, requests, all_codes)
+    summary = GenerationSummary(
+        output, rows, wall, sum(r.seconds for r in requests), source.codec is not None
+    )
+    (output / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary
+
+
+def _batches(
+    source: GenerationSource, requests: Sequence[GenerationRequest], batch_size: int
+) -> list[tuple[int, list[GenerationRequest]]]:
+    """Requests of the same length together (one grid per batch), at most batch_size each."""
+    by_frames: dict[int, list[GenerationRequest]] = {}
+    for request in requests:
+        frames = max(1, round(request.seconds * source.frame_rate))
+        by_frames.setdefault(frames, []).append(request)
+    return [
+        (frames, group[start : start + batch_size])
+        for frames, group in by_frames.items()
+        for start in range(0, len(group), batch_size)
+    ]
+
+
+def _generate_batch(
+    model: TextToMusicLM,
+    batch: list[GenerationRequest],
+    frames: int,
+    plan: WindowPlan,
+    prompt: torch.Tensor | None,
+    sampling: SamplingConfig,
+    bar: tqdm,
+) -> torch.Tensor:
+    captions = [request.prompt for request in batch]
+    seeds = [request.seed for request in batch]
+
+    def window(length: int, context: torch.Tensor | None, index: int) -> torch.Tensor:
+        return model.generate(
+            captions,
+            length,
+            sampling=sampling,
+            prompt_tokens=context,
+            seed=[seed + index * WINDOW_SEED_STEP for seed in seeds],
+            on_step=lambda: bar.update(1),
+        )
+
+    batch_prompt = None if prompt is None else prompt.expand(len(batch), -1, -1)
+    return generate_in_windows(window, frames, plan, batch_prompt)
+
+
+def _decoding_steps(model: TextToMusicLM, calls: list[tuple[int, int]]) -> int:
+    return sum(model.lm.layout(length).num_decoding_steps for _, length in calls)
+
+
+def _sidecar(
+    source: GenerationSource,
+    request: GenerationRequest,
+    options: GenerationOptions,
+    frames: int,
+    calls: list[tuple[int, int]],
+    batch_wall: float,
+    batch_rows: int,
+) -> dict[str, Any]:
+    lm = source.model.config.lm
+    steps = _decoding_steps(source.model, calls)
+    return {
+        "index": request.index,
+        "prompt": request.prompt,
+        "seed": request.seed,
+        "seconds": frames / source.frame_rate,
+        "frames": frames,
+        "pattern": lm.pattern,
+        "interleave": lm.interleave,
+        "schedule": lm.schedule,
+        "sampling": asdict(options.sampling),
+        "model": source.identity,
+        "audio_prompt": options.audio_prompt,
+        "windows": [{"prompt_frames": given, "frames": length} for given, length in calls],
+        "decoding_steps": steps,
+        "batch_rows": batch_rows,
+        "batch_wall_s": batch_wall,
+        # Wall time over the audio the batch produced (below 1: faster than real time).
+        "rtf": batch_wall / (batch_rows * frames / source.frame_rate),
+    }
+
+
+def _save_codes(
+    output: Path, requests: Sequence[GenerationRequest], codes: dict[int, torch.Tensor]
+) -> None:
+    ordered = [codes[request.index].to(torch.int16) for request in requests]
+    same_length = len({c.shape[-1] for c in ordered}) == 1
+    torch.save(
+        {
+            "codes": torch.stack(ordered) if same_length else ordered,
+            "captions": [request.prompt for request in requests],
+            "seeds": [request.seed for request in requests],
+        },
+        output / CODES_FILE,
+    )

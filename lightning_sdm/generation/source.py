@@ -1,0 +1,134 @@
+"""What to generate with: an exported model directory or a training checkpoint, its codec,
+and an identity that says exactly which weights made a file."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.export import CODEC_DIR, trained_segment_frames
+from lightning_sdm.models.text_to_music import CONFIG_FILE, WEIGHTS_FILE, TextToMusicLM
+
+DEFAULT_FRAME_RATE = 50.0  # EnCodec 32 kHz, when no codec says otherwise
+
+
+@dataclass
+class GenerationSource:
+    model: TextToMusicLM
+    codec: EncodecCodec | None
+    trained_frames: int | None  # the crop length seen in training, when known
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.codec.frame_rate if self.codec is not None else DEFAULT_FRAME_RATE
+
+
+def file_digest(path: Path, limit: int = 1 << 30) -> str:
+    """sha256 of the file's first `limit` bytes (a model's identity, cheap for large ones)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        remaining = limit
+        while remaining > 0 and (chunk := handle.read(min(1 << 20, remaining))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()[:16]
+
+
+def load_source(
+    model_dir: str | None = None, ckpt: str | None = None, codec_dir: str | None = None
+) -> GenerationSource:
+    """The model from exactly one of `model_dir` / `ckpt`, with the codec from `codec_dir`,
+    else the model directory's codec/, else the codec the checkpoint's run trained on."""
+    if (model_dir is None) == (ckpt is None):
+        raise UserInputError("give either --model DIR (from export) or --ckpt FILE (from fit)")
+    if model_dir is not None:
+        model, trained, identity, default_codec = _from_directory(Path(model_dir))
+    else:
+        model, trained, identity, default_codec = _from_checkpoint(Path(str(ckpt)))
+    codec_path = Path(codec_dir) if codec_dir else default_codec
+    codec = None
+    if codec_path is not None:
+        if not (codec_path / "config.json").is_file():
+            raise UserInputError(f"codec directory {codec_path} has no config.json")
+        codec = EncodecCodec(CodecConfig(pretrained=str(codec_path)))
+        _check_codec_fits(codec, model)
+        identity["codec"] = str(codec_path)
+    return GenerationSource(model.eval(), codec, trained, identity)
+
+
+def _from_directory(directory: Path) -> tuple[TextToMusicLM, int | None, dict, Path | None]:
+    if not (directory / CONFIG_FILE).is_file():
+        raise UserInputError(
+            f"{directory} is not a saved lightning_sdm model (no {CONFIG_FILE}); "
+            "make one with `lightning-sdm export CKPT DIR`, or pass --ckpt"
+        )
+    try:
+        model = TextToMusicLM.from_pretrained(directory)
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise UserInputError(f"{directory}: weights and config do not match ({error})") from error
+    identity = {
+        "model": str(directory),
+        "weights_sha256": file_digest(directory / WEIGHTS_FILE),
+    }
+    codec = directory / CODEC_DIR
+    return model, trained_segment_frames(directory), identity, codec if codec.is_dir() else None
+
+
+def _from_checkpoint(path: Path) -> tuple[TextToMusicLM, int | None, dict, Path | None]:
+    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, TextToMusicTask
+
+    if not path.is_file():
+        raise UserInputError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt files
+        raise UserInputError(f"checkpoint {path} is unreadable: {error}") from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "state_dict" not in checkpoint:
+        raise UserInputError(f"{path} is not a lightning-sdm fit checkpoint")
+    if "encodec_config" in hparams:
+        raise UserInputError(f"{path} is a codec checkpoint; generation needs the LM's")
+    try:
+        task = TextToMusicTask(**hparams)
+        task.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise UserInputError(
+            f"{path}: its weights do not match its config ({str(error).splitlines()[0]})"
+        ) from error
+    identity = {
+        "checkpoint": str(path),
+        "global_step": checkpoint.get("global_step"),
+        # With EMA weight averaging the checkpoint's state_dict holds the averaged weights.
+        "ema_weights": "current_model_state" in checkpoint,
+        "checkpoint_sha256": file_digest(path),
+    }
+    return task.model, checkpoint.get(TRAINED_FRAMES_KEY), identity, _run_codec(path)
+
+
+def _run_codec(checkpoint: Path) -> Path | None:
+    """The codec named by the run's config.yaml (RUN/checkpoints/x.ckpt -> RUN/config.yaml)."""
+    config_path = checkpoint.resolve().parent.parent / "config.yaml"
+    if not config_path.is_file():
+        return None
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    section = data.get("data") or {}
+    section = section.get("init_args", section)
+    pretrained = (section.get("codec") or {}).get("pretrained")
+    return Path(pretrained) if pretrained and Path(pretrained).is_dir() else None
+
+
+def _check_codec_fits(codec: EncodecCodec, model: TextToMusicLM) -> None:
+    if codec.num_codebooks != model.num_levels or codec.cardinality != model.cardinality:
+        raise UserInputError(
+            f"the codec has {codec.num_codebooks} codebooks of {codec.cardinality} codes, "
+            f"the model predicts {model.num_levels} of {model.cardinality}: pass the codec "
+            "the model was trained with (--codec_dir)"
+        )

@@ -1,0 +1,153 @@
+"""generate end to end through the CLI: sources, errors, audio prompts, sidecars."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from lightning_sdm.cli import main
+from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.data.audio import load_mono
+from lightning_sdm.tasks.lm_task import TextToMusicTask
+from tests.conftest import tiny_config, tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_with_codec(tmp_path_factory):
+    """A tiny LM over a random 32 kHz EnCodec's 4 x 2048 codes, with the codec inside."""
+    directory = tmp_path_factory.mktemp("model")
+    tiny_model("stack_delay", 3, cardinality=2048).save_pretrained(directory)
+    torch.manual_seed(0)
+    EncodecCodec().save_pretrained(directory / "codec")
+    return directory
+
+
+def run(capsys, *argv):
+    code = main(["generate", "--no-progress", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_an_audio_prompt_is_resampled_encoded_and_kept_exactly(model_with_codec, tmp_path, capsys):
+    seconds, rate = 0.1, 16000
+    wav = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)
+    soundfile.write(tmp_path / "prompt.wav", np.stack([wav, wav], axis=1), rate)
+    out = tmp_path / "out"
+    code, printed, _ = run(
+        capsys, "--model", model_with_codec, "--prompt", "a", "--prompt", "b", "--seconds", 0.3,
+        "--audio_prompt", tmp_path / "prompt.wav", "--output_dir", out,
+    )  # fmt: skip
+    assert code == 0
+    assert "16000 Hz 2 channels, resampled to the codec's 32000 Hz mono" in printed
+    codec = EncodecCodec(CodecConfig(pretrained=str(model_with_codec / "codec")))
+    samples = torch.from_numpy(load_mono(tmp_path / "prompt.wav", 32000).samples)
+    expected = codec.encode(samples[None])
+    codes = torch.load(out / "codes.pt")["codes"].long()
+    assert codes.shape == (2, 4, 15)
+    assert torch.equal(codes[:, :, : expected.shape[-1]], expected.expand(2, -1, -1))
+    assert not torch.equal(codes[0, :, expected.shape[-1] :], codes[1, :, expected.shape[-1] :])
+    audio, sample_rate = soundfile.read(out / "00-a.wav")
+    assert sample_rate == 32000 and audio.shape == (15 * 640,)
+    assert json.loads((out / "01-b.json").read_text())["audio_prompt"].endswith("prompt.wav")
+
+
+def test_an_audio_prompt_as_long_as_the_request_is_refused(model_with_codec, tmp_path, capsys):
+    soundfile.write(tmp_path / "long.wav", np.zeros(32000), 32000)
+    code, _, err = run(
+        capsys, "--model", model_with_codec, "--prompt", "a", "--seconds", 0.5,
+        "--audio_prompt", tmp_path / "long.wav", "--output_dir", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 2 and "the audio prompt is 1.00 s, not shorter than the 0.5 s" in err
+
+
+def test_batches_do_not_change_what_a_prompt_generates(model_with_codec, tmp_path, capsys):
+    prompts = ["a", "b", "c"]
+    argv = ["--model", model_with_codec, "--seconds", 0.2, "--seed", 5]
+    for batch_size in (1, 3):
+        out = tmp_path / f"batch{batch_size}"
+        argv_prompts = [w for p in prompts for w in ("--prompt", p)]
+        assert (
+            run(capsys, *argv, *argv_prompts, "--batch_size", batch_size, "--output_dir", out)[0]
+            == 0
+        )
+    one, three = (torch.load(tmp_path / f"batch{b}" / "codes.pt")["codes"] for b in (1, 3))
+    assert torch.equal(one, three)
+    summary = json.loads((tmp_path / "batch3" / "summary.json").read_text())
+    assert [f["seed"] for f in summary["files"]] == [5, 6, 7]
+    assert summary["files"][0]["batch_rows"] == 3 and summary["rtf"] > 0
+
+
+def test_mixed_durations_from_a_jsonl(model_with_codec, tmp_path, capsys):
+    file = tmp_path / "p.jsonl"
+    file.write_text('{"prompt": "a", "seconds": 0.1}\n{"prompt": "b", "seconds": 0.2, "seed": 3}\n')
+    code, printed, _ = run(
+        capsys, "--model", model_with_codec, "--prompt_file", file, "--output_dir", tmp_path / "o"
+    )
+    assert code == 0 and "wrote 2 (wav + json per prompt)" in printed
+    saved = torch.load(tmp_path / "o" / "codes.pt")
+    assert [c.shape[-1] for c in saved["codes"]] == [5, 10] and saved["seeds"] == [0, 3]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seconds", "0"], "--seconds: the duration must be positive"),
+        (["--timesteps", "-3"], "--timesteps must be positive"),
+        (["--batch_size", "0"], "--batch_size must be at least 1"),
+        (["--audio_prompt", "/nonexistent.wav"], "audio prompt /nonexistent.wav not found"),
+    ],
+)
+def test_bad_generation_options_fail_in_one_line(
+    model_with_codec, tmp_path, capsys, extra, message
+):
+    code, _, err = run(capsys, "--model", model_with_codec, "--prompt", "a", *extra)
+    assert code == 2 and message in err
+
+
+def test_bad_model_sources_fail_in_one_line(tmp_path, capsys):
+    assert "either --model DIR" in run(capsys, "--prompt", "a")[2]
+    assert (
+        "checkpoint /none.ckpt not found" in run(capsys, "--ckpt", "/none.ckpt", "--prompt", "a")[2]
+    )
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert "is unreadable" in run(capsys, "--ckpt", tmp_path / "junk.ckpt", "--prompt", "a")[2]
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    assert (
+        "not a lightning-sdm fit checkpoint"
+        in run(capsys, "--ckpt", tmp_path / "other.ckpt", "--prompt", "a")[2]
+    )
+
+
+def test_a_checkpoint_whose_config_does_not_match_its_weights(tmp_path, capsys):
+    config = tiny_config("delay", 1)
+    task = TextToMusicTask(lm=config.lm, text=config.text)
+    hparams = dict(task.hparams)
+    hparams["lm"] = {**hparams["lm"], "num_layers": 3}
+    torch.save({"hyper_parameters": hparams, "state_dict": task.state_dict()}, tmp_path / "x.ckpt")
+    code, _, err = run(capsys, "--ckpt", tmp_path / "x.ckpt", "--prompt", "a")
+    assert code == 2 and "its weights do not match its config" in err
+
+
+def test_a_model_directory_whose_config_does_not_match_its_weights(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["lm"]["num_layers"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "--model", tmp_path, "--prompt", "a")
+    assert code == 2 and "weights and config do not match" in err
+
+
+def test_a_codec_that_does_not_fit_the_model_is_refused(model_with_codec, tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "m")  # 16 codes per level
+    code, _, err = run(
+        capsys,
+        "--model",
+        tmp_path / "m",
+        "--codec_dir",
+        model_with_codec / "codec",
+        "--prompt",
+        "a",
+    )
+    assert code == 2 and "the codec has 4 codebooks of 2048 codes" in err
