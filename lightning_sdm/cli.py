@@ -26,6 +26,7 @@ TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     "tokenize": (commands.tokenize, True),
     "generate": (commands.generate, False),
+    "import-musicgen": (commands.import_musicgen, True),
     "export": (commands.export, False),
     "plot": (commands.plot, True),
     "demo": (commands.demo, False),

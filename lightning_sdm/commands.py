@@ -183,6 +183,21 @@ def export(ckpt: str, output: str, codec_dir: str | None = None) -> int:
     return 0
 
 
+def import_musicgen(source: str, output: str) -> int:
+    """Turn a local Hugging Face MusicGen checkpoint (e.g. a copy of facebook/musicgen-small)
+    into a model directory that generate, export and fit (model.init_from) read.
+
+    Args:
+        source: The MusicGen directory (config.json, weights, tokenizer files).
+        output: Directory to write (config.json, model.safetensors, text_encoder/, codec/).
+    """
+    from lightning_sdm.convert.musicgen import import_musicgen as run_import
+
+    written = run_import(source, output)
+    print(f"imported {source} to {written} (delay pattern; its EnCodec in {written}/codec)")
+    return 0
+
+
 def demo(
     codec_config: str = "configs/codec_demo.yaml",
     lm_config: str = "configs/demo.yaml",

@@ -19,6 +19,8 @@ from transformers import (
 # The condition the generator uses for its unconditional rows, and CFG dropout's stand-in.
 EMPTY_CONDITION = ""
 
+UNCONDITIONAL_KINDS = ("empty_text", "zeros")
+
 TINY_T5 = {"vocab_size": 384, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 4}
 
 
@@ -34,10 +36,18 @@ class TextConditionerConfig:
     freeze: bool = True
     cfg_dropout: float = 0.1
     max_length: int = 256
+    # What the empty condition (CFG's unconditional rows, dropped captions) becomes:
+    # "empty_text" encodes "" with T5; "zeros" is a zero state that cross-attention reads
+    # as nothing (MusicGen's and audiocraft's null condition).
+    unconditional: str = "empty_text"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.cfg_dropout <= 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1], got {self.cfg_dropout}")
+        if self.unconditional not in UNCONDITIONAL_KINDS:
+            raise ValueError(
+                f"unconditional must be one of {UNCONDITIONAL_KINDS}, got {self.unconditional!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +124,14 @@ class T5Conditioner(nn.Module):
             states = self.encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].bool()
         projected = self.projection(states) * mask[..., None]
+        if self.config.unconditional == "zeros":
+            empty = torch.tensor([text == EMPTY_CONDITION for text in texts], device=device)
+            projected = projected * ~empty[:, None, None]
+            # One zero key/value left visible: attention to it adds exactly nothing, and no
+            # row is fully masked (which would make attention NaN).
+            mask = torch.where(
+                empty[:, None], torch.arange(mask.shape[1], device=device) == 0, mask
+            )
         return TextCondition(projected, mask)
 
     def save_pretrained(self, directory: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sdm.nn.positional import sinusoidal_encoding
+from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
 from lightning_sdm.nn.transformer import TransformerDecoder
 from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
 
@@ -35,6 +35,15 @@ class LMConfig:
     pattern: str = "stack_delay"
     interleave: int = 3
     schedule: str | None = None
+    # Layout details that differ between checkpoints (MusicGen: "tensor2tensor", no FFN bias).
+    positional: str = "sinusoidal"
+    ffn_bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.positional not in POSITIONAL_KINDS:
+            raise ValueError(
+                f"positional must be one of {POSITIONAL_KINDS}, got {self.positional!r}"
+            )
 
     def make_pattern(self) -> Pattern:
         return make_pattern(self.pattern, k=self.interleave, schedule=self.schedule)
@@ -64,7 +73,12 @@ class CodebookLM(nn.Module):
             else None
         )
         self.decoder = TransformerDecoder(
-            config.dim, config.num_layers, config.num_heads, config.ffn_dim, config.dropout
+            config.dim,
+            config.num_layers,
+            config.num_heads,
+            config.ffn_dim,
+            config.dropout,
+            config.ffn_bias,
         )
         self.head_weight = nn.Parameter(
             torch.randn(config.num_levels, config.cardinality, config.dim) * config.dim**-0.5
@@ -107,7 +121,8 @@ class CodebookLM(nn.Module):
     ) -> torch.Tensor:
         """grid [R, C*T + 1] (last column = special) -> position inputs [R, P, D]."""
         ids = grid[:, input_index]  # [R, C, P]
-        x = sinusoidal_encoding(time_index, self.config.dim).to(self.token_embedding.dtype)
+        x = sinusoidal_encoding(time_index, self.config.dim, kind=self.config.positional)
+        x = x.to(self.token_embedding.dtype)
         # One level at a time: gathering all levels at once would hold a [R, C, P, D] tensor.
         for level in range(self.config.num_levels):
             vectors = F.embedding(ids[:, level], self.token_embedding[level])

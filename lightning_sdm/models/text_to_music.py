@@ -54,11 +54,12 @@ def row_generators(
 
 
 class TextToMusicLM(nn.Module):
-    def __init__(self, config: TextToMusicConfig) -> None:
+    def __init__(self, config: TextToMusicConfig, conditioner: T5Conditioner | None = None) -> None:
+        """`conditioner`: one already built (an imported checkpoint's T5), else from config."""
         super().__init__()
         self.config = config
         self.lm = CodebookLM(config.lm)
-        self.conditioner = T5Conditioner(config.text, output_dim=config.lm.dim)
+        self.conditioner = conditioner or T5Conditioner(config.text, output_dim=config.lm.dim)
 
     @property
     def num_levels(self) -> int:
@@ -173,8 +174,11 @@ class TextToMusicLM(nn.Module):
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return directory
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> TextToMusicLM:
+    @staticmethod
+    def read_config(
+        directory: str | Path, overrides: dict[str, dict[str, Any]] | None = None
+    ) -> TextToMusicConfig:
+        """A saved model's config (its T5 path made absolute), with `overrides` per section."""
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
@@ -183,7 +187,21 @@ class TextToMusicLM(nn.Module):
         text_path = data["text"].get("pretrained")
         if text_path is not None and not Path(text_path).is_absolute():
             data["text"]["pretrained"] = str(directory / text_path)
-        model = cls(TextToMusicConfig.from_dict(data))
+        for section, values in (overrides or {}).items():
+            data[section].update(values)
+        return TextToMusicConfig.from_dict(data)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        map_location: str = "cpu",
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> TextToMusicLM:
+        """Load in eval mode; `overrides` change config options that leave the weights'
+        shapes alone (dropout, cfg_dropout, ...)."""
+        directory = Path(directory)
+        model = cls(cls.read_config(directory, overrides))
         state = load_file(directory / WEIGHTS_FILE, device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [name for name in missing if not name.startswith(_ENCODER_PREFIX)]
@@ -191,4 +209,4 @@ class TextToMusicLM(nn.Module):
             raise RuntimeError(
                 f"weights do not match the config: missing {missing}, unexpected {unexpected}"
             )
-        return model
+        return model.eval()  # like transformers: dropout off until training asks for it

@@ -10,7 +10,9 @@ from lightning_sdm.nn.kv_cache import SlotKVCache
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, ffn_bias: bool = True
+    ) -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(dim)
         self.self_attention = MultiHeadAttention(dim, num_heads, dropout)
@@ -18,7 +20,10 @@ class DecoderLayer(nn.Module):
         self.cross_attention = MultiHeadAttention(dim, num_heads, dropout)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+            nn.Linear(dim, ffn_dim, bias=ffn_bias),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, dim, bias=ffn_bias),
         )
         self.residual_dropout = nn.Dropout(dropout)
 
@@ -69,13 +74,19 @@ class DecoderLayer(nn.Module):
 
 class TransformerDecoder(nn.Module):
     def __init__(
-        self, dim: int, num_layers: int, num_heads: int, ffn_dim: int, dropout: float = 0.0
+        self,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float = 0.0,
+        ffn_bias: bool = True,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.layers = nn.ModuleList(
-            DecoderLayer(dim, num_heads, ffn_dim, dropout) for _ in range(num_layers)
+            DecoderLayer(dim, num_heads, ffn_dim, dropout, ffn_bias) for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(dim)
 

@@ -45,6 +45,39 @@ def caption_dropout_generator(rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(torch.initial_seed() + 1000 * rank)
 
 
+# What a fine-tuning config may change on a model it starts from; the rest is architecture.
+TRAINING_OPTIONS = {"lm": ("dropout",), "text": ("cfg_dropout", "freeze", "max_length")}
+
+
+def initial_model(directory: str, lm: LMConfig, text: TextConditionerConfig) -> TextToMusicLM:
+    """The directory's model, with the training options `lm`/`text` set away from defaults.
+
+    An architecture option set away from its default and from the directory's is an error,
+    not silently ignored.
+    """
+    try:
+        saved = TextToMusicLM.read_config(directory)
+    except FileNotFoundError as error:
+        raise UserInputError(f"model.init_from: {error}") from error
+    changes: dict[str, dict[str, Any]] = {"lm": {}, "text": {}}
+    for section, given, default, found in (
+        ("lm", lm, LMConfig(), saved.lm),
+        ("text", text, TextConditionerConfig(), saved.text),
+    ):
+        for name in given.to_dict():
+            value = getattr(given, name)
+            if value == getattr(default, name) or value == getattr(found, name):
+                continue
+            if name not in TRAINING_OPTIONS[section]:
+                raise UserInputError(
+                    f"model.{section}.{name} = {value!r} differs from {directory}'s "
+                    f"{getattr(found, name)!r}: init_from fixes the architecture (remove the "
+                    "option, or train from scratch)"
+                )
+            changes[section][name] = value
+    return TextToMusicLM.from_pretrained(directory, overrides=changes).train()
+
+
 class TextToMusicTask(L.LightningModule):
     """Loss, metrics, optimizer and schedule around `TextToMusicLM`.
 
@@ -57,6 +90,9 @@ class TextToMusicTask(L.LightningModule):
         text: The T5 text conditioner: local weights (`pretrained`) or a small random T5,
             freezing, caption dropout for classifier-free guidance.
         optim: AdamW and the warm-up + cosine schedule.
+        init_from: Start from a model directory (export, import-musicgen): its architecture
+            and weights; `lm` and `text` may still change training options (dropout,
+            cfg_dropout, freeze, max_length).
     """
 
     def __init__(
@@ -64,16 +100,23 @@ class TextToMusicTask(L.LightningModule):
         lm: LMConfig = LMConfig(),  # noqa: B008 - frozen dataclasses
         text: TextConditionerConfig = TextConditionerConfig(),  # noqa: B008
         optim: OptimConfig = OptimConfig(),  # noqa: B008
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         lm = config_from(lm, LMConfig)
         text = config_from(text, TextConditionerConfig)
         optim = config_from(optim, OptimConfig)
+        if init_from is not None:
+            self.model = initial_model(init_from, lm, text)
+            lm, text = self.model.config.lm, self.model.config.text
+        else:
+            self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))
+        # The resolved configs, not init_from: export and resume rebuild from these and the
+        # checkpoint's weights without reading the starting directory again.
         self.save_hyperparameters(
             {"lm": lm.to_dict(), "text": text.to_dict(), "optim": dataclasses.asdict(optim)}
         )
         self.optim_config = optim
-        self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))
         self._previous_batch: tuple[float, torch.Tensor] | None = None  # (start time, tokens)
         self._caption_dropout_rng: torch.Generator | None = None
         self.trained_segment_frames: int | None = None  # crop length, kept for `generate`

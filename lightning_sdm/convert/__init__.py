@@ -1,0 +1,1 @@
+"""Bring models trained elsewhere into our directory format."""

@@ -1,0 +1,211 @@
+"""Import of a tiny random MusicGen: logits, CFG and greedy tokens equal transformers'."""
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    ByT5Tokenizer,
+    EncodecConfig,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    T5Config,
+)
+
+from lightning_sdm.cli import main
+from lightning_sdm.convert.musicgen import import_musicgen
+from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.models.text_to_music import TextToMusicLM
+
+CARDINALITY, LEVELS = 64, 4
+TEXTS = ["warm pad", "fast drums in c minor"]
+
+
+def tiny_musicgen(text_width: int = 24) -> MusicgenForConditionalGeneration:
+    config = MusicgenConfig(
+        text_encoder=T5Config(
+            vocab_size=384, d_model=text_width, d_kv=8, d_ff=48, num_layers=1, num_heads=3
+        ),
+        audio_encoder=EncodecConfig(
+            sampling_rate=32000, audio_channels=1, normalize=False, chunk_length_s=None,
+            codebook_size=CARDINALITY, codebook_dim=16, hidden_size=16, num_filters=4,
+            num_lstm_layers=1, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
+        ),
+        decoder=MusicgenDecoderConfig(
+            vocab_size=CARDINALITY, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            ffn_dim=64, num_codebooks=LEVELS, pad_token_id=CARDINALITY,
+            bos_token_id=CARDINALITY, decoder_start_token_id=CARDINALITY,
+        ),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = MusicgenForConditionalGeneration(config).eval()
+    with torch.no_grad():  # norms off their init and larger weights: nothing matches by luck
+        projection = getattr(model, "enc_to_dec_proj", torch.nn.Identity())
+        for name, parameter in [*model.decoder.named_parameters(), *projection.named_parameters()]:
+            if "layer_norm" in name:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+            elif parameter.dim() == 2:
+                parameter.normal_(0.0, 0.3 if "embed" in name else parameter.shape[-1] ** -0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("musicgen")
+    musicgen = tiny_musicgen()
+    musicgen.save_pretrained(root / "musicgen")
+    ByT5Tokenizer().save_pretrained(root / "musicgen")
+    import_musicgen(root / "musicgen", root / "ours")
+    return musicgen, TextToMusicLM.from_pretrained(root / "ours").eval(), root
+
+
+def delayed_inputs(codes: torch.Tensor) -> torch.Tensor:
+    """MusicGen's decoder input: start token, then level k shifted right by k (pad elsewhere)."""
+    batch, levels, frames = codes.shape
+    steps = frames + levels - 1
+    inputs = torch.full((batch, levels, steps), CARDINALITY)
+    for level in range(levels):
+        inputs[:, level, level + 1 : level + 1 + frames] = codes[:, level, : steps - level - 1]
+    return inputs.reshape(batch * levels, steps)
+
+
+def their_logits(musicgen, codes, tokens=None, null=False):
+    """Logits [B, C, T, V] aligned with ours: level k's frame t is predicted at step t + k."""
+    batch, levels, frames = codes.shape
+    if null:  # MusicGen's unconditional input: zero text states, nothing to attend to
+        states = torch.zeros(batch, 1, musicgen.config.text_encoder.hidden_size)
+        kwargs = {"encoder_outputs": (states,), "attention_mask": torch.zeros(batch, 1)}
+    else:
+        kwargs = dict(tokens)
+    with torch.no_grad():
+        logits = musicgen(decoder_input_ids=delayed_inputs(codes), **kwargs).logits
+    logits = logits.reshape(batch, levels, -1, CARDINALITY)
+    return torch.stack([logits[:, k, k : k + frames] for k in range(levels)], dim=1)
+
+
+def test_teacher_forced_logits_equal_transformers_with_and_without_guidance(imported):
+    musicgen, ours, _ = imported
+    codes = torch.randint(
+        0, CARDINALITY, (2, LEVELS, 9), generator=torch.Generator().manual_seed(1)
+    )
+    tokens = ByT5Tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        conditional = ours(codes, TEXTS)
+        unconditional = ours(codes, ["", ""])
+    expected = their_logits(musicgen, codes, tokens)
+    assert (conditional - expected).abs().max() <= 1e-4
+    null = their_logits(musicgen, codes, null=True)
+    assert (unconditional - null).abs().max() <= 1e-4
+    guided, their_guided = (
+        u + 3.0 * (c - u) for c, u in ((conditional, unconditional), (expected, null))
+    )
+    assert (guided - their_guided).abs().max() <= 1e-4
+    assert (conditional - unconditional).abs().max() > 1e-3  # the text matters
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+def test_greedy_generation_yields_transformers_tokens(imported, cfg_scale):
+    musicgen, ours, _ = imported
+    frames = 12
+    tokens = ByT5Tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    captured = {}
+    decode = musicgen.audio_encoder.decode
+
+    def spy(codes, *args, **kwargs):
+        captured["codes"] = codes
+        return decode(codes, *args, **kwargs)
+
+    musicgen.audio_encoder.decode = spy
+    try:
+        musicgen.generate(
+            **tokens, do_sample=False, guidance_scale=cfg_scale, max_new_tokens=frames + LEVELS - 1
+        )
+    finally:
+        musicgen.audio_encoder.decode = decode
+    theirs = captured["codes"][0]
+    mine = ours.generate(TEXTS, frames, sampling=SamplingConfig(temperature=0, cfg_scale=cfg_scale))
+    assert theirs.shape == mine.shape == (2, LEVELS, frames)
+    assert torch.equal(mine, theirs)
+
+
+def test_the_import_carries_codec_tokenizer_and_window(imported):
+    _, _, root = imported
+    export = json.loads((root / "ours" / "export.json").read_text())
+    assert export["trained_segment_frames"] == 1500 and export["kind"] == "musicgen"
+    config = json.loads((root / "ours" / "config.json").read_text())
+    assert config["lm"]["pattern"] == "delay" and config["lm"]["positional"] == "tensor2tensor"
+    assert config["text"]["unconditional"] == "zeros" and config["lm"]["ffn_bias"] is False
+    assert (root / "ours" / "codec" / "config.json").is_file()
+
+
+def test_equal_widths_skip_the_projection_like_musicgen(tmp_path):
+    musicgen = tiny_musicgen(text_width=32)
+    musicgen.save_pretrained(tmp_path / "mg")
+    ByT5Tokenizer().save_pretrained(tmp_path / "mg")
+    ours = TextToMusicLM.from_pretrained(import_musicgen(tmp_path / "mg", tmp_path / "ours"))
+    codes = torch.randint(
+        0, CARDINALITY, (2, LEVELS, 5), generator=torch.Generator().manual_seed(2)
+    )
+    tokens = ByT5Tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert (ours(codes, TEXTS) - their_logits(musicgen, codes, tokens)).abs().max() <= 1e-4
+
+
+def test_import_command_and_its_errors(imported, tmp_path, capsys):
+    _, _, root = imported
+    assert main(["import-musicgen", str(root / "musicgen"), str(tmp_path / "out")]) == 0
+    assert "imported" in capsys.readouterr().out
+    assert main(["import-musicgen", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+    assert "is not a MusicGen directory" in capsys.readouterr().err
+
+
+def test_the_imported_model_fine_tunes_and_its_loss_falls(imported):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from lightning_sdm.tasks.lm_task import TextToMusicTask, masked_level_cross_entropy
+
+    _, _, root = imported
+    task = TextToMusicTask(
+        init_from=str(root / "ours"),
+        optim={"lr": 3e-3, "warmup_steps": 1},
+        text={"cfg_dropout": 0.0},
+    )
+    assert task.model.config.lm.pattern == "delay" and task.model.config.text.cfg_dropout == 0.0
+    codes = torch.randint(
+        0, CARDINALITY, (4, LEVELS, 10), generator=torch.Generator().manual_seed(3)
+    )
+    batch = {
+        "codes": codes,
+        "padding_mask": torch.ones(4, 10, dtype=torch.bool),
+        "captions": TEXTS * 2,
+    }
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(
+                masked_level_cross_entropy(
+                    task.model.eval()(codes, TEXTS * 2), codes, batch["padding_mask"]
+                )[0]
+            )
+
+    before = loss()
+    trainer = L.Trainer(
+        max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, DataLoader([batch] * 10, batch_size=None))
+    after = loss()
+    assert after < before - 0.1, (before, after)
+
+
+def test_init_from_keeps_the_architecture(imported):
+    from lightning_sdm.errors import UserInputError
+    from lightning_sdm.tasks.lm_task import TextToMusicTask
+
+    _, _, root = imported
+    with pytest.raises(UserInputError, match=r"model.lm.dim = 64 differs .* init_from fixes"):
+        TextToMusicTask(lm={"dim": 64}, init_from=str(root / "ours"))
+    with pytest.raises(UserInputError, match=r"model.init_from: .* not found"):
+        TextToMusicTask(init_from=str(root / "nowhere"))
