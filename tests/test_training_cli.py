@@ -255,6 +255,12 @@ def shortened(source: Path, target: Path, **trainer) -> Path:
     return target
 
 
+def demo_prompts(config: Path) -> list[str]:
+    callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+    (samples,) = (c for c in callbacks if c["class_path"].endswith("SampleGeneration"))
+    return samples["init_args"]["prompts"]
+
+
 @pytest.mark.slow
 def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the demo writes data/ and runs/ relative to where it runs
@@ -271,10 +277,11 @@ def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, mon
     assert len(codec_part["held_out_clips"]) == 12  # val_fraction 0.125 of 128, by key hash
     assert {"si_snr_db", "chroma_similarity"} <= set(codec_part["trained"])
     clarity = report["generation"]["pitch_clarity"]
-    assert len(clarity["per_prompt"]) == 4 and clarity["random_tokens"] > 0
+    prompts = demo_prompts(lm)
+    assert len(clarity["per_prompt"]) == len(prompts) and clarity["random_tokens"] > 0
     assert report["generation"]["prompt_distance"]["between_prompts_samples_db"] >= 0
     samples = report_path.parent / "samples"
-    assert len(list(samples.rglob("*.wav"))) == len(list(samples.rglob("*.png"))) == 4
+    assert len(list(samples.rglob("*.wav"))) == len(list(samples.rglob("*.png"))) == len(prompts)
     out = capsys.readouterr().out
     assert "Demo report" in out and "target chroma similarity" in out
     # a second run reuses the codec and its shards
