@@ -1,85 +1,319 @@
-"""Generation speed of every pattern, measured side by side in one run.
+"""Decoding speed of every pattern, transformers' MusicGen and the weight-streaming floor,
+measured side by side in one run.
 
-    python benchmarks/decoding_speed.py [--timesteps 500 --dim 512 --layers 6 --batch 2]
+    python benchmarks/decoding_speed.py [--seconds 10 --dim 512 --layers 8 --large --json out.json]
 
-Prints decoding steps, cache slots, wall time, real-time factor and speed relative to
-flat and delay. The paper's claim to compare with: stack-delay about as fast as delay and
-~4x faster than flat.
+Every row decodes 1 prompt with classifier-free guidance (2 rows through the decoder),
+top-k 250, at the same decoder size. `transformers` is MusicgenForConditionalGeneration.
+generate at the same decoder config (its audio decoding timed and subtracted). The floor
+is the decoder's weight matmuls alone for one delay step at the same rows: decoding a
+small model on a CPU is bound by streaming its weights from memory, so no step can be
+much cheaper than that. `static shapes` attends over every cache slot under the mask (the
+shape a CUDA graph needs); `bf16` casts the LM's weights, and its logits' deviation from
+fp32 on the same codes is printed with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from lightning_sdm.conditioning import TextConditionerConfig
-from lightning_sdm.generation.source import DEFAULT_FRAME_RATE as FRAME_RATE_HZ
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 
 PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 1), ("stack_delay", 3)]
+FRAME_RATE = 50.0
+TINY_TEXT = {
+    "vocab_size": 384,
+    "d_model": 32,
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_layers": 1,
+    "num_heads": 4,
+}
 
 
-def timed_generate(
-    model: TextToMusicLM, captions: list[str], frames: int, sampling: SamplingConfig, seed: int
-) -> tuple[torch.Tensor, float]:
-    start = time.perf_counter()
-    codes = model.generate(captions, frames, sampling=sampling, seed=seed)
-    return codes, time.perf_counter() - start
+@dataclass
+class Row:
+    name: str
+    pattern: str
+    k: int
+    layers: int
+    dim: int
+    precision: str
+    steps: int
+    wall_s: float
+    ms_per_step: float
+    rtf: float
+    max_cache_keys: int
+    cache_bytes: int
+    floor_multiple: float = float("nan")
+    static_shapes: bool = False
+    # bf16 only: max |logit - fp32 logit| over teacher-forced codes, and that over the
+    # fp32 logits' standard deviation.
+    logit_max_abs_dev: float | None = None
+    logit_rel_dev: float | None = None
+
+
+def lm_config(args: argparse.Namespace, dim: int, layers: int, pattern: str, k: int) -> LMConfig:
+    return LMConfig(
+        dim=dim, num_layers=layers, num_heads=args.heads if dim <= 512 else 16, ffn_dim=4 * dim,
+        num_levels=args.levels, cardinality=args.cardinality, pattern=pattern, interleave=k,
+    )  # fmt: skip
+
+
+def our_model(lm: LMConfig) -> TextToMusicLM:
+    torch.manual_seed(0)
+    text = TextConditionerConfig(t5_config=dict(TINY_TEXT))
+    return TextToMusicLM(TextToMusicConfig(lm=lm, text=text)).eval()
+
+
+def median_time(run, repeats: int) -> float:
+    run()  # warm-up: allocations, kernels, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def logit_deviation(model: TextToMusicLM, precision: str) -> tuple[float, float]:
+    """Teacher-forced cached logits at `precision` against fp32, on the same random codes."""
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, model.cardinality, (1, model.num_levels, 50), generator=generator)
+    model.lm.set_inference_precision("fp32")
+    reference = model.score_cached(codes, ["a caption"])
+    model.lm.set_inference_precision(precision)
+    deviation = (model.score_cached(codes, ["a caption"]) - reference).abs().max().item()
+    return deviation, deviation / reference.std().item()
+
+
+def measure_ours(
+    args: argparse.Namespace,
+    lm: LMConfig,
+    frames: int,
+    sampling: SamplingConfig,
+    precision: str = "fp32",
+    static_shapes: bool = False,
+) -> Row:
+    model = our_model(lm)
+    deviation = logit_deviation(model, precision) if precision != "fp32" else (None, None)
+
+    options = {"static_shapes": True} if static_shapes else {}
+
+    def run() -> None:
+        model.generate(["a caption"], frames, sampling=sampling, seed=0, **options)
+
+    wall = median_time(run, args.repeats)
+    layout = model.lm.layout(frames)
+    rows = 2 if sampling.uses_guidance else 1
+    bytes_per_value = model.lm.head_weight.element_size()
+    cache = 2 * lm.num_layers * rows * layout.num_slots * lm.dim * bytes_per_value
+    name = f"ours {lm.pattern}" + (f" k={lm.interleave}" if lm.pattern == "stack_delay" else "")
+    if precision != "fp32":
+        name += f" ({precision})"
+    if static_shapes:
+        name += " (static shapes)"
+    return Row(
+        name=name, pattern=lm.pattern, k=lm.interleave, layers=lm.num_layers, dim=lm.dim,
+        precision=precision, steps=layout.num_decoding_steps, wall_s=wall,
+        ms_per_step=1000 * wall / layout.num_decoding_steps, rtf=wall / (frames / FRAME_RATE),
+        max_cache_keys=layout.num_slots, cache_bytes=cache, static_shapes=static_shapes,
+        logit_max_abs_dev=deviation[0], logit_rel_dev=deviation[1],
+    )  # fmt: skip
+
+
+def measure_transformers(args: argparse.Namespace, lm: LMConfig, frames: int) -> Row:
+    from transformers import (
+        ByT5Tokenizer,
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    config = MusicgenConfig(
+        text_encoder=T5Config(**TINY_TEXT),
+        audio_encoder=EncodecConfig(
+            sampling_rate=32000, audio_channels=1, normalize=False, chunk_length_s=None,
+            codebook_size=lm.cardinality, codebook_dim=16, hidden_size=16, num_filters=4,
+            num_lstm_layers=1, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
+        ),
+        decoder=MusicgenDecoderConfig(
+            vocab_size=lm.cardinality, hidden_size=lm.dim, num_hidden_layers=lm.num_layers,
+            num_attention_heads=lm.num_heads, ffn_dim=lm.ffn_dim, num_codebooks=lm.num_levels,
+            pad_token_id=lm.cardinality, bos_token_id=lm.cardinality,
+            decoder_start_token_id=lm.cardinality,
+        ),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = MusicgenForConditionalGeneration(config).eval()
+    tokens = ByT5Tokenizer()(["a caption"], return_tensors="pt")
+    decode_seconds: list[float] = []
+    decode = model.audio_encoder.decode
+
+    def timed_decode(*a, **k):
+        start = time.perf_counter()
+        out = decode(*a, **k)
+        decode_seconds.append(time.perf_counter() - start)
+        return out
+
+    model.audio_encoder.decode = timed_decode
+    steps = frames + lm.num_levels - 1
+
+    def run() -> None:
+        with torch.inference_mode():
+            model.generate(
+                **tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=steps
+            )
+
+    run()
+    times = []
+    for _ in range(args.repeats):
+        decode_seconds.clear()
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start - sum(decode_seconds))
+    wall = statistics.median(times)
+    cache = 2 * lm.num_layers * 2 * steps * lm.dim * 4
+    return Row(
+        name="transformers MusicGen", pattern="delay", k=1, layers=lm.num_layers, dim=lm.dim,
+        precision="fp32", steps=steps, wall_s=wall, ms_per_step=1000 * wall / steps,
+        rtf=wall / (frames / FRAME_RATE), max_cache_keys=steps, cache_bytes=cache,
+    )  # fmt: skip
+
+
+def floor_ms_per_step(lm: LMConfig, rows: int, repeats: int = 200) -> float:
+    """The weight matmuls of one delay step: every layer's projections and FFN, the heads."""
+    torch.manual_seed(0)
+    dim, ffn = lm.dim, lm.ffn_dim
+    weights = []
+    for _ in range(lm.num_layers):
+        weights += [torch.randn(dim, dim), torch.randn(2 * dim, dim), torch.randn(dim, dim)]
+        weights += [torch.randn(dim, dim), torch.randn(dim, dim)]  # cross: query, out
+        weights += [torch.randn(ffn, dim), torch.randn(dim, ffn)]
+    heads = torch.randn(lm.num_levels, lm.cardinality, dim)
+    x = torch.randn(rows, 1, dim)
+    hidden = torch.randn(rows, 1, ffn)
+
+    def step() -> None:
+        for weight in weights:
+            F.linear(hidden if weight.shape[1] == ffn else x, weight)
+        for level in range(lm.num_levels):
+            F.linear(x, heads[level])
+
+    with torch.inference_mode():
+        for _ in range(10):
+            step()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step()
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def table(rows: list[Row], floor: float, delay: Row, transformers: Row | None) -> str:
+    header = (
+        f"{'':<26}{'steps':>6}{'wall s':>8}{'steps/s':>8}{'ms/step':>8}{'x floor':>8}"
+        f"{'RTF':>6}{'vs delay':>9}{'vs HF':>7}{'cache keys':>11}{'cache MB':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        versus_hf = transformers.wall_s / row.wall_s if transformers else float("nan")
+        lines.append(
+            f"{row.name:<26}{row.steps:>6}{row.wall_s:>8.2f}{row.steps / row.wall_s:>8.1f}"
+            f"{row.ms_per_step:>8.2f}{row.ms_per_step / floor:>8.2f}{row.rtf:>6.2f}"
+            f"{row.wall_s / delay.wall_s:>8.2f}x{versus_hf:>6.2f}x"
+            f"{row.max_cache_keys:>11}{row.cache_bytes / 2**20:>9.1f}"
+        )
+    lines.append(f"{'floor (weight matmuls)':<26}{'':>6}{'':>8}{'':>8}{floor:>8.2f}{1.0:>8.2f}")
+    return "\n".join(lines)
+
+
+def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
+    frames = round(args.seconds * FRAME_RATE)
+    sampling = SamplingConfig(temperature=1.0, top_k=250, cfg_scale=3.0)
+    rows: list[Row] = []
+    for pattern, k in PATTERNS:
+        if pattern != "delay" and args.only_delay:
+            continue
+        rows.append(
+            measure_ours(args, lm_config(args, dim, layers, pattern, k), frames, sampling, "fp32")
+        )
+        print(f"  measured {rows[-1].name}: {rows[-1].ms_per_step:.2f} ms/step", flush=True)
+    delay_config = lm_config(args, dim, layers, "delay", 1)
+    if args.static_shapes:
+        rows.append(measure_ours(args, delay_config, frames, sampling, static_shapes=True))
+        print(f"  measured {rows[-1].name}: {rows[-1].ms_per_step:.2f} ms/step", flush=True)
+    for precision in args.precision:
+        rows.append(measure_ours(args, delay_config, frames, sampling, precision))
+        print(f"  measured {rows[-1].name}: {rows[-1].ms_per_step:.2f} ms/step", flush=True)
+    transformers = None
+    if not args.skip_transformers:
+        transformers = measure_transformers(args, delay_config, frames)
+        rows.append(transformers)
+        print(f"  measured transformers: {transformers.ms_per_step:.2f} ms/step", flush=True)
+    floor = floor_ms_per_step(delay_config, rows=2)
+    for row in rows:
+        row.floor_multiple = row.ms_per_step / floor
+    delay = rows[0]
+    print(
+        f"\n{layers} layers x {dim}, C = {args.levels} x {args.cardinality}, {args.seconds:g} s "
+        f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, "
+        f"{torch.get_num_threads()} threads, CPU"
+    )
+    print(table(rows, floor, delay, transformers))
+    for row in rows:
+        if row.logit_max_abs_dev is not None:
+            print(
+                f"{row.name}: logits deviate from fp32 by at most {row.logit_max_abs_dev:.3g} "
+                f"({row.logit_rel_dev:.1%} of the fp32 logits' standard deviation)"
+            )
+    return {"rows": [asdict(row) for row in rows], "floor_ms_per_step": floor}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--levels", type=int, default=4)
+    parser.add_argument("--cardinality", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--large", action="store_true", help="also 24 layers x 1024")
+    parser.add_argument("--only-delay", action="store_true", help="skip the other patterns")
+    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument(
+        "--precision", nargs="*", default=["bf16"], help="reduced-precision delay rows"
+    )
+    parser.add_argument(
+        "--no-static-shapes", dest="static_shapes", action="store_false",
+        help="skip the static-shape delay row",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    captions = ["benchmark caption"] * args.batch
-    rows = []
-    for name, k in PATTERNS:
-        lm = LMConfig(
-            dim=args.dim, num_layers=args.layers, num_heads=args.heads, ffn_dim=4 * args.dim,
-            pattern=name, interleave=k,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        model = TextToMusicLM(TextToMusicConfig(lm=lm, text=TextConditionerConfig())).eval()
-        timed_generate(model, captions, 8, SamplingConfig(), 0)  # warm-up
-        times = [
-            timed_generate(model, captions, args.timesteps, SamplingConfig(), seed)[1]
-            for seed in range(args.repeats)
-        ]
-        layout = model.lm.layout(args.timesteps)
-        rows.append(
-            (f"{name} k={k}", layout.num_decoding_steps, layout.num_slots, statistics.median(times))
-        )
-    flat = next(seconds for label, *_, seconds in rows if label.startswith("flat"))
-    delay = next(seconds for label, *_, seconds in rows if label.startswith("delay"))
-    audio = args.timesteps / FRAME_RATE_HZ
-    print(
-        f"T={args.timesteps} ({audio:.0f} s), batch {args.batch} (+{args.batch} CFG rows), "
-        f"dim {args.dim}, {args.layers} layers, {torch.get_num_threads()} threads, CPU"
-    )
-    header = (
-        f"{'pattern':<16}{'steps':>7}{'slots':>7}{'seconds':>9}{'RTF':>7}"
-        f"{'vs flat':>9}{'vs delay':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for label, steps, slots, seconds in rows:
-        print(
-            f"{label:<16}{steps:>7}{slots:>7}{seconds:>9.2f}{seconds / audio:>7.2f}"
-            f"{flat / seconds:>8.2f}x{delay / seconds:>8.2f}x"
-        )
+    sizes = [(args.dim, args.layers)] + ([(1024, 24)] if args.large else [])
+    results = {f"{layers}x{dim}": run_size(args, dim, layers) for dim, layers in sizes}
+    if args.json:
+        first = next(iter(results.values()))
+        payload = {"rows": first["rows"], "floor_ms_per_step": first["floor_ms_per_step"]}
+        payload["sizes"] = results
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

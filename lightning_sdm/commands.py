@@ -111,6 +111,7 @@ def generate(
     extend_stride: float | None = None,
     audio_prompt: str | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> int:
     """Generate audio (a wav + JSON sidecar per prompt) and codes from a model or checkpoint.
 
@@ -136,6 +137,8 @@ def generate(
             the rest of the window is the previous audio, kept as the prompt.
         audio_prompt: A wav to continue (resampled to the codec's rate); kept exactly.
         progress: Show a progress bar over decoding steps.
+        precision: The LM's weights while decoding: fp32, or bf16 (faster where the CPU or
+            GPU has bf16 units; logits move by about 1 %, see benchmarks/decoding_speed.py).
     """
     from lightning_sdm.generation import (
         GenerationOptions,
@@ -158,6 +161,7 @@ def generate(
         extend_stride=extend_stride,
         audio_prompt=audio_prompt,
         progress=progress,
+        precision=precision,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("always", LongerThanTrainedWarning)

@@ -19,6 +19,7 @@ from lightning_sdm.errors import UserInputError
 from lightning_sdm.generation.requests import GenerationRequest
 from lightning_sdm.generation.source import GenerationSource
 from lightning_sdm.generation.windows import WindowPlan, generate_in_windows
+from lightning_sdm.models.lm import INFERENCE_PRECISIONS
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicLM
 
@@ -41,8 +42,14 @@ class GenerationOptions:
     extend_stride: float | None = None  # default: 60 % of the window (MusicGen: 18 of 30 s)
     audio_prompt: str | None = None
     progress: bool = True
+    precision: str = "fp32"  # the LM's weights while decoding: "fp32" or "bf16"
 
     def __post_init__(self) -> None:
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise UserInputError(
+                f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+                f"got {self.precision!r}"
+            )
         if self.batch_size < 1:
             raise UserInputError(f"--batch_size must be at least 1, got {self.batch_size}")
         for name in ("window_seconds", "extend_stride"):
@@ -143,6 +150,7 @@ def generate_requests(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     model = source.model
+    model.lm.set_inference_precision(options.precision)
     prompt = read_audio_prompt(options.audio_prompt, source) if options.audio_prompt else None
     batches = _batches(source, requests, options.batch_size)
     plans = {frames: window_plan(source, options, frames) for frames, _ in batches}
@@ -256,6 +264,7 @@ def _sidecar(
         "interleave": lm.interleave,
         "schedule": lm.schedule,
         "sampling": asdict(options.sampling),
+        "precision": options.precision,
         "model": source.identity,
         "audio_prompt": options.audio_prompt,
         "windows": [{"prompt_frames": given, "frames": length} for given, length in calls],

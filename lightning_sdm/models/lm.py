@@ -8,6 +8,7 @@ layout, which is what keeps their logits equal.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -56,6 +57,10 @@ class LMConfig:
 # the K tokens; returns the token ids [R, K] to write into the grid.
 TokenPicker = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
+# Weight dtypes decoding can run in. bf16 halves the bytes each step streams from memory,
+# which is what bounds decoding a small model; logits are handed on in fp32 either way.
+INFERENCE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 class CodebookLM(nn.Module):
     def __init__(self, config: LMConfig) -> None:
@@ -89,40 +94,58 @@ class CodebookLM(nn.Module):
     def layout(self, num_timesteps: int) -> PatternLayout:
         return self.pattern.layout(num_timesteps, self.config.num_levels)
 
+    def set_inference_precision(self, precision: str) -> CodebookLM:
+        """Cast the weights for decoding ("fp32" or "bf16"); training expects fp32."""
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {sorted(INFERENCE_PRECISIONS)}, got {precision!r}"
+            )
+        return self.to(INFERENCE_PRECISIONS[precision])
+
     def _layout_tensors(self, num_timesteps: int, device: torch.device) -> dict[str, torch.Tensor]:
         """The layout's tensors on `device`, moved once per (T, device)."""
         key = (num_timesteps, str(device))
         if key not in self._device_layouts:
-            layout = self.layout(num_timesteps)
-            flat_grid = layout.num_levels * layout.num_timesteps
-            self._device_layouts[key] = {
-                # -1 (no token) points at an extra grid column that holds the special id.
-                "input_index": torch.where(
-                    layout.input_index >= 0, layout.input_index, flat_grid
-                ).to(device),
-                "time_index": layout.time_index.to(device),
-                "level_index": layout.level_index.to(device),
-                "attention_mask": layout.attention_mask.to(device),
-                "prediction_position": layout.prediction_position.to(device),
-                "slot": layout.slot.to(device),
-                "last_visible": layout.last_visible.to(device),
-                "target_level": layout.target_level.to(device),
-                "target_time": layout.target_time.to(device),
-                "target_position": layout.target_position.to(device),
-            }
+            self._device_layouts[key] = self._move_layout(num_timesteps, device)
         return self._device_layouts[key]
+
+    def _move_layout(self, num_timesteps: int, device: torch.device) -> dict[str, torch.Tensor]:
+        layout = self.layout(num_timesteps)
+        flat_grid = layout.num_levels * layout.num_timesteps
+        return {
+            # -1 (no token) points at an extra grid column that holds the special id.
+            "input_index": torch.where(layout.input_index >= 0, layout.input_index, flat_grid).to(
+                device
+            ),
+            "time_index": layout.time_index.to(device),
+            "level_index": layout.level_index.to(device),
+            "attention_mask": layout.attention_mask.to(device),
+            "prediction_position": layout.prediction_position.to(device),
+            "slot": layout.slot.to(device),
+            "last_visible": layout.last_visible.to(device),
+            "target_level": layout.target_level.to(device),
+            "target_time": layout.target_time.to(device),
+            "target_position": layout.target_position.to(device),
+            "target_flat": (layout.target_level * layout.num_timesteps + layout.target_time).to(
+                device
+            ),
+            # The sinusoids of every position, once: decoding slices them per step.
+            "positions": sinusoidal_encoding(
+                layout.time_index.to(device), self.config.dim, kind=self.config.positional
+            ),
+        }
 
     def embed(
         self,
         grid: torch.Tensor,
         input_index: torch.Tensor,
-        time_index: torch.Tensor,
+        positions: torch.Tensor,
         level_index: torch.Tensor,
     ) -> torch.Tensor:
-        """grid [R, C*T + 1] (last column = special) -> position inputs [R, P, D]."""
+        """grid [R, C*T + 1] (last column = special) -> position inputs [R, P, D];
+        `positions` [P, D] are the positions' sinusoids."""
         ids = grid[:, input_index]  # [R, C, P]
-        x = sinusoidal_encoding(time_index, self.config.dim, kind=self.config.positional)
-        x = x.to(self.token_embedding.dtype)
+        x = positions.to(self.token_embedding.dtype)
         # One level at a time: gathering all levels at once would hold a [R, C, P, D] tensor.
         for level in range(self.config.num_levels):
             vectors = F.embedding(ids[:, level], self.token_embedding[level])
@@ -145,14 +168,45 @@ class CodebookLM(nn.Module):
             )
         tensors = self._layout_tensors(num_timesteps, codes.device)
         grid = torch.cat([codes.flatten(1), codes.new_full((batch, 1), self.special_token)], dim=1)
-        x = self.embed(grid, tensors["input_index"], tensors["time_index"], tensors["level_index"])
+        x = self.embed(grid, tensors["input_index"], tensors["positions"], tensors["level_index"])
         hidden = self.decoder(x, tensors["attention_mask"], context, context_mask)
         predicting = hidden[:, tensors["prediction_position"]]  # [B, C, T, D]
         return (
             torch.einsum("bctd,cvd->bctv", predicting, self.head_weight) + self.head_bias[:, None]
         )
 
-    @torch.no_grad()
+    def embed_step(
+        self,
+        grid: torch.Tensor,
+        input_index: torch.Tensor,
+        positions: torch.Tensor,
+        level_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """`embed` for the few positions of one decoding step: every level in one lookup
+        (the [R, C, P, D] tensor this holds is small when P is)."""
+        ids = grid[:, input_index]  # [R, C, P]
+        vocab = self.special_token + 1
+        offsets = torch.arange(0, ids.shape[1] * vocab, vocab, device=ids.device)
+        table = self.token_embedding.view(-1, self.token_embedding.shape[-1])
+        vectors = F.embedding(ids + offsets[:, None], table)  # [R, C, P, D]
+        if self.level_embedding is not None:
+            vectors = vectors * (ids != self.special_token)[..., None]
+            return (
+                vectors.sum(dim=1) + positions.to(vectors.dtype) + self.level_embedding(level_index)
+            )
+        return vectors.sum(dim=1) + positions.to(vectors.dtype)
+
+    def step_logits(self, hidden: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
+        """hidden [R, K, D] of K targets at `levels` -> fp32 logits [R, K, V], reading each
+        level's head in place (gathering the heads would copy K x V x D per step)."""
+        return torch.stack(
+            [
+                F.linear(hidden[:, index], self.head_weight[level], self.head_bias[level])
+                for index, level in enumerate(levels)
+            ],
+            dim=1,
+        ).float()
+
     def decode(
         self,
         context: torch.Tensor,
@@ -160,12 +214,31 @@ class CodebookLM(nn.Module):
         num_timesteps: int,
         pick: TokenPicker,
         on_step: Callable[[], None] | None = None,
+        static_shapes: bool = False,
     ) -> torch.Tensor:
         """Cached step-by-step decoding along the pattern's plan; returns codes [R, C, T].
 
         `pick` chooses the tokens of each step, which makes this loop serve sampling,
-        guidance, prompts and teacher-forced scoring alike.
+        guidance, prompts and teacher-forced scoring alike. With `static_shapes`, every
+        step attends over all cache slots under the visibility mask instead of the slots
+        used so far: more work, but tensors of one shape (CUDA graphs, compilation).
         """
+        # The layout and its tensors are cached for training too: build them outside
+        # inference mode, whose tensors autograd refuses.
+        self._layout_tensors(num_timesteps, context.device)
+        with torch.inference_mode():
+            codes = self._decode(context, context_mask, num_timesteps, pick, on_step, static_shapes)
+        return codes.clone()  # a normal tensor again: callers may train on it
+
+    def _decode(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        num_timesteps: int,
+        pick: TokenPicker,
+        on_step: Callable[[], None] | None,
+        static_shapes: bool,
+    ) -> torch.Tensor:
         layout = self.layout(num_timesteps)
         device = context.device
         tensors = self._layout_tensors(num_timesteps, device)
@@ -174,49 +247,59 @@ class CodebookLM(nn.Module):
         grid = torch.full(
             (rows, flat_grid + 1), self.special_token, dtype=torch.long, device=device
         )
-        cache = self.decoder.new_cache(layout.num_slots, context, context_mask)
+        dtype = self.token_embedding.dtype
+        cache = self.decoder.new_cache(layout.num_slots, context.to(dtype), context_mask)
         slot_last_visible = torch.full((layout.num_slots,), -1, dtype=torch.long, device=device)
-        plan = _plan_lists(layout)
-        target_level = tensors["target_level"]
-        target_time = tensors["target_time"]
-        target_position = tensors["target_position"]
-        for step, start, end, extent, target_start, target_end in plan:
-            slots = tensors["slot"][start:end]
-            slot_last_visible[slots] = tensors["last_visible"][start:end]
-            visible = slot_last_visible[:extent] >= step
-            x = self.embed(
-                grid,
-                tensors["input_index"][:, start:end],
-                tensors["time_index"][start:end],
-                tensors["level_index"][start:end],
+        blocked = torch.tensor(float("-inf"), dtype=dtype, device=device)
+        no_bias = torch.tensor(0.0, dtype=dtype, device=device)
+        input_index, positions = tensors["input_index"], tensors["positions"]
+        level_index, slot, last_visible = (
+            tensors["level_index"], tensors["slot"], tensors["last_visible"],
+        )  # fmt: skip
+        target_level, target_time = tensors["target_level"], tensors["target_time"]
+        target_flat, target_position = tensors["target_flat"], tensors["target_position"]
+        for step, start, end, extent, target_start, target_end, levels in _plan_lists(layout):
+            if static_shapes:
+                extent = layout.num_slots
+            slots = slot[start:end]
+            slot_last_visible[slots] = last_visible[start:end]
+            # One additive mask per step, shared by every layer.
+            visible = torch.where(slot_last_visible[:extent] >= step, no_bias, blocked)
+            x = self.embed_step(
+                grid, input_index[:, start:end], positions[start:end], level_index[start:end]
             )
             hidden = self.decoder.forward_cached(x, cache, slots, visible, extent)
             if on_step is not None:
                 on_step()
             if target_start == target_end:
                 continue
-            levels = target_level[target_start:target_end]
-            times = target_time[target_start:target_end]
             local = target_position[target_start:target_end] - start
-            logits = (
-                torch.einsum("rkd,kvd->rkv", hidden[:, local], self.head_weight[levels])
-                + self.head_bias[levels]
+            logits = self.step_logits(hidden[:, local], levels)
+            grid[:, target_flat[target_start:target_end]] = pick(
+                logits,
+                target_level[target_start:target_end],
+                target_time[target_start:target_end],
             )
-            grid[:, levels * num_timesteps + times] = pick(logits, levels, times)
         return grid[:, :flat_grid].view(rows, layout.num_levels, num_timesteps)
 
 
 @functools.lru_cache(maxsize=64)
-def _plan_lists(layout: PatternLayout) -> list[tuple[int, int, int, int, int, int]]:
-    """Per decoding step: (step, start, end, slot extent, target start, target end) as ints."""
+def _plan_lists(
+    layout: PatternLayout,
+) -> list[tuple[int, int, int, int, int, int, tuple[int, ...]]]:
+    """Per decoding step as Python ints: (step, start, end, slot extent, target start,
+    target end, the targets' levels)."""
+    starts = layout.target_block_start.tolist()
+    levels = layout.target_level.tolist()
     return list(
         zip(
             layout.block_step.tolist(),
             layout.block_start[:-1].tolist(),
             layout.block_start[1:].tolist(),
             layout.block_extent.tolist(),
-            layout.target_block_start[:-1].tolist(),
-            layout.target_block_start[1:].tolist(),
+            starts[:-1],
+            starts[1:],
+            [tuple(levels[a:b]) for a, b in itertools.pairwise(starts)],
             strict=True,
         )
     )

@@ -78,7 +78,9 @@ class TextToMusicLM(nn.Module):
         return self.lm(codes, condition.states, condition.mask)
 
     @torch.no_grad()
-    def score_cached(self, codes: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    def score_cached(
+        self, codes: torch.Tensor, texts: list[str], static_shapes: bool = False
+    ) -> torch.Tensor:
         """Logits [B, C, T, V] from cached step-by-step decoding fed the given codes."""
         condition = self.condition(texts)
         logits = codes.new_zeros((*codes.shape, self.cardinality), dtype=torch.float32)
@@ -89,7 +91,13 @@ class TextToMusicLM(nn.Module):
             logits[:, levels, times] = step_logits.float()
             return codes[:, levels, times]
 
-        self.lm.decode(condition.states, condition.mask, codes.shape[-1], teacher_force)
+        self.lm.decode(
+            condition.states,
+            condition.mask,
+            codes.shape[-1],
+            teacher_force,
+            static_shapes=static_shapes,
+        )
         return logits
 
     @torch.no_grad()
@@ -102,6 +110,7 @@ class TextToMusicLM(nn.Module):
         prompt_tokens: torch.Tensor | None = None,
         seed: int | Sequence[int] | None = None,
         on_step: Callable[[], None] | None = None,
+        static_shapes: bool = False,
     ) -> torch.Tensor:
         """Sample codes [B, C, T] for a batch of captions.
 
@@ -109,7 +118,8 @@ class TextToMusicLM(nn.Module):
         `prompt_tokens` [B, C, Tp] are kept as given (continuation); the rest is sampled.
         Each row draws from its own generator, seeded with `seed[r]` (or `seed + r` for one
         int), so a row's tokens depend on its seed and settings, not on its batch mates.
-        `on_step` is called after every decoding step (progress bars).
+        `on_step` is called after every decoding step (progress bars). `static_shapes`
+        gives every step tensors of one shape (see `CodebookLM.decode`).
         """
         sampling = sampling or SamplingConfig()
         if isinstance(texts, str):
@@ -139,7 +149,9 @@ class TextToMusicLM(nn.Module):
                 tokens = torch.where(in_prompt, given, tokens)
             return torch.cat([tokens, tokens]) if guided else tokens
 
-        codes = self.lm.decode(condition.states, condition.mask, num_timesteps, pick, on_step)
+        codes = self.lm.decode(
+            condition.states, condition.mask, num_timesteps, pick, on_step, static_shapes
+        )
         return codes[:batch]
 
     def _check_prompt(

@@ -127,7 +127,8 @@ class TransformerDecoder(nn.Module):
         visible: torch.Tensor,
         extent: int,
     ) -> torch.Tensor:
-        """visible [extent] bool: which slots hold keys alive at this step."""
+        """visible [extent]: which slots hold keys alive at this step, as a bool mask or an
+        additive float mask (0 or -inf)."""
         mask = visible[None, None, None, :]
         for index, layer in enumerate(self.layers):
             x = layer.forward_cached(x, cache, index, slots, mask, extent)

@@ -90,6 +90,15 @@ def test_mixed_durations_from_a_jsonl(model_with_codec, tmp_path, capsys):
     assert [c.shape[-1] for c in saved["codes"]] == [5, 10] and saved["seeds"] == [0, 3]
 
 
+def test_bf16_decoding_writes_audio_and_says_so(model_with_codec, tmp_path, capsys):
+    out = tmp_path / "bf16"
+    argv = ["--model", model_with_codec, "--prompt", "a", "--seconds", 0.2, "--output_dir", out]
+    assert run(capsys, *argv, "--precision", "bf16")[0] == 0
+    assert json.loads((out / "00-a.json").read_text())["precision"] == "bf16"
+    audio, _ = soundfile.read(out / "00-a.wav")
+    assert audio.shape == (10 * 640,) and np.isfinite(audio).all()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -97,6 +106,7 @@ def test_mixed_durations_from_a_jsonl(model_with_codec, tmp_path, capsys):
         (["--timesteps", "-3"], "--timesteps must be positive"),
         (["--batch_size", "0"], "--batch_size must be at least 1"),
         (["--audio_prompt", "/nonexistent.wav"], "audio prompt /nonexistent.wav not found"),
+        (["--precision", "fp16"], "--precision must be one of fp32, bf16, got 'fp16'"),
     ],
 )
 def test_bad_generation_options_fail_in_one_line(

@@ -141,3 +141,33 @@ def test_cache_holds_only_the_live_key_bound(name, k, monkeypatch):
         # Evicted partial stacks free their slots: far fewer slots than positions.
         assert cache.num_slots < layout.num_positions // 3
         assert cache.num_slots <= T + 4 * 3 // 2 + (4 if name == "stack" else 0)
+
+
+@pytest.mark.parametrize(("name", "k"), ALL_PATTERNS)
+def test_static_shape_steps_give_the_same_logits(name, k):
+    # Attending over every slot under the visibility mask must see exactly the live keys.
+    model = tiny_model(name, k)
+    codes = random_codes(model, 2, 11, seed=3)
+    sliced = model.score_cached(codes, CAPTIONS)
+    static = model.score_cached(codes, CAPTIONS, static_shapes=True)
+    assert (sliced - static).abs().max() <= 1e-5
+    assert (model(codes, CAPTIONS) - static).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(("name", "k"), ALL_PATTERNS)
+def test_bf16_decoding_stays_close_to_fp32(name, k):
+    model = tiny_model(name, k)
+    codes = random_codes(model, 2, 9, seed=4)
+    full = model.score_cached(codes, CAPTIONS)
+    model.lm.set_inference_precision("bf16")
+    assert model.lm.head_weight.dtype == torch.bfloat16
+    reduced = model.score_cached(codes, CAPTIONS)
+    assert reduced.dtype == torch.float32
+    assert 0 < (full - reduced).abs().max() <= 0.05 * full.abs().max()
+    sampled = model.generate(CAPTIONS, 9, seed=0)
+    assert sampled.shape == codes.shape and sampled.dtype == torch.long
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="bf16"):
+        tiny_model("delay", 1).lm.set_inference_precision("fp8")
