@@ -171,7 +171,7 @@ def generate(
     return 0
 
 
-def export(ckpt: str, output: str, codec_dir: str | None = None) -> int:
+def export(ckpt: str, output: str, codec_dir: str | None = None, merge: bool = False) -> int:
     """Turn a checkpoint into a model directory (EMA weights, safetensors + JSON); a codec
     task's checkpoint becomes an EncodecModel directory.
 
@@ -179,10 +179,12 @@ def export(ckpt: str, output: str, codec_dir: str | None = None) -> int:
         ckpt: A checkpoint written by `fit`.
         output: Directory to write.
         codec_dir: Copy this codec in, so `generate` writes wav files.
+        merge: For a LoRA run: fold the adapter into the base weights and write a whole
+            model (default: the adapter alone, which loads over the model it started from).
     """
     from lightning_sdm.export import export_checkpoint
 
-    written = export_checkpoint(ckpt, output, codec_dir)
+    written = export_checkpoint(ckpt, output, codec_dir, merge)
     print(f"exported {ckpt} to {written}")
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.errors import UserInputError
 
 CODEC_DIR = "codec"
 EXPORT_FILE = "export.json"
@@ -23,14 +24,19 @@ def trained_segment_frames(model_dir: str | Path) -> int | None:
 
 
 def export_checkpoint(
-    checkpoint_path: str | Path, output: str | Path, codec_dir: str | None = None
+    checkpoint_path: str | Path,
+    output: str | Path,
+    codec_dir: str | None = None,
+    merge: bool = False,
 ) -> Path:
     """Write config.json + model.safetensors (+ text_encoder/, codec/) from a checkpoint.
 
     With EMA weight averaging, Lightning stores the averaged weights as the checkpoint's
     state_dict (the raw ones under current_model_state), so the export carries EMA weights.
+    A LoRA run's checkpoint exports as its adapter alone (over the directory it started
+    from), or with `merge` as a whole model with the adapter folded in.
     """
-    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, TextToMusicTask
+    from lightning_sdm.tasks.lm_task import ADAPTER_BASE_KEY, TRAINED_FRAMES_KEY, TextToMusicTask
 
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.is_file():
@@ -40,7 +46,21 @@ def export_checkpoint(
         return _export_codec(checkpoint, output)
     task = TextToMusicTask(**checkpoint["hyper_parameters"])
     task.load_state_dict(checkpoint["state_dict"])
-    output = task.model.save_pretrained(output)
+    model = task.model
+    if model.config.adapter is None and merge:
+        raise UserInputError(f"{checkpoint_path} has no adapter: export it without --merge")
+    if model.config.adapter is not None and not merge:
+        base = checkpoint.get(ADAPTER_BASE_KEY)
+        if base is None:
+            raise UserInputError(
+                f"{checkpoint_path}'s adapter run did not start from a model directory "
+                "(model.init_from), so there is no base to load it over: export with --merge"
+            )
+        output = model.save_adapter(output, base)
+    else:
+        if merge:
+            model.merge_adapter()
+        output = model.save_pretrained(output)
     if codec_dir is not None:
         EncodecCodec(CodecConfig(pretrained=codec_dir)).save_pretrained(output / CODEC_DIR)
     provenance = {

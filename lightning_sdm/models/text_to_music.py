@@ -19,6 +19,13 @@ from lightning_sdm.conditioning import (
     TextCondition,
     TextConditionerConfig,
 )
+from lightning_sdm.models.adapters import (
+    AdapterConfig,
+    adapter_state,
+    add_adapters,
+    is_adapter_parameter,
+    merge_adapters,
+)
 from lightning_sdm.models.lm import CodebookLM, LMConfig
 from lightning_sdm.models.sampling import SamplingConfig, guide, sample_tokens
 
@@ -26,19 +33,30 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TEXT_ENCODER_DIR = "text_encoder"
 _ENCODER_PREFIX = "conditioner.encoder."
+ADAPTER_FILE = "adapter.json"  # an adapter directory: these two files over a base model
+ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
 
 
 @dataclass(frozen=True)
 class TextToMusicConfig:
     lm: LMConfig = dataclasses.field(default_factory=LMConfig)
     text: TextConditionerConfig = dataclasses.field(default_factory=TextConditionerConfig)
+    adapter: AdapterConfig | None = None  # LoRA on the decoder (fine-tuning)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lm": self.lm.to_dict(), "text": self.text.to_dict()}
+        data = {"lm": self.lm.to_dict(), "text": self.text.to_dict()}
+        if self.adapter is not None:
+            data["adapter"] = self.adapter.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextToMusicConfig:
-        return cls(lm=LMConfig(**data["lm"]), text=TextConditionerConfig(**data["text"]))
+        adapter = data.get("adapter")
+        return cls(
+            lm=LMConfig(**data["lm"]),
+            text=TextConditionerConfig(**data["text"]),
+            adapter=AdapterConfig(**adapter) if adapter else None,
+        )
 
 
 def row_generators(
@@ -60,6 +78,24 @@ class TextToMusicLM(nn.Module):
         self.config = config
         self.lm = CodebookLM(config.lm)
         self.conditioner = conditioner or T5Conditioner(config.text, output_dim=config.lm.dim)
+        if config.adapter is not None:
+            add_adapters(self.lm.decoder, config.adapter)
+
+    def add_adapter(self, adapter: AdapterConfig) -> TextToMusicLM:
+        """Put LoRA layers on this (base) model's decoder; B = 0 keeps its outputs."""
+        if self.config.adapter is not None:
+            raise ValueError("this model already has an adapter")
+        add_adapters(self.lm.decoder, adapter)
+        self.config = dataclasses.replace(self.config, adapter=adapter)
+        return self
+
+    def merge_adapter(self) -> TextToMusicLM:
+        """Fold the adapter into the base weights: a plain model, as fast as the base."""
+        if self.config.adapter is None:
+            raise ValueError("this model has no adapter to merge")
+        merge_adapters(self.lm.decoder)
+        self.config = dataclasses.replace(self.config, adapter=None)
+        return self
 
     @property
     def num_levels(self) -> int:
@@ -186,6 +222,17 @@ class TextToMusicLM(nn.Module):
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return directory
 
+    def save_adapter(self, directory: str | Path, base: str | Path) -> Path:
+        """The adapter alone (a few MB), to load over the model directory `base`."""
+        if self.config.adapter is None:
+            raise ValueError("this model has no adapter to save")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(adapter_state(self), directory / ADAPTER_WEIGHTS_FILE)
+        description = {"base": str(Path(base).resolve()), "adapter": self.config.adapter.to_dict()}
+        (directory / ADAPTER_FILE).write_text(json.dumps(description, indent=2))
+        return directory
+
     @staticmethod
     def read_config(
         directory: str | Path, overrides: dict[str, dict[str, Any]] | None = None
@@ -211,8 +258,11 @@ class TextToMusicLM(nn.Module):
         overrides: dict[str, dict[str, Any]] | None = None,
     ) -> TextToMusicLM:
         """Load in eval mode; `overrides` change config options that leave the weights'
-        shapes alone (dropout, cfg_dropout, ...)."""
+        shapes alone (dropout, cfg_dropout, ...). An adapter directory loads its base
+        model and puts the adapter on it."""
         directory = Path(directory)
+        if (directory / ADAPTER_FILE).is_file():
+            return cls._from_adapter_directory(directory, map_location, overrides)
         model = cls(cls.read_config(directory, overrides))
         state = load_file(directory / WEIGHTS_FILE, device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -222,3 +272,25 @@ class TextToMusicLM(nn.Module):
                 f"weights do not match the config: missing {missing}, unexpected {unexpected}"
             )
         return model.eval()  # like transformers: dropout off until training asks for it
+
+    @classmethod
+    def _from_adapter_directory(
+        cls, directory: Path, map_location: str, overrides: dict[str, dict[str, Any]] | None
+    ) -> TextToMusicLM:
+        description = json.loads((directory / ADAPTER_FILE).read_text())
+        base = Path(description["base"])
+        if not (base / CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"{directory} is an adapter over {base}, which is not a model directory"
+            )
+        model = cls.from_pretrained(base, map_location, overrides)
+        model.add_adapter(AdapterConfig(**description["adapter"]))
+        state = load_file(directory / ADAPTER_WEIGHTS_FILE, device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing_adapter = [name for name in missing if is_adapter_parameter(name)]
+        if missing_adapter or unexpected:
+            raise RuntimeError(
+                f"{directory}'s adapter does not fit {base}: missing {missing_adapter}, "
+                f"unexpected {unexpected}"
+            )
+        return model.eval()

@@ -13,12 +13,14 @@ from lightning.pytorch.utilities import grad_norm
 
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.models.adapters import AdapterConfig, freeze_all_but_adapters
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.tasks.configs import config_from
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
 
 TRAINED_FRAMES_KEY = "trained_segment_frames"
+ADAPTER_BASE_KEY = "adapter_base"  # the directory an adapter run started from
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,6 +95,9 @@ class TextToMusicTask(L.LightningModule):
         init_from: Start from a model directory (export, import-musicgen): its architecture
             and weights; `lm` and `text` may still change training options (dropout,
             cfg_dropout, freeze, max_length).
+        adapter: Train LoRA adapters on the decoder's projections instead of the model:
+            everything else is frozen (and gets no optimizer state). `export --merge`
+            folds them in; plain `export` writes the adapter alone.
     """
 
     def __init__(
@@ -101,9 +106,11 @@ class TextToMusicTask(L.LightningModule):
         text: TextConditionerConfig = TextConditionerConfig(),  # noqa: B008
         optim: OptimConfig = OptimConfig(),  # noqa: B008
         init_from: str | None = None,
+        adapter: AdapterConfig | None = None,
     ) -> None:
         super().__init__()
         lm = config_from(lm, LMConfig)
+        adapter = config_from(adapter, AdapterConfig)
         text = config_from(text, TextConditionerConfig)
         optim = config_from(optim, OptimConfig)
         if init_from is not None:
@@ -111,10 +118,19 @@ class TextToMusicTask(L.LightningModule):
             lm, text = self.model.config.lm, self.model.config.text
         else:
             self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))
+        if adapter is not None:
+            self.model.add_adapter(adapter)
+            freeze_all_but_adapters(self.model)
+        self.adapter_base = init_from if adapter is not None else None
         # The resolved configs, not init_from: export and resume rebuild from these and the
         # checkpoint's weights without reading the starting directory again.
         self.save_hyperparameters(
-            {"lm": lm.to_dict(), "text": text.to_dict(), "optim": dataclasses.asdict(optim)}
+            {
+                "lm": lm.to_dict(),
+                "text": text.to_dict(),
+                "optim": dataclasses.asdict(optim),
+                "adapter": adapter.to_dict() if adapter is not None else None,
+            }
         )
         self.optim_config = optim
         self._previous_batch: tuple[float, torch.Tensor] | None = None  # (start time, tokens)
@@ -140,9 +156,12 @@ class TextToMusicTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.trained_segment_frames is not None:
             checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
+        if self.adapter_base is not None:
+            checkpoint[ADAPTER_BASE_KEY] = self.adapter_base
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
+        self.adapter_base = checkpoint.get(ADAPTER_BASE_KEY, self.adapter_base)
 
     def _check_batch(self, codes: torch.Tensor) -> None:
         expected = self.model.num_levels

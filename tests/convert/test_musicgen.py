@@ -209,3 +209,51 @@ def test_init_from_keeps_the_architecture(imported):
         TextToMusicTask(lm={"dim": 64}, init_from=str(root / "ours"))
     with pytest.raises(UserInputError, match=r"model.init_from: .* not found"):
         TextToMusicTask(init_from=str(root / "nowhere"))
+
+
+def test_a_lora_fine_tune_of_imported_musicgen_learns_and_exports_both_ways(imported, tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from lightning_sdm.tasks.lm_task import TextToMusicTask, masked_level_cross_entropy
+
+    _, base, root = imported
+    task = TextToMusicTask(
+        init_from=str(root / "ours"),
+        optim={"lr": 1e-2, "warmup_steps": 1, "weight_decay": 0.0},
+        text={"cfg_dropout": 0.0},
+        adapter={"r": 4, "alpha": 8, "dropout": 0.0},
+    )
+    trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in task.parameters()) / 4
+    codes = torch.randint(
+        0, CARDINALITY, (4, LEVELS, 10), generator=torch.Generator().manual_seed(3)
+    )
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    batch = {"codes": codes, "padding_mask": mask, "captions": TEXTS * 2}
+
+    def loss(model) -> float:
+        with torch.no_grad():
+            return float(masked_level_cross_entropy(model.eval()(codes, TEXTS * 2), codes, mask)[0])
+
+    before = loss(task.model)
+    frozen = {n: p.detach().clone() for n, p in task.named_parameters() if not p.requires_grad}
+    trainer = L.Trainer(
+        max_steps=10, accelerator="cpu", logger=False, default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, DataLoader([batch] * 10, batch_size=None))
+    after = loss(task.model)
+    assert after < before - 0.1, (before, after)
+    assert all(torch.equal(p, frozen[n]) for n, p in task.named_parameters() if n in frozen)
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+    for name, extra in (("alone", []), ("merged", ["--merge"])):
+        argv = ["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / name), *extra]
+        assert main(argv) == 0
+    alone = TextToMusicLM.from_pretrained(tmp_path / "alone")
+    merged = TextToMusicLM.from_pretrained(tmp_path / "merged")
+    assert alone.config.adapter is not None and merged.config.adapter is None
+    assert (tmp_path / "alone" / "adapter.safetensors").is_file()
+    assert not (tmp_path / "alone" / "model.safetensors").exists()
+    assert abs(loss(alone) - after) < 1e-5 and abs(loss(merged) - after) < 1e-4
+    assert abs(loss(base) - before) < 1e-6  # the base directory is untouched

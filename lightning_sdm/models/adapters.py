@@ -1,0 +1,103 @@
+"""LoRA adapters on the LM's decoder through peft: only they train, and they fold back into
+the base weights (`merge_adapters`) or travel alone (`adapter_state`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+# Which decoder projections each target name covers (per layer).
+TARGET_MODULES = {
+    "self_attention": r"self_attention\.(query|key_value|out)",
+    "cross_attention": r"cross_attention\.(query|key_value|out)",
+    "ffn": r"ffn\.(0|3)",
+}
+ADAPTER_TYPES = ("lora",)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """LoRA: W + (alpha / r) * B A on the targeted projections; B starts at zero, so the
+    adapted model starts exactly where the base model is."""
+
+    type: str = "lora"
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("self_attention", "cross_attention", "ffn")
+
+    def __post_init__(self) -> None:
+        if self.type not in ADAPTER_TYPES:
+            raise ValueError(f"adapter type must be one of {ADAPTER_TYPES}, got {self.type!r}")
+        if self.r < 1:
+            raise ValueError(f"adapter r must be at least 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"adapter dropout must lie in [0, 1), got {self.dropout}")
+        unknown = sorted(set(self.targets) - set(TARGET_MODULES))
+        if unknown or not self.targets:
+            raise ValueError(
+                f"adapter targets must be a non-empty subset of {sorted(TARGET_MODULES)}, "
+                f"got {list(self.targets)}"
+            )
+        object.__setattr__(self, "targets", tuple(self.targets))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["targets"] = list(self.targets)
+        return data
+
+
+def _lora_layers(decoder: nn.Module) -> list[tuple[str, nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    return [
+        (name, module) for name, module in decoder.named_modules() if isinstance(module, LoraLayer)
+    ]
+
+
+def add_adapters(decoder: nn.Module, config: AdapterConfig) -> None:
+    """Wrap the targeted projections of `decoder` in LoRA layers, in place."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    pattern = "|".join(TARGET_MODULES[target] for target in config.targets)
+    lora = LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=rf".*layers\.\d+\.({pattern})$",
+    )
+    inject_adapter_in_model(lora, decoder)
+
+
+def is_adapter_parameter(name: str) -> bool:
+    return ".lora_" in name
+
+
+def freeze_all_but_adapters(module: nn.Module) -> None:
+    for name, parameter in module.named_parameters():
+        parameter.requires_grad = is_adapter_parameter(name)
+
+
+def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter weights alone, under their names in `module`."""
+    return {
+        name: tensor.detach().contiguous().cpu()
+        for name, tensor in module.state_dict().items()
+        if is_adapter_parameter(name)
+    }
+
+
+def merge_adapters(decoder: nn.Module) -> None:
+    """Fold every LoRA layer into its base projection and put the plain projection back."""
+    for name, layer in _lora_layers(decoder):
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = decoder.get_submodule(parent_name) if parent_name else decoder
+        setattr(parent, child, layer.get_base_layer())
+    for attribute in ("peft_config", "_hf_peft_config_loaded"):
+        if hasattr(decoder, attribute):
+            delattr(decoder, attribute)
