@@ -171,17 +171,40 @@ def generate(
     return 0
 
 
-def export(ckpt: str, output: str, codec_dir: str | None = None, merge: bool = False) -> int:
+def export(
+    output: str,
+    ckpt: str | None = None,
+    codec_dir: str | None = None,
+    merge: bool = False,
+    format: Literal["lightning_sdm", "transformers"] = "lightning_sdm",
+    model: str | None = None,
+) -> int:
     """Turn a checkpoint into a model directory (EMA weights, safetensors + JSON); a codec
     task's checkpoint becomes an EncodecModel directory.
 
     Args:
-        ckpt: A checkpoint written by `fit`.
         output: Directory to write.
-        codec_dir: Copy this codec in, so `generate` writes wav files.
+        ckpt: A checkpoint written by `fit`.
+        codec_dir: Copy this codec in, so `generate` writes wav files (for --format
+            transformers: the EnCodec to include; default: the model's codec).
         merge: For a LoRA run: fold the adapter into the base weights and write a whole
             model (default: the adapter alone, which loads over the model it started from).
+        format: lightning_sdm, or transformers: a MusicgenForConditionalGeneration
+            directory (delay-pattern models with MusicGen's layout, e.g. imported ones and
+            their fine-tunes; an adapter is merged).
+        model: Or, for --format transformers, a model directory instead of a checkpoint.
     """
+    if format == "transformers":
+        from lightning_sdm.convert.to_transformers import export_to_transformers
+        from lightning_sdm.generation import load_source
+
+        source = load_source(model, ckpt, codec_dir)
+        codec = source.codec.model if source.codec is not None else None
+        written = export_to_transformers(source.model, codec, output)
+        print(f"exported {model or ckpt} to {written} (MusicgenForConditionalGeneration)")
+        return 0
+    if ckpt is None:
+        raise UserInputError("export needs --ckpt (a checkpoint written by fit)")
     from lightning_sdm.export import export_checkpoint
 
     written = export_checkpoint(ckpt, output, codec_dir, merge)

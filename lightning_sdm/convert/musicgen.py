@@ -1,9 +1,9 @@
 """Import a local Hugging Face MusicGen checkpoint as one of our model directories.
 
-MusicGen is our delay pattern with three layout choices of its own, each one of our config
-options: tensor2tensor-spaced sinusoids (`lm.positional`), no FFN biases (`lm.ffn_bias`)
-and a zero null condition for CFG (`text.unconditional`). Everything else maps weight for
-weight, so the imported model gives transformers' logits.
+MusicGen is our delay pattern with layout choices of its own, each one of our config
+options: tensor2tensor-spaced sinusoids (`lm.positional`), no FFN or head biases
+(`lm.ffn_bias`, `lm.head_bias`) and a zero null condition for CFG (`text.unconditional`).
+Everything else maps weight for weight, so the imported model gives transformers' logits.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def musicgen_config(model: MusicgenForConditionalGeneration, text_dir: str) -> T
         interleave=1,
         positional="tensor2tensor",
         ffn_bias=False,
+        head_bias=False,
     )
     text = TextConditionerConfig(pretrained=text_dir, unconditional="zeros")
     return TextToMusicConfig(lm=lm, text=text)
@@ -71,7 +72,6 @@ def decoder_state(model: MusicgenForConditionalGeneration) -> dict[str, torch.Te
     state: dict[str, torch.Tensor] = {
         "lm.token_embedding": torch.stack([e.weight for e in decoder.embed_tokens]),
         "lm.head_weight": torch.stack([head.weight for head in model.decoder.lm_heads]),
-        "lm.head_bias": torch.zeros(len(model.decoder.lm_heads), model.config.decoder.vocab_size),
         "lm.decoder.final_norm.weight": decoder.layer_norm.weight,
         "lm.decoder.final_norm.bias": decoder.layer_norm.bias,
     }

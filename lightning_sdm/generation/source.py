@@ -4,6 +4,7 @@ and an identity that says exactly which weights made a file."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,13 @@ import yaml
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.export import CODEC_DIR, trained_segment_frames
-from lightning_sdm.models.text_to_music import CONFIG_FILE, WEIGHTS_FILE, TextToMusicLM
+from lightning_sdm.models.text_to_music import (
+    ADAPTER_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    TextToMusicLM,
+)
 
 DEFAULT_FRAME_RATE = 50.0  # EnCodec 32 kHz, when no codec says otherwise
 
@@ -65,20 +72,30 @@ def load_source(
 
 
 def _from_directory(directory: Path) -> tuple[TextToMusicLM, int | None, dict, Path | None]:
-    if not (directory / CONFIG_FILE).is_file():
+    adapter = (directory / ADAPTER_FILE).is_file()
+    if not adapter and not (directory / CONFIG_FILE).is_file():
         raise UserInputError(
             f"{directory} is not a saved lightning_sdm model (no {CONFIG_FILE}); "
             "make one with `lightning-sdm export CKPT DIR`, or pass --ckpt"
         )
     try:
         model = TextToMusicLM.from_pretrained(directory)
+    except FileNotFoundError as error:
+        raise UserInputError(str(error)) from error
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise UserInputError(f"{directory}: weights and config do not match ({error})") from error
     identity = {
         "model": str(directory),
-        "weights_sha256": file_digest(directory / WEIGHTS_FILE),
+        "weights_sha256": file_digest(
+            directory / (ADAPTER_WEIGHTS_FILE if adapter else WEIGHTS_FILE)
+        ),
     }
     codec = directory / CODEC_DIR
+    if adapter:
+        base = Path(json.loads((directory / ADAPTER_FILE).read_text())["base"])
+        identity["adapter_over"] = str(base)
+        if not codec.is_dir():  # an adapter directory uses its base model's codec
+            codec = base / CODEC_DIR
     return model, trained_segment_frames(directory), identity, codec if codec.is_dir() else None
 
 

@@ -36,9 +36,11 @@ class LMConfig:
     pattern: str = "stack_delay"
     interleave: int = 3
     schedule: str | None = None
-    # Layout details that differ between checkpoints (MusicGen: "tensor2tensor", no FFN bias).
+    # Layout details that differ between checkpoints (MusicGen: "tensor2tensor", no FFN and
+    # no output-head biases).
     positional: str = "sinusoidal"
     ffn_bias: bool = True
+    head_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.positional not in POSITIONAL_KINDS:
@@ -88,7 +90,11 @@ class CodebookLM(nn.Module):
         self.head_weight = nn.Parameter(
             torch.randn(config.num_levels, config.cardinality, config.dim) * config.dim**-0.5
         )
-        self.head_bias = nn.Parameter(torch.zeros(config.num_levels, config.cardinality))
+        head_bias = torch.zeros(config.num_levels, config.cardinality)
+        if config.head_bias:
+            self.head_bias = nn.Parameter(head_bias)
+        else:  # zeros that never train, so the heads stay bias-free like the checkpoint's
+            self.register_buffer("head_bias", head_bias, persistent=False)
         self._device_layouts: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
 
     def layout(self, num_timesteps: int) -> PatternLayout:

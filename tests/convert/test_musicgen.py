@@ -30,7 +30,8 @@ def tiny_musicgen(text_width: int = 24) -> MusicgenForConditionalGeneration:
         audio_encoder=EncodecConfig(
             sampling_rate=32000, audio_channels=1, normalize=False, chunk_length_s=None,
             codebook_size=CARDINALITY, codebook_dim=16, hidden_size=16, num_filters=4,
-            num_lstm_layers=1, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
+            num_lstm_layers=1, upsampling_ratios=[8, 5, 4, 4],
+            target_bandwidths=[1.2],  # 4 codebooks of 6 bits at 50 Hz, like the decoder's
         ),
         decoder=MusicgenDecoderConfig(
             vocab_size=CARDINALITY, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -257,3 +258,55 @@ def test_a_lora_fine_tune_of_imported_musicgen_learns_and_exports_both_ways(impo
     assert not (tmp_path / "alone" / "model.safetensors").exists()
     assert abs(loss(alone) - after) < 1e-5 and abs(loss(merged) - after) < 1e-4
     assert abs(loss(base) - before) < 1e-6  # the base directory is untouched
+    # generate takes the adapter directory like any model, with its base model's codec
+    out = tmp_path / "generated"
+    argv = ["generate", "--model", str(tmp_path / "alone"), "--prompt", "a", "--seconds", "0.2"]
+    assert main([*argv, "--no-progress", "--output_dir", str(out)]) == 0
+    sidecar = json.loads((out / "00-a.json").read_text())
+    assert sidecar["model"]["adapter_over"] == str((root / "ours").resolve())
+    assert (out / "00-a.wav").is_file()
+
+
+def test_export_to_transformers_round_trips_a_fine_tune(imported, tmp_path, capsys):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from lightning_sdm.models.adapters import AdapterConfig
+
+    _, _, root = imported
+    tuned = TextToMusicLM.from_pretrained(root / "ours").add_adapter(AdapterConfig(r=2))
+    with torch.no_grad():  # an adapter as after training, so the export is not the original
+        for name, parameter in tuned.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(5))
+    tuned.save_pretrained(tmp_path / "tuned")
+    shutil.copytree(root / "ours" / "codec", tmp_path / "tuned" / "codec")
+    argv = ["export", "--model", str(tmp_path / "tuned"), "--format", "transformers"]
+    assert main([*argv, "--output", str(tmp_path / "hf")]) == 0
+    assert "MusicgenForConditionalGeneration" in capsys.readouterr().out
+    musicgen = MusicgenForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    tokens = AutoTokenizer.from_pretrained(tmp_path / "hf")(
+        TEXTS, padding=True, return_tensors="pt"
+    )
+    codes = torch.randint(
+        0, CARDINALITY, (2, LEVELS, 9), generator=torch.Generator().manual_seed(2)
+    )
+    with torch.no_grad():
+        ours = tuned.eval()(codes, TEXTS)
+        unconditional = tuned(codes, ["", ""])
+    original = TextToMusicLM.from_pretrained(root / "ours")(codes, TEXTS)
+    assert (ours - original).abs().max() > 1e-2  # the fine-tune moved the logits
+    assert (their_logits(musicgen, codes, tokens) - ours).abs().max() <= 1e-4
+    assert (their_logits(musicgen, codes, null=True) - unconditional).abs().max() <= 1e-4
+
+
+def test_export_to_transformers_refuses_other_layouts(tmp_path, capsys):
+    from tests.conftest import tiny_model
+
+    tiny_model("stack_delay", 3).save_pretrained(tmp_path / "model")
+    argv = ["export", "--model", str(tmp_path / "model"), "--format", "transformers"]
+    assert main([*argv, "--output", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be exported as MusicGen: lm.pattern is 'stack_delay', not 'delay'" in err
+    assert not (tmp_path / "hf").exists()
