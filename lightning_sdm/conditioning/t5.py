@@ -24,6 +24,9 @@ UNCONDITIONAL_KINDS = ("empty_text", "zeros")
 TINY_T5 = {"vocab_size": 384, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 4}
 
 
+FROZEN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 @dataclass(frozen=True)
 class TextConditionerConfig:
     """Either `pretrained` (a local T5 directory, e.g. t5-base) or `t5_config` (random init).
@@ -40,8 +43,17 @@ class TextConditionerConfig:
     # "empty_text" encodes "" with T5; "zeros" is a zero state that cross-attention reads
     # as nothing (MusicGen's and audiocraft's null condition).
     unconditional: str = "empty_text"
+    # The frozen encoder's weights: "bf16" halves their memory; states reach the
+    # projection in fp32 either way. Only with `freeze`.
+    frozen_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.frozen_dtype not in FROZEN_DTYPES:
+            raise ValueError(
+                f"frozen_dtype must be one of {sorted(FROZEN_DTYPES)}, got {self.frozen_dtype!r}"
+            )
+        if self.frozen_dtype != "fp32" and not self.freeze:
+            raise ValueError("frozen_dtype applies to a frozen encoder: set freeze: true")
         if not 0.0 <= self.cfg_dropout <= 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1], got {self.cfg_dropout}")
         if self.unconditional not in UNCONDITIONAL_KINDS:
@@ -92,6 +104,7 @@ class T5Conditioner(nn.Module):
         if config.freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+            self.encoder.to(FROZEN_DTYPES[config.frozen_dtype])
 
     def train(self, mode: bool = True) -> T5Conditioner:
         super().train(mode)
@@ -121,7 +134,7 @@ class T5Conditioner(nn.Module):
             return_tensors="pt",
         ).to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
-            states = self.encoder(**batch).last_hidden_state
+            states = self.encoder(**batch).last_hidden_state.to(self.projection.weight.dtype)
         mask = batch["attention_mask"].bool()
         projected = self.projection(states) * mask[..., None]
         if self.config.unconditional == "zeros":

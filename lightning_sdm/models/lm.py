@@ -41,6 +41,9 @@ class LMConfig:
     positional: str = "sinusoidal"
     ffn_bias: bool = True
     head_bias: bool = True
+    # Recompute each decoder layer's activations in the backward pass instead of keeping
+    # them: training memory for activations falls to about one layer's, for ~30 % more time.
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.positional not in POSITIONAL_KINDS:
@@ -86,6 +89,7 @@ class CodebookLM(nn.Module):
             config.ffn_dim,
             config.dropout,
             config.ffn_bias,
+            config.activation_checkpointing,
         )
         self.head_weight = nn.Parameter(
             torch.randn(config.num_levels, config.cardinality, config.dim) * config.dim**-0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lightning_sdm.nn.attention import MultiHeadAttention
 from lightning_sdm.nn.kv_cache import SlotKVCache
@@ -81,8 +82,10 @@ class TransformerDecoder(nn.Module):
         ffn_dim: int,
         dropout: float = 0.0,
         ffn_bias: bool = True,
+        checkpoint_layers: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint_layers = checkpoint_layers
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.layers = nn.ModuleList(
@@ -99,8 +102,12 @@ class TransformerDecoder(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced pass. self_mask [N, N]; context_mask [B, L] (True = real token)."""
         cross_mask = context_mask[:, None, None, :]
+        recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, self_mask, context, cross_mask)
+            if recompute:
+                x = checkpoint(layer, x, self_mask, context, cross_mask, use_reentrant=False)
+            else:
+                x = layer(x, self_mask, context, cross_mask)
         return self.final_norm(x)
 
     def new_cache(

@@ -48,7 +48,10 @@ def caption_dropout_generator(rank: int) -> torch.Generator:
 
 
 # What a fine-tuning config may change on a model it starts from; the rest is architecture.
-TRAINING_OPTIONS = {"lm": ("dropout",), "text": ("cfg_dropout", "freeze", "max_length")}
+TRAINING_OPTIONS = {
+    "lm": ("dropout", "activation_checkpointing"),
+    "text": ("cfg_dropout", "freeze", "max_length", "frozen_dtype"),
+}
 
 
 def initial_model(directory: str, lm: LMConfig, text: TextConditionerConfig) -> TextToMusicLM:
@@ -94,7 +97,7 @@ class TextToMusicTask(L.LightningModule):
         optim: AdamW and the warm-up + cosine schedule.
         init_from: Start from a model directory (export, import-musicgen): its architecture
             and weights; `lm` and `text` may still change training options (dropout,
-            cfg_dropout, freeze, max_length).
+            activation_checkpointing, cfg_dropout, freeze, max_length, frozen_dtype).
         adapter: Train LoRA adapters on the decoder's projections instead of the model:
             everything else is frozen (and gets no optimizer state). `export --merge`
             folds them in; plain `export` writes the adapter alone.
