@@ -103,6 +103,16 @@ class SampleGeneration(Callback):
         if hasattr(datamodule, "check_codec"):
             datamodule.check_codec(self._codec.identity(), "SampleGeneration codec")
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A fine-tune's starting model, once per run: samples/base/ beside every step's
+        folder, to hear what the fine-tune changed."""
+        if getattr(pl_module, "init_from", None) is None or trainer.global_step > 0:
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples" / "base"
+        if trainer.is_global_zero:
+            self._generate_on_this_rank(trainer, pl_module, folder)
+        trainer.strategy.barrier("base_samples")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:

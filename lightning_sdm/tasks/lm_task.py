@@ -124,6 +124,7 @@ class TextToMusicTask(L.LightningModule):
         if adapter is not None:
             self.model.add_adapter(adapter)
             freeze_all_but_adapters(self.model)
+        self.init_from = init_from  # the sample callback also writes this model's samples
         self.adapter_base = init_from if adapter is not None else None
         # The resolved configs, not init_from: export and resume rebuild from these and the
         # checkpoint's weights without reading the starting directory again.

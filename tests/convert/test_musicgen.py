@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import soundfile
 import torch
 from transformers import (
     ByT5Tokenizer,
@@ -212,10 +213,14 @@ def test_init_from_keeps_the_architecture(imported):
         TextToMusicTask(init_from=str(root / "nowhere"))
 
 
-def test_a_lora_fine_tune_of_imported_musicgen_learns_and_exports_both_ways(imported, tmp_path):
+def test_a_lora_fine_tune_of_imported_musicgen_learns_and_exports_both_ways(
+    imported, tmp_path, monkeypatch
+):
     import lightning as L
     from torch.utils.data import DataLoader
 
+    from lightning_sdm.callbacks.samples import SampleGeneration
+    from lightning_sdm.codecs import CodecConfig
     from lightning_sdm.tasks.lm_task import TextToMusicTask, masked_level_cross_entropy
 
     _, base, root = imported
@@ -239,12 +244,29 @@ def test_a_lora_fine_tune_of_imported_musicgen_learns_and_exports_both_ways(impo
 
     before = loss(task.model)
     frozen = {n: p.detach().clone() for n, p in task.named_parameters() if not p.requires_grad}
+    sampled = []
+    original_generate = TextToMusicLM.generate
+
+    def recording_generate(self, *args, **kwargs):
+        sampled.append(original_generate(self, *args, **kwargs))
+        return sampled[-1]
+
+    monkeypatch.setattr(TextToMusicLM, "generate", recording_generate)
+    samples = SampleGeneration(
+        prompts=["a"], every_n_steps=0, at_validation_end=False, seconds=0.2, top_k=8,
+        codec=CodecConfig(pretrained=str(root / "ours" / "codec")),
+    )  # fmt: skip
     trainer = L.Trainer(
         max_steps=10, accelerator="cpu", logger=False, default_root_dir=tmp_path,
-        enable_progress_bar=False, enable_model_summary=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[samples],
     )  # fmt: skip
     trainer.fit(task, DataLoader([batch] * 10, batch_size=None))
     after = loss(task.model)
+    # the base model's samples once, then the fine-tune's: same prompt and seed, new tokens
+    base_wav, tuned_wav = (tmp_path / "samples" / d / "00-a.wav" for d in ("base", "step-0000010"))
+    assert soundfile.read(base_wav)[0].shape == soundfile.read(tuned_wav)[0].shape
+    base_codes, tuned_codes = sampled
+    assert base_codes.shape == tuned_codes.shape and not torch.equal(base_codes, tuned_codes)
     assert after < before - 0.1, (before, after)
     assert all(torch.equal(p, frozen[n]) for n, p in task.named_parameters() if n in frozen)
     (checkpoint,) = tmp_path.rglob("*.ckpt")
