@@ -137,8 +137,9 @@ def generate(
             the rest of the window is the previous audio, kept as the prompt.
         audio_prompt: A wav to continue (resampled to the codec's rate); kept exactly.
         progress: Show a progress bar over decoding steps.
-        precision: The LM's weights while decoding: fp32, or bf16 (faster where the CPU or
-            GPU has bf16 units; logits move by about 1 %, see benchmarks/decoding_speed.py).
+        precision: The LM's weights while decoding: fp32, or bf16 (half the weight memory;
+            faster for stack patterns where the CPU or GPU has bf16 matrix units; logits move
+            by about 5 % of their spread, see benchmarks/decoding_speed.py).
     """
     from lightning_sdm.generation import (
         GenerationOptions,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,30 @@ def test_paper_recipes_compose_and_state_the_batch(name, capsys):
     data = printed["data"]["init_args"]
     assert data["batch_size"] * trainer["devices"] * trainer["num_nodes"] == 192
     assert data["segment_seconds"] == 30.0
+
+
+@pytest.mark.parametrize(
+    ("name", "adapter"),
+    [("musicgen_small_lora", True), ("musicgen_medium_lora", True), ("full_small_1gpu", False)],
+)
+def test_single_gpu_finetune_recipes_compose_and_state_their_batch(name, adapter, capsys):
+    path = ROOT / "configs" / "finetune" / f"{name}.yaml"
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(path), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    model = printed["model"]["init_args"]
+    assert model["init_from"].startswith("models/musicgen-")
+    assert (model["adapter"] is not None) == adapter
+    assert model["lm"]["activation_checkpointing"] is True
+    trainer, data = printed["trainer"], printed["data"]["init_args"]
+    assert trainer["devices"] == 1 and trainer["precision"] == "bf16-mixed"
+    stated = re.search(
+        r"Effective batch: (\d+) crops? x (\d+) accumulated = (\d+)", path.read_text()
+    )
+    per_step, accumulated, effective = map(int, stated.groups())
+    assert (data["batch_size"], trainer["accumulate_grad_batches"]) == (per_step, accumulated)
+    assert per_step * accumulated == effective
+    assert "GB" in path.read_text().split("seed_everything")[0]
 
 
 def test_fit_writes_samples_wandb_files_and_an_exportable_checkpoint(tmp_path, monkeypatch, capsys):
@@ -270,7 +295,7 @@ def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, mon
     assert main(["demo", "--codec_config", str(codec), "--lm_config", str(lm)]) == 0
     assert len(list((tmp_path / "data" / "demo" / "audio").glob("*.wav"))) == 128
     assert (tmp_path / "data" / "demo" / "shards" / "index.json").is_file()
-    assert (tmp_path / "data" / "demo" / "codec" / "config.json").is_file()
+    assert (tmp_path / "assets" / "demo_codec" / "config.json").is_file()
     (report_path,) = (tmp_path / "runs" / "demo").rglob("demo_report.json")
     report = json.loads(report_path.read_text())
     codec_part = report["codec_reconstruction"]
@@ -286,7 +311,7 @@ def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, mon
     assert "Demo report" in out and "target chroma similarity" in out
     # a second run reuses the codec and its shards
     assert main(["demo", "--codec_config", str(codec), "--lm_config", str(lm)]) == 0
-    assert "using the demo codec at data/demo/codec" in capsys.readouterr().out
+    assert "using the demo codec at assets/demo_codec" in capsys.readouterr().out
 
 
 def test_the_lm_demo_config_without_its_codec_says_what_to_run(tmp_path, monkeypatch, capsys):
