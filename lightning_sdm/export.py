@@ -36,7 +36,11 @@ def export_checkpoint(
     A LoRA run's checkpoint exports as its adapter alone (over the directory it started
     from), or with `merge` as a whole model with the adapter folded in.
     """
-    from lightning_sdm.tasks.lm_task import ADAPTER_BASE_KEY, TRAINED_FRAMES_KEY, TextToMusicTask
+    from lightning_sdm.tasks.lm_task import (
+        ADAPTER_BASE_KEY,
+        TRAINED_FRAMES_KEY,
+        task_from_checkpoint,
+    )
 
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.is_file():
@@ -44,9 +48,7 @@ def export_checkpoint(
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     if "encodec_config" in checkpoint.get("hyper_parameters", {}):
         return _export_codec(checkpoint, output)
-    task = TextToMusicTask(**checkpoint["hyper_parameters"])
-    task.load_state_dict(checkpoint["state_dict"])
-    model = task.model
+    model = task_from_checkpoint(checkpoint).model
     if model.config.adapter is None and merge:
         raise UserInputError(f"{checkpoint_path} has no adapter: export it without --merge")
     if model.config.adapter is not None and not merge:

@@ -100,7 +100,7 @@ def _from_directory(directory: Path) -> tuple[TextToMusicLM, int | None, dict, P
 
 
 def _from_checkpoint(path: Path) -> tuple[TextToMusicLM, int | None, dict, Path | None]:
-    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, TextToMusicTask
+    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, task_from_checkpoint
 
     if not path.is_file():
         raise UserInputError(f"checkpoint {path} not found")
@@ -114,8 +114,7 @@ def _from_checkpoint(path: Path) -> tuple[TextToMusicLM, int | None, dict, Path 
     if "encodec_config" in hparams:
         raise UserInputError(f"{path} is a codec checkpoint; generation needs the LM's")
     try:
-        task = TextToMusicTask(**hparams)
-        task.load_state_dict(checkpoint["state_dict"])
+        task = task_from_checkpoint(checkpoint)
     except (RuntimeError, TypeError, ValueError) as error:
         raise UserInputError(
             f"{path}: its weights do not match its config ({str(error).splitlines()[0]})"

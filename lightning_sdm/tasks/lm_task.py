@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,11 @@ from lightning.pytorch.utilities import grad_norm
 
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.models.adapters import AdapterConfig, freeze_all_but_adapters
+from lightning_sdm.models.adapters import (
+    AdapterConfig,
+    freeze_all_but_adapters,
+    is_adapter_parameter,
+)
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.tasks.configs import config_from
@@ -162,6 +167,27 @@ class TextToMusicTask(L.LightningModule):
             checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
         if self.adapter_base is not None:
             checkpoint[ADAPTER_BASE_KEY] = self.adapter_base
+            # An adapter run keeps only what trains; the base is the init_from directory.
+            # Not under Lightning's weight averaging, which restores a whole-model copy.
+            if "averaging_state" not in checkpoint:
+                checkpoint["state_dict"] = {
+                    name: tensor
+                    for name, tensor in checkpoint["state_dict"].items()
+                    if is_adapter_parameter(name)
+                }
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """An adapter run's checkpoints hold the adapter alone, to load over the base."""
+        if self.adapter_base is None or any(not is_adapter_parameter(n) for n in state_dict):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [name for name in result.missing_keys if is_adapter_parameter(name)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(
+                f"adapter weights do not fit: missing {missing}, "
+                f"unexpected {result.unexpected_keys}"
+            )
+        return result
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
@@ -242,3 +268,17 @@ class TextToMusicTask(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         optimizer, schedule = build_optimizer(self.model, self.optim_config, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def task_from_checkpoint(checkpoint: dict[str, Any]) -> TextToMusicTask:
+    """The task a checkpoint was saved from, with its weights: an adapter run's over the
+    directory it started from."""
+    base = checkpoint.get(ADAPTER_BASE_KEY)
+    if base is not None and not Path(base, "config.json").is_file():
+        raise UserInputError(
+            f"this checkpoint holds a LoRA adapter over {base}, which is not a model "
+            "directory any more: put the base model back there"
+        )
+    task = TextToMusicTask(**checkpoint["hyper_parameters"], init_from=base)
+    task.load_state_dict(checkpoint["state_dict"])
+    return task

@@ -270,6 +270,15 @@ def test_a_lora_fine_tune_of_imported_musicgen_learns_and_exports_both_ways(
     assert after < before - 0.1, (before, after)
     assert all(torch.equal(p, frozen[n]) for n, p in task.named_parameters() if n in frozen)
     (checkpoint,) = tmp_path.rglob("*.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert saved["state_dict"] and all(".lora_" in name for name in saved["state_dict"])
+    # resuming loads the adapter over the base the config starts from
+    resumed = TextToMusicTask(**saved["hyper_parameters"], init_from=str(root / "ours"))
+    L.Trainer(
+        max_steps=11, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    ).fit(resumed, DataLoader([batch] * 10, batch_size=None), ckpt_path=checkpoint)  # fmt: skip
+    assert abs(loss(resumed.model) - after) < 0.5 and loss(resumed.model) < before - 0.1
     for name, extra in (("alone", []), ("merged", ["--merge"])):
         argv = ["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / name), *extra]
         assert main(argv) == 0

@@ -48,17 +48,23 @@ def alive(pid: int) -> bool:
 def test_workers_exit_within_seconds_after_the_parent_is_killed(tmp_path):
     make_folder(tmp_path / "in")
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "tokenize.log"
     parent = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "in"), str(tmp_path / "out")],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 120
         while len(children(parent.pid)) < 2 and time.monotonic() < deadline:
+            if parent.poll() is not None:
+                break
             time.sleep(0.2)
         workers = children(parent.pid)
-        assert len(workers) >= 2, "the decoding workers never started"
+        assert len(workers) >= 2, (
+            f"the decoding workers never started (tokenize exit code {parent.poll()}): "
+            + log.read_text()[-2000:]
+        )
         time.sleep(1.0)  # the workers are inside the slow decode now
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
