@@ -1,4 +1,5 @@
-"""Measures of audio quality: signal-level comparisons (here) and, later, embedding metrics."""
+"""Measures of audio quality: signal-level comparisons and embedding metrics (FAD, KLD,
+CLAP score) on backends loaded from local directories."""
 
 from lightning_sdm.metrics.audio import (
     chroma_similarity,
