@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     "generate": (commands.generate, False),
     "import-musicgen": (commands.import_musicgen, True),
     "export": (commands.export, False),
+    "evaluate": (commands.evaluate, True),
     "plot": (commands.plot, True),
     "demo": (commands.demo, False),
     "patterns show": (commands.patterns_show, False),

@@ -172,6 +172,51 @@ def generate(
     return 0
 
 
+def evaluate(
+    generated: str,
+    reference: str | None = None,
+    output: str = "evaluation",
+    metrics: list[str] | None = None,
+    codec_dir: str | None = None,
+    ast_dir: str | None = None,
+    clap_dir: str | None = None,
+    skip_missing: bool = False,
+    bootstrap: int = 0,
+) -> int:
+    """Score generated clips: FAD, KLD, CLAP score and real-time factor, into
+    OUTPUT/evaluation.json and OUTPUT/evaluation.md.
+
+    Args:
+        generated: A folder of generated wavs (generate's JSON sidecars give the prompts
+            and timings), or a JSONL/CSV manifest.
+        reference: The reference clips (a folder with captions, or a manifest) for FAD and
+            KLD; KLD pairs each generated clip with the reference whose caption is its prompt.
+        output: Where the report goes.
+        metrics: Which of fad, kld, clap, rtf (default: all four).
+        codec_dir: An EnCodec directory: FAD is computed on its continuous latents.
+        ast_dir: An AudioSet-finetuned AST directory (ASTForAudioClassification) for KLD.
+        clap_dir: A CLAP directory (ClapModel, feature extractor, tokenizer) for the CLAP score.
+        skip_missing: Leave out metrics whose model directory is not given (and say so)
+            instead of stopping.
+        bootstrap: Resamplings of the clips for 95 % intervals (0: none; 1000 is usual).
+    """
+    from lightning_sdm.evaluation import METRICS, evaluate_folders, markdown_table, write_report
+
+    chosen = list(metrics or METRICS)
+    if reference is None and any(m in ("fad", "kld") for m in chosen):
+        raise UserInputError("fad and kld compare against --reference clips: pass a folder")
+    if bootstrap < 0:
+        raise UserInputError(f"--bootstrap must be >= 0, got {bootstrap}")
+    results = evaluate_folders(
+        generated, reference or "", chosen, codec_dir, ast_dir, clap_dir, skip_missing, bootstrap
+    )
+    inputs = {"generated": generated, "reference": reference, "bootstrap": bootstrap}
+    written = write_report(results, output, inputs)
+    print(markdown_table(results))
+    print(f"wrote {written / 'evaluation.json'} and {written / 'evaluation.md'}")
+    return 0
+
+
 def export(
     output: str,
     ckpt: str | None = None,

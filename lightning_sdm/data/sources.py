@@ -44,7 +44,7 @@ def sample_key(relative: Path) -> str:
 
 def caption_from_info(info: dict[str, Any]) -> str:
     """The text condition: the description, else the descriptive fields joined."""
-    for name in ("description", "caption", "text"):
+    for name in ("description", "caption", "text", "prompt"):  # prompt: generate's sidecars
         value = info.get(name)
         if isinstance(value, str) and value.strip():
             return value.strip()

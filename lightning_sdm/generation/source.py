@@ -138,7 +138,19 @@ def _run_codec(checkpoint: Path) -> Path | None:
     section = data.get("data") or {}
     section = section.get("init_args", section)
     pretrained = (section.get("codec") or {}).get("pretrained")
-    return Path(pretrained) if pretrained and Path(pretrained).is_dir() else None
+    if not pretrained:
+        return None
+    # A relative path is relative to where fit ran: here, or an ancestor of the run folder.
+    path = Path(pretrained)
+    candidates = [path] if path.is_absolute() else [path, *(a / path for a in config_path.parents)]
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    print(
+        f"the run trained with the codec {pretrained}, which is not found from here: "
+        "pass --codec_dir to write audio"
+    )
+    return None
 
 
 def _check_codec_fits(codec: EncodecCodec, model: TextToMusicLM) -> None:

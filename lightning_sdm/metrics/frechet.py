@@ -63,7 +63,7 @@ class FrechetAudioDistance(Metric):
             setattr(self, f"{side}_sum", getattr(self, f"{side}_sum") + frames.sum(0))
             setattr(self, f"{side}_outer", getattr(self, f"{side}_outer") + frames.T @ frames)
 
-    def _moments(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def moments(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
         count = getattr(self, f"{side}_frames")
         if count < 2:
             raise ValueError(
@@ -76,8 +76,8 @@ class FrechetAudioDistance(Metric):
         return mean, cov
 
     def compute(self) -> dict[str, torch.Tensor]:
-        mean_real, cov_real = self._moments("real")
-        mean_fake, cov_fake = self._moments("fake")
+        mean_real, cov_real = self.moments("real")
+        mean_fake, cov_fake = self.moments("fake")
         return {
             "fad": frechet_distance(mean_real, cov_real, mean_fake, cov_fake),
             "real_frames": self.real_frames,

@@ -161,3 +161,20 @@ def test_a_codec_that_does_not_fit_the_model_is_refused(model_with_codec, tmp_pa
         "a",
     )
     assert code == 2 and "the codec has 4 codebooks of 2048 codes" in err
+
+
+def test_a_runs_relative_codec_path_is_found_from_anywhere(tmp_path, monkeypatch, capsys):
+    # fit ran in project/ with codec.pretrained: assets/codec; generate runs elsewhere
+    from lightning_sdm.generation.source import _run_codec
+
+    run = tmp_path / "project" / "runs" / "demo" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  codec:\n    pretrained: assets/codec\n")
+    codec = tmp_path / "project" / "assets" / "codec"
+    codec.mkdir(parents=True)
+    (codec / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert _run_codec(run / "checkpoints" / "last.ckpt") == codec
+    (codec / "config.json").unlink()
+    assert _run_codec(run / "checkpoints" / "last.ckpt") is None
+    assert "the codec assets/codec, which is not found from here" in capsys.readouterr().out

@@ -1,0 +1,216 @@
+"""`lightning-sdm evaluate`: a folder of generated clips against a reference set, with the
+metrics whose backends are given, into a JSON report and a Markdown table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_sdm.data.audio import AudioRejected, load_mono
+from lightning_sdm.data.sources import SourceItem, discover
+from lightning_sdm.errors import UserInputError
+
+METRICS = ("fad", "kld", "clap", "rtf")
+# Which model directory each metric needs, for the messages when one is missing.
+BACKENDS = {
+    "fad": ("--codec_dir", "an EnCodec directory (FAD on its latents)"),
+    "kld": ("--ast_dir", "an AudioSet-finetuned AST (ASTForAudioClassification)"),
+    "clap": ("--clap_dir", "a CLAP model (ClapModel), e.g. laion/larger_clap_music"),
+}
+LOAD_RATE = 48000  # clips are read once at this rate; each backend resamples to its own
+
+
+@dataclass
+class MetricResult:
+    metric: str
+    value: float
+    interval: tuple[float, float] | None
+    clips: int
+    backend: str
+    details: dict[str, Any]
+
+
+@dataclass
+class Clip:
+    key: str
+    caption: str | None
+    wav: torch.Tensor  # mono at LOAD_RATE
+    sidecar: dict[str, Any]
+
+
+def read_clips(source: str | Path, what: str, limit: int | None = None) -> list[Clip]:
+    try:
+        items = discover(source, allow_missing_captions=True)
+    except (FileNotFoundError, ValueError) as error:
+        raise UserInputError(f"{what}: {error}") from error
+    usable = [item for item in items if item.problem is None][:limit]
+    if not usable:
+        raise UserInputError(f"{what}: no audio clips found in {source}")
+    return [_load(item, what) for item in usable]
+
+
+def _load(item: SourceItem, what: str) -> Clip:
+    try:
+        audio = load_mono(item.path, LOAD_RATE)
+    except AudioRejected as error:
+        raise UserInputError(f"{what}: {item.path}: {error}") from error
+    sidecar_path = item.path.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    return Clip(item.key, item.caption, torch.from_numpy(audio.samples), sidecar)
+
+
+def evaluate_folders(
+    generated: str | Path,
+    reference: str | Path,
+    metrics: list[str],
+    codec_dir: str | None = None,
+    ast_dir: str | None = None,
+    clap_dir: str | None = None,
+    skip_missing: bool = False,
+    bootstrap: int = 0,
+) -> list[MetricResult]:
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise UserInputError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    directories = {"fad": codec_dir, "kld": ast_dir, "clap": clap_dir}
+    missing = [m for m in metrics if m in BACKENDS and directories[m] is None]
+    if missing and not skip_missing:
+        needs = "; ".join(f"{m} needs {BACKENDS[m][0]} ({BACKENDS[m][1]})" for m in missing)
+        raise UserInputError(f"{needs}. Pass them, or --skip_missing to leave those out")
+    chosen = [m for m in metrics if m not in missing]
+    fakes = read_clips(generated, "generated")
+    needs_reference = any(m in ("fad", "kld") for m in chosen)
+    reals = read_clips(reference, "reference") if needs_reference else []
+    results = []
+    for metric in chosen:
+        run = {"fad": _fad, "kld": _kld, "clap": _clap, "rtf": _rtf}[metric]
+        results.append(run(fakes, reals, directories.get(metric), bootstrap))
+    for metric in missing:
+        print(f"skipped {metric}: no {BACKENDS[metric][0]} given")
+    return results
+
+
+def _interval(values: torch.Tensor, bootstrap: int) -> tuple[float, float] | None:
+    from lightning_sdm.metrics.text_audio import bootstrap_interval
+
+    return bootstrap_interval(values, samples=bootstrap) if bootstrap and len(values) > 1 else None
+
+
+def _fad(fakes: list[Clip], reals: list[Clip], codec_dir: str | None, bootstrap: int):
+    from lightning_sdm.codecs import CodecConfig, EncodecCodec
+    from lightning_sdm.metrics.embedders import CodecLatentEmbedder
+    from lightning_sdm.metrics.frechet import FrechetAudioDistance
+
+    embedder = CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=codec_dir)))
+    metric = FrechetAudioDistance(embedder)
+    metric.update([c.wav for c in reals], LOAD_RATE, real=True)
+    metric.update([c.wav for c in fakes], LOAD_RATE, real=False)
+    result = metric.compute()
+    interval = _fad_interval(metric, fakes, bootstrap) if bootstrap else None
+    details = {k: int(v) for k, v in result.items() if k != "fad"}
+    return MetricResult("fad", float(result["fad"]), interval, len(fakes), embedder.name, details)
+
+
+def _fad_interval(metric, fakes: list[Clip], bootstrap: int) -> tuple[float, float]:
+    """Percentile interval of FAD over resamplings of the generated clips (the reference
+    moments fixed): how much the number moves with the evaluation set."""
+    from lightning_sdm.metrics.embedders import resample
+    from lightning_sdm.metrics.frechet import frechet_distance
+
+    rate = metric.embedder.sample_rate
+    frames = metric.embedder.embed([resample(c.wav, LOAD_RATE, rate) for c in fakes])
+    frames = [f.double() for f in frames]
+    mean_real, cov_real = metric.moments("real")
+    generator = torch.Generator().manual_seed(0)
+    values = []
+    for _ in range(bootstrap):
+        picks = torch.randint(0, len(frames), (len(frames),), generator=generator)
+        stacked = torch.cat([frames[i] for i in picks])
+        values.append(
+            float(frechet_distance(mean_real, cov_real, stacked.mean(0), stacked.T.cov()))
+        )
+    ordered = torch.tensor(values, dtype=torch.float64)
+    low, high = torch.quantile(ordered, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return float(low), float(high)
+
+
+def _kld(fakes: list[Clip], reals: list[Clip], ast_dir: str | None, bootstrap: int):
+    from lightning_sdm.metrics.embedders import ASTClassifier
+    from lightning_sdm.metrics.text_audio import KLDivergence
+
+    by_caption = {c.caption: c for c in reals if c.caption}
+    pairs = [(f, by_caption[f.caption]) for f in fakes if f.caption in by_caption]
+    if not pairs:
+        example = next((f.caption for f in fakes if f.caption), None)
+        raise UserInputError(
+            "kld pairs each generated clip with the reference clip whose caption is its "
+            f"prompt, and found no such pair (no reference is captioned {example!r}); "
+            "generate from the reference captions, or leave kld out with --metrics"
+        )
+    classifier = ASTClassifier(ast_dir)
+    metric = KLDivergence(classifier)
+    metric.update([f.wav for f, _ in pairs], [r.wav for _, r in pairs], LOAD_RATE)
+    per_clip = torch.cat(metric.per_clip)
+    details = {"pairs": len(pairs), "unpaired_generated": len(fakes) - len(pairs)}
+    return MetricResult(
+        "kld", float(metric.compute()), _interval(per_clip, bootstrap), len(pairs),
+        classifier.name, details,
+    )  # fmt: skip
+
+
+def _clap(fakes: list[Clip], reals: list[Clip], clap_dir: str | None, bootstrap: int):
+    from lightning_sdm.metrics.embedders import ClapEmbedder
+    from lightning_sdm.metrics.text_audio import CLAPScore
+
+    captioned = [c for c in fakes if c.caption]
+    if not captioned:
+        raise UserInputError("clap needs the prompts: generate's JSON sidecars or .txt captions")
+    clap = ClapEmbedder(clap_dir)
+    metric = CLAPScore(clap)
+    metric.update([c.wav for c in captioned], [str(c.caption) for c in captioned], LOAD_RATE)
+    per_clip = torch.cat(metric.per_clip)
+    return MetricResult(
+        "clap", float(metric.compute()), _interval(per_clip, bootstrap), len(captioned),
+        clap.name, {"without_prompt": len(fakes) - len(captioned)},
+    )  # fmt: skip
+
+
+def _rtf(fakes: list[Clip], reals: list[Clip], _: str | None, bootstrap: int):
+    from lightning_sdm.metrics.text_audio import RealTimeFactor
+
+    timed = [c for c in fakes if "batch_wall_s" in c.sidecar and "batch_rows" in c.sidecar]
+    if not timed:
+        raise UserInputError("rtf reads generate's JSON sidecars (batch_wall_s); none found")
+    metric = RealTimeFactor()
+    for clip in timed:  # each clip's share of its batch's wall time
+        metric.update(
+            clip.sidecar["batch_wall_s"] / clip.sidecar["batch_rows"], clip.sidecar["seconds"]
+        )
+    return MetricResult(
+        "rtf", float(metric.compute()), None, len(timed), "generate sidecars",
+        {"wall_s": float(metric.wall_s), "audio_s": float(metric.audio_s)},
+    )  # fmt: skip
+
+
+def write_report(results: list[MetricResult], output: str | Path, inputs: dict) -> Path:
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    payload = {"inputs": inputs, "metrics": [asdict(r) for r in results]}
+    (output / "evaluation.json").write_text(json.dumps(payload, indent=2))
+    (output / "evaluation.md").write_text(markdown_table(results) + "\n")
+    return output
+
+
+def markdown_table(results: list[MetricResult]) -> str:
+    lines = [
+        "| metric | value | 95 % interval | clips | backend |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        interval = f"{r.interval[0]:.4g} – {r.interval[1]:.4g}" if r.interval else ""
+        lines.append(f"| {r.metric} | {r.value:.4g} | {interval} | {r.clips} | {r.backend} |")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""`lightning-sdm evaluate` end to end on generated wavs, with tiny random backends."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from lightning_sdm.cli import main
+from lightning_sdm.codecs import EncodecCodec
+from tests.conftest import tiny_model
+from tests.metrics.backends import save_tiny_ast, save_tiny_clap
+
+PROMPTS = ["a slow harp melody", "fast organ chords"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    tiny_model("delay", 1, cardinality=2048).save_pretrained(root / "model")
+    torch.manual_seed(0)
+    EncodecCodec().save_pretrained(root / "model" / "codec")
+    argv = ["generate", "--model", str(root / "model"), "--seconds", "0.5", "--no-progress"]
+    argv += [w for p in PROMPTS for w in ("--prompt", p)] + ["--output_dir", str(root / "gen")]
+    assert main(argv) == 0
+    (root / "ref").mkdir()
+    rng = np.random.default_rng(0)
+    for index, caption in enumerate([*PROMPTS, "an unpaired reference"]):
+        t = np.arange(16000) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * (220 + 110 * index) * t) + 0.01 * rng.normal(size=16000)
+        soundfile.write(root / "ref" / f"r{index}.wav", wav, 16000)
+        (root / "ref" / f"r{index}.txt").write_text(caption)
+    save_tiny_clap(root / "clap")
+    save_tiny_ast(root / "ast")
+    return root
+
+
+def test_evaluate_writes_every_metric_with_intervals_and_backends(folders, tmp_path, capsys):
+    argv = [
+        "evaluate", str(folders / "gen"), "--reference", str(folders / "ref"),
+        "--codec_dir", str(folders / "model" / "codec"), "--ast_dir", str(folders / "ast"),
+        "--clap_dir", str(folders / "clap"), "--bootstrap", "20", "--output", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| metric | value | 95 % interval | clips | backend |" in printed
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    by_name = {m["metric"]: m for m in report["metrics"]}
+    assert set(by_name) == {"fad", "kld", "clap", "rtf"}
+    fad = by_name["fad"]
+    assert fad["value"] > 0 and fad["details"]["real_clips"] == 3 and fad["clips"] == 2
+    assert fad["interval"][0] <= fad["interval"][1] and "codec latents" in fad["backend"]
+    assert by_name["kld"]["details"] == {"pairs": 2, "unpaired_generated": 0}
+    assert str(folders / "ast") in by_name["kld"]["backend"]
+    assert -1 <= by_name["clap"]["value"] <= 1 and by_name["clap"]["clips"] == 2
+    assert by_name["rtf"]["value"] > 0 and by_name["rtf"]["interval"] is None
+    assert (tmp_path / "evaluation.md").read_text().count("\n") == 6
+
+
+def test_a_metric_without_its_model_stops_or_is_skipped_by_name(folders, tmp_path, capsys):
+    argv = ["evaluate", str(folders / "gen"), "--reference", str(folders / "ref")]
+    assert main([*argv, "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "kld needs --ast_dir" in err and "clap needs --clap_dir" in err
+    assert "--skip_missing" in err
+    skip = [*argv, "--skip_missing", "true", "--metrics", "[fad, kld, rtf]"]
+    assert (
+        main([*skip, "--codec_dir", str(folders / "model" / "codec"), "--output", str(tmp_path)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "skipped kld: no --ast_dir given" in out
+    metrics = json.loads((tmp_path / "evaluation.json").read_text())["metrics"]
+    assert [m["metric"] for m in metrics] == ["fad", "rtf"]
+
+
+def test_evaluate_refuses_an_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    argv = ["evaluate", str(tmp_path / "empty"), "--metrics", "[rtf]"]
+    assert main(argv) == 2
+    assert "generated: no audio clips found" in capsys.readouterr().err
