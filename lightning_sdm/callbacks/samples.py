@@ -145,9 +145,11 @@ class SampleGeneration(Callback):
             self._codec = EncodecCodec(self.codec_config or CodecConfig())
         return self._codec.to(device)
 
-    def _generate_on_this_rank(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path
-    ) -> None:
+    def _sample(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prompts: list[str]
+    ) -> tuple[torch.Tensor, float, EncodecCodec, int]:
+        """Audio [B, N] for `prompts` from the (EMA) weights, the wall time of generating
+        and decoding it, the codec and the frames per prompt."""
         module = averaged_module(trainer, pl_module)
         model = module.model
         was_training = model.training
@@ -155,10 +157,16 @@ class SampleGeneration(Callback):
         codec = self._codec_on(next(model.parameters()).device)
         frames = max(1, round(self.seconds * codec.frame_rate))
         started = time.perf_counter()
-        codes = model.generate(self.prompts, frames, sampling=self.sampling, seed=self.seed)
+        codes = model.generate(prompts, frames, sampling=self.sampling, seed=self.seed)
         wavs = codec.decode(codes)
         elapsed = time.perf_counter() - started
         model.train(was_training)
+        return wavs, elapsed, codec, frames
+
+    def _generate_on_this_rank(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path
+    ) -> None:
+        wavs, elapsed, codec, frames = self._sample(trainer, pl_module, self.prompts)
         rtf = elapsed / (len(self.prompts) * frames / codec.frame_rate)
         entries: dict[str, Any] = {}
         for index, (prompt, wav) in enumerate(zip(self.prompts, wavs, strict=True)):

@@ -1,0 +1,154 @@
+"""Evaluation metrics during training: generate for a fixed prompt set, score it against a
+held-out reference set (FAD, KLD, CLAP score, RTF), and log the numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lightning_sdm.callbacks.samples import SampleGeneration
+from lightning_sdm.codecs import CodecConfig
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.evaluation import BACKENDS, LOAD_RATE, METRICS, Clip, read_clips
+
+
+class EvaluationMetrics(SampleGeneration):
+    """Logs eval/fad, eval/kld, eval/clap and eval/rtf after validations (and at the end).
+
+    FAD is computed on the continuous latents of the codec that decodes the samples (the
+    shards' codec), so it needs no other weights; KLD and CLAP take local model directories.
+
+    Args:
+        reference: Held-out reference clips with captions (a folder, JSONL or CSV).
+        metrics: Which of fad, kld, clap, rtf.
+        prompts: Captions to generate from; default: the first `num_prompts` reference
+            captions (so KLD can pair every clip with its reference).
+        num_prompts: How many reference captions to use as prompts by default.
+        max_reference: How many reference clips to read (bounds memory and time).
+        every_n_validations: Evaluate after every Nth validation.
+        ast_dir: AST directory for KLD. clap_dir: CLAP directory for the CLAP score.
+        seconds, codec, temperature, top_k, top_p, cfg_scale, seed: As SampleGeneration.
+    """
+
+    def __init__(
+        self,
+        reference: str,
+        metrics: list[str] | None = None,
+        prompts: list[str] | None = None,
+        num_prompts: int = 8,
+        max_reference: int = 64,
+        every_n_validations: int = 1,
+        ast_dir: str | None = None,
+        clap_dir: str | None = None,
+        seconds: float = 10.0,
+        codec: CodecConfig | None = None,
+        temperature: float = 1.0,
+        top_k: int = 250,
+        top_p: float = 0.0,
+        cfg_scale: float = 3.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            prompts=prompts or ["(reference captions)"], every_n_steps=0, at_validation_end=True,
+            seconds=seconds, codec=codec, temperature=temperature, top_k=top_k, top_p=top_p,
+            cfg_scale=cfg_scale, seed=seed,
+        )  # fmt: skip
+        self.metrics = list(metrics or ("fad", "rtf"))
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown:
+            raise UserInputError(f"EvaluationMetrics: unknown metrics {unknown}")
+        directories = {"kld": ast_dir, "clap": clap_dir}
+        for metric, directory in directories.items():
+            if metric in self.metrics and directory is None:
+                flag, what = BACKENDS[metric]
+                raise UserInputError(
+                    f"EvaluationMetrics: {metric} needs {flag.lstrip('-')}: {what}"
+                )
+        self.reference_source = reference
+        self.given_prompts = prompts
+        self.num_prompts = num_prompts
+        self.max_reference = max_reference
+        self.every_n_validations = every_n_validations
+        self.directories = directories
+        self.reference: list[Clip] = []
+        self.values: dict[str, float] = {}
+        self._validations = 0
+        self._backends: dict[str, object] = {}  # loaded once, on first use
+
+    def _backend(self, metric: str):
+        if metric not in self._backends:
+            from lightning_sdm.metrics.embedders import ASTClassifier, ClapEmbedder
+
+            kind = ASTClassifier if metric == "kld" else ClapEmbedder
+            self._backends[metric] = kind(str(self.directories[metric]))
+        return self._backends[metric]
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit":
+            return
+        self.reference = read_clips(self.reference_source, "reference", self.max_reference)
+        if self.given_prompts is None:
+            captions = [c.caption for c in self.reference if c.caption]
+            if not captions:
+                raise UserInputError(
+                    f"EvaluationMetrics: the reference clips in {self.reference_source} have "
+                    "no captions to prompt with; give prompts"
+                )
+            self.prompts = captions[: self.num_prompts]
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._validations += 1
+        if self._validations % self.every_n_validations == 0:
+            self.generate(trainer, pl_module)
+
+    def _generate_on_this_rank(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path
+    ) -> None:
+        wavs, elapsed, codec, frames = self._sample(trainer, pl_module, self.prompts)
+        from lightning_sdm.metrics.embedders import resample
+
+        generated = [resample(w, codec.sample_rate, LOAD_RATE) for w in wavs]
+        self.values = {"eval/rtf": elapsed / (len(wavs) * frames / codec.frame_rate)}
+        if "fad" in self.metrics:
+            self.values["eval/fad"] = self._fad(codec, generated)
+        if "kld" in self.metrics:
+            self.values["eval/kld"] = self._kld(generated)
+        if "clap" in self.metrics:
+            self.values["eval/clap"] = self._clap(generated)
+        if "rtf" not in self.metrics:
+            self.values.pop("eval/rtf")
+        for logger in trainer.loggers:
+            logger.log_metrics(self.values, step=trainer.global_step)
+
+    def _fad(self, codec, generated: list[torch.Tensor]) -> float:
+        from lightning_sdm.metrics.embedders import CodecLatentEmbedder
+        from lightning_sdm.metrics.frechet import FrechetAudioDistance
+
+        metric = FrechetAudioDistance(CodecLatentEmbedder(codec))
+        metric.update([c.wav for c in self.reference], LOAD_RATE, real=True)
+        metric.update(generated, LOAD_RATE, real=False)
+        return float(metric.compute()["fad"])
+
+    def _kld(self, generated: list[torch.Tensor]) -> float:
+        from lightning_sdm.metrics.text_audio import KLDivergence
+
+        by_caption = {c.caption: c for c in self.reference if c.caption}
+        pairs = [(g, by_caption[p]) for g, p in zip(generated, self.prompts, strict=True)
+                 if p in by_caption]  # fmt: skip
+        if not pairs:
+            raise UserInputError("EvaluationMetrics: kld found no prompt among the captions")
+        metric = KLDivergence(self._backend("kld"))
+        metric.update([g for g, _ in pairs], [r.wav for _, r in pairs], LOAD_RATE)
+        return float(metric.compute())
+
+    def _clap(self, generated: list[torch.Tensor]) -> float:
+        from lightning_sdm.metrics.text_audio import CLAPScore
+
+        metric = CLAPScore(self._backend("clap"))
+        metric.update(generated, list(self.prompts), LOAD_RATE)
+        return float(metric.compute())
