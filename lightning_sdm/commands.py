@@ -182,6 +182,7 @@ def evaluate(
     clap_dir: str | None = None,
     skip_missing: bool = False,
     bootstrap: int = 0,
+    vggish_weights: str | None = None,
 ) -> int:
     """Score generated clips: FAD, KLD, CLAP score and real-time factor, into
     OUTPUT/evaluation.json and OUTPUT/evaluation.md.
@@ -193,7 +194,9 @@ def evaluate(
             KLD; KLD pairs each generated clip with the reference whose caption is its prompt.
         output: Where the report goes.
         metrics: Which of fad, kld, clap, rtf (default: all four).
-        codec_dir: An EnCodec directory: FAD is computed on its continuous latents.
+        codec_dir: An EnCodec directory: FAD on its continuous latents (no other weights).
+        vggish_weights: Or VGGish weights (a local state dict, e.g. torchvggish's
+            vggish-10086976.pth): FAD as in the literature, on 0.96 s VGGish embeddings.
         ast_dir: An AudioSet-finetuned AST directory (ASTForAudioClassification) for KLD.
         clap_dir: A CLAP directory (ClapModel, feature extractor, tokenizer) for the CLAP score.
         skip_missing: Leave out metrics whose model directory is not given (and say so)
@@ -208,8 +211,9 @@ def evaluate(
     if bootstrap < 0:
         raise UserInputError(f"--bootstrap must be >= 0, got {bootstrap}")
     results = evaluate_folders(
-        generated, reference or "", chosen, codec_dir, ast_dir, clap_dir, skip_missing, bootstrap
-    )
+        generated, reference or "", chosen, codec_dir, ast_dir, clap_dir, skip_missing,
+        bootstrap, vggish_weights,
+    )  # fmt: skip
     inputs = {"generated": generated, "reference": reference, "bootstrap": bootstrap}
     written = write_report(results, output, inputs)
     print(markdown_table(results))

@@ -17,7 +17,7 @@ from lightning_sdm.errors import UserInputError
 METRICS = ("fad", "kld", "clap", "rtf")
 # Which model directory each metric needs, for the messages when one is missing.
 BACKENDS = {
-    "fad": ("--codec_dir", "an EnCodec directory (FAD on its latents)"),
+    "fad": ("--vggish_weights or --codec_dir", "VGGish weights, or an EnCodec directory"),
     "kld": ("--ast_dir", "an AudioSet-finetuned AST (ASTForAudioClassification)"),
     "clap": ("--clap_dir", "a CLAP model (ClapModel), e.g. laion/larger_clap_music"),
 }
@@ -72,11 +72,12 @@ def evaluate_folders(
     clap_dir: str | None = None,
     skip_missing: bool = False,
     bootstrap: int = 0,
+    vggish_weights: str | None = None,
 ) -> list[MetricResult]:
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise UserInputError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
-    directories = {"fad": codec_dir, "kld": ast_dir, "clap": clap_dir}
+    directories = {"fad": vggish_weights or codec_dir, "kld": ast_dir, "clap": clap_dir}
     missing = [m for m in metrics if m in BACKENDS and directories[m] is None]
     if missing and not skip_missing:
         needs = "; ".join(f"{m} needs {BACKENDS[m][0]} ({BACKENDS[m][1]})" for m in missing)
@@ -88,7 +89,8 @@ def evaluate_folders(
     results = []
     for metric in chosen:
         run = {"fad": _fad, "kld": _kld, "clap": _clap, "rtf": _rtf}[metric]
-        results.append(run(fakes, reals, directories.get(metric), bootstrap))
+        backend = ("vggish", vggish_weights) if metric == "fad" and vggish_weights else None
+        results.append(run(fakes, reals, backend or directories.get(metric), bootstrap))
     for metric in missing:
         print(f"skipped {metric}: no {BACKENDS[metric][0]} given")
     return results
@@ -100,12 +102,17 @@ def _interval(values: torch.Tensor, bootstrap: int) -> tuple[float, float] | Non
     return bootstrap_interval(values, samples=bootstrap) if bootstrap and len(values) > 1 else None
 
 
-def _fad(fakes: list[Clip], reals: list[Clip], codec_dir: str | None, bootstrap: int):
+def _fad(fakes: list[Clip], reals: list[Clip], backend, bootstrap: int):
+    """FAD on VGGish (backend = ("vggish", weights)) or on a codec's latents (a directory)."""
     from lightning_sdm.codecs import CodecConfig, EncodecCodec
     from lightning_sdm.metrics.embedders import CodecLatentEmbedder
     from lightning_sdm.metrics.frechet import FrechetAudioDistance
+    from lightning_sdm.metrics.vggish import VGGishEmbedder
 
-    embedder = CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=codec_dir)))
+    if isinstance(backend, tuple):
+        embedder = VGGishEmbedder(backend[1])
+    else:
+        embedder = CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=backend)))
     metric = FrechetAudioDistance(embedder)
     metric.update([c.wav for c in reals], LOAD_RATE, real=True)
     metric.update([c.wav for c in fakes], LOAD_RATE, real=False)

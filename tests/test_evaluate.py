@@ -80,3 +80,15 @@ def test_evaluate_refuses_an_empty_folder(tmp_path, capsys):
     argv = ["evaluate", str(tmp_path / "empty"), "--metrics", "[rtf]"]
     assert main(argv) == 2
     assert "generated: no audio clips found" in capsys.readouterr().err
+
+
+def test_fad_on_vggish_weights(folders, tmp_path, capsys):
+    from lightning_sdm.metrics.vggish import VGGish
+
+    torch.manual_seed(0)
+    torch.save(VGGish().state_dict(), tmp_path / "vggish.pth")
+    argv = ["evaluate", str(folders / "gen"), "--reference", str(folders / "ref")]
+    argv += ["--metrics", "[fad]", "--vggish_weights", str(tmp_path / "vggish.pth")]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 0
+    (fad,) = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
+    assert fad["backend"].startswith("vggish:") and fad["details"]["real_frames"] == 3

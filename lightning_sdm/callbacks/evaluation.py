@@ -17,8 +17,9 @@ from lightning_sdm.evaluation import BACKENDS, LOAD_RATE, METRICS, Clip, read_cl
 class EvaluationMetrics(SampleGeneration):
     """Logs eval/fad, eval/kld, eval/clap and eval/rtf after validations (and at the end).
 
-    FAD is computed on the continuous latents of the codec that decodes the samples (the
-    shards' codec), so it needs no other weights; KLD and CLAP take local model directories.
+    FAD is computed on VGGish when its weights are given, else on the continuous latents of
+    the codec that decodes the samples (the shards' codec, no other weights); KLD and CLAP
+    take local model directories.
 
     Args:
         reference: Held-out reference clips with captions (a folder, JSONL or CSV).
@@ -29,6 +30,7 @@ class EvaluationMetrics(SampleGeneration):
         max_reference: How many reference clips to read (bounds memory and time).
         every_n_validations: Evaluate after every Nth validation.
         ast_dir: AST directory for KLD. clap_dir: CLAP directory for the CLAP score.
+        vggish_weights: VGGish state dict: FAD on VGGish instead of the codec's latents.
         seconds, codec, temperature, top_k, top_p, cfg_scale, seed: As SampleGeneration.
     """
 
@@ -42,6 +44,7 @@ class EvaluationMetrics(SampleGeneration):
         every_n_validations: int = 1,
         ast_dir: str | None = None,
         clap_dir: str | None = None,
+        vggish_weights: str | None = None,
         seconds: float = 10.0,
         codec: CodecConfig | None = None,
         temperature: float = 1.0,
@@ -72,6 +75,7 @@ class EvaluationMetrics(SampleGeneration):
         self.max_reference = max_reference
         self.every_n_validations = every_n_validations
         self.directories = directories
+        self.vggish_weights = vggish_weights
         self.reference: list[Clip] = []
         self.values: dict[str, float] = {}
         self._validations = 0
@@ -129,7 +133,15 @@ class EvaluationMetrics(SampleGeneration):
         from lightning_sdm.metrics.embedders import CodecLatentEmbedder
         from lightning_sdm.metrics.frechet import FrechetAudioDistance
 
-        metric = FrechetAudioDistance(CodecLatentEmbedder(codec))
+        if self.vggish_weights is not None:
+            from lightning_sdm.metrics.vggish import VGGishEmbedder
+
+            if "vggish" not in self._backends:
+                self._backends["vggish"] = VGGishEmbedder(self.vggish_weights)
+            embedder = self._backends["vggish"]
+        else:
+            embedder = CodecLatentEmbedder(codec)
+        metric = FrechetAudioDistance(embedder)
         metric.update([c.wav for c in self.reference], LOAD_RATE, real=True)
         metric.update(generated, LOAD_RATE, real=False)
         return float(metric.compute()["fad"])
