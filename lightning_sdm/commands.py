@@ -183,6 +183,7 @@ def evaluate(
     skip_missing: bool = False,
     bootstrap: int = 0,
     vggish_weights: str | None = None,
+    fad_on: Literal["vggish", "codec", "clap"] | None = None,
 ) -> int:
     """Score generated clips: FAD, KLD, CLAP score and real-time factor, into
     OUTPUT/evaluation.json and OUTPUT/evaluation.md.
@@ -197,6 +198,8 @@ def evaluate(
         codec_dir: An EnCodec directory: FAD on its continuous latents (no other weights).
         vggish_weights: Or VGGish weights (a local state dict, e.g. torchvggish's
             vggish-10086976.pth): FAD as in the literature, on 0.96 s VGGish embeddings.
+        fad_on: The FAD embedder: vggish, codec or clap (CLAP audio embeddings, one per
+            10 s window); default: vggish when its weights are given, else codec.
         ast_dir: An AudioSet-finetuned AST directory (ASTForAudioClassification) for KLD.
         clap_dir: A CLAP directory (ClapModel, feature extractor, tokenizer) for the CLAP score.
         skip_missing: Leave out metrics whose model directory is not given (and say so)
@@ -212,7 +215,7 @@ def evaluate(
         raise UserInputError(f"--bootstrap must be >= 0, got {bootstrap}")
     results = evaluate_folders(
         generated, reference or "", chosen, codec_dir, ast_dir, clap_dir, skip_missing,
-        bootstrap, vggish_weights,
+        bootstrap, vggish_weights, fad_on,
     )  # fmt: skip
     inputs = {"generated": generated, "reference": reference, "bootstrap": bootstrap}
     written = write_report(results, output, inputs)

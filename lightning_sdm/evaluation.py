@@ -17,7 +17,10 @@ from lightning_sdm.errors import UserInputError
 METRICS = ("fad", "kld", "clap", "rtf")
 # Which model directory each metric needs, for the messages when one is missing.
 BACKENDS = {
-    "fad": ("--vggish_weights or --codec_dir", "VGGish weights, or an EnCodec directory"),
+    "fad": (
+        "--vggish_weights, --codec_dir or --clap_dir",
+        "VGGish weights, an EnCodec directory or a CLAP directory (--fad_on picks one)",
+    ),
     "kld": ("--ast_dir", "an AudioSet-finetuned AST (ASTForAudioClassification)"),
     "clap": ("--clap_dir", "a CLAP model (ClapModel), e.g. laion/larger_clap_music"),
 }
@@ -73,11 +76,21 @@ def evaluate_folders(
     skip_missing: bool = False,
     bootstrap: int = 0,
     vggish_weights: str | None = None,
+    fad_on: str | None = None,
 ) -> list[MetricResult]:
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise UserInputError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
-    directories = {"fad": vggish_weights or codec_dir, "kld": ast_dir, "clap": clap_dir}
+    fad_sources = {"vggish": vggish_weights, "codec": codec_dir, "clap": clap_dir}
+    if fad_on is not None and fad_on not in fad_sources:
+        raise UserInputError(f"--fad_on must be one of {list(fad_sources)}, got {fad_on!r}")
+    if fad_on is not None and fad_sources[fad_on] is None:
+        flag = {"vggish": "--vggish_weights", "codec": "--codec_dir", "clap": "--clap_dir"}
+        raise UserInputError(f"--fad_on {fad_on} needs {flag[fad_on]}")
+    # default: the literature's VGGish, else the codec's latents (CLAP only when asked)
+    fad_kind = fad_on or next((k for k in ("vggish", "codec") if fad_sources[k]), None)
+    fad_backend = (fad_kind, fad_sources[fad_kind]) if fad_kind else None
+    directories = {"fad": fad_backend, "kld": ast_dir, "clap": clap_dir}
     missing = [m for m in metrics if m in BACKENDS and directories[m] is None]
     if missing and not skip_missing:
         needs = "; ".join(f"{m} needs {BACKENDS[m][0]} ({BACKENDS[m][1]})" for m in missing)
@@ -89,8 +102,7 @@ def evaluate_folders(
     results = []
     for metric in chosen:
         run = {"fad": _fad, "kld": _kld, "clap": _clap, "rtf": _rtf}[metric]
-        backend = ("vggish", vggish_weights) if metric == "fad" and vggish_weights else None
-        results.append(run(fakes, reals, backend or directories.get(metric), bootstrap))
+        results.append(run(fakes, reals, directories.get(metric), bootstrap))
     for metric in missing:
         print(f"skipped {metric}: no {BACKENDS[metric][0]} given")
     return results
@@ -102,17 +114,20 @@ def _interval(values: torch.Tensor, bootstrap: int) -> tuple[float, float] | Non
     return bootstrap_interval(values, samples=bootstrap) if bootstrap and len(values) > 1 else None
 
 
-def _fad(fakes: list[Clip], reals: list[Clip], backend, bootstrap: int):
-    """FAD on VGGish (backend = ("vggish", weights)) or on a codec's latents (a directory)."""
+def _fad(fakes: list[Clip], reals: list[Clip], backend: tuple[str, str], bootstrap: int):
+    """FAD on VGGish, a codec's latents or CLAP audio embeddings: backend = (kind, path)."""
     from lightning_sdm.codecs import CodecConfig, EncodecCodec
-    from lightning_sdm.metrics.embedders import CodecLatentEmbedder
+    from lightning_sdm.metrics.embedders import ClapEmbedder, CodecLatentEmbedder
     from lightning_sdm.metrics.frechet import FrechetAudioDistance
     from lightning_sdm.metrics.vggish import VGGishEmbedder
 
-    if isinstance(backend, tuple):
-        embedder = VGGishEmbedder(backend[1])
+    kind, path = backend
+    if kind == "vggish":
+        embedder = VGGishEmbedder(path)
+    elif kind == "clap":
+        embedder = ClapEmbedder(path)
     else:
-        embedder = CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=backend)))
+        embedder = CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=path)))
     metric = FrechetAudioDistance(embedder)
     metric.update([c.wav for c in reals], LOAD_RATE, real=True)
     metric.update([c.wav for c in fakes], LOAD_RATE, real=False)

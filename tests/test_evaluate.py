@@ -92,3 +92,20 @@ def test_fad_on_vggish_weights(folders, tmp_path, capsys):
     assert main([*argv, "--output", str(tmp_path / "out")]) == 0
     (fad,) = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
     assert fad["backend"].startswith("vggish:") and fad["details"]["real_frames"] == 3
+
+
+def test_fad_on_clap_audio_embeddings_and_a_missing_choice(folders, tmp_path, capsys):
+    argv = [
+        "evaluate",
+        str(folders / "gen"),
+        "--reference",
+        str(folders / "ref"),
+        "--metrics",
+        "[fad]",
+    ]
+    assert main([*argv, "--fad_on", "clap", "--output", str(tmp_path)]) == 2
+    assert "--fad_on clap needs --clap_dir" in capsys.readouterr().err
+    clap = ["--fad_on", "clap", "--clap_dir", str(folders / "clap"), "--output", str(tmp_path)]
+    assert main([*argv, *clap]) == 0
+    (fad,) = json.loads((tmp_path / "evaluation.json").read_text())["metrics"]
+    assert str(folders / "clap") in fad["backend"] and fad["details"]["real_clips"] == 3
