@@ -191,8 +191,9 @@ def evaluate(
     Args:
         generated: A folder of generated wavs (generate's JSON sidecars give the prompts
             and timings), or a JSONL/CSV manifest.
-        reference: The reference clips (a folder with captions, or a manifest) for FAD and
-            KLD; KLD pairs each generated clip with the reference whose caption is its prompt.
+        reference: The reference clips for FAD and KLD: a folder with captions, a manifest,
+            or token shards (decoded with --codec_dir, else the codec their index names);
+            KLD pairs each generated clip with the reference whose caption is its prompt.
         output: Where the report goes.
         metrics: Which of fad, kld, clap, rtf (default: all four).
         codec_dir: An EnCodec directory: FAD on its continuous latents (no other weights).

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from lightning_sdm.data.audio import AudioRejected, load_mono
-from lightning_sdm.data.sources import SourceItem, discover
+from lightning_sdm.data.sources import SourceItem, caption_from_info, discover
 from lightning_sdm.errors import UserInputError
 
 METRICS = ("fad", "kld", "clap", "rtf")
@@ -45,7 +45,13 @@ class Clip:
     sidecar: dict[str, Any]
 
 
-def read_clips(source: str | Path, what: str, limit: int | None = None) -> list[Clip]:
+def read_clips(
+    source: str | Path, what: str, limit: int | None = None, codec_dir: str | None = None
+) -> list[Clip]:
+    """Clips from a folder of audio, a JSONL/CSV manifest, or token shards (decoded with
+    `codec_dir`, else the codec the shards' index names)."""
+    if (Path(source) / "index.json").is_file():
+        return read_shard_clips(Path(source), what, limit, codec_dir)
     try:
         items = discover(source, allow_missing_captions=True)
     except (FileNotFoundError, ValueError) as error:
@@ -54,6 +60,37 @@ def read_clips(source: str | Path, what: str, limit: int | None = None) -> list[
     if not usable:
         raise UserInputError(f"{what}: no audio clips found in {source}")
     return [_load(item, what) for item in usable]
+
+
+def read_shard_clips(
+    directory: Path, what: str, limit: int | None, codec_dir: str | None
+) -> list[Clip]:
+    from lightning_sdm.codecs import CodecConfig, EncodecCodec
+    from lightning_sdm.data.shards import load_index, read_shard
+    from lightning_sdm.metrics.embedders import resample
+
+    named = load_index(directory).get("codec", {}).get("pretrained")
+    path = codec_dir or named
+    if not path or not (Path(path) / "config.json").is_file():
+        raise UserInputError(
+            f"{what}: {directory} holds tokens; decoding them needs their codec "
+            f"({named or 'not named in index.json'} is not at hand): pass --codec_dir"
+        )
+    codec = EncodecCodec(CodecConfig(pretrained=str(path)))
+    clips: list[Clip] = []
+    for shard in sorted(directory.glob("shard-*.tar")):
+        for sample in read_shard(shard):
+            if limit is not None and len(clips) >= limit:
+                return clips
+            codes = torch.from_numpy(sample["codes"].astype("int64"))[None]
+            wav = codec.decode(codes.to(codec.device))[0].cpu()
+            caption = caption_from_info(sample["info"]) or None
+            clips.append(
+                Clip(sample["key"], caption, resample(wav, codec.sample_rate, LOAD_RATE), {})
+            )
+    if not clips:
+        raise UserInputError(f"{what}: no items in the shards of {directory}")
+    return clips
 
 
 def _load(item: SourceItem, what: str) -> Clip:
@@ -98,7 +135,7 @@ def evaluate_folders(
     chosen = [m for m in metrics if m not in missing]
     fakes = read_clips(generated, "generated")
     needs_reference = any(m in ("fad", "kld") for m in chosen)
-    reals = read_clips(reference, "reference") if needs_reference else []
+    reals = read_clips(reference, "reference", codec_dir=codec_dir) if needs_reference else []
     results = []
     for metric in chosen:
         run = {"fad": _fad, "kld": _kld, "clap": _clap, "rtf": _rtf}[metric]

@@ -109,3 +109,16 @@ def test_fad_on_clap_audio_embeddings_and_a_missing_choice(folders, tmp_path, ca
     assert main([*argv, *clap]) == 0
     (fad,) = json.loads((tmp_path / "evaluation.json").read_text())["metrics"]
     assert str(folders / "clap") in fad["backend"] and fad["details"]["real_clips"] == 3
+
+
+def test_token_shards_as_the_reference_are_decoded_with_their_codec(folders, tmp_path, capsys):
+    codec = str(folders / "model" / "codec")
+    tokenize = ["tokenize", str(folders / "ref"), str(tmp_path / "shards"), "--codec-dir", codec]
+    assert main([*tokenize, "--no-progress", "--accelerator", "cpu"]) == 0
+    argv = ["evaluate", str(folders / "gen"), "--reference", str(tmp_path / "shards")]
+    argv += ["--metrics", "[fad]", "--output", str(tmp_path / "out")]
+    assert main(argv) == 2  # FAD on codec latents needs --codec_dir; the index names it
+    assert "fad needs" in capsys.readouterr().err
+    assert main([*argv, "--codec_dir", codec]) == 0
+    (fad,) = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
+    assert fad["details"]["real_clips"] == 3 and fad["value"] > 0
