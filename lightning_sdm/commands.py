@@ -184,6 +184,7 @@ def evaluate(
     bootstrap: int = 0,
     vggish_weights: str | None = None,
     fad_on: Literal["vggish", "codec", "clap"] | None = None,
+    kld_activation: Literal["softmax", "sigmoid"] = "softmax",
 ) -> int:
     """Score generated clips: FAD, KLD, CLAP score and real-time factor, into
     OUTPUT/evaluation.json and OUTPUT/evaluation.md.
@@ -201,6 +202,8 @@ def evaluate(
             vggish-10086976.pth): FAD as in the literature, on 0.96 s VGGish embeddings.
         fad_on: The FAD embedder: vggish, codec or clap (CLAP audio embeddings, one per
             10 s window); default: vggish when its weights are given, else codec.
+        kld_activation: How the tagger's logits become label distributions: softmax (one
+            distribution over the labels) or sigmoid (each label a Bernoulli, averaged).
         ast_dir: An AudioSet-finetuned AST directory (ASTForAudioClassification) for KLD.
         clap_dir: A CLAP directory (ClapModel, feature extractor, tokenizer) for the CLAP score.
         skip_missing: Leave out metrics whose model directory is not given (and say so)
@@ -216,7 +219,7 @@ def evaluate(
         raise UserInputError(f"--bootstrap must be >= 0, got {bootstrap}")
     results = evaluate_folders(
         generated, reference or "", chosen, codec_dir, ast_dir, clap_dir, skip_missing,
-        bootstrap, vggish_weights, fad_on,
+        bootstrap, vggish_weights, fad_on, kld_activation,
     )  # fmt: skip
     inputs = {"generated": generated, "reference": reference, "bootstrap": bootstrap}
     written = write_report(results, output, inputs)

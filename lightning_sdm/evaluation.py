@@ -114,6 +114,7 @@ def evaluate_folders(
     bootstrap: int = 0,
     vggish_weights: str | None = None,
     fad_on: str | None = None,
+    kld_activation: str = "softmax",
 ) -> list[MetricResult]:
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
@@ -139,7 +140,10 @@ def evaluate_folders(
     results = []
     for metric in chosen:
         run = {"fad": _fad, "kld": _kld, "clap": _clap, "rtf": _rtf}[metric]
-        results.append(run(fakes, reals, directories.get(metric), bootstrap))
+        if metric == "kld":
+            results.append(_kld(fakes, reals, ast_dir, bootstrap, kld_activation))
+        else:
+            results.append(run(fakes, reals, directories.get(metric), bootstrap))
     for metric in missing:
         print(f"skipped {metric}: no {BACKENDS[metric][0]} given")
     return results
@@ -197,7 +201,13 @@ def _fad_interval(metric, fakes: list[Clip], bootstrap: int) -> tuple[float, flo
     return float(low), float(high)
 
 
-def _kld(fakes: list[Clip], reals: list[Clip], ast_dir: str | None, bootstrap: int):
+def _kld(
+    fakes: list[Clip],
+    reals: list[Clip],
+    ast_dir: str | None,
+    bootstrap: int,
+    kld_activation: str = "softmax",
+):
     from lightning_sdm.metrics.embedders import ASTClassifier
     from lightning_sdm.metrics.text_audio import KLDivergence
 
@@ -211,10 +221,14 @@ def _kld(fakes: list[Clip], reals: list[Clip], ast_dir: str | None, bootstrap: i
             "generate from the reference captions, or leave kld out with --metrics"
         )
     classifier = ASTClassifier(ast_dir)
-    metric = KLDivergence(classifier)
+    metric = KLDivergence(classifier, activation=kld_activation)
     metric.update([f.wav for f, _ in pairs], [r.wav for _, r in pairs], LOAD_RATE)
     per_clip = torch.cat(metric.per_clip)
-    details = {"pairs": len(pairs), "unpaired_generated": len(fakes) - len(pairs)}
+    details = {
+        "pairs": len(pairs),
+        "unpaired_generated": len(fakes) - len(pairs),
+        "activation": kld_activation,
+    }
     return MetricResult(
         "kld", float(metric.compute()), _interval(per_clip, bootstrap), len(pairs),
         classifier.name, details,
@@ -245,12 +259,20 @@ def _rtf(fakes: list[Clip], reals: list[Clip], _: str | None, bootstrap: int):
     if not timed:
         raise UserInputError("rtf reads generate's JSON sidecars (batch_wall_s); none found")
     metric = RealTimeFactor()
-    for clip in timed:  # each clip's share of its batch's wall time
-        metric.update(
-            clip.sidecar["batch_wall_s"] / clip.sidecar["batch_rows"], clip.sidecar["seconds"]
-        )
+    # each clip's share of its batch's wall time, and its seconds
+    walls = torch.tensor([c.sidecar["batch_wall_s"] / c.sidecar["batch_rows"] for c in timed])
+    seconds = torch.tensor([float(c.sidecar["seconds"]) for c in timed])
+    for wall, audio in zip(walls.tolist(), seconds.tolist(), strict=True):
+        metric.update(wall, audio)
+    interval = None
+    if bootstrap and len(timed) > 1:  # the ratio of sums over resampled clips
+        generator = torch.Generator().manual_seed(0)
+        picks = torch.randint(0, len(timed), (bootstrap, len(timed)), generator=generator)
+        ratios = (walls[picks].sum(1) / seconds[picks].sum(1)).double()
+        low, high = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64))
+        interval = (float(low), float(high))
     return MetricResult(
-        "rtf", float(metric.compute()), None, len(timed), "generate sidecars",
+        "rtf", float(metric.compute()), interval, len(timed), "generate sidecars",
         {"wall_s": float(metric.wall_s), "audio_s": float(metric.audio_s)},
     )  # fmt: skip
 
