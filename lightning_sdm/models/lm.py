@@ -21,6 +21,8 @@ from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
 from lightning_sdm.nn.transformer import TransformerDecoder
 from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
 
+ATTENTION_BACKENDS = ("auto", "dense", "causal")
+
 
 @dataclass(frozen=True)
 class LMConfig:
@@ -44,8 +46,16 @@ class LMConfig:
     # Recompute each decoder layer's activations in the backward pass instead of keeping
     # them: training memory for activations falls to about one layer's, for ~30 % more time.
     activation_checkpointing: bool = False
+    # Training attention: "dense" (the layout's [N, N] mask, the reference), "causal" (no
+    # mask tensor, SDPA's causal kernels; layouts whose mask is plain causal), or "auto"
+    # (causal where the layout allows it, else dense).
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}"
+            )
         if self.positional not in POSITIONAL_KINDS:
             raise ValueError(
                 f"positional must be one of {POSITIONAL_KINDS}, got {self.positional!r}"
@@ -179,11 +189,26 @@ class CodebookLM(nn.Module):
         tensors = self._layout_tensors(num_timesteps, codes.device)
         grid = torch.cat([codes.flatten(1), codes.new_full((batch, 1), self.special_token)], dim=1)
         x = self.embed(grid, tensors["input_index"], tensors["positions"], tensors["level_index"])
-        hidden = self.decoder(x, tensors["attention_mask"], context, context_mask)
+        hidden = self.decoder(x, self._training_mask(num_timesteps, tensors), context, context_mask)
         predicting = hidden[:, tensors["prediction_position"]]  # [B, C, T, D]
         return (
             torch.einsum("bctd,cvd->bctv", predicting, self.head_weight) + self.head_bias[:, None]
         )
+
+    def _training_mask(
+        self, num_timesteps: int, tensors: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """The self-attention mask for the teacher-forced pass; None means causal."""
+        backend = self.config.attention
+        if backend == "dense":
+            return tensors["attention_mask"]
+        causal = self.layout(num_timesteps).is_causal
+        if backend == "causal" and not causal:
+            raise ValueError(
+                f"attention='causal' needs a causal layout; the {self.config.pattern} "
+                "pattern's mask is not: use 'auto' or 'dense'"
+            )
+        return None if causal else tensors["attention_mask"]
 
     def embed_step(
         self,

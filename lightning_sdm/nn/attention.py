@@ -1,4 +1,4 @@
-"""Multi-head attention over explicit boolean masks through PyTorch's SDPA."""
+"""Multi-head attention through PyTorch's SDPA: explicit boolean masks, or causal."""
 
 from __future__ import annotations
 
@@ -29,9 +29,15 @@ class MultiHeadAttention(nn.Module):
         return self.split_heads(keys), self.split_heads(values)
 
     def attend(
-        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool = False,
     ) -> torch.Tensor:
-        """x [B, P, D] queries against keys/values [B, H, K, Dh] -> [B, P, D]."""
+        """x [B, P, D] queries against keys/values [B, H, K, Dh] -> [B, P, D]. `is_causal`
+        (with no mask) lets SDPA pick its causal kernels, which skip the masked scores."""
         queries = self.split_heads(self.query(x))
         mixed = F.scaled_dot_product_attention(
             queries,
@@ -39,11 +45,16 @@ class MultiHeadAttention(nn.Module):
             values,
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
         )
         return self.out(mixed.transpose(1, 2).flatten(-2))
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
     ) -> torch.Tensor:
         keys, values = self.project_key_value(x if context is None else context)
-        return self.attend(x, keys, values, mask)
+        return self.attend(x, keys, values, mask, is_causal)

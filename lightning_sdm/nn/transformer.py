@@ -31,11 +31,15 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        self_mask: torch.Tensor,
+        self_mask: torch.Tensor | None,
         context: torch.Tensor,
         context_mask: torch.Tensor,
     ) -> torch.Tensor:
-        x = x + self.residual_dropout(self.self_attention(self.self_norm(x), mask=self_mask))
+        """self_mask None: causal self-attention."""
+        attended = self.self_attention(
+            self.self_norm(x), mask=self_mask, is_causal=self_mask is None
+        )
+        x = x + self.residual_dropout(attended)
         cross_keys, cross_values = self.cross_attention.project_key_value(context)
         return self._cross_and_ffn(x, cross_keys, cross_values, context_mask)
 
@@ -96,11 +100,12 @@ class TransformerDecoder(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        self_mask: torch.Tensor,
+        self_mask: torch.Tensor | None,
         context: torch.Tensor,
         context_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Teacher-forced pass. self_mask [N, N]; context_mask [B, L] (True = real token)."""
+        """Teacher-forced pass. self_mask [N, N], or None for plain causal attention (the
+        fast path); context_mask [B, L] (True = real token)."""
         cross_mask = context_mask[:, None, None, :]
         recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for layer in self.layers:

@@ -109,6 +109,14 @@ class PatternLayout:
         query_step = self.step[:, None]
         return (self.step[None, :] <= query_step) & (self.last_visible[None, :] >= query_step)
 
+    @cached_property
+    def is_causal(self) -> bool:
+        """Whether the training mask is plain causal (each position sees itself and every
+        earlier one): then attention can run without a mask tensor."""
+        size = self.attention_mask.shape[0]
+        causal = torch.ones(size, size, dtype=torch.bool).tril()
+        return bool(torch.equal(self.attention_mask, causal))
+
     def to_sequence(self, codes: torch.Tensor, index: torch.Tensor, fill: int) -> torch.Tensor:
         """Gather grid codes [..., C, T] into sequence layout [..., C, N] along `index`."""
         flat = codes.flatten(-2)

@@ -54,7 +54,7 @@ def caption_dropout_generator(rank: int) -> torch.Generator:
 
 # What a fine-tuning config may change on a model it starts from; the rest is architecture.
 TRAINING_OPTIONS = {
-    "lm": ("dropout", "activation_checkpointing"),
+    "lm": ("dropout", "activation_checkpointing", "attention"),
     "text": ("cfg_dropout", "freeze", "max_length", "frozen_dtype"),
 }
 
