@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,6 +26,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from process_memory import peak_rss_mb, rss_mb  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
 from lightning_sdm.models.lm import LMConfig  # noqa: E402
@@ -62,15 +63,6 @@ class Measurement:
     measured_mb: float
     saved_activation_mb: float
     model_mb: float = float("nan")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def build(args: argparse.Namespace, option: dict) -> TextToMusicTask:

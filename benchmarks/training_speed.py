@@ -1,0 +1,159 @@
+"""Training step time and peak memory per pattern and attention backend, side by side in
+one run, with the fraction of attention scores each backend computes and tokens/s.
+
+    python benchmarks/training_speed.py [--dim 256 --layers 4 --frames 500 --json out.json]
+    python benchmarks/training_speed.py --dim 1024 --layers 4 --heads 16 --frames 100  # paper width
+
+Each row trains in its own process (peak memory is per process): one warm-up step, then
+`--steps` timed steps of forward, backward and AdamW. `dense` attends under the layout's
+[N, N] mask (every score computed, then masked); `auto` picks SDPA's causal kernels where
+the layout's mask is plain causal (parallel, delay, flat), which compute about half the
+scores, and the dense mask elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from process_memory import peak_rss_mb, rss_mb  # noqa: E402
+
+from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
+from lightning_sdm.models.lm import LMConfig  # noqa: E402
+from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM  # noqa: E402
+from lightning_sdm.tasks.lm_task import masked_level_cross_entropy  # noqa: E402
+
+PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 3)]
+BACKENDS = ("dense", "auto")
+
+
+@dataclass
+class Row:
+    pattern: str
+    k: int
+    backend: str
+    uses: str  # what the backend ran: "causal" or "dense mask"
+    positions: int
+    step_s: float
+    tokens_per_s: float
+    peak_mb: float
+    scores_computed: float  # attention scores computed / dense N^2
+    device: str
+
+
+def model(args: argparse.Namespace, pattern: str, k: int, backend: str) -> TextToMusicLM:
+    torch.manual_seed(0)
+    lm = LMConfig(
+        dim=args.dim, num_layers=args.layers, num_heads=args.heads, ffn_dim=4 * args.dim,
+        pattern=pattern, interleave=k, attention=backend,
+    )  # fmt: skip
+    return TextToMusicLM(TextToMusicConfig(lm=lm, text=TextConditionerConfig(cfg_dropout=0.0)))
+
+
+def child(args: argparse.Namespace) -> None:
+    pattern, k, backend = args.child.split(":")
+    net = model(args, pattern, int(k), backend).train()
+    layout = net.lm.layout(args.frames)
+    causal = backend == "auto" and layout.is_causal
+    n = layout.num_positions
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
+    mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
+    captions = ["a caption"] * args.batch
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        loss, _ = masked_level_cross_entropy(net(codes, captions), codes, mask)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    before = rss_mb()
+    step()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    row = Row(
+        pattern=pattern, k=int(k), backend=backend, uses="causal" if causal else "dense mask",
+        positions=n, step_s=step_s, tokens_per_s=args.batch * args.frames * 4 / step_s,
+        peak_mb=peak_rss_mb() - before,
+        scores_computed=(n + 1) / (2 * n) if causal else 1.0,
+        device=f"cpu ({torch.get_num_threads()} threads)",
+    )  # fmt: skip
+    print(json.dumps(asdict(row)))
+
+
+def measure(args: argparse.Namespace, pattern: str, k: int, backend: str) -> Row:
+    argv = [sys.executable, __file__, "--child", f"{pattern}:{k}:{backend}"]
+    for name in ("dim", "layers", "heads", "frames", "batch", "steps"):
+        argv += [f"--{name}", str(getattr(args, name))]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return Row(**json.loads(out.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--patterns", nargs="*", default=[f"{p}:{k}" for p, k in PATTERNS],
+        help="pattern:k pairs (stack patterns at T = 1500 need tens of GB for the dense mask)",
+    )  # fmt: skip
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    rows = []
+    for pattern, k in (entry.split(":") for entry in args.patterns):
+        k = int(k)
+        for backend in BACKENDS:
+            rows.append(measure(args, pattern, k, backend))
+            print(f"  measured {pattern} k={k} {backend}: {rows[-1].step_s:.2f} s", flush=True)
+    delay_dense = next((r for r in rows if r.pattern == "delay" and r.backend == "dense"), rows[0])
+    print(
+        f"\n{args.layers} layers x {args.dim}, {args.heads} heads, batch {args.batch} x "
+        f"{args.frames} frames, forward + backward + AdamW; measured on {rows[0].device}"
+    )
+    header = (
+        f"{'pattern':<16}{'backend':>8}{'runs':>12}{'positions':>10}{'step s':>8}"
+        f"{'vs delay':>9}{'vs dense':>9}{'tokens/s':>10}{'peak MB':>9}{'scores':>8}"
+    )
+    print(header + "\n" + "-" * len(header))
+    for row in rows:
+        dense = next(
+            r for r in rows if (r.pattern, r.k, r.backend) == (row.pattern, row.k, "dense")
+        )
+        name = row.pattern + (f" k={row.k}" if row.pattern == "stack_delay" else "")
+        print(
+            f"{name:<16}{row.backend:>8}{row.uses:>12}{row.positions:>10}{row.step_s:>8.2f}"
+            f"{row.step_s / delay_dense.step_s:>8.2f}x{dense.step_s / row.step_s:>8.2f}x"
+            f"{row.tokens_per_s:>10.0f}{row.peak_mb:>9.0f}{row.scores_computed:>8.2f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
