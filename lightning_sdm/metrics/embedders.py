@@ -60,7 +60,10 @@ class CodecLatentEmbedder:
         self.codec = codec
         self.sample_rate = codec.sample_rate
         self.dim = int(codec.model.config.hidden_size)
-        self.name = f"codec latents: {codec.config.pretrained or 'random codec'}"
+        where = codec.config.pretrained or "random codec"
+        self.name = (
+            f"codec latents: {where} (weights {codec.identity().get('weights_sha256', '-')})"
+        )
 
     @torch.no_grad()
     def embed(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -8,6 +8,7 @@ at run time.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -106,7 +107,8 @@ class VGGishEmbedder:
             self.model.load_state_dict(state)
         except RuntimeError as error:
             raise UserInputError(f"{path} is not a VGGish state dict: {error}") from error
-        self.name = f"vggish: {path}"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        self.name = f"vggish: {path} (weights {digest})"
 
     @torch.no_grad()
     def embed(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
