@@ -1,0 +1,230 @@
+"""Pattern quality on a source with exact floors: every pattern's best possible NLL, and the
+same small decoder trained with each pattern for the same budget, in one table.
+
+    python benchmarks/pattern_quality.py [--steps 400 --seeds 1 --out results/pattern_quality]
+    python benchmarks/pattern_quality.py --quick   # a smoke run
+
+The source is `lightning_sdm.data.synthetic.HiddenMarkovSource` (saved with its held-out
+grids as OUT/source.npz). "floor" is the lowest NLL per token any model decoding with the
+pattern can reach; "entropy" is flat's floor (the source's entropy rate on these grids).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightning_sdm.conditioning import TextConditionerConfig
+from lightning_sdm.data.synthetic import HiddenMarkovSource, pattern_floor
+from lightning_sdm.models.lm import LMConfig
+from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
+from lightning_sdm.tasks.lm_task import masked_level_cross_entropy
+
+# (label, pattern, k, schedule): delay with the k = 3 interleaved schedule isolates what the
+# schedule does without the stack representation.
+ROWS = [
+    ("delay", "delay", 1, None),
+    ("flat", "flat", 1, None),
+    ("stack", "stack", 1, None),
+    ("stack_delay k=1", "stack_delay", 1, None),
+    ("stack_delay k=2", "stack_delay", 2, None),
+    ("stack_delay k=3", "stack_delay", 3, None),
+    ("stack_delay k=4", "stack_delay", 4, None),
+    ("delay, k=3 schedule", "delay", 3, "interleaved"),
+]
+CAPTION = ["synthetic source"]
+
+
+@dataclass
+class Result:
+    label: str
+    pattern: str
+    k: int
+    schedule: str | None
+    nll: float
+    floor: float
+    gap: float  # nll - floor
+    gap_to_entropy: float  # nll - entropy floor
+    steps: int
+    gen_seconds: float
+    rtf: float
+    max_cache_keys: int
+    seed: int
+
+
+def lm_config(args, pattern: str, k: int, schedule: str | None) -> LMConfig:
+    return LMConfig(
+        dim=args.dim, num_layers=args.layers, num_heads=4, ffn_dim=4 * args.dim,
+        num_levels=args.levels, cardinality=args.cardinality, pattern=pattern, interleave=k,
+        schedule=schedule,
+    )  # fmt: skip
+
+
+def train_and_measure(args, row, train: np.ndarray, heldout: np.ndarray, seed: int) -> dict:
+    _, pattern, k, schedule = row
+    torch.manual_seed(seed)
+    text = TextConditionerConfig(cfg_dropout=0.0)
+    model = TextToMusicLM(TextToMusicConfig(lm=lm_config(args, pattern, k, schedule), text=text))
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0
+    )
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(train)
+    mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
+    model.train()
+    for _ in range(args.steps):
+        codes = data[torch.randint(0, len(data), (args.batch,), generator=generator)]
+        loss, _ = masked_level_cross_entropy(model(codes, CAPTION * args.batch), codes, mask)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad():
+        held = torch.from_numpy(heldout)
+        logits = model(held, CAPTION * len(held))
+        nll = float(
+            masked_level_cross_entropy(
+                logits, held, torch.ones(held.shape[0], args.frames, dtype=torch.bool)
+            )[0]
+        )
+    started = time.perf_counter()
+    model.generate(CAPTION, args.frames, sampling=SamplingConfig(cfg_scale=1.0), seed=seed)
+    gen_seconds = time.perf_counter() - started
+    layout = model.lm.layout(args.frames)
+    return {
+        "nll": nll, "steps": layout.num_decoding_steps, "gen_seconds": gen_seconds,
+        "max_cache_keys": layout.max_live_keys,
+        "token_steps": layout.token_steps.numpy(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--states", type=int, default=8)
+    parser.add_argument("--levels", type=int, default=4)
+    parser.add_argument("--cardinality", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--train-grids", type=int, default=2000)
+    parser.add_argument("--heldout-grids", type=int, default=200)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--frame-rate", type=float, default=50.0, help="for the RTF")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (tests)")
+    parser.add_argument("--out", type=Path, default=Path("results/pattern_quality"))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.train_grids, args.heldout_grids, args.steps, args.frames = 64, 8, 3, 12
+    args.out.mkdir(parents=True, exist_ok=True)
+    source = HiddenMarkovSource.random(
+        seed=0, states=args.states, levels=args.levels, cardinality=args.cardinality
+    )
+    train = source.sample(args.train_grids, args.frames, seed=1)
+    heldout = source.sample(args.heldout_grids, args.frames, seed=2)
+    source.save(args.out / "source.npz", heldout)
+    results: list[Result] = []
+    entropy = None
+    for row in ROWS:
+        for seed in range(args.seeds):
+            measured = train_and_measure(args, row, train, heldout, seed)
+            floor = pattern_floor(source, heldout, measured["token_steps"])
+            if entropy is None:
+                flat_steps = (
+                    lm_config(args, "flat", 1, None).make_pattern().layout(args.frames, args.levels)
+                )
+                entropy = pattern_floor(source, heldout, flat_steps.token_steps.numpy())
+            results.append(
+                Result(
+                    label=row[0],
+                    pattern=row[1],
+                    k=row[2],
+                    schedule=row[3],
+                    nll=measured["nll"],
+                    floor=floor,
+                    gap=measured["nll"] - floor,
+                    gap_to_entropy=measured["nll"] - entropy,
+                    steps=measured["steps"],
+                    gen_seconds=measured["gen_seconds"],
+                    rtf=measured["gen_seconds"] / (args.frames / args.frame_rate),
+                    max_cache_keys=measured["max_cache_keys"],
+                    seed=seed,
+                )
+            )
+            print(
+                f"  {row[0]} seed {seed}: nll {measured['nll']:.4f}, floor {floor:.4f}", flush=True
+            )
+    table = markdown(results, entropy)
+    print(
+        f"\nsource: {args.states} states, C = {args.levels} x {args.cardinality}, "
+        f"T = {args.frames}; {args.train_grids} training grids, {args.heldout_grids} held out; "
+        f"{args.layers} layers x {args.dim}, {args.steps} steps of {args.batch}; NLL in nats/token"
+    )
+    print(table)
+    (args.out / "table.md").write_text(table + "\n")
+    payload = {"entropy_floor": entropy, "rows": [asdict(r) for r in results]}
+    json_path = args.json or args.out / "results.json"
+    json_path.write_text(json.dumps(payload, indent=2))
+    plot(results, entropy, args.out / "quality_vs_time.png")
+    written = [json_path, args.out / "table.md", args.out / "quality_vs_time.png"]
+    print("wrote " + ", ".join(map(str, [*written, args.out / "source.npz"])))
+
+
+def markdown(results: list[Result], entropy: float) -> str:
+    lines = [
+        f"entropy rate (flat's floor): {entropy:.4f} nats/token",
+        "",
+        "| pattern | floor | floor - entropy | NLL | NLL - floor | steps | gen s | cache keys |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label in dict.fromkeys(r.label for r in results):
+        rows = [r for r in results if r.label == label]
+        nlls = [r.nll for r in rows]
+        spread = f" ± {statistics.stdev(nlls):.4f}" if len(nlls) > 1 else ""
+        r = rows[0]
+        lines.append(
+            f"| {label} | {r.floor:.4f} | {r.floor - entropy:.4f} | "
+            f"{statistics.mean(nlls):.4f}{spread} | {statistics.mean(nlls) - r.floor:.4f} | "
+            f"{r.steps} | {statistics.mean(x.gen_seconds for x in rows):.3f} | {r.max_cache_keys} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], entropy: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label in dict.fromkeys(r.label for r in results):
+        rows = [r for r in results if r.label == label]
+        x = statistics.mean(r.gen_seconds for r in rows)
+        y = statistics.mean(r.gap_to_entropy for r in rows)
+        axis.scatter(x, y)
+        axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.set_xlabel("generation time for one sample (s)")
+    axis.set_ylabel("held-out NLL - entropy rate (nats/token)")
+    axis.set_title(f"pattern quality vs decoding time (entropy rate {entropy:.3f})")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

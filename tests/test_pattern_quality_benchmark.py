@@ -1,0 +1,39 @@
+"""benchmarks/pattern_quality.py --quick: every row, its floor, and the files anyone can
+recompute the numbers from."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lightning_sdm.data.synthetic import HiddenMarkovSource, pattern_floor
+from lightning_sdm.patterns import make_pattern
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_quick_run_writes_a_row_per_pattern_and_recomputable_floors(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pattern_quality.py"), "--quick",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads((tmp_path / "results.json").read_text())
+    rows = payload["rows"]
+    assert {r["label"] for r in rows} >= {"delay", "flat", "stack", "stack_delay k=3"}
+    for field in ("pattern", "k", "nll", "floor", "gap", "steps", "gen_seconds",
+                  "max_cache_keys", "seed"):  # fmt: skip
+        assert all(field in r for r in rows), field
+    flat = next(r for r in rows if r["label"] == "flat")
+    assert abs(flat["floor"] - payload["entropy_floor"]) < 1e-12
+    # the saved source and held-out grids give the same floor again
+    source, heldout = HiddenMarkovSource.load(tmp_path / "source.npz")
+    delay = next(r for r in rows if r["label"] == "delay")
+    steps = make_pattern("delay").layout(heldout.shape[-1], heldout.shape[1]).token_steps
+    assert abs(pattern_floor(source, heldout, steps.numpy()) - delay["floor"]) < 1e-12
+    assert (tmp_path / "quality_vs_time.png").stat().st_size > 1000
+    assert "| pattern | floor |" in (tmp_path / "table.md").read_text()
+    assert np.isfinite([r["nll"] for r in rows]).all()
