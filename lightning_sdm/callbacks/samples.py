@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,16 @@ def averaged_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.Light
         if isinstance(callback, WeightAveraging) and callback._average_model is not None:
             return callback._average_model.module
     return pl_module
+
+
+def _trainable_average(trainer: L.Trainer, module: L.LightningModule):
+    """The TrainableEMA's average in the module while sampling, when that callback runs."""
+    from lightning_sdm.callbacks.trainable_ema import TrainableEMA
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, TrainableEMA):
+            return callback.averaged(module)
+    return contextlib.nullcontext()
 
 
 def _codec_of_shards(identity: dict[str, Any]) -> CodecConfig:
@@ -157,7 +168,8 @@ class SampleGeneration(Callback):
         codec = self._codec_on(next(model.parameters()).device)
         frames = max(1, round(self.seconds * codec.frame_rate))
         started = time.perf_counter()
-        codes = model.generate(prompts, frames, sampling=self.sampling, seed=self.seed)
+        with _trainable_average(trainer, module):
+            codes = model.generate(prompts, frames, sampling=self.sampling, seed=self.seed)
         wavs = codec.decode(codes)
         elapsed = time.perf_counter() - started
         model.train(was_training)
