@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent(
     """
     import sys, time
-    import lightning_sdm.data.tokenize as tokenize_module
+    import lightning_sdm.data.audio_datamodule as decoding_module
     from lightning_sdm.cli import main
 
     def slow_load(*args, **kwargs):
         time.sleep(120)
 
-    tokenize_module.load_mono = slow_load
+    decoding_module.load_mono = slow_load  # what the decoding workers call
     main(["tokenize", sys.argv[1], sys.argv[2], "--random-codec", "0", "--workers", "2",
           "--accelerator", "cpu", "--no-progress"])
     """
@@ -66,6 +66,7 @@ def test_workers_exit_within_seconds_after_the_parent_is_killed(tmp_path):
             + log.read_text()[-2000:]
         )
         time.sleep(1.0)  # the workers are inside the slow decode now
+        assert parent.poll() is None, "tokenize finished: the slow decode was not in effect"
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 10
