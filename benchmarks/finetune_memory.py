@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from process_memory import peak_rss_mb, rss_mb  # noqa: E402
+from process_memory import peak_rss_mb, rss_mb, run_child  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
 from lightning_sdm.models.lm import LMConfig  # noqa: E402
@@ -137,13 +136,12 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace, option: str, **overrides) -> Measurement:
-    argv = [sys.executable, __file__, "--child", option]
-    for name, value in {**vars(args), **overrides}.items():
-        if name in ("child", "json") or value is None or isinstance(value, bool):
-            continue
-        argv += [f"--{name.replace('_', '-')}", str(value)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return Measurement(**json.loads(out.strip().splitlines()[-1]))
+    options = {
+        name: value
+        for name, value in {**vars(args), **overrides}.items()
+        if name not in ("child", "json") and value is not None and not isinstance(value, bool)
+    }
+    return Measurement(**run_child(__file__, option, options))
 
 
 def positions(frames: int, pattern: str) -> int:

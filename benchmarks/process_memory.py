@@ -1,9 +1,13 @@
-"""Resident memory of this process, for benchmarks that run each case in its own process."""
+"""Benchmarks that run each case in its own process: the child run, its resident memory."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
+import sys
+from typing import Any
 
 
 def rss_mb() -> float:
@@ -15,3 +19,13 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """The process's peak resident memory so far (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(script: str, child: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Run `script --child CHILD --option value ...` in a fresh process (its own peak
+    memory) and return the JSON it prints last."""
+    argv = [sys.executable, script, "--child", child]
+    for name, value in options.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from process_memory import peak_rss_mb, rss_mb  # noqa: E402
+from process_memory import peak_rss_mb, rss_mb, run_child  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
 from lightning_sdm.models.lm import LMConfig  # noqa: E402
@@ -99,11 +98,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace, pattern: str, k: int, backend: str) -> Row:
-    argv = [sys.executable, __file__, "--child", f"{pattern}:{k}:{backend}"]
-    for name in ("dim", "layers", "heads", "frames", "batch", "steps"):
-        argv += [f"--{name}", str(getattr(args, name))]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return Row(**json.loads(out.strip().splitlines()[-1]))
+    names = ("dim", "layers", "heads", "frames", "batch", "steps")
+    options = {name: getattr(args, name) for name in names}
+    return Row(**run_child(__file__, f"{pattern}:{k}:{backend}", options))
 
 
 def main() -> None:

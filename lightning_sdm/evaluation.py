@@ -127,8 +127,8 @@ def evaluate_folders(
         raise UserInputError(f"--fad_on {fad_on} needs {flag[fad_on]}")
     # default: the literature's VGGish, else the codec's latents (CLAP only when asked)
     fad_kind = fad_on or next((k for k in ("vggish", "codec") if fad_sources[k]), None)
-    fad_backend = (fad_kind, fad_sources[fad_kind]) if fad_kind else None
-    directories = {"fad": fad_backend, "kld": ast_dir, "clap": clap_dir}
+    fad_dir = fad_sources.get(fad_kind)
+    directories = {"fad": fad_dir, "kld": ast_dir, "clap": clap_dir}
     missing = [m for m in metrics if m in BACKENDS and directories[m] is None]
     if missing and not skip_missing:
         needs = "; ".join(f"{m} needs {BACKENDS[m][0]} ({BACKENDS[m][1]})" for m in missing)
@@ -137,16 +137,41 @@ def evaluate_folders(
     fakes = read_clips(generated, "generated")
     needs_reference = any(m in ("fad", "kld") for m in chosen)
     reals = read_clips(reference, "reference", codec_dir=codec_dir) if needs_reference else []
-    results = []
-    for metric in chosen:
-        run = {"fad": _fad, "kld": _kld, "clap": _clap, "rtf": _rtf}[metric]
-        if metric == "kld":
-            results.append(_kld(fakes, reals, ast_dir, bootstrap, kld_activation))
-        else:
-            results.append(run(fakes, reals, directories.get(metric), bootstrap))
+    runs = {
+        "fad": lambda: score_fad(fakes, reals, fad_embedder(fad_kind, fad_dir), bootstrap),
+        "kld": lambda: score_kld(fakes, reals, _classifier(ast_dir), bootstrap, kld_activation),
+        "clap": lambda: score_clap(fakes, _clap_embedder(clap_dir), bootstrap),
+        "rtf": lambda: score_rtf(fakes, bootstrap),
+    }  # fmt: skip
+    results = [runs[metric]() for metric in chosen]
     for metric in missing:
         print(f"skipped {metric}: no {BACKENDS[metric][0]} given")
     return results
+
+
+def fad_embedder(kind: str, path: str):
+    """The FAD embedder: "vggish" (weights file), "clap" or "codec" (directories)."""
+    from lightning_sdm.codecs import CodecConfig, EncodecCodec
+    from lightning_sdm.metrics.embedders import ClapEmbedder, CodecLatentEmbedder
+    from lightning_sdm.metrics.vggish import VGGishEmbedder
+
+    if kind == "vggish":
+        return VGGishEmbedder(path)
+    if kind == "clap":
+        return ClapEmbedder(path)
+    return CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=path)))
+
+
+def _classifier(directory: str):
+    from lightning_sdm.metrics.embedders import ASTClassifier
+
+    return ASTClassifier(directory)
+
+
+def _clap_embedder(directory: str):
+    from lightning_sdm.metrics.embedders import ClapEmbedder
+
+    return ClapEmbedder(directory)
 
 
 def _interval(values: torch.Tensor, bootstrap: int) -> tuple[float, float] | None:
@@ -155,20 +180,9 @@ def _interval(values: torch.Tensor, bootstrap: int) -> tuple[float, float] | Non
     return bootstrap_interval(values, samples=bootstrap) if bootstrap and len(values) > 1 else None
 
 
-def _fad(fakes: list[Clip], reals: list[Clip], backend: tuple[str, str], bootstrap: int):
-    """FAD on VGGish, a codec's latents or CLAP audio embeddings: backend = (kind, path)."""
-    from lightning_sdm.codecs import CodecConfig, EncodecCodec
-    from lightning_sdm.metrics.embedders import ClapEmbedder, CodecLatentEmbedder
+def score_fad(fakes: list[Clip], reals: list[Clip], embedder, bootstrap: int) -> MetricResult:
     from lightning_sdm.metrics.frechet import FrechetAudioDistance
-    from lightning_sdm.metrics.vggish import VGGishEmbedder
 
-    kind, path = backend
-    if kind == "vggish":
-        embedder = VGGishEmbedder(path)
-    elif kind == "clap":
-        embedder = ClapEmbedder(path)
-    else:
-        embedder = CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=path)))
     metric = FrechetAudioDistance(embedder)
     metric.update([c.wav for c in reals], LOAD_RATE, real=True)
     metric.update([c.wav for c in fakes], LOAD_RATE, real=False)
@@ -183,6 +197,7 @@ def _fad_interval(metric, fakes: list[Clip], bootstrap: int) -> tuple[float, flo
     moments fixed): how much the number moves with the evaluation set."""
     from lightning_sdm.metrics.embedders import resample
     from lightning_sdm.metrics.frechet import frechet_distance
+    from lightning_sdm.metrics.text_audio import percentile_interval
 
     rate = metric.embedder.sample_rate
     frames = metric.embedder.embed([resample(c.wav, LOAD_RATE, rate) for c in fakes])
@@ -196,19 +211,17 @@ def _fad_interval(metric, fakes: list[Clip], bootstrap: int) -> tuple[float, flo
         values.append(
             float(frechet_distance(mean_real, cov_real, stacked.mean(0), stacked.T.cov()))
         )
-    ordered = torch.tensor(values, dtype=torch.float64)
-    low, high = torch.quantile(ordered, torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return float(low), float(high)
+    return percentile_interval(torch.tensor(values))
 
 
-def _kld(
+def score_kld(
     fakes: list[Clip],
     reals: list[Clip],
-    ast_dir: str | None,
+    classifier,
     bootstrap: int,
-    kld_activation: str = "softmax",
-):
-    from lightning_sdm.metrics.embedders import ASTClassifier
+    activation: str = "softmax",
+) -> MetricResult:
+    """KLD over the generated clips whose prompt is a reference clip's caption."""
     from lightning_sdm.metrics.text_audio import KLDivergence
 
     by_caption = {c.caption: c for c in reals if c.caption}
@@ -220,14 +233,13 @@ def _kld(
             f"prompt, and found no such pair (no reference is captioned {example!r}); "
             "generate from the reference captions, or leave kld out with --metrics"
         )
-    classifier = ASTClassifier(ast_dir)
-    metric = KLDivergence(classifier, activation=kld_activation)
+    metric = KLDivergence(classifier, activation=activation)
     metric.update([f.wav for f, _ in pairs], [r.wav for _, r in pairs], LOAD_RATE)
     per_clip = torch.cat(metric.per_clip)
     details = {
         "pairs": len(pairs),
         "unpaired_generated": len(fakes) - len(pairs),
-        "activation": kld_activation,
+        "activation": activation,
     }
     return MetricResult(
         "kld", float(metric.compute()), _interval(per_clip, bootstrap), len(pairs),
@@ -235,14 +247,12 @@ def _kld(
     )  # fmt: skip
 
 
-def _clap(fakes: list[Clip], reals: list[Clip], clap_dir: str | None, bootstrap: int):
-    from lightning_sdm.metrics.embedders import ClapEmbedder
+def score_clap(fakes: list[Clip], clap, bootstrap: int) -> MetricResult:
     from lightning_sdm.metrics.text_audio import CLAPScore
 
     captioned = [c for c in fakes if c.caption]
     if not captioned:
         raise UserInputError("clap needs the prompts: generate's JSON sidecars or .txt captions")
-    clap = ClapEmbedder(clap_dir)
     metric = CLAPScore(clap)
     metric.update([c.wav for c in captioned], [str(c.caption) for c in captioned], LOAD_RATE)
     per_clip = torch.cat(metric.per_clip)
@@ -252,8 +262,8 @@ def _clap(fakes: list[Clip], reals: list[Clip], clap_dir: str | None, bootstrap:
     )  # fmt: skip
 
 
-def _rtf(fakes: list[Clip], reals: list[Clip], _: str | None, bootstrap: int):
-    from lightning_sdm.metrics.text_audio import RealTimeFactor
+def score_rtf(fakes: list[Clip], bootstrap: int) -> MetricResult:
+    from lightning_sdm.metrics.text_audio import RealTimeFactor, percentile_interval
 
     timed = [c for c in fakes if "batch_wall_s" in c.sidecar and "batch_rows" in c.sidecar]
     if not timed:
@@ -268,9 +278,7 @@ def _rtf(fakes: list[Clip], reals: list[Clip], _: str | None, bootstrap: int):
     if bootstrap and len(timed) > 1:  # the ratio of sums over resampled clips
         generator = torch.Generator().manual_seed(0)
         picks = torch.randint(0, len(timed), (bootstrap, len(timed)), generator=generator)
-        ratios = (walls[picks].sum(1) / seconds[picks].sum(1)).double()
-        low, high = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64))
-        interval = (float(low), float(high))
+        interval = percentile_interval(walls[picks].sum(1) / seconds[picks].sum(1))
     return MetricResult(
         "rtf", float(metric.compute()), interval, len(timed), "generate sidecars",
         {"wall_s": float(metric.wall_s), "audio_s": float(metric.audio_s)},

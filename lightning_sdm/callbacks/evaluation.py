@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from lightning_sdm.callbacks.samples import SampleGeneration
 from lightning_sdm.codecs import CodecConfig
@@ -54,7 +53,7 @@ class EvaluationMetrics(SampleGeneration):
         seed: int = 0,
     ) -> None:
         super().__init__(
-            prompts=prompts or ["(reference captions)"], every_n_steps=0, at_validation_end=True,
+            prompts=prompts, every_n_steps=0, at_validation_end=True,
             seconds=seconds, codec=codec, temperature=temperature, top_k=top_k, top_p=top_p,
             cfg_scale=cfg_scale, seed=seed,
         )  # fmt: skip
@@ -81,12 +80,22 @@ class EvaluationMetrics(SampleGeneration):
         self._validations = 0
         self._backends: dict[str, object] = {}  # loaded once, on first use
 
-    def _backend(self, metric: str):
-        if metric not in self._backends:
-            from lightning_sdm.metrics.embedders import ASTClassifier, ClapEmbedder
+    def _backend(self, metric: str, codec=None):
+        """FAD's embedder (VGGish when given, else the codec's latents), KLD's classifier or
+        the CLAP model, loaded once."""
+        from lightning_sdm.evaluation import fad_embedder
+        from lightning_sdm.metrics.embedders import ASTClassifier, ClapEmbedder
 
-            kind = ASTClassifier if metric == "kld" else ClapEmbedder
-            self._backends[metric] = kind(str(self.directories[metric]))
+        if metric == "fad" and self.vggish_weights is None:
+            from lightning_sdm.metrics.embedders import CodecLatentEmbedder
+
+            return CodecLatentEmbedder(codec)
+        if metric not in self._backends:
+            self._backends[metric] = {
+                "fad": lambda: fad_embedder("vggish", str(self.vggish_weights)),
+                "kld": lambda: ASTClassifier(str(self.directories["kld"])),
+                "clap": lambda: ClapEmbedder(str(self.directories["clap"])),
+            }[metric]()
         return self._backends[metric]
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -101,7 +110,7 @@ class EvaluationMetrics(SampleGeneration):
                     f"EvaluationMetrics: the reference clips in {self.reference_source} have "
                     "no captions to prompt with; give prompts"
                 )
-            self.prompts = captions[: self.num_prompts]
+            self.prompts = captions[: self.num_prompts]  # replaces the default prompts
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -113,54 +122,23 @@ class EvaluationMetrics(SampleGeneration):
     def _generate_on_this_rank(
         self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path
     ) -> None:
-        wavs, elapsed, codec, frames = self._sample(trainer, pl_module, self.prompts)
+        from lightning_sdm.evaluation import score_clap, score_fad, score_kld
         from lightning_sdm.metrics.embedders import resample
 
-        generated = [resample(w, codec.sample_rate, LOAD_RATE) for w in wavs]
-        self.values = {"eval/rtf": elapsed / (len(wavs) * frames / codec.frame_rate)}
-        if "fad" in self.metrics:
-            self.values["eval/fad"] = self._fad(codec, generated)
-        if "kld" in self.metrics:
-            self.values["eval/kld"] = self._kld(generated)
-        if "clap" in self.metrics:
-            self.values["eval/clap"] = self._clap(generated)
-        if "rtf" not in self.metrics:
-            self.values.pop("eval/rtf")
+        wavs, elapsed, codec, frames = self._sample(trainer, pl_module, self.prompts)
+        generated = [
+            Clip(f"{index:02d}", prompt, resample(wav, codec.sample_rate, LOAD_RATE), {})
+            for index, (prompt, wav) in enumerate(zip(self.prompts, wavs, strict=True))
+        ]
+        scores = {
+            "fad": lambda: score_fad(generated, self.reference, self._backend("fad", codec), 0),
+            "kld": lambda: score_kld(generated, self.reference, self._backend("kld"), 0),
+            "clap": lambda: score_clap(generated, self._backend("clap"), 0),
+            "rtf": lambda: elapsed / (len(wavs) * frames / codec.frame_rate),
+        }
+        self.values = {}
+        for metric in self.metrics:
+            value = scores[metric]()
+            self.values[f"eval/{metric}"] = value if metric == "rtf" else value.value
         for logger in trainer.loggers:
             logger.log_metrics(self.values, step=trainer.global_step)
-
-    def _fad(self, codec, generated: list[torch.Tensor]) -> float:
-        from lightning_sdm.metrics.embedders import CodecLatentEmbedder
-        from lightning_sdm.metrics.frechet import FrechetAudioDistance
-
-        if self.vggish_weights is not None:
-            from lightning_sdm.metrics.vggish import VGGishEmbedder
-
-            if "vggish" not in self._backends:
-                self._backends["vggish"] = VGGishEmbedder(self.vggish_weights)
-            embedder = self._backends["vggish"]
-        else:
-            embedder = CodecLatentEmbedder(codec)
-        metric = FrechetAudioDistance(embedder)
-        metric.update([c.wav for c in self.reference], LOAD_RATE, real=True)
-        metric.update(generated, LOAD_RATE, real=False)
-        return float(metric.compute()["fad"])
-
-    def _kld(self, generated: list[torch.Tensor]) -> float:
-        from lightning_sdm.metrics.text_audio import KLDivergence
-
-        by_caption = {c.caption: c for c in self.reference if c.caption}
-        pairs = [(g, by_caption[p]) for g, p in zip(generated, self.prompts, strict=True)
-                 if p in by_caption]  # fmt: skip
-        if not pairs:
-            raise UserInputError("EvaluationMetrics: kld found no prompt among the captions")
-        metric = KLDivergence(self._backend("kld"))
-        metric.update([g for g, _ in pairs], [r.wav for _, r in pairs], LOAD_RATE)
-        return float(metric.compute())
-
-    def _clap(self, generated: list[torch.Tensor]) -> float:
-        from lightning_sdm.metrics.text_audio import CLAPScore
-
-        metric = CLAPScore(self._backend("clap"))
-        metric.update(generated, list(self.prompts), LOAD_RATE)
-        return float(metric.compute())

@@ -106,17 +106,13 @@ class HiddenMarkovSource:
     def level_given_prefix(self, codes: np.ndarray, known: int, level: int) -> np.ndarray:
         """p(c[level] = v | h, levels 0..known-1), per state [H, V]; the levels between
         the known prefix and `level` are summed out."""
+        if known > level:
+            raise ValueError("the target level is inside the known prefix")
         if known == 0:
             current = self.emission_0.copy()  # [H, V]: level 0
-            start = 1
         else:
-            current = self.emission[known - 1, :, codes[known - 1], :].copy()
-            start = known + 1
-            if known > level:
-                raise ValueError("the target level is inside the known prefix")
-        if known == 0 and level == 0:
-            return current
-        for step in range(start, level + 1):
+            current = self.emission[known - 1, :, codes[known - 1], :].copy()  # level `known`
+        for step in range(known + 1, level + 1):
             current = np.einsum("hu,huv->hv", current, self.emission[step - 1])
         return current
 

@@ -130,6 +130,14 @@ class RealTimeFactor(Metric):
         return self.wall_s / self.audio_s
 
 
+def percentile_interval(values: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` range of resampled statistics."""
+    tail = (1 - level) / 2
+    quantiles = torch.tensor([tail, 1 - tail], dtype=torch.float64)
+    low, high = torch.quantile(values.double().flatten(), quantiles)
+    return float(low), float(high)
+
+
 def bootstrap_interval(
     values: torch.Tensor, samples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
@@ -139,7 +147,4 @@ def bootstrap_interval(
         raise ValueError("a bootstrap interval needs at least 2 clips")
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(0, values.numel(), (samples, values.numel()), generator=generator)
-    means = values[picks].mean(1)
-    tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
-    return float(low), float(high)
+    return percentile_interval(values[picks].mean(1), level)

@@ -101,6 +101,10 @@ class CodebookLM(nn.Module):
             config.ffn_bias,
             config.activation_checkpointing,
         )
+        # Where each level's rows start in the flattened embedding table (one lookup a step).
+        self.register_buffer(
+            "_level_offsets", torch.arange(config.num_levels) * vocab, persistent=False
+        )
         self.head_weight = nn.Parameter(
             torch.randn(config.num_levels, config.cardinality, config.dim) * config.dim**-0.5
         )
@@ -220,10 +224,8 @@ class CodebookLM(nn.Module):
         """`embed` for the few positions of one decoding step: every level in one lookup
         (the [R, C, P, D] tensor this holds is small when P is)."""
         ids = grid[:, input_index]  # [R, C, P]
-        vocab = self.special_token + 1
-        offsets = torch.arange(0, ids.shape[1] * vocab, vocab, device=ids.device)
         table = self.token_embedding.view(-1, self.token_embedding.shape[-1])
-        vectors = F.embedding(ids + offsets[:, None], table)  # [R, C, P, D]
+        vectors = F.embedding(ids + self._level_offsets[:, None], table)  # [R, C, P, D]
         if self.level_embedding is not None:
             vectors = vectors * (ids != self.special_token)[..., None]
             return (
