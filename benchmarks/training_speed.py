@@ -3,12 +3,19 @@ one run, with the fraction of attention scores each backend computes and tokens/
 
     python benchmarks/training_speed.py [--dim 256 --layers 4 --frames 500 --json out.json]
     python benchmarks/training_speed.py --dim 1024 --layers 4 --heads 16 --frames 100  # paper width
+    python benchmarks/training_speed.py --estimate --dim 1024 --layers 24 --heads 16 --frames 1500
 
 Each row trains in its own process (peak memory is per process): one warm-up step, then
 `--steps` timed steps of forward, backward and AdamW. `dense` attends under the layout's
-[N, N] mask (every score computed, then masked); `auto` picks SDPA's causal kernels where
-the layout's mask is plain causal (parallel, delay, flat), which compute about half the
-scores, and the dense mask elsewhere.
+[N, N] mask (every score computed, then masked); `flex` scores only the key blocks each
+query block sees (FlexAttention on CUDA; on CPU, where FlexAttention has no backward, one
+SDPA call per chunk of queries over its gathered key blocks); `auto` picks SDPA's causal
+kernels where the layout's mask is plain causal (parallel, delay, flat), else the
+block-sparse path where it skips at least half the scores, else the dense mask.
+
+The GPU column is an estimate, not a measurement: the step's FLOPs with each backend (the
+block-sparse path counted at FlexAttention's 128 x 128 blocks), relative to dense, as a
+compute-bound GPU would see them.
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_memory import peak_rss_mb, rss_mb, run_child  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
-from lightning_sdm.models.lm import LMConfig  # noqa: E402
+from lightning_sdm.models.lm import CodebookLM, LMConfig  # noqa: E402
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM  # noqa: E402
+from lightning_sdm.nn.sparse_attention import BlockSparseMask  # noqa: E402
+from lightning_sdm.patterns import PatternLayout  # noqa: E402
 from lightning_sdm.tasks.lm_task import masked_level_cross_entropy  # noqa: E402
 
 PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 3)]
-BACKENDS = ("dense", "auto")
+BACKENDS = ("dense", "auto", "flex")
+CONTEXT_TOKENS = 4  # "a caption" through T5's tokenizer, with the end token
 
 
 @dataclass
@@ -43,12 +53,13 @@ class Row:
     pattern: str
     k: int
     backend: str
-    uses: str  # what the backend ran: "causal" or "dense mask"
+    uses: str  # what the backend ran: "causal", "sparse" or "dense mask"
     positions: int
     step_s: float
     tokens_per_s: float
     peak_mb: float
-    scores_computed: float  # attention scores computed / dense N^2
+    scores_computed: float  # attention scores computed / dense N^2, on this device
+    gpu_flops: float  # estimated FLOPs of one step on a GPU (not measured)
     device: str
 
 
@@ -61,12 +72,71 @@ def model(args: argparse.Namespace, pattern: str, k: int, backend: str) -> TextT
     return TextToMusicLM(TextToMusicConfig(lm=lm, text=TextConditionerConfig(cfg_dropout=0.0)))
 
 
+def step_flops(args: argparse.Namespace, positions: int, frames: int, scores: float) -> float:
+    """Forward + backward (3x forward) FLOPs of one step: projections, FFN, heads, and
+    `scores` self-attention scores per row (QK and PV, 2 x 2 x dim each)."""
+    dim, ffn = args.dim, 4 * args.dim
+    per_position = 2 * (4 * dim * dim + 2 * dim * dim + 2 * dim * ffn)  # self, cross, FFN
+    cross_scores = 4 * positions * CONTEXT_TOKENS * dim
+    forward = args.layers * (positions * per_position + 4 * scores * dim + cross_scores)
+    forward += 2 * 4 * frames * 2048 * dim  # level heads
+    return 3 * args.batch * forward
+
+
+def gpu_scores(layout: PatternLayout, uses: str) -> float:
+    """Scores a GPU computes per row: all for a dense mask, the lower triangle for the
+    causal kernels, FlexAttention's visible 128 x 128 blocks for the sparse path."""
+    n = layout.num_positions
+    if uses == "causal":
+        return n * (n + 1) / 2
+    if uses == "sparse":
+        blocks = BlockSparseMask(layout.attention_mask, layout.attention_key_order, 128, 128)
+        return blocks.scores_fraction * n * n
+    return float(n * n)
+
+
+def attention_used(lm: CodebookLM, frames: int) -> tuple[str, float]:
+    """What the backend runs at this length, and the share of N^2 scores it computes."""
+    plan = lm.training_attention(frames, torch.device("cpu"))
+    n = lm.layout(frames).num_positions
+    if plan is None:
+        return "causal", (n + 1) / (2 * n)
+    if isinstance(plan, BlockSparseMask):
+        return "sparse", plan.scores_fraction
+    return "dense mask", 1.0
+
+
+def estimate(args: argparse.Namespace) -> None:
+    """The GPU column alone, for any size: no training, nothing measured."""
+    print(
+        f"Estimated from FLOP counts, not measured: {args.layers} layers x {args.dim}, "
+        f"{args.frames} frames; step FLOPs relative to the same pattern's dense mask"
+    )
+    for entry in args.patterns:
+        pattern, k = entry.split(":")
+        cells = []
+        for backend in args.backends:
+            lm_config = LMConfig(
+                dim=args.dim, num_layers=args.layers, num_heads=args.heads,
+                ffn_dim=4 * args.dim, pattern=pattern, interleave=int(k), attention=backend,
+            )  # fmt: skip
+            with torch.device("meta"):
+                lm = CodebookLM(lm_config)
+            layout = lm.layout(args.frames)
+            uses, _ = attention_used(lm, args.frames)
+            flops = step_flops(args, layout.num_positions, args.frames, gpu_scores(layout, uses))
+            cells.append((backend, uses, flops))
+        dense = next((f for b, _, f in cells if b == "dense"), cells[0][2])
+        row = "  ".join(f"{b} ({u}) {dense / f:.2f}x" for b, u, f in cells)
+        print(f"  {pattern} k={k}: {row}")
+
+
 def child(args: argparse.Namespace) -> None:
     pattern, k, backend = args.child.split(":")
     net = model(args, pattern, int(k), backend).train()
     layout = net.lm.layout(args.frames)
-    causal = backend == "auto" and layout.is_causal
     n = layout.num_positions
+    uses, scores = attention_used(net.lm, args.frames)
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
     mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
@@ -88,10 +158,10 @@ def child(args: argparse.Namespace) -> None:
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     row = Row(
-        pattern=pattern, k=int(k), backend=backend, uses="causal" if causal else "dense mask",
+        pattern=pattern, k=int(k), backend=backend, uses=uses,
         positions=n, step_s=step_s, tokens_per_s=args.batch * args.frames * 4 / step_s,
-        peak_mb=peak_rss_mb() - before,
-        scores_computed=(n + 1) / (2 * n) if causal else 1.0,
+        peak_mb=peak_rss_mb() - before, scores_computed=scores,
+        gpu_flops=step_flops(args, n, args.frames, gpu_scores(layout, uses)),
         device=f"cpu ({torch.get_num_threads()} threads)",
     )  # fmt: skip
     print(json.dumps(asdict(row)))
@@ -115,16 +185,23 @@ def main() -> None:
         "--patterns", nargs="*", default=[f"{p}:{k}" for p, k in PATTERNS],
         help="pattern:k pairs (stack patterns at T = 1500 need tens of GB for the dense mask)",
     )  # fmt: skip
+    parser.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument(
+        "--estimate", action="store_true", help="only the FLOP-count estimate (any size, fast)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    if args.estimate:
+        estimate(args)
+        return
     rows = []
     for pattern, k in (entry.split(":") for entry in args.patterns):
         k = int(k)
-        for backend in BACKENDS:
+        for backend in args.backends:
             rows.append(measure(args, pattern, k, backend))
             print(f"  measured {pattern} k={k} {backend}: {rows[-1].step_s:.2f} s", flush=True)
     delay_dense = next((r for r in rows if r.pattern == "delay" and r.backend == "dense"), rows[0])
@@ -135,18 +212,27 @@ def main() -> None:
     header = (
         f"{'pattern':<16}{'backend':>8}{'runs':>12}{'positions':>10}{'step s':>8}"
         f"{'vs delay':>9}{'vs dense':>9}{'tokens/s':>10}{'peak MB':>9}{'scores':>8}"
+        f"{'GPU est.':>10}"
     )
     print(header + "\n" + "-" * len(header))
     for row in rows:
         dense = next(
-            r for r in rows if (r.pattern, r.k, r.backend) == (row.pattern, row.k, "dense")
+            (r for r in rows if (r.pattern, r.k, r.backend) == (row.pattern, row.k, "dense")),
+            row,
         )
         name = row.pattern + (f" k={row.k}" if row.pattern == "stack_delay" else "")
         print(
             f"{name:<16}{row.backend:>8}{row.uses:>12}{row.positions:>10}{row.step_s:>8.2f}"
             f"{row.step_s / delay_dense.step_s:>8.2f}x{dense.step_s / row.step_s:>8.2f}x"
             f"{row.tokens_per_s:>10.0f}{row.peak_mb:>9.0f}{row.scores_computed:>8.2f}"
+            f"{dense.gpu_flops / row.gpu_flops:>9.2f}x"
         )
+    print(
+        "'vs dense': measured speed-up over the same pattern's dense row. 'scores': attention"
+        " scores computed / N^2. 'GPU est.': estimated, not measured: dense FLOPs / this"
+        " row's FLOPs for a compute-bound GPU step (sparse rows at FlexAttention's 128 x 128"
+        " blocks)."
+    )
     if args.json:
         args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2))
         print(f"wrote {args.json}")

@@ -17,11 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.nn.attention import AttentionMask
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
+from lightning_sdm.nn.sparse_attention import BlockSparseMask
 from lightning_sdm.nn.transformer import TransformerDecoder
 from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
 
-ATTENTION_BACKENDS = ("auto", "dense", "causal")
+ATTENTION_BACKENDS = ("auto", "dense", "causal", "flex")
+# "auto" takes the block-sparse path when it scores at most this share of the dense mask's
+# scores; above it, gathering key blocks costs more than the skipped scores save.
+SPARSE_SCORES_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,10 @@ class LMConfig:
     # them: training memory for activations falls to about one layer's, for ~30 % more time.
     activation_checkpointing: bool = False
     # Training attention: "dense" (the layout's [N, N] mask, the reference), "causal" (no
-    # mask tensor, SDPA's causal kernels; layouts whose mask is plain causal), or "auto"
-    # (causal where the layout allows it, else dense).
+    # mask tensor, SDPA's causal kernels; layouts whose mask is plain causal), "flex" (only
+    # the key blocks each query block sees: FlexAttention on CUDA, chunked SDPA elsewhere),
+    # or "auto" (causal where the layout allows it, else flex where it skips at least half
+    # the scores, else dense).
     attention: str = "auto"
 
     def __post_init__(self) -> None:
@@ -114,6 +121,7 @@ class CodebookLM(nn.Module):
         else:  # zeros that never train, so the heads stay bias-free like the checkpoint's
             self.register_buffer("head_bias", head_bias, persistent=False)
         self._device_layouts: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+        self._sparse_masks: dict[tuple[int, str], BlockSparseMask] = {}
 
     def layout(self, num_timesteps: int) -> PatternLayout:
         return self.pattern.layout(num_timesteps, self.config.num_levels)
@@ -193,26 +201,43 @@ class CodebookLM(nn.Module):
         tensors = self._layout_tensors(num_timesteps, codes.device)
         grid = torch.cat([codes.flatten(1), codes.new_full((batch, 1), self.special_token)], dim=1)
         x = self.embed(grid, tensors["input_index"], tensors["positions"], tensors["level_index"])
-        hidden = self.decoder(x, self._training_mask(num_timesteps, tensors), context, context_mask)
+        self_mask = self.training_attention(num_timesteps, codes.device)
+        hidden = self.decoder(x, self_mask, context, context_mask)
         predicting = hidden[:, tensors["prediction_position"]]  # [B, C, T, D]
         return (
             torch.einsum("bctd,cvd->bctv", predicting, self.head_weight) + self.head_bias[:, None]
         )
 
-    def _training_mask(
-        self, num_timesteps: int, tensors: dict[str, torch.Tensor]
-    ) -> torch.Tensor | None:
-        """The self-attention mask for the teacher-forced pass; None means causal."""
+    def training_attention(self, num_timesteps: int, device: torch.device) -> AttentionMask:
+        """The self-attention mask the teacher-forced pass runs under, as `attention` picks
+        it: the dense [N, N] mask, its block-sparse plan, or None (causal kernels)."""
         backend = self.config.attention
+        tensors = self._layout_tensors(num_timesteps, device)
         if backend == "dense":
             return tensors["attention_mask"]
+        if backend == "flex":
+            return self.sparse_mask(num_timesteps, device)
         causal = self.layout(num_timesteps).is_causal
         if backend == "causal" and not causal:
             raise ValueError(
                 f"attention='causal' needs a causal layout; the {self.config.pattern} "
-                "pattern's mask is not: use 'auto' or 'dense'"
+                "pattern's mask is not: use 'auto', 'flex' or 'dense'"
             )
-        return None if causal else tensors["attention_mask"]
+        if causal:
+            return None
+        sparse = self.sparse_mask(num_timesteps, device)
+        if sparse.scores_fraction <= SPARSE_SCORES_LIMIT:
+            return sparse
+        return tensors["attention_mask"]
+
+    def sparse_mask(self, num_timesteps: int, device: torch.device) -> BlockSparseMask:
+        """The layout's mask planned by blocks over its key order, once per (T, device)."""
+        key = (num_timesteps, str(device))
+        if key not in self._sparse_masks:
+            layout = self.layout(num_timesteps)
+            plan = BlockSparseMask(layout.attention_mask, layout.attention_key_order)
+            self._sparse_masks[key] = plan.to(device)
+        return self._sparse_masks[key]
 
     def embed_step(
         self,

@@ -1,10 +1,16 @@
-"""Multi-head attention through PyTorch's SDPA: explicit boolean masks, or causal."""
+"""Multi-head attention through PyTorch's SDPA: explicit boolean masks, causal, or a
+block-sparse plan."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lightning_sdm.nn.sparse_attention import BlockSparseMask
+
+# True = may attend; None = no mask (or causal); a plan = only its visible key blocks scored.
+AttentionMask = torch.Tensor | BlockSparseMask | None
 
 
 class MultiHeadAttention(nn.Module):
@@ -33,18 +39,22 @@ class MultiHeadAttention(nn.Module):
         x: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        mask: torch.Tensor | None,
+        mask: AttentionMask,
         is_causal: bool = False,
     ) -> torch.Tensor:
         """x [B, P, D] queries against keys/values [B, H, K, Dh] -> [B, P, D]. `is_causal`
         (with no mask) lets SDPA pick its causal kernels, which skip the masked scores."""
         queries = self.split_heads(self.query(x))
+        dropout = self.dropout if self.training else 0.0
+        if isinstance(mask, BlockSparseMask):
+            mixed = mask.attend(queries, keys, values, dropout)
+            return self.out(mixed.transpose(1, 2).flatten(-2))
         mixed = F.scaled_dot_product_attention(
             queries,
             keys,
             values,
             attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=dropout,
             is_causal=is_causal,
         )
         return self.out(mixed.transpose(1, 2).flatten(-2))
@@ -53,7 +63,7 @@ class MultiHeadAttention(nn.Module):
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
+        mask: AttentionMask = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
         keys, values = self.project_key_value(x if context is None else context)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lightning_sdm.nn.attention import MultiHeadAttention
+from lightning_sdm.nn.attention import AttentionMask, MultiHeadAttention
 from lightning_sdm.nn.kv_cache import SlotKVCache
 
 
@@ -31,7 +31,7 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        self_mask: torch.Tensor | None,
+        self_mask: AttentionMask,
         context: torch.Tensor,
         context_mask: torch.Tensor,
     ) -> torch.Tensor:
@@ -100,12 +100,12 @@ class TransformerDecoder(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        self_mask: torch.Tensor | None,
+        self_mask: AttentionMask,
         context: torch.Tensor,
         context_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Teacher-forced pass. self_mask [N, N], or None for plain causal attention (the
-        fast path); context_mask [B, L] (True = real token)."""
+        """Teacher-forced pass. self_mask [N, N], a block-sparse plan of it, or None for
+        plain causal attention; context_mask [B, L] (True = real token)."""
         cross_mask = context_mask[:, None, None, :]
         recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for layer in self.layers:

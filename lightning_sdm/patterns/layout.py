@@ -117,6 +117,16 @@ class PatternLayout:
         causal = torch.ones(size, size, dtype=torch.bool).tril()
         return bool(torch.equal(self.attention_mask, causal))
 
+    @cached_property
+    def attention_key_order(self) -> torch.Tensor:
+        """[N] positions with the keys that stay visible to the last step first, then the
+        rest, each in step order. In this order a query's visible keys form few blocks: a
+        prefix of the long-lived keys and a short run of the others (for stack layouts, the
+        full stacks so far and the few live partial stacks), which block-sparse attention
+        exploits."""
+        forever = self.last_visible == self.last_step
+        return torch.cat([torch.nonzero(forever).squeeze(1), torch.nonzero(~forever).squeeze(1)])
+
     def to_sequence(self, codes: torch.Tensor, index: torch.Tensor, fill: int) -> torch.Tensor:
         """Gather grid codes [..., C, T] into sequence layout [..., C, N] along `index`."""
         flat = codes.flatten(-2)

@@ -25,18 +25,42 @@ def logits_and_grads(model: TextToMusicLM, codes: torch.Tensor):
     return logits.detach(), grads
 
 
+# T 11 keeps every mask one block; T 130 spans several query chunks of the sparse plan.
+@pytest.mark.parametrize(("backend", "num_timesteps"), [("auto", 11), ("flex", 130)])
 @pytest.mark.parametrize(("name", "k"), ALL_PATTERNS)
-def test_auto_equals_the_dense_reference(name, k):
-    codes = torch.randint(0, 16, (2, 4, 11), generator=torch.Generator().manual_seed(0))
+def test_every_backend_equals_the_dense_reference(name, k, backend, num_timesteps):
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 16, (2, 4, num_timesteps), generator=generator)
     dense_logits, dense_grads = logits_and_grads(model_with(name, k, "dense"), codes)
-    auto = model_with(name, k, "auto")
-    auto_logits, auto_grads = logits_and_grads(auto, codes)
-    assert (auto_logits - dense_logits).abs().max() <= 1e-5
+    fast = model_with(name, k, backend)
+    fast_logits, fast_grads = logits_and_grads(fast, codes)
+    assert (fast_logits - dense_logits).abs().max() <= 1e-5
     for parameter, grad in dense_grads.items():
-        assert (auto_grads[parameter] - grad).abs().max() <= 1e-5, parameter
+        assert (fast_grads[parameter] - grad).abs().max() <= 1e-5, parameter
     # cached decoding stays exact against the fast path's logits
-    auto.eval()
-    assert (auto.score_cached(codes, CAPTIONS) - auto(codes, CAPTIONS)).abs().max() <= 1e-4
+    fast.eval()
+    assert (fast.score_cached(codes, CAPTIONS) - fast(codes, CAPTIONS)).abs().max() <= 1e-4
+
+
+def test_auto_takes_the_sparse_path_once_it_skips_most_scores(monkeypatch):
+    from lightning_sdm.nn.attention import MultiHeadAttention
+    from lightning_sdm.nn.sparse_attention import BlockSparseMask
+
+    masks = []
+    original = MultiHeadAttention.attend
+
+    def spy(self, x, keys, values, mask, is_causal=False):
+        masks.append(mask)
+        return original(self, x, keys, values, mask, is_causal)
+
+    monkeypatch.setattr(MultiHeadAttention, "attend", spy)
+    model = model_with("stack_delay", 3, "auto")
+    for num_timesteps, sparse in ((300, True), (11, False)):  # T 11: one block, nothing to skip
+        masks.clear()
+        model(torch.randint(0, 16, (1, 4, num_timesteps)), CAPTIONS[:1])
+        self_masks = masks[::2]
+        assert all(isinstance(m, BlockSparseMask) == sparse for m in self_masks)
+    assert model.lm.sparse_mask(300, torch.device("cpu")).scores_fraction <= 0.5
 
 
 def test_causal_layouts_skip_the_mask_and_others_keep_it(monkeypatch):
@@ -61,7 +85,7 @@ def test_causal_layouts_skip_the_mask_and_others_keep_it(monkeypatch):
 
 def test_forcing_causal_on_a_stack_layout_is_refused():
     model = model_with("stack_delay", 3, "causal")
-    with pytest.raises(ValueError, match="needs a causal layout"):
+    with pytest.raises(ValueError, match=r"needs a causal layout.*'auto', 'flex' or 'dense'"):
         model(torch.randint(0, 16, (1, 4, 5)), CAPTIONS[:1])
     with pytest.raises(ValueError, match="attention must be one of"):
         dataclasses.replace(tiny_config().lm, attention="flash")

@@ -150,6 +150,19 @@ def test_decoding_plan_blocks_are_contiguous_steps(case):
     assert sorted(seen) == [(level, t) for level in range(C) for t in range(T)]
 
 
+@given(patterns_and_sizes())
+def test_attention_key_order_puts_long_lived_keys_first_and_keeps_each_run_in_step_order(case):
+    pattern, T, C = case
+    layout = pattern.layout(T, C)
+    order = layout.attention_key_order
+    assert sorted(order.tolist()) == list(range(layout.num_positions))
+    forever = (layout.last_visible == layout.last_step)[order]
+    boundary = int(forever.sum())
+    assert bool(forever[:boundary].all()) and not bool(forever[boundary:].any())
+    for run in (order[:boundary], order[boundary:]):
+        assert bool((layout.step[run].diff() >= 0).all())
+
+
 @pytest.mark.parametrize(("name", "k"), ALL_PATTERNS)
 @pytest.mark.parametrize("T", [1, 2, 7, 31])
 def test_named_patterns_predict_each_token_once(name, k, T):

@@ -1,0 +1,36 @@
+"""benchmarks/training_speed.py: the FLOP estimate and one measured row, at a tiny size."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "benchmarks" / "training_speed.py")
+TINY = ["--dim", "32", "--layers", "1", "--heads", "2", "--batch", "1"]
+
+
+def run(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, SCRIPT, *TINY, *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_the_estimate_names_what_each_backend_runs():
+    out = run("--estimate", "--frames", "300", "--patterns", "delay:1", "stack_delay:3")
+    assert "not measured" in out
+    assert "auto (causal)" in out.splitlines()[1]
+    assert "auto (sparse)" in out.splitlines()[2] and "dense (dense mask) 1.00x" in out
+
+
+def test_a_measured_run_writes_rows_with_the_device(tmp_path):
+    out = run(
+        "--frames", "260", "--steps", "1", "--patterns", "stack_delay:3",
+        "--backends", "dense", "flex", "--json", str(tmp_path / "rows.json"),
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert [r["uses"] for r in rows] == ["dense mask", "sparse"]
+    assert rows[1]["scores_computed"] < 0.5 and rows[1]["device"].startswith("cpu")
+    assert "GPU est." in out
