@@ -36,11 +36,11 @@ def export_checkpoint(
     A LoRA run's checkpoint exports as its adapter alone (over the directory it started
     from), or with `merge` as a whole model with the adapter folded in.
     """
-    from lightning_sdm.tasks.lm_task import (
-        ADAPTER_BASE_KEY,
-        TRAINED_FRAMES_KEY,
-        task_from_checkpoint,
+    from lightning_sdm.tasks.diffusion_task import (
+        DIFFUSION_FAMILY_KEY,
+        diffusion_task_from_checkpoint,
     )
+    from lightning_sdm.tasks.lm_task import ADAPTER_BASE_KEY, task_from_checkpoint
 
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.is_file():
@@ -48,6 +48,11 @@ def export_checkpoint(
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     if "encodec_config" in checkpoint.get("hyper_parameters", {}):
         return _export_codec(checkpoint, output)
+    if DIFFUSION_FAMILY_KEY in checkpoint.get("hyper_parameters", {}):
+        if merge:
+            raise UserInputError(f"{checkpoint_path} is a diffusion model: it has no adapter")
+        output = diffusion_task_from_checkpoint(checkpoint).model.save_pretrained(output)
+        return _finish_export(checkpoint, checkpoint_path, output, codec_dir)
     model = task_from_checkpoint(checkpoint).model
     if model.config.adapter is None and merge:
         raise UserInputError(f"{checkpoint_path} has no adapter: export it without --merge")
@@ -63,6 +68,15 @@ def export_checkpoint(
         if merge:
             model.merge_adapter()
         output = model.save_pretrained(output)
+    return _finish_export(checkpoint, checkpoint_path, output, codec_dir)
+
+
+def _finish_export(
+    checkpoint: dict, checkpoint_path: Path, output: Path, codec_dir: str | None
+) -> Path:
+    """The codec beside the model (when given) and where the weights came from."""
+    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY
+
     if codec_dir is not None:
         EncodecCodec(CodecConfig(pretrained=codec_dir)).save_pretrained(output / CODEC_DIR)
     provenance = {

@@ -16,6 +16,7 @@ from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.codecs import CodecConfig, EncodecCodec, describe_codec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.models.text_to_audio_diffusion import DiffusionSamplingConfig
 
 DEFAULT_PROMPTS = [
     "an upbeat pop song with bright synths and punchy drums at 120 bpm",
@@ -75,6 +76,9 @@ class SampleGeneration(Callback):
         top_p: Nucleus sampling threshold (0: off).
         cfg_scale: Classifier-free guidance scale.
         seed: Seed of the sampling, so steps are comparable.
+        diffusion_steps: DDIM steps (diffusion models; temperature, top_k, top_p are the
+            LM's).
+        cfg_rescale: Guidance rescale φ (diffusion models).
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class SampleGeneration(Callback):
         top_p: float = 0.0,
         cfg_scale: float = 3.0,
         seed: int = 0,
+        diffusion_steps: int = 50,
+        cfg_rescale: float = 0.0,
     ) -> None:
         super().__init__()
         self.prompts = list(prompts or DEFAULT_PROMPTS)
@@ -97,6 +103,9 @@ class SampleGeneration(Callback):
         self.seconds = seconds
         self.codec_config = codec
         self.sampling = SamplingConfig(temperature, top_k, top_p, cfg_scale)
+        diffusion = DiffusionSamplingConfig(diffusion_steps, cfg_scale, cfg_rescale)
+        # Each model family says which of these it samples with.
+        self._sampling_by_type = {SamplingConfig: self.sampling, DiffusionSamplingConfig: diffusion}
         self.seed = seed
         self._codec: EncodecCodec | None = None
         self._last_step = -1
@@ -167,10 +176,10 @@ class SampleGeneration(Callback):
         model.eval()
         codec = self._codec_on(next(model.parameters()).device)
         frames = max(1, round(self.seconds * codec.frame_rate))
+        sampling = self._sampling_by_type[type(model).sampling_config_type]
         started = time.perf_counter()
         with _trainable_average(trainer, module):
-            codes = model.generate(prompts, frames, sampling=self.sampling, seed=self.seed)
-        wavs = codec.decode(codes)
+            wavs = model.generate_waveforms(codec, prompts, frames, self.seed, sampling)
         elapsed = time.perf_counter() - started
         model.train(was_training)
         return wavs, elapsed, codec, frames

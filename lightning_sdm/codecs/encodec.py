@@ -178,6 +178,16 @@ class EncodecCodec(nn.Module):
         embeddings = self.model.quantizer.decode(codes.to(self.device, torch.long).transpose(0, 1))
         return self.model.decoder(embeddings)[:, 0]
 
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Continuous latents [B, D, T] (what `encode_with_latents` returns, or a diffusion
+        model's output) -> wav [B, T * hop], without quantising them."""
+        if latents.dim() != 3 or latents.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"expected latents [B, {self.latent_dim}, T], got shape {tuple(latents.shape)}"
+            )
+        return self.model.decoder(latents.to(self.device, torch.float32))[:, 0]
+
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(Path(directory))
 

@@ -90,7 +90,7 @@ class T5Conditioner(nn.Module):
     def __init__(
         self,
         config: TextConditionerConfig,
-        output_dim: int,
+        output_dim: int | None,
         encoder: T5EncoderModel | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
@@ -100,7 +100,10 @@ class T5Conditioner(nn.Module):
             encoder, tokenizer = load_t5(config)
         self.encoder = encoder
         self.tokenizer = tokenizer
-        self.projection = nn.Linear(encoder.config.d_model, output_dim)
+        # None: the states at the encoder's width (a model with its own context embedding).
+        self.projection = (
+            nn.Linear(encoder.config.d_model, output_dim) if output_dim is not None else None
+        )
         if config.freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -125,7 +128,10 @@ class T5Conditioner(nn.Module):
     def forward(self, texts: list[str]) -> TextCondition:
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not a single string")
-        device = self.projection.weight.device
+        reference = (
+            self.projection.weight if self.projection is not None else self.encoder.shared.weight
+        )
+        device = reference.device
         batch = self.tokenizer(
             list(texts),
             padding=True,
@@ -134,9 +140,13 @@ class T5Conditioner(nn.Module):
             return_tensors="pt",
         ).to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
-            states = self.encoder(**batch).last_hidden_state.to(self.projection.weight.dtype)
+            states = self.encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].bool()
-        projected = self.projection(states) * mask[..., None]
+        if self.projection is not None:
+            states = self.projection(states.to(self.projection.weight.dtype))
+        else:
+            states = states.float()
+        projected = states * mask[..., None]
         if self.config.unconditional == "zeros":
             empty = torch.tensor([text == EMPTY_CONDITION for text in texts], device=device)
             projected = projected * ~empty[:, None, None]

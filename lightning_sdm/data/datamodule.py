@@ -94,7 +94,8 @@ class TokenShardsDataModule(L.LightningDataModule):
         min_segment_ratio: Skip items shorter than this fraction of a segment.
         shuffle_buffer: Samples held for shuffling the stream.
         seed: Seed of shuffling, crops and the demo's random codec.
-        load_latents: Also load the continuous latents (tokenize --latents).
+        load_latents: Also load the continuous latents (tokenize --latents); always on in
+            LatentShardsDataModule.
         prepare_from: An audio folder or manifest tokenized into train_dir (with `codec`)
             when train_dir has no index yet.
         codec: The codec of prepare_from; when set, fit checks the shards were made with it.
@@ -102,6 +103,8 @@ class TokenShardsDataModule(L.LightningDataModule):
             holds no audio (the CPU demo).
         demo_clip_seconds: Length of each demo clip.
     """
+
+    always_loads_latents = False
 
     def __init__(
         self,
@@ -151,7 +154,7 @@ class TokenShardsDataModule(L.LightningDataModule):
         self.min_segment_ratio = min_segment_ratio
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
-        self.load_latents = load_latents
+        self.load_latents = load_latents or self.always_loads_latents
         self.prepare_from = prepare_from
         self.codec_config = codec or CodecConfig()
         self.demo_clips = demo_clips
@@ -177,7 +180,7 @@ class TokenShardsDataModule(L.LightningDataModule):
             TokenizeConfig(
                 input=str(source), output=str(self.train_dir), codec=self.codec_config,
                 max_shard_items=max(1, self.demo_clips // 8) if self.demo_clips else 1000,
-                num_workers=0, progress=False,
+                num_workers=0, progress=False, keep_latents=self.load_latents,
             ),
             use_trainer=False,  # prepare_data runs inside the fit's own Trainer
         )  # fmt: skip
@@ -223,6 +226,11 @@ class TokenShardsDataModule(L.LightningDataModule):
                 f"rejected? see 'rejected' in {self.train_dir / INDEX_FILE})"
             )
         self.codec = index["codec"]
+        if self.load_latents and not index.get("has_latents", False):
+            raise UserInputError(
+                f"data.train_dir {self.train_dir} holds tokens but no latents: tokenize it "
+                f"again with --latents (into a new folder) to train on latents"
+            )
         whole = lambda shards: [f for s in shards for f in s["sample_frames"]]  # noqa: E731
         if self.val_dir is not None:
             check_shard_folder(self.val_dir, "data.val_dir")

@@ -28,11 +28,16 @@ from lightning_sdm.models.adapters import (
 )
 from lightning_sdm.models.lm import CodebookLM, LMConfig
 from lightning_sdm.models.sampling import SamplingConfig, guide, sample_tokens
+from lightning_sdm.models.saving import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_weights,
+    read_config_data,
+    save_model_directory,
+)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TEXT_ENCODER_DIR = "text_encoder"
-_ENCODER_PREFIX = "conditioner.encoder."
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "TextToMusicConfig", "TextToMusicLM"]
+
 ADAPTER_FILE = "adapter.json"  # an adapter directory: these two files over a base model
 ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
 
@@ -72,6 +77,8 @@ def row_generators(
 
 
 class TextToMusicLM(nn.Module):
+    sampling_config_type = SamplingConfig  # what `generate_waveforms` takes as `sampling`
+
     def __init__(self, config: TextToMusicConfig, conditioner: T5Conditioner | None = None) -> None:
         """`conditioner`: one already built (an imported checkpoint's T5), else from config."""
         super().__init__()
@@ -190,6 +197,17 @@ class TextToMusicLM(nn.Module):
         )
         return codes[:batch]
 
+    def generate_waveforms(
+        self,
+        codec: Any,
+        texts: list[str],
+        num_frames: int,
+        seed: int | None = None,
+        sampling: SamplingConfig | None = None,
+    ) -> torch.Tensor:
+        """Audio [B, N] through the codec (the sample callback's entry point)."""
+        return codec.decode(self.generate(texts, num_frames, sampling=sampling, seed=seed))
+
     def _check_prompt(
         self, prompt: torch.Tensor | None, batch: int, num_timesteps: int, device: torch.device
     ) -> torch.Tensor | None:
@@ -208,19 +226,7 @@ class TextToMusicLM(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """config.json + model.safetensors (decoder and projection) + text_encoder/ (T5)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {
-            name: tensor.detach().contiguous().cpu()
-            for name, tensor in self.state_dict().items()
-            if not name.startswith(_ENCODER_PREFIX)
-        }
-        save_file(state, directory / WEIGHTS_FILE)
-        self.conditioner.save_pretrained(directory / TEXT_ENCODER_DIR)
-        config = self.config.to_dict()
-        config["text"]["pretrained"] = TEXT_ENCODER_DIR
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        return directory
+        return save_model_directory(self, self.conditioner, self.config.to_dict(), directory)
 
     def save_adapter(self, directory: str | Path, base: str | Path) -> Path:
         """The adapter alone (a few MB), to load over the model directory `base`."""
@@ -238,16 +244,7 @@ class TextToMusicLM(nn.Module):
         directory: str | Path, overrides: dict[str, dict[str, Any]] | None = None
     ) -> TextToMusicConfig:
         """A saved model's config (its T5 path made absolute), with `overrides` per section."""
-        directory = Path(directory)
-        config_path = directory / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found: not a saved lightning_sdm model")
-        data = json.loads(config_path.read_text())
-        text_path = data["text"].get("pretrained")
-        if text_path is not None and not Path(text_path).is_absolute():
-            data["text"]["pretrained"] = str(directory / text_path)
-        for section, values in (overrides or {}).items():
-            data[section].update(values)
+        data = read_config_data(directory, overrides)
         return TextToMusicConfig.from_dict(data)
 
     @classmethod
@@ -264,13 +261,7 @@ class TextToMusicLM(nn.Module):
         if (directory / ADAPTER_FILE).is_file():
             return cls._from_adapter_directory(directory, map_location, overrides)
         model = cls(cls.read_config(directory, overrides))
-        state = load_file(directory / WEIGHTS_FILE, device=map_location)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [name for name in missing if not name.startswith(_ENCODER_PREFIX)]
-        if missing or unexpected:
-            raise RuntimeError(
-                f"weights do not match the config: missing {missing}, unexpected {unexpected}"
-            )
+        load_weights(model, directory, map_location)
         return model.eval()  # like transformers: dropout off until training asks for it
 
     @classmethod

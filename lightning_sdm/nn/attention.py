@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.nn.rotary import RotaryEmbedding
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
 
 # True = may attend; None = no mask (or causal); a plan = only its visible key blocks scored.
@@ -14,9 +15,22 @@ AttentionMask = torch.Tensor | BlockSparseMask | None
 
 
 class MultiHeadAttention(nn.Module):
-    """Self- or cross-attention; masks are bool with True meaning "may attend"."""
+    """Self- or cross-attention; masks are bool with True meaning "may attend".
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    Options of the diffusion transformer: `qk_norm` (LayerNorm over each head's queries and
+    keys, which keeps attention logits bounded), `rotary` (RoPE over positions 0..L−1 of
+    whole sequences; not for the LM's cached decoding) and a bias on the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qk_norm: bool = False,
+        rotary: bool = False,
+        out_bias: bool = False,
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -25,14 +39,22 @@ class MultiHeadAttention(nn.Module):
         self.dropout = dropout
         self.query = nn.Linear(dim, dim, bias=False)
         self.key_value = nn.Linear(dim, 2 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=out_bias)
+        self.query_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
+        self.key_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
+        self.rotary = RotaryEmbedding(self.head_dim) if rotary else None
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def project_key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.key_value(x).chunk(2, dim=-1)
-        return self.split_heads(keys), self.split_heads(values)
+        keys = self.split_heads(keys)
+        if self.key_norm is not None:
+            keys = self.key_norm(keys)
+        if self.rotary is not None:
+            keys = self.rotary(keys)
+        return keys, self.split_heads(values)
 
     def attend(
         self,
@@ -45,6 +67,10 @@ class MultiHeadAttention(nn.Module):
         """x [B, P, D] queries against keys/values [B, H, K, Dh] -> [B, P, D]. `is_causal`
         (with no mask) lets SDPA pick its causal kernels, which skip the masked scores."""
         queries = self.split_heads(self.query(x))
+        if self.query_norm is not None:
+            queries = self.query_norm(queries)
+        if self.rotary is not None:
+            queries = self.rotary(queries)
         dropout = self.dropout if self.training else 0.0
         if isinstance(mask, BlockSparseMask):
             mixed = mask.attend(queries, keys, values, dropout)

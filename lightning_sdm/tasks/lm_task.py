@@ -23,13 +23,12 @@ from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.tasks.configs import config_from
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.stability import NonFiniteLossError, stop_if_not_finite
+
+__all__ = ["NonFiniteLossError", "TextToMusicTask", "task_from_checkpoint"]
 
 TRAINED_FRAMES_KEY = "trained_segment_frames"
 ADAPTER_BASE_KEY = "adapter_base"  # the directory an adapter run started from
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training stopped because the loss was NaN or infinite."""
 
 
 def masked_level_cross_entropy(
@@ -224,7 +223,7 @@ class TextToMusicTask(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         texts = self.model.conditioner.cfg_dropout(batch["captions"], self._caption_dropout_rng)
         loss, per_level = self._loss(batch, texts)
-        self._stop_if_not_finite(loss)
+        stop_if_not_finite(self, loss)
         batch_size = batch["codes"].shape[0]
         self.log("train/ce", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/ppl", loss.detach().exp(), batch_size=batch_size)
@@ -234,21 +233,6 @@ class TextToMusicTask(L.LightningModule):
             "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size
         )
         return loss
-
-    def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
-        not_finite = not bool(torch.isfinite(loss.detach()))
-        if not self.trainer.strategy.reduce_boolean_decision(not_finite, all=False):
-            return
-        step = self.trainer.global_step
-        folder = getattr(self.trainer.checkpoint_callback, "dirpath", None)
-        folder = folder or f"{self.trainer.log_dir or self.trainer.default_root_dir}/checkpoints"
-        path = f"{folder}/nonfinite-before-step{step}.ckpt"
-        self.trainer.save_checkpoint(path)  # weights are still those before this step
-        raise NonFiniteLossError(
-            f"the training loss became {loss.item()} at step {step}; stopped. The state from "
-            f"before this step is saved at {path}. Lower the learning rate, add gradient "
-            "clipping (trainer.gradient_clip_val) or use bf16-mixed instead of 16-mixed."
-        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, per_level = self._loss(batch, batch["captions"])

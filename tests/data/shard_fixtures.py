@@ -10,8 +10,9 @@ from lightning_sdm.data.tokenize import TokenizeConfig, write_index
 CODEC = {"frame_rate": 50.0, "num_codebooks": 4, "sample_rate": 32000, "cardinality": 2048}
 
 
-def write_shards(folder, frames_per_item, items_per_shard, seed=0):
-    """Synthetic shards with random codes; returns key -> codes."""
+def write_shards(folder, frames_per_item, items_per_shard, seed=0, latent_dim=0):
+    """Synthetic shards with random codes (and `latent_dim`-channel latents); returns key
+    -> codes."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     writer = ShardWriter(folder, itertools.count(), items_per_shard, 1 << 30, CODEC)
@@ -19,9 +20,16 @@ def write_shards(folder, frames_per_item, items_per_shard, seed=0):
     for number, frames in enumerate(frames_per_item):
         key = f"item{number:04d}"
         codes[key] = rng.integers(0, 2048, (4, frames)).astype(np.int16)
+        latents = None
+        if latent_dim:  # a slow sine per channel, so there is something to learn
+            phase = rng.uniform(0, 6.28, (latent_dim, 1))
+            latents = (3 * np.sin(phase + np.arange(frames) / 5) + 1).astype(np.float16)
         writer.write(
-            TokenizedItem(key, codes[key], f"caption of {key}", {}, frames / 50, key, 32000)
+            TokenizedItem(
+                key, codes[key], f"caption of {key}", {}, frames / 50, key, 32000, latents
+            )
         )
     writer.finish()
-    write_index(folder, CODEC, [], 0, 0, TokenizeConfig(input="", output=str(folder)))
+    config = TokenizeConfig(input="", output=str(folder), keep_latents=bool(latent_dim))
+    write_index(folder, CODEC, [], 0, 0, config)
     return codes

@@ -1,0 +1,150 @@
+"""EzAudio-DiT: a diffusion transformer over latent frames, conditioned on text states.
+
+One token per latent frame; its input is the noisy latent, the clean latent where it is
+given (masked modelling, inpainting, continuation) and a channel saying which frames are
+to be generated. No absolute positions: self-attention carries RoPE. The timestep
+modulates every block through adaLN-SOLA; long skips join the input and output halves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_sdm.nn.adaptive_norm import MODULATIONS, AdaLNSOLA, modulate
+from lightning_sdm.nn.dit_block import DiTBlock
+
+TIME_FEATURES = 256  # sinusoidal features of the diffusion timestep
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Sizes. EzAudio-L: dim 1024, depth 24, 16 heads, rank 32, FLAN-T5-large (1024);
+    EzAudio-XL: 1152, 28, 16, 36, FLAN-T5-XL (2048). `depth` counts the blocks of both
+    halves; a middle block comes on top."""
+
+    latent_channels: int = 128
+    dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    ada_rank: int = 32
+    ada_alpha: float | None = None  # None: the rank (LoRA scaling 1)
+    context_dim: int = 1024  # width of the text encoder's states
+    activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.depth % 2:
+            raise ValueError(f"depth must be even (two halves joined by skips), got {self.depth}")
+        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+            raise ValueError(
+                f"dim {self.dim} must split into {self.num_heads} heads of even size (RoPE)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def timestep_features(timesteps: torch.Tensor, size: int = TIME_FEATURES) -> torch.Tensor:
+    """[B] (possibly fractional) timesteps -> [B, size] cos/sin features."""
+    half = size // 2
+    frequencies = torch.exp(
+        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+    )
+    angles = timesteps.float()[:, None] * frequencies[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class EzAudioDiT(nn.Module):
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, channels = config.dim, config.latent_channels
+        # noisy latent + given clean latent + "to generate" flag
+        self.input = nn.Conv1d(2 * channels + 1, dim, kernel_size=1)
+        self.time_embed = nn.Sequential(
+            nn.Linear(TIME_FEATURES, dim), nn.SiLU(), nn.Linear(dim, dim)
+        )
+        self.shared_modulation = nn.Linear(dim, MODULATIONS * dim)
+        self.final_modulation = nn.Linear(dim, 2 * dim)
+        self.context_embed = nn.Sequential(
+            nn.Linear(config.context_dim, dim), nn.SiLU(), nn.Linear(dim, dim)
+        )
+        half = config.depth // 2
+
+        def block(skip: bool) -> DiTBlock:
+            return DiTBlock(
+                dim, config.num_heads, config.mlp_ratio, config.ada_rank, config.ada_alpha,
+                skip=skip, checkpointing=config.activation_checkpointing,
+            )  # fmt: skip
+
+        self.in_blocks = nn.ModuleList(block(False) for _ in range(half))
+        self.mid_block = block(False)
+        self.out_blocks = nn.ModuleList(block(True) for _ in range(half))
+        self.final_norm = nn.LayerNorm(dim)
+        self.final_linear = nn.Linear(dim, channels)
+        self.final_conv = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """Xavier linears with zero biases, then what must start at zero: the modulations
+        (every block starts as identity-modulated) and the cross-attention outputs."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, AdaLNSOLA):
+                module.reset_parameters()
+            if isinstance(module, DiTBlock):
+                nn.init.zeros_(module.cross_attention.out.weight)
+        weight = self.input.weight
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.zeros_(self.input.bias)
+        for linear in (self.shared_modulation, self.final_modulation):
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        nn.init.xavier_uniform_(self.final_conv.weight)
+        nn.init.zeros_(self.final_conv.bias)
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        given: torch.Tensor,
+        to_generate: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """noisy, given [B, C, T]; to_generate [B, T] (1 where frames are generated);
+        timesteps [B]; context [B, L, context_dim] with context_mask [B, L] (True = real
+        token); frame_mask [B, T] (True = real frame, None: all). -> prediction [B, C, T]."""
+        flags = to_generate.to(noisy.dtype)[:, None]
+        x = self.input(torch.cat([noisy, given, flags], dim=1)).transpose(1, 2)
+        time = F.silu(self.time_embed(timestep_features(timesteps).to(x.dtype)))
+        shared = self.shared_modulation(time)
+        context = self.context_embed(context)
+        context_keys = context_mask[:, None, None, :]
+        frame_keys = None if frame_mask is None else frame_mask[:, None, None, :]
+        common = (time, shared, context, context_keys, frame_keys)
+        skips = []
+        for block in self.in_blocks:
+            x = block(x, *common)
+            skips.append(x)
+        x = self.mid_block(x, *common)
+        for block in self.out_blocks:
+            x = block(x, *common, skip=skips.pop())
+        shift, scale = self.final_modulation(time)[:, None].chunk(2, dim=-1)
+        x = self.final_linear(modulate(self.final_norm(x), shift, scale))
+        return self.final_conv(x.transpose(1, 2))
+
+
+def trainable_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

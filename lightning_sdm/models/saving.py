@@ -1,0 +1,64 @@
+"""A model directory: config.json, model.safetensors and text_encoder/ (the T5 copy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lightning_sdm.conditioning import T5Conditioner
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TEXT_ENCODER_DIR = "text_encoder"
+ENCODER_PREFIX = "conditioner.encoder."
+
+
+def save_model_directory(
+    model: nn.Module, conditioner: T5Conditioner, config: dict[str, Any], directory: str | Path
+) -> Path:
+    """Weights without the T5 encoder (saved beside, with its tokenizer) and the config,
+    whose text section then points at that copy."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: tensor.detach().contiguous().cpu()
+        for name, tensor in model.state_dict().items()
+        if not name.startswith(ENCODER_PREFIX)
+    }
+    save_file(state, directory / WEIGHTS_FILE)
+    conditioner.save_pretrained(directory / TEXT_ENCODER_DIR)
+    config = {**config, "text": {**config["text"], "pretrained": TEXT_ENCODER_DIR}}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def read_config_data(
+    directory: str | Path, overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A saved model's config (its T5 path made absolute), with `overrides` per section."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: not a saved lightning_sdm model")
+    data = json.loads(config_path.read_text())
+    text_path = data["text"].get("pretrained")
+    if text_path is not None and not Path(text_path).is_absolute():
+        data["text"]["pretrained"] = str(directory / text_path)
+    for section, values in (overrides or {}).items():
+        data[section].update(values)
+    return data
+
+
+def load_weights(model: nn.Module, directory: str | Path, map_location: str = "cpu") -> None:
+    """The directory's weights into `model`; the T5 encoder came from text_encoder/."""
+    state = load_file(Path(directory) / WEIGHTS_FILE, device=map_location)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [name for name in missing if not name.startswith(ENCODER_PREFIX)]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"weights do not match the config: missing {missing}, unexpected {unexpected}"
+        )

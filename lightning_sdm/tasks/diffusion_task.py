@@ -1,0 +1,222 @@
+"""The LightningModule that trains the latent diffusion family on the shards' latents."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import grad_norm, rank_zero_info
+
+from lightning_sdm.conditioning import EMPTY_CONDITION, TextConditionerConfig
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.models.dit import DiTConfig
+from lightning_sdm.models.masking import MaskingConfig
+from lightning_sdm.models.text_to_audio_diffusion import (
+    DiffusionConfig,
+    TextToAudioDiffusion,
+    TextToAudioDiffusionConfig,
+)
+from lightning_sdm.tasks.configs import config_from
+from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, caption_dropout_generator
+from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.stability import stop_if_not_finite
+
+DIFFUSION_FAMILY_KEY = "dit"  # in a checkpoint's hyper_parameters: this family's task
+
+# What a stage may change on the model it starts from; the rest is architecture.
+TRAINING_OPTIONS = {
+    "dit": ("activation_checkpointing",),
+    "text": ("cfg_dropout", "freeze", "max_length", "frozen_dtype"),
+}
+
+
+def initial_diffusion_model(
+    directory: str, dit: DiTConfig, text: TextConditionerConfig, masking: MaskingConfig
+) -> TextToAudioDiffusion:
+    """The previous stage's model, with this stage's training options and masking."""
+    try:
+        saved = TextToAudioDiffusionConfig.from_dict(
+            TextToAudioDiffusion.read_config_data(directory)
+        )
+    except FileNotFoundError as error:
+        raise UserInputError(f"model.init_from: {error}") from error
+    overrides: dict[str, dict[str, Any]] = {"dit": {}, "text": {}}
+    for section, given, default, found in (
+        ("dit", dit, DiTConfig(), saved.dit),
+        ("text", text, TextConditionerConfig(), saved.text),
+    ):
+        for name in given.to_dict():
+            value = getattr(given, name)
+            if value == getattr(default, name) or value == getattr(found, name):
+                continue
+            if name not in TRAINING_OPTIONS[section]:
+                raise UserInputError(
+                    f"model.{section}.{name} = {value!r} differs from {directory}'s "
+                    f"{getattr(found, name)!r}: init_from fixes the architecture"
+                )
+            overrides[section][name] = value
+    overrides["masking"] = masking.to_dict()
+    return TextToAudioDiffusion.from_pretrained(directory, overrides=overrides).train()
+
+
+class TextToAudioDiffusionTask(L.LightningModule):
+    """Masked-modelling v-prediction loss, optimizer and schedule around the latent
+    diffusion model (EzAudio-DiT).
+
+    Args:
+        dit: The transformer: latent channels (the codec's latent width), sizes, adaLN-SOLA
+            rank, the text encoder's width, activation checkpointing.
+        text: The T5 conditioner (its `cfg_dropout` is the text dropout for guidance).
+        diffusion: The noise schedule (zero-terminal-SNR scaled-linear betas, v-prediction).
+        masking: Span masking: span length, ratio range, fully masked share of a batch.
+        optim: AdamW and the warm-up + cosine schedule.
+        use_text: False trains on audio alone (stage 1): every caption is the empty one.
+        init_from: Start from a model directory (the previous stage's export).
+        latent_mean: Standardise latents with this mean and `latent_std`; unset, both are
+            measured on the first training batch (across ranks) and kept in the weights.
+        latent_std: See latent_mean.
+    """
+
+    def __init__(
+        self,
+        dit: DiTConfig = DiTConfig(),  # noqa: B008 - frozen dataclasses
+        text: TextConditionerConfig = TextConditionerConfig(),  # noqa: B008
+        diffusion: DiffusionConfig = DiffusionConfig(),  # noqa: B008
+        masking: MaskingConfig = MaskingConfig(),  # noqa: B008
+        optim: OptimConfig = OptimConfig(),  # noqa: B008
+        use_text: bool = True,
+        init_from: str | None = None,
+        latent_mean: float | None = None,
+        latent_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        dit = config_from(dit, DiTConfig)
+        text = config_from(text, TextConditionerConfig)
+        diffusion = config_from(diffusion, DiffusionConfig)
+        masking = config_from(masking, MaskingConfig)
+        optim = config_from(optim, OptimConfig)
+        if init_from is not None:
+            self.model = initial_diffusion_model(init_from, dit, text, masking)
+            dit, text, diffusion = (
+                self.model.config.dit, self.model.config.text, self.model.config.diffusion
+            )  # fmt: skip
+        else:
+            config = TextToAudioDiffusionConfig(
+                dit=dit, text=text, diffusion=diffusion, masking=masking,
+                latent_mean=latent_mean, latent_std=latent_std,
+            )  # fmt: skip
+            self.model = TextToAudioDiffusion(config)
+        self.init_from = init_from
+        self.use_text = use_text
+        self.save_hyperparameters(
+            {
+                DIFFUSION_FAMILY_KEY: dit.to_dict(),
+                "text": text.to_dict(),
+                "diffusion": dataclasses.asdict(diffusion),
+                "masking": masking.to_dict(),
+                "optim": dataclasses.asdict(optim),
+                "use_text": use_text,
+            }
+        )
+        self.optim_config = optim
+        self._rng: torch.Generator | None = None
+        self._previous_batch: tuple[float, torch.Tensor] | None = None
+        self.trained_segment_frames: int | None = None
+
+    def setup(self, stage: str) -> None:
+        """Stop before training when the shards' latents do not fit the model."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        codec = getattr(datamodule, "codec", None)
+        if codec and codec.get("latent_dim") not in (None, self.model.latent_channels):
+            raise UserInputError(
+                f"the shards' codec has {codec['latent_dim']}-channel latents, but the model "
+                f"is configured for {self.model.latent_channels}: set model.dit.latent_channels"
+            )
+        self.trained_segment_frames = getattr(datamodule, "segment_frames", None)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.trained_segment_frames is not None:
+            checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
+
+    def on_fit_start(self) -> None:
+        self._rng = caption_dropout_generator(self.global_rank)
+
+    def _texts(self, captions: list[str], training: bool) -> list[str]:
+        if not self.use_text:
+            return [EMPTY_CONDITION] * len(captions)
+        if training:
+            return self.model.conditioner.cfg_dropout(captions, self._rng)
+        return list(captions)
+
+    def _measure_latent_stats(self, latents: torch.Tensor, frame_mask: torch.Tensor) -> None:
+        """Mean and std over the real frames of the first batch, averaged over ranks."""
+        real = latents.float().transpose(1, 2)[frame_mask]
+        moments = torch.stack([real.mean(), real.square().mean()])
+        moments = self.trainer.strategy.reduce(moments, reduce_op="mean")
+        mean, second = (float(x) for x in moments)
+        std = max(second - mean**2, 1e-12) ** 0.5
+        self.model.set_latent_stats(mean, std)
+        rank_zero_info(f"latent statistics from the first batch: mean {mean:.4g}, std {std:.4g}")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._previous_batch is not None:
+            started, frames = self._previous_batch
+            self.log("train/frames_per_s", frames / max(now - started, 1e-9))
+        self._previous_batch = (now, batch["padding_mask"].sum().float())
+
+    def _latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "latents" not in batch:
+            raise UserInputError(
+                "the batches hold no latents: train the diffusion family on "
+                "LatentShardsDataModule over shards tokenized with --latents"
+            )
+        return batch["latents"]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        latents, frame_mask = self._latents(batch), batch["padding_mask"]
+        if not bool(self.model.latent_stats_known):
+            self._measure_latent_stats(latents, frame_mask)
+        result = self.model.training_loss(
+            latents, frame_mask, self._texts(batch["captions"], True), self._rng
+        )
+        stop_if_not_finite(self, result.loss)
+        size = latents.shape[0]
+        self.log("train/mse", result.loss, prog_bar=True, batch_size=size)
+        self.log("train/generated_share", result.generated_share, batch_size=size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        return result.loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The same loss with a fixed generator per batch, so validations compare."""
+        latents, frame_mask = self._latents(batch), batch["padding_mask"]
+        if not bool(self.model.latent_stats_known):  # validating before any training
+            self._measure_latent_stats(latents, frame_mask)
+        generator = torch.Generator().manual_seed(batch_idx)
+        result = self.model.training_loss(
+            latents, frame_mask, self._texts(batch["captions"], False), generator
+        )
+        self.log("val/mse", result.loss, prog_bar=True, sync_dist=True, batch_size=len(latents))
+        return result.loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.model, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        total = int(self.trainer.estimated_stepping_batches)
+        optimizer, schedule = build_optimizer(self.model, self.optim_config, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def diffusion_task_from_checkpoint(checkpoint: dict[str, Any]) -> TextToAudioDiffusionTask:
+    task = TextToAudioDiffusionTask(**checkpoint["hyper_parameters"])
+    task.load_state_dict(checkpoint["state_dict"])
+    return task

@@ -1,0 +1,110 @@
+"""EzAudio-DiT: the paper's parameter counts, its initial state, masks and shapes."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_sdm.models.dit import DiTConfig, EzAudioDiT, trainable_parameters
+from lightning_sdm.nn.attention import MultiHeadAttention
+from lightning_sdm.nn.rotary import RotaryEmbedding
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dit_config_of(config_file: str) -> DiTConfig:
+    config = yaml.safe_load((ROOT / "configs" / config_file).read_text())
+    return DiTConfig(**config["model"]["init_args"]["dit"])
+
+
+@pytest.mark.parametrize(
+    ("config_file", "paper"), [("ezaudio_l.yaml", 596e6), ("ezaudio_xl.yaml", 874e6)]
+)
+def test_the_configs_have_the_papers_parameter_counts(config_file, paper):
+    with torch.device("meta"):
+        model = EzAudioDiT(dit_config_of(config_file))
+    assert abs(trainable_parameters(model) - paper) / paper < 0.005
+
+
+def tiny(**changes) -> EzAudioDiT:
+    torch.manual_seed(0)
+    config = dict(latent_channels=6, dim=32, depth=2, num_heads=4, ada_rank=4, context_dim=16)
+    return EzAudioDiT(DiTConfig(**{**config, **changes}))
+
+
+def inputs(batch=2, frames=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        noisy=torch.randn(batch, 6, frames, generator=g),
+        given=torch.randn(batch, 6, frames, generator=g),
+        to_generate=torch.ones(batch, frames, dtype=torch.bool),
+        timesteps=torch.tensor([10, 900])[:batch],
+        context=torch.randn(batch, 5, 16, generator=g),
+        context_mask=torch.tensor([[True] * 5, [True, True, False, False, False]])[:batch],
+    )
+
+
+def test_text_and_modulation_start_silent():
+    """Zero-initialised cross-attention outputs and modulation: at init the text changes
+    nothing and the timestep changes nothing; training opens both."""
+    model = tiny()
+    base = model(**inputs())
+    other_text = {**inputs(), "context": torch.randn(2, 5, 16)}
+    other_time = {**inputs(), "timesteps": torch.tensor([500, 3])}
+    assert torch.equal(model(**other_text), base)
+    assert torch.equal(model(**other_time), base)
+    assert base.shape == (2, 6, 12) and base.abs().sum() > 0
+
+
+def test_padding_in_the_text_and_the_frames_is_ignored():
+    model = tiny()
+    for parameter in model.parameters():  # wake the zero-initialised paths
+        torch.nn.init.normal_(parameter, std=0.05)
+    args = inputs()
+    base = model(**args)
+    changed = {**args, "context": args["context"].clone()}
+    changed["context"][1, 2:] = 100.0  # padded text tokens of row 1
+    assert torch.allclose(model(**changed), base, atol=1e-5)
+    assert not torch.allclose(model(**{**args, "timesteps": torch.tensor([500, 3])}), base)
+    frame_mask = torch.ones(2, 12, dtype=torch.bool)
+    frame_mask[:, 9:] = False
+    masked = model(**args, frame_mask=frame_mask)
+    noisy = args["noisy"].clone()
+    noisy[:, :, 9:] = 50.0
+    again = model(**{**args, "noisy": noisy}, frame_mask=frame_mask)
+    # padded frames' inputs do not reach real frames (the conv at the end sees one frame over)
+    assert torch.allclose(again[:, :, :8], masked[:, :, :8], atol=1e-5)
+
+
+def test_blocks_checkpoint_without_changing_gradients():
+    plain, checkpointed = tiny(), tiny(activation_checkpointing=True)
+    for parameter in plain.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    checkpointed.load_state_dict(plain.state_dict())
+    for model in (plain, checkpointed):
+        model(**inputs()).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+def test_rope_makes_scores_depend_on_offsets_only():
+    rotary = RotaryEmbedding(8)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    scores = []
+    for shift in (0, 5):
+        sequence_q = torch.zeros(1, 1, 10, 8)
+        sequence_k = torch.zeros(1, 1, 10, 8)
+        sequence_q[..., 3 + shift, :], sequence_k[..., 1 + shift, :] = q, k
+        rq, rk = rotary(sequence_q), rotary(sequence_k)
+        scores.append((rq[..., 3 + shift, :] * rk[..., 1 + shift, :]).sum())
+    assert torch.allclose(scores[0], scores[1], atol=1e-5)
+
+
+def test_configs_are_checked():
+    with pytest.raises(ValueError, match="depth must be even"):
+        DiTConfig(depth=3)
+    with pytest.raises(ValueError, match="heads of even size"):
+        DiTConfig(dim=24, num_heads=8)
+    with pytest.raises(ValueError, match="even head dimension"):
+        MultiHeadAttention(12, 4, rotary=True)
