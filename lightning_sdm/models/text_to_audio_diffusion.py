@@ -163,11 +163,15 @@ class TextToAudioDiffusion(nn.Module):
         """The v-prediction for normalised `noisy` latents; `given` holds the clean latent
         where `to_generate` is False (elsewhere the mask embedding stands in)."""
         condition = self.conditioner(texts)
-        stand_in = self.mask_embedding.to(given.dtype)[None, :, None]
-        given = torch.where(to_generate[:, None], stand_in, given)
+        given = self._with_stand_in(given, to_generate)
         return self.dit(
             noisy, given, to_generate, timesteps, condition.states, condition.mask, frame_mask
         )
+
+    def _with_stand_in(self, given: torch.Tensor, to_generate: torch.Tensor) -> torch.Tensor:
+        """The given latents with the mask embedding in the frames to generate."""
+        stand_in = self.mask_embedding.to(given.dtype)[None, :, None]
+        return torch.where(to_generate[:, None], stand_in, given)
 
     def training_loss(
         self,
@@ -240,8 +244,7 @@ class TextToAudioDiffusion(nn.Module):
         scheduler = self.config.diffusion.scheduler()
         scheduler.set_timesteps(sampling.steps, device=device)
         repeat = 2 if guided else 1
-        stand_in = self.mask_embedding[None, :, None]
-        given_input = torch.where(generate_mask[:, None], stand_in, known).repeat(repeat, 1, 1)
+        given_input = self._with_stand_in(known, generate_mask).repeat(repeat, 1, 1)
         flags = generate_mask.repeat(repeat, 1)
         for timestep in scheduler.timesteps:
             steps = timestep.expand(batch * repeat).to(device)
@@ -294,10 +297,6 @@ class TextToAudioDiffusion(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         return save_model_directory(self, self.conditioner, self.config.to_dict(), directory)
-
-    @staticmethod
-    def read_config_data(directory: str | Path) -> dict[str, Any]:
-        return read_config_data(directory)
 
     @classmethod
     def from_pretrained(

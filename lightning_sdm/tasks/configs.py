@@ -3,7 +3,10 @@ checkpoint stores (so it loads with `weights_only=True`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from lightning_sdm.errors import UserInputError
 
 
 def config_from(value: Any, kind: type) -> Any:
@@ -13,3 +16,27 @@ def config_from(value: Any, kind: type) -> Any:
     if isinstance(value, dict):
         return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
     raise TypeError(f"expected {kind.__name__} or dict, got {type(value).__name__}")
+
+
+def training_option_changes(
+    directory: str,
+    sections: Mapping[str, tuple[Any, Any, Any]],
+    training_options: Mapping[str, tuple[str, ...]],
+) -> dict[str, dict[str, Any]]:
+    """The options a config starting from `directory` sets away from both its default and
+    the saved model's, per section: (given, default, saved) configs. Only training options
+    may change; an architecture option that differs is an error, not silently ignored."""
+    changes: dict[str, dict[str, Any]] = {section: {} for section in sections}
+    for section, (given, default, found) in sections.items():
+        for name in given.to_dict():
+            value = getattr(given, name)
+            if value == getattr(default, name) or value == getattr(found, name):
+                continue
+            if name not in training_options[section]:
+                raise UserInputError(
+                    f"model.{section}.{name} = {value!r} differs from {directory}'s "
+                    f"{getattr(found, name)!r}: init_from fixes the architecture (remove the "
+                    "option, or train from scratch)"
+                )
+            changes[section][name] = value
+    return changes

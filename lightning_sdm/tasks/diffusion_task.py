@@ -14,12 +14,13 @@ from lightning_sdm.conditioning import EMPTY_CONDITION, TextConditionerConfig
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
 from lightning_sdm.models.masking import MaskingConfig
+from lightning_sdm.models.saving import read_config_data
 from lightning_sdm.models.text_to_audio_diffusion import (
     DiffusionConfig,
     TextToAudioDiffusion,
     TextToAudioDiffusionConfig,
 )
-from lightning_sdm.tasks.configs import config_from
+from lightning_sdm.tasks.configs import config_from, training_option_changes
 from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, caption_dropout_generator
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
 from lightning_sdm.tasks.stability import stop_if_not_finite
@@ -38,26 +39,17 @@ def initial_diffusion_model(
 ) -> TextToAudioDiffusion:
     """The previous stage's model, with this stage's training options and masking."""
     try:
-        saved = TextToAudioDiffusionConfig.from_dict(
-            TextToAudioDiffusion.read_config_data(directory)
-        )
+        saved = TextToAudioDiffusionConfig.from_dict(read_config_data(directory))
     except FileNotFoundError as error:
         raise UserInputError(f"model.init_from: {error}") from error
-    overrides: dict[str, dict[str, Any]] = {"dit": {}, "text": {}}
-    for section, given, default, found in (
-        ("dit", dit, DiTConfig(), saved.dit),
-        ("text", text, TextConditionerConfig(), saved.text),
-    ):
-        for name in given.to_dict():
-            value = getattr(given, name)
-            if value == getattr(default, name) or value == getattr(found, name):
-                continue
-            if name not in TRAINING_OPTIONS[section]:
-                raise UserInputError(
-                    f"model.{section}.{name} = {value!r} differs from {directory}'s "
-                    f"{getattr(found, name)!r}: init_from fixes the architecture"
-                )
-            overrides[section][name] = value
+    overrides = training_option_changes(
+        directory,
+        {
+            "dit": (dit, DiTConfig(), saved.dit),
+            "text": (text, TextConditionerConfig(), saved.text),
+        },
+        TRAINING_OPTIONS,
+    )
     overrides["masking"] = masking.to_dict()
     return TextToAudioDiffusion.from_pretrained(directory, overrides=overrides).train()
 

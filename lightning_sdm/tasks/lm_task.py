@@ -21,7 +21,7 @@ from lightning_sdm.models.adapters import (
 )
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
-from lightning_sdm.tasks.configs import config_from
+from lightning_sdm.tasks.configs import config_from, training_option_changes
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
 from lightning_sdm.tasks.stability import NonFiniteLossError, stop_if_not_finite
 
@@ -68,22 +68,14 @@ def initial_model(directory: str, lm: LMConfig, text: TextConditionerConfig) -> 
         saved = TextToMusicLM.read_config(directory)
     except FileNotFoundError as error:
         raise UserInputError(f"model.init_from: {error}") from error
-    changes: dict[str, dict[str, Any]] = {"lm": {}, "text": {}}
-    for section, given, default, found in (
-        ("lm", lm, LMConfig(), saved.lm),
-        ("text", text, TextConditionerConfig(), saved.text),
-    ):
-        for name in given.to_dict():
-            value = getattr(given, name)
-            if value == getattr(default, name) or value == getattr(found, name):
-                continue
-            if name not in TRAINING_OPTIONS[section]:
-                raise UserInputError(
-                    f"model.{section}.{name} = {value!r} differs from {directory}'s "
-                    f"{getattr(found, name)!r}: init_from fixes the architecture (remove the "
-                    "option, or train from scratch)"
-                )
-            changes[section][name] = value
+    changes = training_option_changes(
+        directory,
+        {
+            "lm": (lm, LMConfig(), saved.lm),
+            "text": (text, TextConditionerConfig(), saved.text),
+        },
+        TRAINING_OPTIONS,
+    )
     return TextToMusicLM.from_pretrained(directory, overrides=changes).train()
 
 

@@ -46,7 +46,7 @@ def test_span_masks_follow_their_settings():
     share = partial.float().mean(dim=1)
     assert share.min() > 0 and share.max() <= 1
     assert 0.3 < share.mean() < 0.6  # spans overlap: a little under E[ratio] = 0.625
-    runs = torch.diff(partial.int(), dim=1)  # every run of masked frames is >= one span
+    runs = torch.diff(partial.int(), dim=1)  # masked frames come in runs that start and end
     starts = (runs == 1).nonzero()
     ends = (runs == -1).nonzero()
     assert len(starts) > 0 and len(ends) > 0
