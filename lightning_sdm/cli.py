@@ -42,7 +42,7 @@ ALIASES: dict[str, dict[str, str]] = {
         "--temperature": "--sampling.temperature",
         "--top-k": "--sampling.top_k",
         "--top-p": "--sampling.top_p",
-        "--cfg": "--sampling.cfg_scale",
+        "--cfg": "--cfg_scale",
     },
     "patterns show": {"--no-matrix": "--matrix=false"},
 }
@@ -149,7 +149,7 @@ def _run(config: Namespace, parser: CommandParser) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lightning_sdm.errors import UserInputError
+    from lightning_sdm.errors import user_error_within
     from lightning_sdm.quiet import quiet_dependencies
 
     quiet_dependencies()
@@ -159,8 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             run_training_cli(None if argv is None else words)  # None: LightningCLI reads argv
-        except UserInputError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except ValueError as error:
+            user_error = user_error_within(error)
+            if user_error is None:
+                raise
+            print(f"error: {user_error}", file=sys.stderr)
             return 2
         return 0
     if not words:
@@ -172,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parser.parse_args(normalise(words))
     try:
         return _run(config, parser)
-    except (ValueError, FileNotFoundError, UserInputError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {user_error_within(error) or error}", file=sys.stderr)
         return 2
 
 

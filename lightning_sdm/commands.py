@@ -13,7 +13,7 @@ from typing import Literal
 
 from lightning_sdm.codecs import CodecConfig
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
 from lightning_sdm.patterns import PATTERN_NAMES, SCHEDULE_NAMES
 
 PatternName = Literal[tuple(PATTERN_NAMES)]  # type: ignore[valid-type]
@@ -106,6 +106,8 @@ def generate(
     output_dir: str = "generated",
     codec_dir: str | None = None,
     sampling: SamplingConfig = SamplingConfig(),  # noqa: B008 - frozen dataclass
+    diffusion: DiffusionSamplingConfig = DiffusionSamplingConfig(),  # noqa: B008
+    cfg_scale: float | None = None,
     seed: int = 0,
     window_seconds: float | None = None,
     extend_stride: float | None = None,
@@ -113,7 +115,8 @@ def generate(
     progress: bool = True,
     precision: str = "fp32",
 ) -> int:
-    """Generate audio (a wav + JSON sidecar per prompt) and codes from a model or checkpoint.
+    """Generate audio (a wav + JSON sidecar per prompt) and codes or latents from a model or
+    checkpoint of either family (codebook LM or latent diffusion).
 
     Args:
         prompt: Captions; repeat --prompt for several.
@@ -124,20 +127,25 @@ def generate(
         seconds: Duration of each sample, unless its JSONL line says otherwise.
         timesteps: Or the duration in codec frames (overrides seconds).
         batch_size: Prompts decoded together.
-        output_dir: Where the wavs, sidecars, codes.pt and summary.json go.
+        output_dir: Where the wavs, sidecars, codes.pt (or latents.pt) and summary.json go.
         codec_dir: The codec that decodes to audio (default: MODEL/codec, or the codec the
             checkpoint's run trained on).
-        sampling: Temperature, top_k, top_p and cfg_scale (aliases --temperature, --top-k,
-            --top-p, --cfg).
+        sampling: Codebook LMs: temperature, top_k, top_p and cfg_scale (aliases
+            --temperature, --top-k, --top-p).
+        diffusion: Diffusion models: DDIM steps, cfg_scale, cfg_rescale (phi; EzAudio's
+            final setting is --cfg 5 with 0.75) and eta.
+        cfg_scale: Classifier-free guidance scale for either family (alias --cfg;
+            default: 3).
         seed: Prompt i draws from seed + i unless its JSONL line gives a seed, so its output
             does not depend on the batch it lands in.
         window_seconds: Longest single generation; longer requests continue window by window
             (default: the crop length the model was trained on).
         extend_stride: New seconds per continuation window (default: 60 % of the window);
             the rest of the window is the previous audio, kept as the prompt.
-        audio_prompt: A wav to continue (resampled to the codec's rate); kept exactly.
+        audio_prompt: A wav to continue (resampled to the codec's rate); its codes (LM) or
+            latents (diffusion) are kept exactly.
         progress: Show a progress bar over decoding steps.
-        precision: The LM's weights while decoding: fp32, or bf16 (half the weight memory;
+        precision: A codebook LM's weights while decoding: fp32, or bf16 (half the weight memory;
             faster for stack patterns where the CPU or GPU has bf16 matrix units; logits move
             by about 5 % of their spread, see benchmarks/decoding_speed.py).
     """
@@ -157,6 +165,8 @@ def generate(
     requests = read_requests(prompt, prompt_file, seconds, seed)
     options = GenerationOptions(
         sampling=sampling,
+        diffusion=diffusion,
+        cfg_scale=cfg_scale,
         batch_size=batch_size,
         window_seconds=window_seconds,
         extend_stride=extend_stride,

@@ -3,3 +3,16 @@
 
 class UserInputError(ValueError):
     """The message says what was found and what to do; the command line prints only it."""
+
+
+def user_error_within(error: BaseException) -> UserInputError | None:
+    """The UserInputError that `error` wraps, if any: jsonargparse re-raises what a class
+    raises while it instantiates it as a ValueError about union subtypes, its cause chained."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserInputError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

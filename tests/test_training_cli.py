@@ -256,6 +256,22 @@ def test_a_typo_in_the_yaml_names_the_key_and_suggests_the_right_one(tmp_path, c
     assert "did you mean --data.holdout_shards?" in err
 
 
+def test_a_refusal_while_the_task_is_built_is_one_line(tmp_path, capsys):
+    """init_from's own error, not jsonargparse's account of every model class it tried."""
+    from tests.conftest import tiny_model
+
+    tiny_model("delay", 1).save_pretrained(tmp_path / "base")
+    config = tiny_config(tmp_path)
+    capsys.readouterr()
+    argv = ["--model.init_from", str(tmp_path / "base"), "--model.lm.num_layers", "5"]
+    assert main(["fit", "--config", str(config), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: model.lm.num_layers = 5 differs from {tmp_path / 'base'}'s 2: init_from "
+        "fixes the architecture (remove the option, or train from scratch)"
+    ]
+
+
 @pytest.mark.slow
 def test_two_process_cpu_ddp_fit(tmp_path):
     # Each rank's epoch is half as long, so validate once per epoch.

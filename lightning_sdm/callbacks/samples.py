@@ -15,8 +15,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.codecs import CodecConfig, EncodecCodec, describe_codec
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.models.sampling import SamplingConfig
-from lightning_sdm.models.text_to_audio_diffusion import DiffusionSamplingConfig
+from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
 
 DEFAULT_PROMPTS = [
     "an upbeat pop song with bright synths and punchy drums at 120 bpm",

@@ -1,4 +1,5 @@
-"""Generate a list of requests into a folder: wavs, a JSON sidecar per wav, codes, a summary."""
+"""Generate a list of requests into a folder: wavs, a JSON sidecar per wav, the model's
+output (codes or latents), a summary. The same for both model families."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,14 @@ from tqdm import tqdm
 from lightning_sdm.audio_io import slug, write_wav
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.generation.families import FamilyGeneration, family_generation
 from lightning_sdm.generation.requests import GenerationRequest
 from lightning_sdm.generation.source import GenerationSource
 from lightning_sdm.generation.windows import WindowPlan, generate_in_windows
 from lightning_sdm.models.lm import INFERENCE_PRECISIONS
-from lightning_sdm.models.sampling import SamplingConfig
-from lightning_sdm.models.text_to_music import TextToMusicLM
+from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
 
 SUMMARY_FILE = "summary.json"
-CODES_FILE = "codes.pt"
-# Window w > 0 of a request draws from seed + w * WINDOW_SEED_STEP: fixed, and apart from
-# the seeds of neighbouring requests.
-WINDOW_SEED_STEP = 1_000_003
 
 
 class LongerThanTrainedWarning(UserWarning):
@@ -36,7 +33,9 @@ class LongerThanTrainedWarning(UserWarning):
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # codebook LMs
+    diffusion: DiffusionSamplingConfig = field(default_factory=DiffusionSamplingConfig)
+    cfg_scale: float | None = None  # either family's guidance scale, when given
     batch_size: int = 8
     window_seconds: float | None = None  # default: the training crop length, when known
     extend_stride: float | None = None  # default: 60 % of the window (MusicGen: 18 of 30 s)
@@ -65,6 +64,8 @@ class GenerationSummary:
     wall_s: float
     audio_s: float
     wrote_audio: bool
+    output_name: str = "codes"  # what the model made: "codes" or "latents"
+    steps_name: str = "decoding_steps"
 
     @property
     def real_time_factor(self) -> float:
@@ -84,9 +85,11 @@ class GenerationSummary:
         for row in self.rows:
             lines.append(
                 f"{row['name'][:40]:<40} {row['seconds']:>6.2f} {row['seed']:>8} "
-                f"{row['decoding_steps']:>6} {len(row['windows']):>7}"
+                f"{row[self.steps_name]:>6} {len(row['windows']):>7}"
             )
-        audio = "wav + json per prompt" if self.wrote_audio else "codes only (no codec)"
+        audio = (
+            "wav + json per prompt" if self.wrote_audio else f"{self.output_name} only (no codec)"
+        )
         lines.append(
             f"wrote {len(self.rows)} ({audio}) to {self.output}: {self.audio_s:.1f} s of audio "
             f"in {self.wall_s:.2f} s (RTF {self.real_time_factor:.2f}); "
@@ -119,8 +122,11 @@ def window_plan(source: GenerationSource, options: GenerationOptions, frames: in
     return WindowPlan(window=window, stride=min(stride, window - 1))
 
 
-def read_audio_prompt(path: str, source: GenerationSource) -> torch.Tensor:
-    """Codes [1, C, Tp] of an audio file, resampled to the codec's rate (and said so)."""
+def read_audio_prompt(
+    path: str, source: GenerationSource, family: FamilyGeneration
+) -> torch.Tensor:
+    """The family's codes or latents [1, C, Tp] of an audio file, resampled to the codec's
+    rate (and said so)."""
     if source.codec is None:
         raise UserInputError("--audio_prompt needs a codec: pass --codec_dir")
     file = Path(path)
@@ -138,7 +144,7 @@ def read_audio_prompt(path: str, source: GenerationSource) -> torch.Tensor:
             f"resampled to the codec's {rate} Hz mono"
         )
     wav = torch.from_numpy(audio.samples)[None].to(source.codec.device)
-    return source.codec.encode(wav)
+    return family.encode_prompt(source.codec, wav)
 
 
 def generate_requests(
@@ -148,10 +154,13 @@ def generate_requests(
     output_dir: str | Path,
 ) -> GenerationSummary:
     output = Path(output_dir)
+    family = family_generation(
+        source.model, options.sampling, options.diffusion, options.precision, options.cfg_scale
+    )
     output.mkdir(parents=True, exist_ok=True)
-    model = source.model
-    model.lm.set_inference_precision(options.precision)
-    prompt = read_audio_prompt(options.audio_prompt, source) if options.audio_prompt else None
+    prompt = (
+        read_audio_prompt(options.audio_prompt, source, family) if options.audio_prompt else None
+    )
     batches = _batches(source, requests, options.batch_size)
     plans = {frames: window_plan(source, options, frames) for frames, _ in batches}
     prompt_frames = 0 if prompt is None else prompt.shape[-1]
@@ -162,37 +171,43 @@ def generate_requests(
                 f"than the {batch[0].seconds:g} s asked for {batch[0].prompt!r}"
             )
     total_steps = sum(
-        _decoding_steps(model, plans[frames].lengths(frames, prompt_frames))
-        for frames, _ in batches
+        _steps(family, plans[frames].lengths(frames, prompt_frames)) for frames, _ in batches
     )
     width = max(2, len(str(len(requests) - 1)))
     rows: list[dict[str, Any]] = []
-    all_codes: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
     started = time.perf_counter()
-    with tqdm(
-        total=total_steps, desc="decoding steps", unit="step", disable=not options.progress
-    ) as bar:
+    unit = family.steps_name.replace("_", " ")
+    with tqdm(total=total_steps, desc=unit, unit="step", disable=not options.progress) as bar:
         for frames, batch in batches:
             plan = plans[frames]
             batch_start = time.perf_counter()
-            codes = _generate_batch(model, batch, frames, plan, prompt, options.sampling, bar)
-            wavs = source.codec.decode(codes) if source.codec is not None else None
+            made = _generate_batch(family, batch, frames, plan, prompt, bar)
+            wavs = family.decode(source.codec, made) if source.codec is not None else None
             wall = time.perf_counter() - batch_start
             calls = plan.lengths(frames, prompt_frames)
             for row, request in enumerate(batch):
-                all_codes[request.index] = codes[row].cpu()
+                outputs[request.index] = made[row].cpu()
                 name = f"{request.index:0{width}d}-{slug(request.prompt)}"
                 if wavs is not None:
                     write_wav(output / f"{name}.wav", wavs[row], source.codec.sample_rate)
-                sidecar = _sidecar(source, request, options, frames, calls, wall, len(batch))
+                sidecar = _sidecar(
+                    source, family, request, options, frames, calls, wall, len(batch)
+                )
                 sidecar["name"] = name
                 (output / f"{name}.json").write_text(json.dumps(sidecar, indent=2))
                 rows.append(sidecar)
     wall = time.perf_counter() - started
     rows.sort(key=lambda row: row["index"])
-    _save_codes(output, requests, all_codes)
+    _save_outputs(output, family, requests, outputs)
     summary = GenerationSummary(
-        output, rows, wall, sum(r.seconds for r in requests), source.codec is not None
+        output,
+        rows,
+        wall,
+        sum(r.seconds for r in requests),
+        source.codec is not None,
+        family.output_name,
+        family.steps_name,
     )
     (output / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
     return summary
@@ -214,37 +229,29 @@ def _batches(
 
 
 def _generate_batch(
-    model: TextToMusicLM,
+    family: FamilyGeneration,
     batch: list[GenerationRequest],
     frames: int,
     plan: WindowPlan,
     prompt: torch.Tensor | None,
-    sampling: SamplingConfig,
     bar: tqdm,
 ) -> torch.Tensor:
-    captions = [request.prompt for request in batch]
-    seeds = [request.seed for request in batch]
-
-    def window(length: int, context: torch.Tensor | None, index: int) -> torch.Tensor:
-        return model.generate(
-            captions,
-            length,
-            sampling=sampling,
-            prompt_tokens=context,
-            seed=[seed + index * WINDOW_SEED_STEP for seed in seeds],
-            on_step=lambda: bar.update(1),
-        )
-
+    window = family.window_generator(
+        [request.prompt for request in batch],
+        [request.seed for request in batch],
+        on_step=lambda: bar.update(1),
+    )
     batch_prompt = None if prompt is None else prompt.expand(len(batch), -1, -1)
     return generate_in_windows(window, frames, plan, batch_prompt)
 
 
-def _decoding_steps(model: TextToMusicLM, calls: list[tuple[int, int]]) -> int:
-    return sum(model.lm.layout(length).num_decoding_steps for _, length in calls)
+def _steps(family: FamilyGeneration, calls: list[tuple[int, int]]) -> int:
+    return sum(family.steps(length) for _, length in calls)
 
 
 def _sidecar(
     source: GenerationSource,
+    family: FamilyGeneration,
     request: GenerationRequest,
     options: GenerationOptions,
     frames: int,
@@ -252,23 +259,18 @@ def _sidecar(
     batch_wall: float,
     batch_rows: int,
 ) -> dict[str, Any]:
-    lm = source.model.config.lm
-    steps = _decoding_steps(source.model, calls)
     return {
         "index": request.index,
         "prompt": request.prompt,
         "seed": request.seed,
         "seconds": frames / source.frame_rate,
         "frames": frames,
-        "pattern": lm.pattern,
-        "interleave": lm.interleave,
-        "schedule": lm.schedule,
-        "sampling": asdict(options.sampling),
+        **family.describe(),
         "precision": options.precision,
         "model": source.identity,
         "audio_prompt": options.audio_prompt,
         "windows": [{"prompt_frames": given, "frames": length} for given, length in calls],
-        "decoding_steps": steps,
+        family.steps_name: _steps(family, calls),
         "batch_rows": batch_rows,
         "batch_wall_s": batch_wall,
         # Wall time over the audio the batch produced (below 1: faster than real time).
@@ -276,16 +278,20 @@ def _sidecar(
     }
 
 
-def _save_codes(
-    output: Path, requests: Sequence[GenerationRequest], codes: dict[int, torch.Tensor]
+def _save_outputs(
+    output: Path,
+    family: FamilyGeneration,
+    requests: Sequence[GenerationRequest],
+    made: dict[int, torch.Tensor],
 ) -> None:
-    ordered = [codes[request.index].to(torch.int16) for request in requests]
+    """codes.pt (int16 codes) or latents.pt, in request order, with captions and seeds."""
+    ordered = [family.stored(made[request.index]) for request in requests]
     same_length = len({c.shape[-1] for c in ordered}) == 1
     torch.save(
         {
-            "codes": torch.stack(ordered) if same_length else ordered,
+            family.output_name: torch.stack(ordered) if same_length else ordered,
             "captions": [request.prompt for request in requests],
             "seeds": [request.seed for request in requests],
         },
-        output / CODES_FILE,
+        output / f"{family.output_name}.pt",
     )

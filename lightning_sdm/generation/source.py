@@ -15,6 +15,8 @@ import yaml
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.export import CODEC_DIR, trained_segment_frames
+from lightning_sdm.generation.families import check_codec_fits
+from lightning_sdm.models.text_to_audio_diffusion import TextToAudioDiffusion
 from lightning_sdm.models.text_to_music import (
     ADAPTER_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -23,12 +25,14 @@ from lightning_sdm.models.text_to_music import (
     TextToMusicLM,
 )
 
+GenerativeModel = TextToMusicLM | TextToAudioDiffusion
+
 DEFAULT_FRAME_RATE = 50.0  # EnCodec 32 kHz, when no codec says otherwise
 
 
 @dataclass
 class GenerationSource:
-    model: TextToMusicLM
+    model: GenerativeModel  # a codebook LM or a latent diffusion model
     codec: EncodecCodec | None
     trained_frames: int | None  # the crop length seen in training, when known
     identity: dict[str, Any] = field(default_factory=dict)
@@ -66,20 +70,26 @@ def load_source(
         if not (codec_path / "config.json").is_file():
             raise UserInputError(f"codec directory {codec_path} has no config.json")
         codec = EncodecCodec(CodecConfig(pretrained=str(codec_path)))
-        _check_codec_fits(codec, model)
+        check_codec_fits(codec, model)
         identity["codec"] = str(codec_path)
     return GenerationSource(model.eval(), codec, trained, identity)
 
 
-def _from_directory(directory: Path) -> tuple[TextToMusicLM, int | None, dict, Path | None]:
+def _is_diffusion_directory(directory: Path) -> bool:
+    config = directory / CONFIG_FILE
+    return config.is_file() and "dit" in json.loads(config.read_text())
+
+
+def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict, Path | None]:
     adapter = (directory / ADAPTER_FILE).is_file()
     if not adapter and not (directory / CONFIG_FILE).is_file():
         raise UserInputError(
             f"{directory} is not a saved lightning_sdm model (no {CONFIG_FILE}); "
             "make one with `lightning-sdm export CKPT DIR`, or pass --ckpt"
         )
+    family = TextToAudioDiffusion if _is_diffusion_directory(directory) else TextToMusicLM
     try:
-        model = TextToMusicLM.from_pretrained(directory)
+        model = family.from_pretrained(directory)
     except FileNotFoundError as error:
         raise UserInputError(str(error)) from error
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
@@ -99,7 +109,11 @@ def _from_directory(directory: Path) -> tuple[TextToMusicLM, int | None, dict, P
     return model, trained_segment_frames(directory), identity, codec if codec.is_dir() else None
 
 
-def _from_checkpoint(path: Path) -> tuple[TextToMusicLM, int | None, dict, Path | None]:
+def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Path | None]:
+    from lightning_sdm.tasks.diffusion_task import (
+        DIFFUSION_FAMILY_KEY,
+        diffusion_task_from_checkpoint,
+    )
     from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, task_from_checkpoint
 
     if not path.is_file():
@@ -112,9 +126,12 @@ def _from_checkpoint(path: Path) -> tuple[TextToMusicLM, int | None, dict, Path 
     if not hparams or "state_dict" not in checkpoint:
         raise UserInputError(f"{path} is not a lightning-sdm fit checkpoint")
     if "encodec_config" in hparams:
-        raise UserInputError(f"{path} is a codec checkpoint; generation needs the LM's")
+        raise UserInputError(f"{path} is a codec checkpoint; generation needs the model's")
+    from_checkpoint = (
+        diffusion_task_from_checkpoint if DIFFUSION_FAMILY_KEY in hparams else task_from_checkpoint
+    )
     try:
-        task = task_from_checkpoint(checkpoint)
+        task = from_checkpoint(checkpoint)
     except (RuntimeError, TypeError, ValueError) as error:
         raise UserInputError(
             f"{path}: its weights do not match its config ({str(error).splitlines()[0]})"
@@ -151,12 +168,3 @@ def _run_codec(checkpoint: Path) -> Path | None:
         "pass --codec_dir to write audio"
     )
     return None
-
-
-def _check_codec_fits(codec: EncodecCodec, model: TextToMusicLM) -> None:
-    if codec.num_codebooks != model.num_levels or codec.cardinality != model.cardinality:
-        raise UserInputError(
-            f"the codec has {codec.num_codebooks} codebooks of {codec.cardinality} codes, "
-            f"the model predicts {model.num_levels} of {model.cardinality}: pass the codec "
-            "the model was trained with (--codec_dir)"
-        )

@@ -1,4 +1,5 @@
-"""Token sampling: temperature, top-k, top-p, classifier-free guidance."""
+"""Sampling options of both families, and token sampling: temperature, top-k, top-p,
+classifier-free guidance."""
 
 from __future__ import annotations
 
@@ -37,6 +38,25 @@ class SamplingConfig:
     @property
     def uses_guidance(self) -> bool:
         return self.cfg_scale != 1.0
+
+
+@dataclass(frozen=True)
+class DiffusionSamplingConfig:
+    """DDIM steps, guidance scale and rescale φ (0: none; EzAudio's final: scale 5, φ
+    0.75), and DDIM's eta (0: deterministic given the starting noise)."""
+
+    steps: int = 50
+    cfg_scale: float = 3.0
+    cfg_rescale: float = 0.0
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if not 0.0 <= self.cfg_rescale <= 1.0:
+            raise ValueError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale}")
 
 
 def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:

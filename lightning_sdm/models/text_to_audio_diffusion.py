@@ -19,6 +19,7 @@ from lightning_sdm.conditioning import EMPTY_CONDITION, T5Conditioner, TextCondi
 from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
 from lightning_sdm.models.guidance import guide
 from lightning_sdm.models.masking import MaskingConfig, span_mask
+from lightning_sdm.models.sampling import DiffusionSamplingConfig
 from lightning_sdm.models.saving import load_weights, read_config_data, save_model_directory
 from lightning_sdm.models.text_to_music import row_generators
 
@@ -46,23 +47,6 @@ class DiffusionConfig:
             timestep_spacing=self.timestep_spacing,
             clip_sample=False,
         )
-
-
-@dataclass(frozen=True)
-class DiffusionSamplingConfig:
-    """DDIM steps, guidance scale and rescale φ (0: none; EzAudio's final: scale 5, φ
-    0.75), and DDIM's eta (0: deterministic given the starting noise)."""
-
-    steps: int = 50
-    cfg_scale: float = 3.0
-    cfg_rescale: float = 0.0
-    eta: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.cfg_rescale <= 1.0:
-            raise ValueError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale}")
 
 
 @dataclass(frozen=True)
@@ -260,8 +244,9 @@ class TextToAudioDiffusion(nn.Module):
             ).prev_sample
             if on_step is not None:
                 on_step()
-        x = torch.where(generate_mask[:, None], x, known)
-        return self.denormalise(x)
+        # The given frames come back bit for bit, not through normalise/denormalise.
+        kept = known if given is None else given.to(device).float()
+        return torch.where(generate_mask[:, None], self.denormalise(x), kept)
 
     def _known_frames(
         self,

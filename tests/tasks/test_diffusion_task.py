@@ -66,6 +66,12 @@ def test_staged_training_exports_and_generates(tmp_path):
     assert main(["fit", "--config", str(stage1)]) == 0
     samples = list((tmp_path / "stage1").glob("samples/step-*/*.wav"))
     assert samples, "the sample callback decodes the DiT's latents with the codec"
+    generated = tmp_path / "from-ckpt"
+    assert main(["generate", "--ckpt", str(tmp_path / "stage1/ckpt/last.ckpt"), "--prompt", "x",
+                 "--seconds", "0.2", "--diffusion.steps", "2", "--no-progress",
+                 "--output_dir", str(generated)]) == 0  # fmt: skip
+    from_ckpt = torch.load(generated / "latents.pt")["latents"]
+    assert from_ckpt.shape == (1, LATENT_DIM, 10) and bool(torch.isfinite(from_ckpt).all())
     first = tmp_path / "stage1-export"
     assert main(["export", "--ckpt", str(tmp_path / "stage1/ckpt/last.ckpt"),
                  "--output", str(first)]) == 0  # fmt: skip
