@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sdm.nn.adaptive_norm import MODULATIONS, AdaLNSOLA, modulate
+from lightning_sdm.nn.adaptive_norm import MODULATIONS, AdaLNPerBlock, AdaLNSOLA, modulate
 from lightning_sdm.nn.dit_block import DiTBlock
 
 TIME_FEATURES = 256  # sinusoidal features of the diffusion timestep
+MODULATION_KINDS = ("sola", "per_block")
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,15 @@ class DiTConfig:
     ada_alpha: float | None = None  # None: the rank (LoRA scaling 1)
     context_dim: int = 1024  # width of the text encoder's states
     activation_checkpointing: bool = False
+    # "sola": EzAudio's shared modulation + rank-r adjustment per block; "per_block":
+    # DiT's own Linear(D, 6D) per block (the baseline of benchmarks/dit_memory.py).
+    modulation: str = "sola"
 
     def __post_init__(self) -> None:
+        if self.modulation not in MODULATION_KINDS:
+            raise ValueError(
+                f"modulation must be one of {', '.join(MODULATION_KINDS)}, got {self.modulation!r}"
+            )
         if self.depth % 2:
             raise ValueError(f"depth must be even (two halves joined by skips), got {self.depth}")
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
@@ -70,7 +78,8 @@ class EzAudioDiT(nn.Module):
         self.time_embed = nn.Sequential(
             nn.Linear(TIME_FEATURES, dim), nn.SiLU(), nn.Linear(dim, dim)
         )
-        self.shared_modulation = nn.Linear(dim, MODULATIONS * dim)
+        sola = config.modulation == "sola"
+        self.shared_modulation = nn.Linear(dim, MODULATIONS * dim) if sola else None
         self.final_modulation = nn.Linear(dim, 2 * dim)
         self.context_embed = nn.Sequential(
             nn.Linear(config.context_dim, dim), nn.SiLU(), nn.Linear(dim, dim)
@@ -81,6 +90,7 @@ class EzAudioDiT(nn.Module):
             return DiTBlock(
                 dim, config.num_heads, config.mlp_ratio, config.ada_rank, config.ada_alpha,
                 skip=skip, checkpointing=config.activation_checkpointing,
+                shared_modulation=sola,
             )  # fmt: skip
 
         self.in_blocks = nn.ModuleList(block(False) for _ in range(half))
@@ -100,7 +110,7 @@ class EzAudioDiT(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         for module in self.modules():
-            if isinstance(module, AdaLNSOLA):
+            if isinstance(module, AdaLNSOLA | AdaLNPerBlock):
                 module.reset_parameters()
             if isinstance(module, DiTBlock):
                 nn.init.zeros_(module.cross_attention.out.weight)
@@ -108,8 +118,9 @@ class EzAudioDiT(nn.Module):
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.zeros_(self.input.bias)
         for linear in (self.shared_modulation, self.final_modulation):
-            nn.init.zeros_(linear.weight)
-            nn.init.zeros_(linear.bias)
+            if linear is not None:
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
         nn.init.xavier_uniform_(self.final_conv.weight)
         nn.init.zeros_(self.final_conv.bias)
 
@@ -129,7 +140,7 @@ class EzAudioDiT(nn.Module):
         flags = to_generate.to(noisy.dtype)[:, None]
         x = self.input(torch.cat([noisy, given, flags], dim=1)).transpose(1, 2)
         time = F.silu(self.time_embed(timestep_features(timesteps).to(x.dtype)))
-        shared = self.shared_modulation(time)
+        shared = self.shared_modulation(time) if self.shared_modulation is not None else None
         context = self.context_embed(context)
         context_keys = context_mask[:, None, None, :]
         frame_keys = None if frame_mask is None else frame_mask[:, None, None, :]

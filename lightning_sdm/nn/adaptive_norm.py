@@ -38,3 +38,21 @@ class AdaLNSOLA(nn.Module):
         """time_features [B, D] (after SiLU), shared [B, 6D] -> [B, 6, D]."""
         adjusted = shared + self.up(self.down(time_features)) * self.scaling
         return adjusted.unflatten(-1, (MODULATIONS, -1)) + self.bias
+
+
+class AdaLNPerBlock(nn.Module):
+    """Plain adaLN(-Zero), DiT's: the block's own Linear(D, 6D) of the timestep features,
+    zero-initialised. The reference SOLA is measured against."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, MODULATIONS * dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, time_features: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+        """time_features [B, D] (after SiLU) -> [B, 6, D]; there is no shared part."""
+        return self.linear(time_features).unflatten(-1, (MODULATIONS, -1))

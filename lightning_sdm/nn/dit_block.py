@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lightning_sdm.nn.adaptive_norm import AdaLNSOLA, modulate
+from lightning_sdm.nn.adaptive_norm import AdaLNPerBlock, AdaLNSOLA, modulate
 from lightning_sdm.nn.attention import MultiHeadAttention
 from lightning_sdm.nn.feedforward import GEGLUFeedForward
 
@@ -22,6 +22,7 @@ class DiTBlock(nn.Module):
         ada_alpha: float | None = None,
         skip: bool = False,
         checkpointing: bool = False,
+        shared_modulation: bool = True,
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
@@ -38,13 +39,16 @@ class DiTBlock(nn.Module):
         self.cross_attention = MultiHeadAttention(dim, num_heads, qk_norm=True, out_bias=True)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = GEGLUFeedForward(dim, mlp_ratio)
-        self.adaln = AdaLNSOLA(dim, ada_rank, ada_alpha)
+        # adaLN-SOLA over the model's shared modulation, or plain per-block adaLN.
+        self.adaln: AdaLNSOLA | AdaLNPerBlock = (
+            AdaLNSOLA(dim, ada_rank, ada_alpha) if shared_modulation else AdaLNPerBlock(dim)
+        )
 
     def forward(
         self,
         x: torch.Tensor,
         time_features: torch.Tensor,
-        shared_modulation: torch.Tensor,
+        shared_modulation: torch.Tensor | None,
         context: torch.Tensor,
         context_mask: torch.Tensor,
         frame_mask: torch.Tensor | None,
@@ -60,7 +64,7 @@ class DiTBlock(nn.Module):
         self,
         x: torch.Tensor,
         time_features: torch.Tensor,
-        shared_modulation: torch.Tensor,
+        shared_modulation: torch.Tensor | None,
         context: torch.Tensor,
         context_mask: torch.Tensor,
         frame_mask: torch.Tensor | None,

@@ -27,6 +27,21 @@ def test_the_configs_have_the_papers_parameter_counts(config_file, paper):
     assert abs(trainable_parameters(model) - paper) / paper < 0.005
 
 
+def test_per_block_adaln_costs_a_linear_per_block_where_sola_shares_one():
+    """adaLN-SOLA against plain adaLN at EzAudio-L's sizes: each of the 25 blocks trades its
+    rank-32 adjustment and bias for a whole Linear(1024, 6144); the shared one goes."""
+    sola = dit_config_of("ezaudio_l.yaml")
+    with torch.device("meta"):
+        shared = trainable_parameters(EzAudioDiT(sola))
+        per_block = trainable_parameters(
+            EzAudioDiT(DiTConfig(**{**sola.to_dict(), "modulation": "per_block"}))
+        )
+    dim, rank, blocks = sola.dim, sola.ada_rank, sola.depth + 1
+    adjustment = dim * 6 * rank + 6 * rank * 6 * dim + 6 * dim
+    linear = dim * 6 * dim + 6 * dim
+    assert per_block - shared == blocks * (linear - adjustment) - linear
+
+
 def tiny(**changes) -> EzAudioDiT:
     torch.manual_seed(0)
     config = dict(latent_channels=6, dim=32, depth=2, num_heads=4, ada_rank=4, context_dim=16)
@@ -45,10 +60,11 @@ def inputs(batch=2, frames=12, seed=0):
     )
 
 
-def test_text_and_modulation_start_silent():
+@pytest.mark.parametrize("modulation", ["sola", "per_block"])
+def test_text_and_modulation_start_silent(modulation):
     """Zero-initialised cross-attention outputs and modulation: at init the text changes
     nothing and the timestep changes nothing; training opens both."""
-    model = tiny()
+    model = tiny(modulation=modulation)
     base = model(**inputs())
     other_text = {**inputs(), "context": torch.randn(2, 5, 16)}
     other_time = {**inputs(), "timesteps": torch.tensor([500, 3])}
@@ -104,6 +120,8 @@ def test_rope_makes_scores_depend_on_offsets_only():
 def test_configs_are_checked():
     with pytest.raises(ValueError, match="depth must be even"):
         DiTConfig(depth=3)
+    with pytest.raises(ValueError, match="modulation must be one of sola, per_block"):
+        DiTConfig(modulation="single")
     with pytest.raises(ValueError, match="heads of even size"):
         DiTConfig(dim=24, num_heads=8)
     with pytest.raises(ValueError, match="even head dimension"):
