@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     "evaluate": (commands.evaluate, True),
     "plot": (commands.plot, True),
     "demo": (commands.demo, False),
+    "serve": (commands.serve, False),
+    "listening-report": (commands.listening_report, True),
     "patterns show": (commands.patterns_show, False),
     "patterns table": (commands.patterns_table, False),
 }
@@ -104,7 +106,8 @@ def _parameter_kinds(function: Callable[..., int]) -> tuple[set[str], set[str]]:
 
 def normalise(words: list[str]) -> list[str]:
     """Earlier spellings to the typed ones: `--min-seconds 2` -> `--min_seconds 2`, a bare
-    `--latents` -> `--latents=true`, repeated `--prompt a --prompt b` -> a list."""
+    `--latents` -> `--latents=true`, repeated `--prompt a --prompt b` and `--compare a b`
+    -> a list."""
     depth = 2 if words[:1] == ["patterns"] else 1
     path = " ".join(words[:depth])
     if path not in COMMANDS:
@@ -113,10 +116,14 @@ def normalise(words: list[str]) -> list[str]:
     aliases = ALIASES.get(path, {})
     result = words[:depth]
     rest = words[depth:]
+    list_option = None  # the list option whose values are being read: `--compare a b`
     for index, word in enumerate(rest):
         if not word.startswith("--") or word == "--":
+            if list_option is not None and result[-1] != f"{list_option}+":
+                result.append(f"{list_option}+")  # a further value of the same list
             result.append(word)
             continue
+        list_option = None
         name, equals, value = word.partition("=")
         name = aliases.get(name, name)
         if "=" in name:  # an alias that carries its value
@@ -128,6 +135,7 @@ def normalise(words: list[str]) -> list[str]:
         if name in flags and not equals and (following is None or following.startswith("--")):
             result.append(f"{name}=true")
         elif name in lists and not equals:
+            list_option = name
             result.append(f"{name}+")
         else:
             result.append(name + equals + value)

@@ -114,6 +114,7 @@ def generate(
     audio_prompt: str | None = None,
     progress: bool = True,
     precision: str = "fp32",
+    spectrograms: bool = False,
 ) -> int:
     """Generate audio (a wav + JSON sidecar per prompt) and codes or latents from a model or
     checkpoint of either family (codebook LM or latent diffusion).
@@ -148,6 +149,7 @@ def generate(
         precision: A codebook LM's weights while decoding: fp32, or bf16 (half the weight memory;
             faster for stack patterns where the CPU or GPU has bf16 matrix units; logits move
             by about 5 % of their spread, see benchmarks/decoding_speed.py).
+        spectrograms: Also write a spectrogram PNG beside each wav.
     """
     from lightning_sdm.generation import (
         GenerationOptions,
@@ -173,6 +175,7 @@ def generate(
         audio_prompt=audio_prompt,
         progress=progress,
         precision=precision,
+        spectrograms=spectrograms,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("always", LongerThanTrainedWarning)
@@ -323,6 +326,73 @@ def plot(run: str, output: str | None = None) -> int:
     from lightning_sdm.plots import plot_metrics
 
     print(f"wrote {plot_metrics(run, output)}")
+    return 0
+
+
+def serve(
+    model: list[str] | None = None,
+    compare: list[str] | None = None,
+    prompts: str | None = None,
+    answers: str = "listening/answers.jsonl",
+    no_preference: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    output_dir: str = "served",
+    codec_dir: str | None = None,
+) -> int:
+    """A local web app: generate and listen (wav, spectrogram, settings), and a blind A/B
+    listening test of two systems' samples.
+
+    Args:
+        model: Model directories or fit checkpoints listed on the generate page (repeat
+            --model; any other path can be typed on the page).
+        compare: Two folders of generated wavs, DIR_A DIR_B: the A/B test at /compare pairs
+            them by the prompt in generate's JSON sidecars (or same-named .txt captions).
+        prompts: Only these prompts (a text file, one per line, or generate's JSONL).
+        answers: The JSONL every answer is appended to (and read back to resume).
+        no_preference: Offer "no preference" (default: forced choice).
+        host: Address to bind (127.0.0.1: this machine only; 0.0.0.0 opens it to the
+            network, with no login).
+        port: Port.
+        output_dir: Where the generate page's results go (one folder per request).
+        codec_dir: The codec for models that do not carry one.
+    """
+    import uvicorn
+
+    from lightning_sdm.app.server import CompareTest, create_app, describe
+    from lightning_sdm.listening.answers import AnswerLog
+    from lightning_sdm.listening.pairs import pair_systems
+
+    test = None
+    if compare is not None:
+        if len(compare) != 2:
+            raise UserInputError(f"--compare takes two folders, DIR_A DIR_B; got {len(compare)}")
+        pairing = pair_systems(compare[0], compare[1], prompts)
+        test = CompareTest(pairing, AnswerLog(answers, pairing.systems), no_preference)
+        print(describe(test))
+    elif prompts is not None:
+        raise UserInputError("--prompts selects the prompts of an A/B test: add --compare")
+    app = create_app(model, test, output_dir, codec_dir)
+    page = "/compare" if test is not None else "/"
+    print(f"serving on http://{host}:{port}{page} (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+def listening_report(answers: str, output: str | None = None) -> int:
+    """Preference for each system of an A/B test with a 95 % Wilson interval and a
+    two-sided binomial p-value, per rater and per prompt, as Markdown and JSON.
+
+    Args:
+        answers: The answers JSONL that serve --compare wrote.
+        output: Path stem of the report (default: ANSWERS-report beside the answers), to
+            which .md and .json are added.
+    """
+    from lightning_sdm.listening.report import write_report
+
+    markdown, data = write_report(answers, output)
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"wrote {markdown} and {data}")
     return 0
 
 

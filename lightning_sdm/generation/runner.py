@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from lightning_sdm.audio_io import slug, write_wav
+from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.generation.families import FamilyGeneration, family_generation
@@ -42,6 +42,7 @@ class GenerationOptions:
     audio_prompt: str | None = None
     progress: bool = True
     precision: str = "fp32"  # the LM's weights while decoding: "fp32" or "bf16"
+    spectrograms: bool = False  # a PNG beside each wav
 
     def __post_init__(self) -> None:
         if self.precision not in INFERENCE_PRECISIONS:
@@ -152,7 +153,9 @@ def generate_requests(
     requests: Sequence[GenerationRequest],
     options: GenerationOptions,
     output_dir: str | Path,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> GenerationSummary:
+    """`on_progress(steps done, steps in all)` after every model step (for a web page)."""
     output = Path(output_dir)
     family = family_generation(
         source.model, options.sampling, options.diffusion, options.precision, options.cfg_scale
@@ -179,10 +182,19 @@ def generate_requests(
     started = time.perf_counter()
     unit = family.steps_name.replace("_", " ")
     with tqdm(total=total_steps, desc=unit, unit="step", disable=not options.progress) as bar:
+        done = 0  # a disabled bar does not count
+
+        def step_done() -> None:
+            nonlocal done
+            done += 1
+            bar.update(1)
+            if on_progress is not None:
+                on_progress(done, total_steps)
+
         for frames, batch in batches:
             plan = plans[frames]
             batch_start = time.perf_counter()
-            made = _generate_batch(family, batch, frames, plan, prompt, bar)
+            made = _generate_batch(family, batch, frames, plan, prompt, step_done)
             wavs = family.decode(source.codec, made) if source.codec is not None else None
             wall = time.perf_counter() - batch_start
             calls = plan.lengths(frames, prompt_frames)
@@ -190,7 +202,10 @@ def generate_requests(
                 outputs[request.index] = made[row].cpu()
                 name = f"{request.index:0{width}d}-{slug(request.prompt)}"
                 if wavs is not None:
-                    write_wav(output / f"{name}.wav", wavs[row], source.codec.sample_rate)
+                    rate = source.codec.sample_rate
+                    write_wav(output / f"{name}.wav", wavs[row], rate)
+                    if options.spectrograms:
+                        spectrogram_png(output / f"{name}.png", wavs[row], rate, request.prompt)
                 sidecar = _sidecar(
                     source, family, request, options, frames, calls, wall, len(batch)
                 )
@@ -234,12 +249,10 @@ def _generate_batch(
     frames: int,
     plan: WindowPlan,
     prompt: torch.Tensor | None,
-    bar: tqdm,
+    on_step: Callable[[], None],
 ) -> torch.Tensor:
     window = family.window_generator(
-        [request.prompt for request in batch],
-        [request.seed for request in batch],
-        on_step=lambda: bar.update(1),
+        [request.prompt for request in batch], [request.seed for request in batch], on_step
     )
     batch_prompt = None if prompt is None else prompt.expand(len(batch), -1, -1)
     return generate_in_windows(window, frames, plan, batch_prompt)

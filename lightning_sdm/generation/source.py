@@ -75,6 +75,34 @@ def load_source(
     return GenerationSource(model.eval(), codec, trained, identity)
 
 
+def source_family(path: str | Path) -> str:
+    """ "lm" or "diffusion" for a model directory or checkpoint, without building the model
+    (a checkpoint is memory-mapped, not read)."""
+    path = Path(path)
+    if path.is_dir():
+        return "diffusion" if _is_diffusion_directory(path) else "lm"
+    if not path.is_file():
+        raise UserInputError(f"{path} is neither a model directory nor a checkpoint")
+    from lightning_sdm.tasks.diffusion_task import DIFFUSION_FAMILY_KEY
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch raises several types for corrupt files
+        raise UserInputError(f"checkpoint {path} is unreadable: {error}") from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams:
+        raise UserInputError(f"{path} is not a lightning-sdm fit checkpoint")
+    return "diffusion" if DIFFUSION_FAMILY_KEY in hparams else "lm"
+
+
+def load_path(path: str | Path, codec_dir: str | None = None) -> GenerationSource:
+    """A model directory or a checkpoint, told apart by what the path is."""
+    path = Path(path)
+    if path.is_dir():
+        return load_source(model_dir=str(path), codec_dir=codec_dir)
+    return load_source(ckpt=str(path), codec_dir=codec_dir)
+
+
 def _is_diffusion_directory(directory: Path) -> bool:
     config = directory / CONFIG_FILE
     return config.is_file() and "dit" in json.loads(config.read_text())

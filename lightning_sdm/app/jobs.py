@@ -1,0 +1,146 @@
+"""Generation jobs of the web app: one at a time in a worker thread (generation takes every
+core), with the progress the page polls and the files each result made."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.generation import GenerationOptions, generate_requests, read_requests
+from lightning_sdm.generation.source import GenerationSource, load_path
+from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
+
+MAX_SECONDS = 120.0  # one request from the page; longer ones belong to the command line
+
+
+@dataclass
+class GenerationForm:
+    """What the generate page sends: the model, prompts and the settings of its family."""
+
+    model: str
+    prompts: list[str]
+    seconds: float = 5.0
+    seed: int = 0
+    cfg_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    steps: int = 50
+    cfg_rescale: float = 0.0
+
+
+@dataclass
+class Job:
+    job_id: str
+    form: GenerationForm
+    status: str = "queued"  # queued, loading, running, done, failed
+    done_steps: int = 0
+    total_steps: int = 0
+    error: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "done_steps": self.done_steps,
+            "total_steps": self.total_steps,
+            "error": self.error,
+            "results": self.results,
+        }
+
+
+class GenerationJobs:
+    def __init__(self, output_dir: Path, codec_dir: str | None = None) -> None:
+        self.output_dir = output_dir
+        self.codec_dir = codec_dir
+        self._jobs: dict[str, Job] = {}
+        self._sources: dict[str, GenerationSource] = {}
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+
+    def submit(self, form: GenerationForm) -> Job:
+        prompts = [p.strip() for p in form.prompts if p.strip()]
+        if not prompts:
+            raise UserInputError("type at least one prompt")
+        if not 0 < form.seconds <= MAX_SECONDS:
+            raise UserInputError(f"the duration must be in (0, {MAX_SECONDS:g}] s")
+        if not Path(form.model).exists():
+            raise UserInputError(f"model {form.model} not found")
+        form.prompts = prompts
+        job = Job(uuid.uuid4().hex[:12], form)
+        with self._lock:
+            self._jobs[job.job_id] = job
+        self._worker.submit(self._run, job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.output_dir / job_id
+
+    def shutdown(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _source(self, model: str) -> GenerationSource:
+        key = str(Path(model).resolve())
+        if key not in self._sources:
+            self._sources[key] = load_path(model, self.codec_dir)
+        return self._sources[key]
+
+    def _run(self, job: Job) -> None:
+        form = job.form
+        try:
+            job.status = "loading"
+            source = self._source(form.model)
+            if source.codec is None:
+                raise UserInputError(
+                    f"{form.model} has no codec to make audio with: export it with "
+                    "--codec_dir, or start serve with --codec_dir"
+                )
+            diffusion = type(source.model).sampling_config_type is DiffusionSamplingConfig
+            options = GenerationOptions(
+                sampling=SamplingConfig() if diffusion else SamplingConfig(
+                    form.temperature, form.top_k, form.top_p, form.cfg_scale
+                ),
+                diffusion=DiffusionSamplingConfig(
+                    form.steps, form.cfg_scale, form.cfg_rescale
+                ) if diffusion else DiffusionSamplingConfig(),
+                progress=False,
+                spectrograms=True,
+            )  # fmt: skip
+            requests = read_requests(form.prompts, None, form.seconds, form.seed)
+            job.status = "running"
+
+            def progress(done: int, total: int) -> None:
+                job.done_steps, job.total_steps = done, total
+
+            summary = generate_requests(
+                source, requests, options, self.job_dir(job.job_id), on_progress=progress
+            )
+            job.results = [self._result(job.job_id, row) for row in summary.rows]
+            job.status = "done"
+        except (UserInputError, ValueError, FileNotFoundError) as error:
+            job.error, job.status = str(error), "failed"
+        except Exception as error:  # the page must hear about any failure, not hang
+            job.error, job.status = f"{type(error).__name__}: {error}", "failed"
+
+    def _result(self, job_id: str, row: dict[str, Any]) -> dict[str, Any]:
+        name = row["name"]
+        base = f"/outputs/{job_id}"
+        sidecar = json.loads((self.job_dir(job_id) / f"{name}.json").read_text())
+        return {
+            "name": name,
+            "prompt": row["prompt"],
+            "wav": f"{base}/{name}.wav",
+            "spectrogram": f"{base}/{name}.png",
+            "settings": sidecar,
+        }

@@ -1,0 +1,237 @@
+"""`lightning-sdm serve`: the generate page and the blind A/B page over one FastAPI app.
+
+The A/B page never learns which system it plays: it asks for "the first" and "the second"
+sample of a pair, and the server maps them to A or B per rater and per pair. Pages and
+scripts are served from the package (no CDN), so the app works offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from lightning_sdm.app.jobs import GenerationForm, GenerationJobs
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.generation.source import source_family
+from lightning_sdm.listening.answers import (
+    AlreadyAnswered,
+    AnswerLog,
+    check_rater,
+    heard_first,
+    rater_order,
+)
+from lightning_sdm.listening.pairs import PairingResult
+
+STATIC = Path(__file__).parent / "static"
+OUTPUT_FILES = {".wav": "audio/wav", ".png": "image/png", ".json": "application/json"}
+
+
+@dataclass
+class CompareTest:
+    pairing: PairingResult
+    answers: AnswerLog
+    allow_no_preference: bool = False
+
+    @property
+    def salt(self) -> str:
+        return f"{self.pairing.systems['A']}\0{self.pairing.systems['B']}"
+
+
+class GenerateBody(BaseModel):
+    model: str
+    prompts: list[str]
+    seconds: float = 5.0
+    seed: int = 0
+    cfg_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    steps: int = 50
+    cfg_rescale: float = 0.0
+
+
+class AnswerBody(BaseModel):
+    rater: str
+    pair_id: str
+    choice: Literal["first", "second", "none"]
+
+
+def _bad_request(error: Exception) -> HTTPException:
+    return HTTPException(status_code=400, detail=str(error))
+
+
+def create_app(
+    models: list[str] | None = None,
+    compare: CompareTest | None = None,
+    output_dir: str | Path = "served",
+    codec_dir: str | None = None,
+) -> FastAPI:
+    app = FastAPI(title="lightning-sdm", docs_url="/api/docs", redoc_url=None)
+    jobs = GenerationJobs(Path(output_dir), codec_dir)
+    app.router.add_event_handler("shutdown", jobs.shutdown)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    listed = [str(m) for m in models or []]
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Any:
+        if compare is not None and not listed:
+            return RedirectResponse("/compare")
+        return FileResponse(STATIC / "generate.html")
+
+    @app.get("/compare", include_in_schema=False)
+    def compare_page() -> FileResponse:
+        if compare is None:
+            raise HTTPException(404, "no A/B test: start serve with --compare DIR_A DIR_B")
+        return FileResponse(STATIC / "compare.html")
+
+    # --- generate ---------------------------------------------------------------------
+
+    @app.get("/api/models")
+    def list_models() -> dict[str, Any]:
+        entries = []
+        for path in listed:
+            try:
+                entries.append({"path": path, "family": source_family(path)})
+            except UserInputError as error:
+                entries.append({"path": path, "family": None, "error": str(error)})
+        return {"models": entries, "compare": compare is not None}
+
+    @app.get("/api/family")
+    def family(path: str) -> dict[str, str]:
+        try:
+            return {"path": path, "family": source_family(path)}
+        except UserInputError as error:
+            raise _bad_request(error) from error
+
+    @app.post("/api/generate")
+    def generate(body: GenerateBody) -> dict[str, Any]:
+        try:
+            job = jobs.submit(GenerationForm(**body.model_dump()))
+        except UserInputError as error:
+            raise _bad_request(error) from error
+        return job.to_dict()
+
+    @app.get("/api/jobs/{job_id}")
+    def job_status(job_id: str) -> dict[str, Any]:
+        job = jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job.to_dict()
+
+    @app.get("/outputs/{job_id}/{name}", include_in_schema=False)
+    def output_file(job_id: str, name: str) -> FileResponse:
+        folder = jobs.job_dir(job_id).resolve()
+        path = (folder / name).resolve()
+        if jobs.get(job_id) is None or path.parent != folder or not path.is_file():
+            raise HTTPException(404, "no such file")
+        if path.suffix not in OUTPUT_FILES:
+            raise HTTPException(404, "no such file")
+        return FileResponse(path, media_type=OUTPUT_FILES[path.suffix], filename=path.name)
+
+    # --- blind A/B ----------------------------------------------------------------------
+
+    def test() -> CompareTest:
+        if compare is None:
+            raise HTTPException(404, "no A/B test: start serve with --compare DIR_A DIR_B")
+        return compare
+
+    def rater_id(rater: str) -> str:
+        try:
+            return check_rater(rater)
+        except UserInputError as error:
+            raise HTTPException(422, str(error)) from error
+
+    def pair_of(current: CompareTest, pair_id: str):
+        for pair in current.pairing.pairs:
+            if pair.pair_id == pair_id:
+                return pair
+        raise HTTPException(404, f"no pair {pair_id}")
+
+    @app.get("/api/compare/next")
+    def next_pair(rater: str = Query(...)) -> dict[str, Any]:
+        current, rater = test(), rater_id(rater)
+        answered = current.answers.answered(rater)
+        total = len(current.pairing.pairs)
+        remaining = [
+            p
+            for p in rater_order(rater, current.pairing.pairs, current.salt)
+            if p.pair_id not in answered
+        ]
+        state = {
+            "answered": total - len(remaining),
+            "total": total,
+            "allow_no_preference": current.allow_no_preference,
+        }
+        if not remaining:
+            return {**state, "done": True, "pair": None}
+        pair = remaining[0]
+        audio = f"/api/compare/audio/{pair.pair_id}"
+        return {
+            **state,
+            "done": False,
+            "pair": {
+                "pair_id": pair.pair_id,
+                "prompt": pair.prompt,
+                "first": f"{audio}/first?rater={rater}",
+                "second": f"{audio}/second?rater={rater}",
+            },
+        }
+
+    @app.get("/api/compare/audio/{pair_id}/{slot}", include_in_schema=False)
+    def pair_audio(
+        pair_id: str, slot: Literal["first", "second"], rater: str = Query(...)
+    ) -> FileResponse:
+        current, rater = test(), rater_id(rater)
+        pair = pair_of(current, pair_id)
+        first = heard_first(rater, pair, current.salt)
+        system = first if slot == "first" else ("B" if first == "A" else "A")
+        # No file name in the response: it could name the system.
+        return FileResponse(pair.wavs[system], media_type="audio/wav")
+
+    @app.post("/api/compare/answer")
+    def answer(body: AnswerBody) -> dict[str, Any]:
+        current, rater = test(), rater_id(body.rater)
+        pair = pair_of(current, body.pair_id)
+        if body.choice == "none" and not current.allow_no_preference:
+            raise HTTPException(422, "this test is forced choice: pick the first or the second")
+        first = heard_first(rater, pair, current.salt)
+        second = "B" if first == "A" else "A"
+        choice = {"first": first, "second": second, "none": "none"}[body.choice]
+        try:
+            current.answers.record(rater, pair, choice, first)
+        except AlreadyAnswered as error:
+            raise HTTPException(409, str(error)) from error
+        return {"saved": True, "answered": len(current.answers.answered(rater))}
+
+    @app.get("/api/compare/info")
+    def compare_info() -> dict[str, Any]:
+        current = test()
+        return {
+            "pairs": len(current.pairing.pairs),
+            "left_out": len(current.pairing.left_out),
+            "allow_no_preference": current.allow_no_preference,
+        }
+
+    app.state.jobs = jobs
+    app.state.compare = compare
+    return app
+
+
+def describe(compare: CompareTest) -> str:
+    """What serve prints at start: the pairs, what was left out and the answers so far."""
+    lines = [compare.pairing.summary(), f"answers: {compare.answers.path}"]
+    if compare.answers.bad_lines:
+        lines.append(f"  {len(compare.answers.bad_lines)} malformed lines skipped:")
+        lines += [f"    {line}" for line in compare.answers.bad_lines]
+    if compare.answers.other_tests:
+        lines.append(
+            f"  {compare.answers.other_tests} answers in it compare other systems (kept; the "
+            "report shows each comparison apart)"
+        )
+    return "\n".join(lines)

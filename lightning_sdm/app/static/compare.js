@@ -1,0 +1,78 @@
+"use strict";
+const $ = (id) => document.getElementById(id);
+let rater = "";
+let current = null;
+const heard = { first: false, second: false };
+
+function updateButtons() {
+  const ready = heard.first && heard.second;
+  for (const id of ["choose-first", "choose-second", "choose-none"]) { $(id).disabled = !ready; }
+  $("listen-hint").classList.toggle("hidden", ready);
+}
+
+async function next() {
+  $("error").textContent = "";
+  const response = await fetch(`/api/compare/next?rater=${encodeURIComponent(rater)}`);
+  const body = await response.json();
+  if (!response.ok) { throw new Error(body.detail); }
+  $("progress").max = body.total;
+  $("progress").value = body.answered;
+  if (body.done) {
+    $("test").classList.add("hidden");
+    $("done").classList.remove("hidden");
+    $("done-text").textContent = `All ${body.total} pairs answered.`;
+    return;
+  }
+  current = body.pair;
+  $("progress-text").textContent = `Pair ${body.answered + 1} of ${body.total}`;
+  $("prompt").textContent = `“${current.prompt}”`;
+  $("choose-none").classList.toggle("hidden", !body.allow_no_preference);
+  heard.first = heard.second = false;
+  $("first").src = current.first;
+  $("second").src = current.second;
+  updateButtons();
+}
+
+async function answer(choice) {
+  for (const id of ["choose-first", "choose-second", "choose-none"]) { $(id).disabled = true; }
+  const response = await fetch("/api/compare/answer", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ rater, pair_id: current.pair_id, choice }),
+  });
+  if (!response.ok && response.status !== 409) {  // 409: answered already (another tab)
+    const body = await response.json();
+    $("error").textContent = body.detail;
+    updateButtons();
+    return;
+  }
+  $("first").pause();
+  $("second").pause();
+  await next();
+}
+
+async function begin() {
+  rater = $("rater").value.trim();
+  $("start-error").textContent = "";
+  try {
+    const response = await fetch(`/api/compare/next?rater=${encodeURIComponent(rater)}`);
+    if (!response.ok) { throw new Error((await response.json()).detail); }
+    localStorage.setItem("lightning-sdm-rater", rater);
+    $("start").classList.add("hidden");
+    $("test").classList.remove("hidden");
+    await next();
+  } catch (error) {
+    $("start-error").textContent = error.message;
+  }
+}
+
+for (const slot of ["first", "second"]) {
+  $(slot).addEventListener("play", () => { heard[slot] = true; updateButtons(); });
+}
+$("choose-first").addEventListener("click", () => answer("first"));
+$("choose-second").addEventListener("click", () => answer("second"));
+$("choose-none").addEventListener("click", () => answer("none"));
+$("begin").addEventListener("click", begin);
+$("rater").addEventListener("keydown", (event) => { if (event.key === "Enter") { begin(); } });
+const saved = localStorage.getItem("lightning-sdm-rater");
+if (saved) { $("rater").value = saved; begin(); }

@@ -1,0 +1,151 @@
+"""The web app's API through FastAPI's test client: generating, the blind pairing hidden
+from the page, answers mapped to systems, resume, double answers refused."""
+
+import json
+import time
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from lightning_sdm.app.server import CompareTest, create_app
+from lightning_sdm.codecs import EncodecCodec
+from lightning_sdm.listening.answers import AnswerLog
+from lightning_sdm.listening.pairs import pair_systems
+from tests.conftest import tiny_model
+from tests.listening.systems import two_systems
+
+
+@pytest.fixture
+def compare_client(tmp_path):
+    pairing = pair_systems(*two_systems(tmp_path / "systems"))
+    test = CompareTest(pairing, AnswerLog(tmp_path / "answers.jsonl", pairing.systems))
+    with TestClient(create_app(compare=test, output_dir=tmp_path / "served")) as client:
+        yield client, test
+
+
+def test_pages_and_scripts_are_served_from_the_package(compare_client):
+    client, _ = compare_client
+    page = client.get("/compare")
+    assert page.status_code == 200 and "/static/compare.js" in page.text
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing from a CDN
+    assert client.get("/static/compare.js").status_code == 200
+    assert client.get("/", follow_redirects=False).headers["location"] == "/compare"
+
+
+def test_the_page_never_sees_which_system_it_plays(compare_client):
+    client, test = compare_client
+    body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    text = json.dumps(body)
+    for system in test.pairing.systems.values():
+        assert system not in text
+    assert "delay" not in text and ".wav" not in text
+    audio = client.get(body["pair"]["first"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    assert "filename" not in audio.headers.get("content-disposition", "")
+
+
+def test_answers_map_to_systems_per_rater_and_pair(compare_client):
+    client, test = compare_client
+    pairs = {p.pair_id: p for p in test.pairing.pairs}
+    seen_first = set()
+    for rater in ("r1", "r2", "r3", "r4"):
+        body = client.get("/api/compare/next", params={"rater": rater}).json()
+        pair = pairs[body["pair"]["pair_id"]]
+        first = client.get(body["pair"]["first"]).content
+        played_a = first == pair.wavs["A"].read_bytes()
+        assert played_a or first == pair.wavs["B"].read_bytes()
+        seen_first.add(played_a)
+        answer = {"rater": rater, "pair_id": pair.pair_id, "choice": "first"}
+        assert client.post("/api/compare/answer", json=answer).status_code == 200
+        saved = json.loads(test.answers.path.read_text().splitlines()[-1])
+        assert saved["choice"] == ("A" if played_a else "B") == saved["heard_first"]
+    assert seen_first == {True, False}  # the order changes between raters
+
+
+def test_a_rater_resumes_and_cannot_answer_twice(compare_client):
+    client, test = compare_client
+    answered = []
+    for _ in range(3):
+        body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+        answered.append(body["pair"]["pair_id"])
+        reply = client.post(
+            "/api/compare/answer", json={"rater": "r1", "pair_id": answered[-1], "choice": "second"}
+        )
+        assert reply.json() == {"saved": True, "answered": len(answered)}  # fmt: skip
+    twice = {"rater": "r1", "pair_id": answered[0], "choice": "first"}
+    again = client.post("/api/compare/answer", json=twice)
+    assert again.status_code == 409 and "already answered" in again.json()["detail"]
+    # a reload asks the server again: the fourth pair, not one answered
+    body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    assert body["answered"] == 3 and body["pair"]["pair_id"] not in answered
+    total = len(test.pairing.pairs)
+    for _ in range(total - 3):
+        body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+        client.post(
+            "/api/compare/answer",
+            json={"rater": "r1", "pair_id": body["pair"]["pair_id"], "choice": "first"},
+        )
+    done = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    assert done["done"] and done["answered"] == total
+    assert len(test.answers.path.read_text().splitlines()) == total
+
+
+def test_bad_requests_are_refused_with_reasons(compare_client):
+    client, _ = compare_client
+    assert client.get("/api/compare/next", params={"rater": "two words"}).status_code == 422
+    unknown = client.post("/api/compare/answer",
+                          json={"rater": "r1", "pair_id": "nope", "choice": "first"})  # fmt: skip
+    assert unknown.status_code == 404
+    body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    forced = client.post(
+        "/api/compare/answer",
+        json={"rater": "r1", "pair_id": body["pair"]["pair_id"], "choice": "none"},
+    )
+    assert forced.status_code == 422 and "forced choice" in forced.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("model")
+    tiny_model("delay", 1, cardinality=2048).save_pretrained(directory)
+    torch.manual_seed(0)
+    EncodecCodec().save_pretrained(directory / "codec")
+    return directory
+
+
+def test_the_generate_api_runs_a_job_with_progress_and_files(model_dir, tmp_path):
+    app = create_app(models=[str(model_dir)], output_dir=tmp_path / "served")
+    with TestClient(app) as client:
+        models = client.get("/api/models").json()
+        assert models == {"models": [{"path": str(model_dir), "family": "lm"}], "compare": False}
+        job = client.post("/api/generate", json={
+            "model": str(model_dir), "prompts": ["calm piano", "", "fast drums"],
+            "seconds": 0.2, "seed": 3, "top_k": 20,
+        }).json()  # fmt: skip
+        for _ in range(300):
+            job = client.get(f"/api/jobs/{job['job_id']}").json()
+            if job["status"] in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        assert job["status"] == "done", job["error"]
+        assert job["done_steps"] == job["total_steps"] > 0
+        first, second = job["results"]
+        assert first["prompt"] == "calm piano" and first["settings"]["seed"] == 3
+        assert first["settings"]["sampling"]["top_k"] == 20
+        wav = client.get(first["wav"])
+        assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+        assert client.get(first["spectrogram"]).content[:4] == b"\x89PNG"
+        assert wav.content != client.get(second["wav"]).content
+        escape = client.get(f"/outputs/{job['job_id']}/..%2F..%2Fanswers.jsonl")
+        assert escape.status_code == 404
+
+
+def test_generate_requests_that_cannot_run_say_why(model_dir, tmp_path):
+    with TestClient(create_app(output_dir=tmp_path / "served")) as client:
+        missing = client.post("/api/generate", json={"model": "/none", "prompts": ["a"]})
+        assert missing.status_code == 400 and "model /none not found" in missing.json()["detail"]
+        empty = client.post("/api/generate", json={"model": str(model_dir), "prompts": [" "]})
+        assert empty.status_code == 400 and "at least one prompt" in empty.json()["detail"]
+        assert client.get("/api/family", params={"path": "/none"}).status_code == 400
+        assert client.get("/compare").status_code == 404
