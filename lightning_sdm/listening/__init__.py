@@ -1,0 +1,2 @@
+"""Blind pairwise listening tests: pairing two systems' samples, recording answers, the
+report."""

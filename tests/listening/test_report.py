@@ -1,0 +1,73 @@
+"""The listening report: the Wilson interval and binomial p-value against values computed
+by hand, the breakdowns, Markdown and JSON, and bad lines reported."""
+
+import json
+import math
+
+import pytest
+
+from lightning_sdm.cli import main
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.listening.answers import AnswerLog
+from lightning_sdm.listening.pairs import pair_systems
+from lightning_sdm.listening.report import binomial_test_p, build_report, wilson_interval
+from tests.listening.systems import two_systems
+
+
+def test_wilson_interval_matches_the_hand_computed_values():
+    # 7 of 10, z = 1.96: centre (0.7 + 0.19208) / 1.38415 = 0.64450,
+    # half 1.96 sqrt(0.021 + 0.0096040) / 1.38415 = 0.24773
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.39677, abs=1e-4) and high == pytest.approx(0.89223, abs=1e-4)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.27753, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_the_binomial_p_value_matches_the_hand_computed_values():
+    # 7 of 10: 2 * (C(10,7) + C(10,8) + C(10,9) + C(10,10)) / 2^10 = 2 * 176 / 1024
+    assert binomial_test_p(7, 10) == pytest.approx(352 / 1024)
+    assert binomial_test_p(3, 10) == pytest.approx(352 / 1024)
+    assert binomial_test_p(9, 10) == pytest.approx(2 * 11 / 1024)
+    assert binomial_test_p(5, 10) == 1.0 and binomial_test_p(0, 0) == 1.0
+    # The paper's 51.3 % (say 513 of 1000) is far from significant.
+    assert binomial_test_p(513, 1000) > 0.4
+    assert binomial_test_p(60, 100) == pytest.approx(
+        2 * sum(math.comb(100, k) for k in range(60, 101)) / 2**100
+    )
+
+
+def test_the_report_breaks_down_by_rater_and_prompt(tmp_path, capsys):
+    pairing = pair_systems(*two_systems(tmp_path / "systems"))
+    path = tmp_path / "answers.jsonl"
+    log = AnswerLog(path, pairing.systems)
+    choices = {"r1": ["A", "A", "A", "B", "none"], "r2": ["A", "B", "A", "A", "A"]}
+    for rater, picks in choices.items():
+        for pair, pick in zip(pairing.pairs, picks, strict=True):
+            log.record(rater, pair, pick, "A")
+    with path.open("a") as handle:
+        handle.write("not json\n")
+    assert main(["listening-report", str(path)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "answers-report.json").read_text())
+    overall = report["comparisons"][0]["overall"]
+    assert (overall["a_preferred"], overall["b_preferred"], overall["no_preference"]) == (7, 2, 1)
+    assert overall["a_share"] == pytest.approx(7 / 9)
+    assert overall["a_share_95ci"] == pytest.approx(list(wilson_interval(7, 9)))
+    assert overall["p_value"] == pytest.approx(binomial_test_p(7, 9))
+    assert report["comparisons"][0]["per_rater"]["r1"]["a_preferred"] == 3
+    assert report["comparisons"][0]["per_prompt"][pairing.pairs[1].prompt]["b_preferred"] == 1
+    assert report["bad_lines"] == [f"{path}:11: not JSON (Expecting value)"]
+    markdown = (tmp_path / "answers-report.md").read_text()
+    assert "A was preferred in 77.8 % of 9 answers with a preference" in markdown
+    assert "### Per rater" in markdown and "## Lines skipped" in markdown
+    assert markdown in printed
+
+
+def test_an_answers_file_without_answers_is_refused(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text("{}\n")
+    with pytest.raises(UserInputError, match="holds no answers"):
+        build_report(path)
+    with pytest.raises(UserInputError, match="not found"):
+        build_report(tmp_path / "none.jsonl")
