@@ -91,7 +91,8 @@ def pair_systems(
     name); wavs without a partner, unreadable ones and (with a prompts file) other prompts'
     are left out and listed."""
     left_out: list[str] = []
-    systems = {"A": str(Path(dir_a)), "B": str(Path(dir_b))}
+    # Absolute: the answers name the systems the same wherever serve was started.
+    systems = {"A": str(Path(dir_a).resolve()), "B": str(Path(dir_b).resolve())}
     found = {s: _system_wavs(Path(systems[s]), s, left_out) for s in SYSTEMS}
     wanted = _read_prompts(Path(prompts_file)) if prompts_file is not None else None
     prompts = list(dict.fromkeys([*found["A"], *found["B"]]))

@@ -149,3 +149,43 @@ def test_generate_requests_that_cannot_run_say_why(model_dir, tmp_path):
         assert empty.status_code == 400 and "at least one prompt" in empty.json()["detail"]
         assert client.get("/api/family", params={"path": "/none"}).status_code == 400
         assert client.get("/compare").status_code == 404
+
+
+def run_job(client, body):
+    job = client.post("/api/generate", json=body).json()
+    for _ in range(300):
+        job = client.get(f"/api/jobs/{job['job_id']}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError("the job did not finish")
+
+
+def test_a_diffusion_model_generates_with_its_own_settings(tmp_path):
+    from lightning_sdm.conditioning import TextConditionerConfig
+    from lightning_sdm.models.dit import DiTConfig
+    from lightning_sdm.models.text_to_audio_diffusion import (
+        TextToAudioDiffusion,
+        TextToAudioDiffusionConfig,
+    )
+
+    torch.manual_seed(0)
+    dit = DiTConfig(latent_channels=16, dim=32, depth=2, num_heads=4, ada_rank=4, context_dim=32)
+    config = TextToAudioDiffusionConfig(
+        dit=dit, text=TextConditionerConfig(cfg_dropout=0.0), latent_mean=0.0, latent_std=1.0
+    )
+    TextToAudioDiffusion(config).save_pretrained(tmp_path / "dit")
+    EncodecCodec().save_pretrained(tmp_path / "dit" / "codec")
+    with TestClient(
+        create_app(models=[str(tmp_path / "dit")], output_dir=tmp_path / "s")
+    ) as client:
+        assert client.get("/api/models").json()["models"][0]["family"] == "diffusion"
+        job = run_job(client, {"model": str(tmp_path / "dit"), "prompts": ["a"], "seconds": 0.2,
+                               "steps": 3, "cfg_scale": 5, "cfg_rescale": 0.75,
+                               "temperature": 0.3})  # fmt: skip
+        assert job["status"] == "done", job["error"]
+        settings = job["results"][0]["settings"]
+        assert settings["family"] == "diffusion" and settings["denoising_steps"] == 3
+        assert settings["sampling"] == {"steps": 3, "cfg_scale": 5.0, "cfg_rescale": 0.75,
+                                        "eta": 0.0}  # fmt: skip
+        assert job["done_steps"] == job["total_steps"] == 3

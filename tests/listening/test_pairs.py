@@ -18,6 +18,7 @@ def test_wavs_pair_by_the_prompt_their_sidecars_name(tmp_path):
             sidecar = json.loads(pair.wavs[system].with_suffix(".json").read_text())
             assert sidecar["prompt"] == pair.prompt
         assert pair.wavs["A"].parent == a and pair.wavs["B"].parent == b
+    assert result.systems == {"A": str(a.resolve()), "B": str(b.resolve())}
     assert len({p.pair_id for p in result.pairs}) == len(PROMPTS) and not result.left_out
     assert [p.pair_id for p in pair_systems(a, b).pairs] == [p.pair_id for p in result.pairs]
 
