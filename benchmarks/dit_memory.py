@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from process_memory import peak_rss_mb, rss_mb, run_child  # noqa: E402
+from process_memory import run_child, time_training_steps  # noqa: E402
 
 from lightning_sdm.models.dit import (  # noqa: E402
     MODULATION_KINDS,
@@ -84,19 +82,13 @@ def child(args: argparse.Namespace) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    before = rss_mb()
-    step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    step_s, peak_mb = time_training_steps(step, args.steps)
     row = Row(
         modulation=args.child,
         parameters=trainable_parameters(model),
         modulation_parameters=modulation_parameters(model),
-        step_s=statistics.median(times),
-        peak_mb=peak_rss_mb() - before,
+        step_s=step_s,
+        peak_mb=peak_mb,
         device=f"cpu ({torch.get_num_threads()} threads)",
     )
     print(json.dumps(asdict(row)))

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from process_memory import peak_rss_mb, rss_mb, run_child  # noqa: E402
+from process_memory import run_child, time_training_steps  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
 from lightning_sdm.models.lm import CodebookLM, LMConfig  # noqa: E402
@@ -149,18 +147,11 @@ def child(args: argparse.Namespace) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    before = rss_mb()
-    step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
+    step_s, peak_mb = time_training_steps(step, args.steps)
     row = Row(
         pattern=pattern, k=int(k), backend=backend, uses=uses,
         positions=n, step_s=step_s, tokens_per_s=args.batch * args.frames * 4 / step_s,
-        peak_mb=peak_rss_mb() - before, scores_computed=scores,
+        peak_mb=peak_mb, scores_computed=scores,
         gpu_flops=step_flops(args, n, args.frames, gpu_scores(layout, uses)),
         device=f"cpu ({torch.get_num_threads()} threads)",
     )  # fmt: skip

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +59,40 @@ def tiny_config(
 def tiny_model(*args, seed: int = 0, **kwargs) -> TextToMusicLM:
     torch.manual_seed(seed)
     return TextToMusicLM(tiny_config(*args, **kwargs)).eval()
+
+
+def save_tiny_model_with_codec(directory: Path, pattern: str, interleave: int) -> Path:
+    """A tiny LM over a random 32 kHz EnCodec's 4 x 2048 codes, with the codec inside."""
+    from lightning_sdm.codecs import EncodecCodec
+
+    tiny_model(pattern, interleave, cardinality=2048).save_pretrained(directory)
+    torch.manual_seed(0)
+    EncodecCodec().save_pretrained(directory / "codec")
+    return directory
+
+
+def save_tiny_dit_with_codec(directory: Path, wake: bool = False) -> Path:
+    """A tiny DiT over the random codec's 16-channel latents, the codec inside. `wake`
+    draws the zero-initialised layers too, so the text changes the output."""
+    from lightning_sdm.codecs import EncodecCodec
+    from lightning_sdm.models.dit import DiTConfig
+    from lightning_sdm.models.text_to_audio_diffusion import (
+        TextToAudioDiffusion,
+        TextToAudioDiffusionConfig,
+    )
+
+    torch.manual_seed(0)
+    dit = DiTConfig(latent_channels=16, dim=32, depth=2, num_heads=4, ada_rank=4, context_dim=32)
+    config = TextToAudioDiffusionConfig(
+        dit=dit, text=TextConditionerConfig(cfg_dropout=0.0), latent_mean=0.0, latent_std=1.0
+    )
+    model = TextToAudioDiffusion(config)
+    if wake:
+        for parameter in model.dit.parameters():
+            torch.nn.init.normal_(parameter, std=0.05)
+    model.save_pretrained(directory)
+    EncodecCodec().save_pretrained(directory / "codec")
+    return directory
 
 
 @pytest.fixture

@@ -43,19 +43,6 @@ class CompareTest:
         return f"{self.pairing.systems['A']}\0{self.pairing.systems['B']}"
 
 
-class GenerateBody(BaseModel):
-    model: str
-    prompts: list[str]
-    seconds: float = 5.0
-    seed: int = 0
-    cfg_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    steps: int = 50
-    cfg_rescale: float = 0.0
-
-
 class AnswerBody(BaseModel):
     rater: str
     pair_id: str
@@ -110,9 +97,9 @@ def create_app(
             raise _bad_request(error) from error
 
     @app.post("/api/generate")
-    def generate(body: GenerateBody) -> dict[str, Any]:
+    def generate(form: GenerationForm) -> dict[str, Any]:
         try:
-            job = jobs.submit(GenerationForm(**body.model_dump()))
+            job = jobs.submit(form)
         except UserInputError as error:
             raise _bad_request(error) from error
         return job.to_dict()

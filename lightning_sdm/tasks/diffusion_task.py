@@ -6,9 +6,8 @@ import dataclasses
 import time
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import grad_norm, rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_sdm.conditioning import EMPTY_CONDITION, TextConditionerConfig
 from lightning_sdm.errors import UserInputError
@@ -22,7 +21,8 @@ from lightning_sdm.models.text_to_audio_diffusion import (
 )
 from lightning_sdm.tasks.configs import config_from, training_option_changes
 from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, caption_dropout_generator
-from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.optim import OptimConfig
+from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
 from lightning_sdm.tasks.stability import stop_if_not_finite
 
 DIFFUSION_FAMILY_KEY = "dit"  # in a checkpoint's hyper_parameters: this family's task
@@ -54,7 +54,7 @@ def initial_diffusion_model(
     return TextToAudioDiffusion.from_pretrained(directory, overrides=overrides).train()
 
 
-class TextToAudioDiffusionTask(L.LightningModule):
+class TextToAudioDiffusionTask(ScheduledAdamWTask):
     """Masked-modelling v-prediction loss, optimizer and schedule around the latent
     diffusion model (EzAudio-DiT).
 
@@ -196,16 +196,6 @@ class TextToAudioDiffusionTask(L.LightningModule):
         )
         self.log("val/mse", result.loss, prog_bar=True, sync_dist=True, batch_size=len(latents))
         return result.loss
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = grad_norm(self.model, norm_type=2)
-        if "grad_2.0_norm_total" in norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = int(self.trainer.estimated_stepping_batches)
-        optimizer, schedule = build_optimizer(self.model, self.optim_config, total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def diffusion_task_from_checkpoint(checkpoint: dict[str, Any]) -> TextToAudioDiffusionTask:

@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import grad_norm
 
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.errors import UserInputError
@@ -22,7 +20,8 @@ from lightning_sdm.models.adapters import (
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.tasks.configs import config_from, training_option_changes
-from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.optim import OptimConfig
+from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
 from lightning_sdm.tasks.stability import NonFiniteLossError, stop_if_not_finite
 
 __all__ = ["NonFiniteLossError", "TextToMusicTask", "task_from_checkpoint"]
@@ -79,7 +78,7 @@ def initial_model(directory: str, lm: LMConfig, text: TextConditionerConfig) -> 
     return TextToMusicLM.from_pretrained(directory, overrides=changes).train()
 
 
-class TextToMusicTask(L.LightningModule):
+class TextToMusicTask(ScheduledAdamWTask):
     """Loss, metrics, optimizer and schedule around `TextToMusicLM`.
 
     Configs may be given as dataclasses (YAML through LightningCLI) or plain dicts
@@ -234,16 +233,6 @@ class TextToMusicTask(L.LightningModule):
         for level, value in enumerate(per_level):
             self.log(f"val/ce_q{level}", value, sync_dist=True, batch_size=batch_size)
         return loss
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = grad_norm(self.model, norm_type=2)
-        if "grad_2.0_norm_total" in norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = int(self.trainer.estimated_stepping_batches)
-        optimizer, schedule = build_optimizer(self.model, self.optim_config, total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def task_from_checkpoint(checkpoint: dict[str, Any]) -> TextToMusicTask:

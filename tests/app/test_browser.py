@@ -8,11 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from lightning_sdm.codecs import EncodecCodec
 from tests.app.live import served
-from tests.conftest import tiny_model
+from tests.conftest import save_tiny_model_with_codec
 from tests.listening.systems import two_systems
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -103,11 +101,7 @@ def test_a_rater_answers_three_pairs_reloads_and_continues(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    tiny_model("stack_delay", 3, cardinality=2048).save_pretrained(directory)
-    torch.manual_seed(0)
-    EncodecCodec().save_pretrained(directory / "codec")
-    return directory
+    return save_tiny_model_with_codec(tmp_path_factory.mktemp("model"), "stack_delay", 3)
 
 
 def test_the_generate_page_plays_and_shows_what_it_made(browser, model_dir, tmp_path):

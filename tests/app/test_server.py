@@ -5,14 +5,12 @@ import json
 import time
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from lightning_sdm.app.server import CompareTest, create_app
-from lightning_sdm.codecs import EncodecCodec
 from lightning_sdm.listening.answers import AnswerLog
 from lightning_sdm.listening.pairs import pair_systems
-from tests.conftest import tiny_model
+from tests.conftest import save_tiny_dit_with_codec, save_tiny_model_with_codec
 from tests.listening.systems import two_systems
 
 
@@ -107,11 +105,7 @@ def test_bad_requests_are_refused_with_reasons(compare_client):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    tiny_model("delay", 1, cardinality=2048).save_pretrained(directory)
-    torch.manual_seed(0)
-    EncodecCodec().save_pretrained(directory / "codec")
-    return directory
+    return save_tiny_model_with_codec(tmp_path_factory.mktemp("model"), "delay", 1)
 
 
 def test_the_generate_api_runs_a_job_with_progress_and_files(model_dir, tmp_path):
@@ -162,20 +156,7 @@ def run_job(client, body):
 
 
 def test_a_diffusion_model_generates_with_its_own_settings(tmp_path):
-    from lightning_sdm.conditioning import TextConditionerConfig
-    from lightning_sdm.models.dit import DiTConfig
-    from lightning_sdm.models.text_to_audio_diffusion import (
-        TextToAudioDiffusion,
-        TextToAudioDiffusionConfig,
-    )
-
-    torch.manual_seed(0)
-    dit = DiTConfig(latent_channels=16, dim=32, depth=2, num_heads=4, ada_rank=4, context_dim=32)
-    config = TextToAudioDiffusionConfig(
-        dit=dit, text=TextConditionerConfig(cfg_dropout=0.0), latent_mean=0.0, latent_std=1.0
-    )
-    TextToAudioDiffusion(config).save_pretrained(tmp_path / "dit")
-    EncodecCodec().save_pretrained(tmp_path / "dit" / "codec")
+    save_tiny_dit_with_codec(tmp_path / "dit")
     with TestClient(
         create_app(models=[str(tmp_path / "dit")], output_dir=tmp_path / "s")
     ) as client:

@@ -10,37 +10,16 @@ import torch
 
 from lightning_sdm.cli import main
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
-from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.data.audio import load_mono
-from lightning_sdm.models.dit import DiTConfig
-from lightning_sdm.models.text_to_audio_diffusion import (
-    TextToAudioDiffusion,
-    TextToAudioDiffusionConfig,
-)
-from tests.conftest import tiny_model
+from tests.conftest import save_tiny_dit_with_codec, tiny_model
 
 LATENT_DIM = 16  # the random test codec's latent width
 
 
 @pytest.fixture(scope="module")
 def dit_with_codec(tmp_path_factory):
-    """A tiny DiT over a random codec's 16-channel latents, the codec inside its directory."""
-    directory = tmp_path_factory.mktemp("dit")
-    torch.manual_seed(0)
-    config = TextToAudioDiffusionConfig(
-        dit=DiTConfig(
-            latent_channels=LATENT_DIM, dim=32, depth=2, num_heads=4, ada_rank=4, context_dim=32
-        ),
-        text=TextConditionerConfig(cfg_dropout=0.0),
-        latent_mean=0.0,
-        latent_std=1.0,
-    )
-    model = TextToAudioDiffusion(config)
-    for parameter in model.dit.parameters():  # zero-initialised layers would ignore the text
-        torch.nn.init.normal_(parameter, std=0.05)
-    model.save_pretrained(directory)
-    EncodecCodec().save_pretrained(directory / "codec")
-    return directory
+    """A tiny DiT whose layers are all drawn (so text matters), with the codec inside."""
+    return save_tiny_dit_with_codec(tmp_path_factory.mktemp("dit"), wake=True)
 
 
 def run(capsys, *argv):

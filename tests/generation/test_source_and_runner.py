@@ -11,17 +11,12 @@ from lightning_sdm.cli import main
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.tasks.lm_task import TextToMusicTask
-from tests.conftest import tiny_config, tiny_model
+from tests.conftest import save_tiny_model_with_codec, tiny_config, tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_with_codec(tmp_path_factory):
-    """A tiny LM over a random 32 kHz EnCodec's 4 x 2048 codes, with the codec inside."""
-    directory = tmp_path_factory.mktemp("model")
-    tiny_model("stack_delay", 3, cardinality=2048).save_pretrained(directory)
-    torch.manual_seed(0)
-    EncodecCodec().save_pretrained(directory / "codec")
-    return directory
+    return save_tiny_model_with_codec(tmp_path_factory.mktemp("model"), "stack_delay", 3)
 
 
 def run(capsys, *argv):
