@@ -46,6 +46,10 @@ OPTIONS: dict[str, dict] = {
         "lm": {"activation_checkpointing": True},
     },
     "LoRA r=16 + T5 bf16": {"adapter": {"r": 16}, "text": {"frozen_dtype": "bf16"}},
+    "LoRA r=16 + T5, decoder bf16": {
+        "adapter": {"r": 16, "frozen_dtype": "bf16"},
+        "text": {"frozen_dtype": "bf16"},
+    },
 }
 SMALL_T5 = {"vocab_size": 384, "d_model": 256, "d_kv": 32, "d_ff": 1024, "num_layers": 4,
             "num_heads": 8}  # fmt: skip
@@ -61,6 +65,7 @@ class Measurement:
     step_s: float
     measured_mb: float
     saved_activation_mb: float
+    weights_mb: float = float("nan")  # parameters as held for training (dtype per option)
     model_mb: float = float("nan")
 
 
@@ -73,7 +78,9 @@ def build(args: argparse.Namespace, option: dict) -> TextToMusicTask:
     text = TextConditionerConfig(
         t5_config=dict(SMALL_T5), cfg_dropout=0.0, **option.get("text", {})
     )
-    return TextToMusicTask(lm=lm, text=text, adapter=option.get("adapter")).train()
+    task = TextToMusicTask(lm=lm, text=text, adapter=option.get("adapter")).train()
+    task.lower_frozen_base_precision()  # what fitting does first
+    return task
 
 
 def batch(args: argparse.Namespace) -> dict:
@@ -131,6 +138,7 @@ def child(args: argparse.Namespace) -> None:
         params=sum(p.numel() for p in parameters),
         trainable=sum(p.numel() for p in parameters if p.requires_grad),
         step_s=step_s, measured_mb=peak_rss_mb() - before, saved_activation_mb=saved / 2**20,
+        weights_mb=sum(p.numel() * p.element_size() for p in parameters) / 2**20,
     )  # fmt: skip
     print(json.dumps(asdict(result)))
 
@@ -165,9 +173,15 @@ T5_BASE_PARAMS = 109_628_544
 def musicgen_table(per_position_per_dim_layer: float, ratios: dict[str, float]) -> str:
     """GPU memory by the model: weights, gradients, AdamW, kept activations at 30 s (1503
     positions, delay) per batch item, in fp32 (bf16-mixed keeps some in half precision).
-    The full recipe keeps an EMA copy of the whole model; the LoRA recipes run without EMA.
+    The full recipe keeps an EMA copy of the whole model; the LoRA recipes run without EMA
+    (or with the adapter's alone). "+ decoder bf16" is LoRA + checkpointing with the
+    frozen decoder projections in bf16 (`adapter.frozen_dtype`).
     Backward's working set and allocator slack come on top."""
-    from lightning_sdm.models.adapters import AdapterConfig
+    from lightning_sdm.models.adapters import (
+        AdapterConfig,
+        freeze_all_but_adapters,
+        hold_frozen_projections_in,
+    )
     from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 
     lines = [
@@ -186,8 +200,18 @@ def musicgen_table(per_position_per_dim_layer: float, ratios: dict[str, float]) 
             decoder = sum(p.numel() for n_, p in model.named_parameters() if "encoder" not in n_)
             model.add_adapter(AdapterConfig(r=16))
             lora = sum(p.numel() for n_, p in model.named_parameters() if "lora_" in n_)
+            freeze_all_but_adapters(model)
+            hold_frozen_projections_in(model.lm.decoder, torch.bfloat16)
+            low_decoder_bytes = sum(
+                p.numel() * p.element_size()
+                for n_, p in model.named_parameters()
+                if "encoder" not in n_
+            )
         activations = per_position_per_dim_layer * n * dim * layers
         lora_weights = 4 * (decoder + lora) + 2 * T5_BASE_PARAMS  # T5 frozen in bf16
+        # adapter.frozen_dtype: bf16 halves the decoder's frozen projections too (the
+        # embeddings, heads and norms stay fp32)
+        low_weights = low_decoder_bytes + 2 * T5_BASE_PARAMS
         for recipe, trainable, weight_bytes, ema, act in (
             ("full, fp32, EMA", decoder, 4 * (decoder + T5_BASE_PARAMS),
              4 * (decoder + T5_BASE_PARAMS), activations),
@@ -196,6 +220,7 @@ def musicgen_table(per_position_per_dim_layer: float, ratios: dict[str, float]) 
             ("LoRA r=16, T5 bf16", lora, lora_weights, 0, activations * ratios["lora"]),
             ("LoRA + checkpointing", lora, lora_weights, 0,
              activations * ratios["lora_checkpointing"]),
+            ("+ decoder bf16", lora, low_weights, 0, activations * ratios["lora_checkpointing"]),
         ):  # fmt: skip
             state = trainable * (4 + ADAM_BYTES)
             fixed = weight_bytes + state + ema
@@ -251,14 +276,14 @@ def main() -> None:
         f"{args.frames} frames ({n} positions), AdamW; measured on {device}"
     )
     header = (
-        f"{'option':<34}{'params':>9}{'trainable':>11}{'step s':>8}"
+        f"{'option':<34}{'params':>9}{'trainable':>11}{'weights MB':>11}{'step s':>8}"
         f"{'kept acts MB':>13}{'measured MB':>12}{'model MB':>10}{'unmodelled':>11}"
     )
     print(header + "\n" + "-" * len(header))
     for row in rows:
         print(
             f"{row.option:<34}{row.params / 1e6:>8.2f}M{row.trainable / 1e6:>10.2f}M"
-            f"{row.step_s:>8.2f}{row.saved_activation_mb:>13.0f}{row.measured_mb:>12.0f}"
+            f"{row.weights_mb:>11.0f}{row.step_s:>8.2f}{row.saved_activation_mb:>13.0f}{row.measured_mb:>12.0f}"
             f"{row.model_mb:>10.0f}{row.measured_mb - row.model_mb:>11.0f}"
         )
     checkpointing_ratio = rows[1].saved_activation_mb / plain_saved

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Which decoder projections each target name covers (per layer).
@@ -17,6 +18,7 @@ TARGET_MODULES = {
     "ffn": r"ffn\.(0|3)",
 }
 ADAPTER_TYPES = ("lora",)
+FROZEN_BASE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,16 @@ class AdapterConfig:
     alpha: float = 32.0
     dropout: float = 0.05
     targets: tuple[str, ...] = ("self_attention", "cross_attention", "ffn")
+    # Training memory only: the frozen decoder projections held in this dtype while the
+    # adapter trains (bf16 halves them). Export and generation load the base as saved.
+    frozen_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.frozen_dtype not in FROZEN_BASE_DTYPES:
+            raise ValueError(
+                f"adapter frozen_dtype must be one of {sorted(FROZEN_BASE_DTYPES)}, "
+                f"got {self.frozen_dtype!r}"
+            )
         if self.type not in ADAPTER_TYPES:
             raise ValueError(f"adapter type must be one of {ADAPTER_TYPES}, got {self.type!r}")
         if self.r < 1:
@@ -101,3 +111,35 @@ def merge_adapters(decoder: nn.Module) -> None:
     for attribute in ("peft_config", "_hf_peft_config_loaded"):
         if hasattr(decoder, attribute):
             delattr(decoder, attribute)
+
+
+class LowPrecisionFrozenLinear(nn.Linear):
+    """A frozen projection stored in a low-precision dtype: the input is cast down for the
+    matmul and the output back up, so autograd keeps the half-size input and no fp32 copy
+    of the weight (casting the weight up instead would keep one per layer for backward)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
+
+
+def hold_frozen_projections_in(decoder: nn.Module, dtype: torch.dtype) -> int:
+    """Store every frozen linear layer of `decoder` in `dtype`, in place (the adapters'
+    own layers train and stay as they are). Returns how many layers changed."""
+    frozen = [
+        (name, module)
+        for name, module in decoder.named_modules()
+        if type(module) is nn.Linear and not any(p.requires_grad for p in module.parameters())
+    ]
+    for name, module in frozen:
+        parent_name, _, child = name.rpartition(".")
+        parent = decoder.get_submodule(parent_name) if parent_name else decoder
+        low = LowPrecisionFrozenLinear(
+            module.in_features, module.out_features, bias=module.bias is not None,
+            device="meta",
+        )  # fmt: skip
+        low.weight = nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
+        if module.bias is not None:
+            low.bias = nn.Parameter(module.bias.detach().to(dtype), requires_grad=False)
+        low.train(module.training)
+        setattr(parent, child, low)
+    return len(frozen)

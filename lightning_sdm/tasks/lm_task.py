@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.adapters import (
+    FROZEN_BASE_DTYPES,
     AdapterConfig,
     freeze_all_but_adapters,
+    hold_frozen_projections_in,
     is_adapter_parameter,
 )
 from lightning_sdm.models.lm import LMConfig
@@ -138,6 +140,8 @@ class TextToMusicTask(ScheduledAdamWTask):
 
     def setup(self, stage: str) -> None:
         """Stop before training when the shards' codec does not fit the LM."""
+        if stage == "fit":
+            self.lower_frozen_base_precision()
         datamodule = getattr(self.trainer, "datamodule", None)
         codec = getattr(datamodule, "codec", None)
         if not codec:
@@ -151,6 +155,16 @@ class TextToMusicTask(ScheduledAdamWTask):
                 "and model.lm.cardinality to the codec's"
             )
         self.trained_segment_frames = getattr(datamodule, "segment_frames", None)
+
+    def lower_frozen_base_precision(self) -> None:
+        """`adapter.frozen_dtype`: hold the frozen decoder projections in low precision for
+        training. Done when fitting starts (before the model moves to its device), so
+        export and generation from the run's checkpoints merge into the base as saved."""
+        adapter = self.model.config.adapter
+        if adapter is not None and adapter.frozen_dtype != "fp32":
+            hold_frozen_projections_in(
+                self.model.lm.decoder, FROZEN_BASE_DTYPES[adapter.frozen_dtype]
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.trained_segment_frames is not None:

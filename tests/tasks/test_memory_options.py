@@ -90,3 +90,64 @@ def test_frozen_dtype_needs_a_frozen_encoder():
     assert {p.dtype for p in encoder.parameters()} == {torch.bfloat16}
     with pytest.raises(ValueError, match="set freeze: true"):
         task(text={"freeze": False, "frozen_dtype": "bf16"})
+
+
+def test_a_bf16_frozen_base_keeps_the_first_step_and_trains_the_adapter_alone():
+    adapter = {"r": 4, "dropout": 0.0}
+    reference_loss, reference_grads = loss_and_grads(task(adapter=adapter))
+    low = task(adapter={**adapter, "frozen_dtype": "bf16"})
+    low.lower_frozen_base_precision()
+    dtypes = {n: p.dtype for n, p in low.model.lm.decoder.named_parameters() if p.ndim == 2}
+    frozen = {d for n, d in dtypes.items() if "lora_" not in n and "layers." in n}
+    assert frozen == {torch.bfloat16}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+    loss, grads = loss_and_grads(low)
+    assert abs(loss - reference_loss) <= 2e-2
+    assert grads.keys() == reference_grads.keys() and all("lora_" in n for n in grads)
+    for name, grad in grads.items():
+        scale = reference_grads[name].abs().max().clamp(min=1e-3)
+        assert (grad - reference_grads[name]).abs().max() <= 0.1 * scale, name
+    # the sample callback decodes with the low-precision base during training
+    low.model.eval()
+    codes = low.model.generate(["a slow harp"], 6, seed=0)
+    assert codes.shape == (1, 4, 6)
+
+
+def test_a_bf16_frozen_base_is_for_training_only(tmp_path):
+    """The run holds the base in bf16; its checkpoint holds the adapter alone, and export
+    merges it into the base as saved (fp32), not into the rounded copy."""
+    from lightning_sdm.cli import main
+    from lightning_sdm.models.text_to_music import TextToMusicLM
+
+    base = task().model
+    base.save_pretrained(tmp_path / "base")
+    run = TextToMusicTask(
+        init_from=str(tmp_path / "base"),
+        optim={"warmup_steps": 0, "lr": 1e-2},
+        text={"cfg_dropout": 0.0},
+        adapter={"r": 4, "dropout": 0.0, "frozen_dtype": "bf16"},
+    )
+    batch = {"codes": CODES, "padding_mask": MASK, "captions": CAPTIONS}
+    trainer = L.Trainer(
+        max_steps=3, accelerator="cpu", logger=False, default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(run, DataLoader([batch] * 3, batch_size=None))
+    assert run.model.lm.decoder.layers[0].ffn[0].base_layer.weight.dtype == torch.bfloat16
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert saved and all(".lora_" in n and t.dtype == torch.float32 for n, t in saved.items())
+    assert main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "merged"),
+                 "--merge"]) == 0  # fmt: skip
+    merged = TextToMusicLM.from_pretrained(tmp_path / "merged")
+    assert {p.dtype for p in merged.parameters()} == {torch.float32}
+    # unadapted weights come back exactly as the base saved them
+    merged_state, base_state = merged.state_dict(), base.state_dict()
+    norm = "lm.decoder.layers.0.ffn_norm.weight"
+    assert torch.equal(merged_state[norm], base_state[norm])
+    ffn = "lm.decoder.layers.0.ffn.0.weight"
+    assert not torch.equal(merged_state[ffn], base_state[ffn])  # the adapter trained
+    # the same adapter merged into the fp32 base by hand
+    assert main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "alone")]) == 0
+    by_hand = TextToMusicLM.from_pretrained(tmp_path / "alone").merge_adapter().state_dict()
+    assert all(torch.equal(by_hand[n], t) for n, t in merged_state.items())
