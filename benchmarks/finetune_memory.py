@@ -175,7 +175,8 @@ def musicgen_table(per_position_per_dim_layer: float, ratios: dict[str, float]) 
     positions, delay) per batch item, in fp32 (bf16-mixed keeps some in half precision).
     The full recipe keeps an EMA copy of the whole model; the LoRA recipes run without EMA
     (or with the adapter's alone). "+ decoder bf16" is LoRA + checkpointing with the
-    frozen decoder projections in bf16 (`adapter.frozen_dtype`).
+    frozen decoder projections in bf16 (`adapter.frozen_dtype`). "FSDP /N" shards weights,
+    gradients and AdamW state over N GPUs (no EMA), plus two whole layers in flight.
     Backward's working set and allocator slack come on top."""
     from lightning_sdm.models.adapters import (
         AdapterConfig,
@@ -208,6 +209,7 @@ def musicgen_table(per_position_per_dim_layer: float, ratios: dict[str, float]) 
                 if "encoder" not in n_
             )
         activations = per_position_per_dim_layer * n * dim * layers
+        block = 16 * dim * dim  # one decoder layer, gathered whole (and the next, prefetched)
         lora_weights = 4 * (decoder + lora) + 2 * T5_BASE_PARAMS  # T5 frozen in bf16
         # adapter.frozen_dtype: bf16 halves the decoder's frozen projections too (the
         # embeddings, heads and norms stay fp32)
@@ -221,6 +223,12 @@ def musicgen_table(per_position_per_dim_layer: float, ratios: dict[str, float]) 
             ("LoRA + checkpointing", lora, lora_weights, 0,
              activations * ratios["lora_checkpointing"]),
             ("+ decoder bf16", lora, low_weights, 0, activations * ratios["lora_checkpointing"]),
+            *(
+                (f"full + ckpt, FSDP /{gpus}", decoder / gpus,
+                 4 * (decoder + T5_BASE_PARAMS) / gpus + 2 * 4 * block, 0,
+                 activations * ratios["checkpointing"])
+                for gpus in (4, 8)
+            ),
         ):  # fmt: skip
             state = trainable * (4 + ADAM_BYTES)
             fixed = weight_bytes + state + ema

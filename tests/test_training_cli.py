@@ -103,9 +103,14 @@ def test_paper_recipes_compose_and_state_the_batch(name, capsys):
 
 @pytest.mark.parametrize(
     ("name", "adapter"),
-    [("musicgen_small_lora", True), ("musicgen_medium_lora", True), ("full_small_1gpu", False)],
+    [
+        ("musicgen_small_lora", True),
+        ("musicgen_medium_lora", True),
+        ("full_small_1gpu", False),
+        ("full_medium_fsdp_4gpu", False),
+    ],
 )
-def test_single_gpu_finetune_recipes_compose_and_state_their_batch(name, adapter, capsys):
+def test_finetune_recipes_compose_and_state_their_batch(name, adapter, capsys):
     path = ROOT / "configs" / "finetune" / f"{name}.yaml"
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(path), "--print_config"])
@@ -115,13 +120,16 @@ def test_single_gpu_finetune_recipes_compose_and_state_their_batch(name, adapter
     assert (model["adapter"] is not None) == adapter
     assert model["lm"]["activation_checkpointing"] is True
     trainer, data = printed["trainer"], printed["data"]["init_args"]
-    assert trainer["devices"] == 1 and trainer["precision"] == "bf16-mixed"
+    assert trainer["precision"] == "bf16-mixed"
     stated = re.search(
-        r"Effective batch: (\d+) crops? x (\d+) accumulated = (\d+)", path.read_text()
+        r"Effective batch: (\d+) crops? x (\d+) accumulated(?: x (\d+) GPUs)? = (\d+)",
+        path.read_text(),
     )
-    per_step, accumulated, effective = map(int, stated.groups())
+    per_step, accumulated, gpus, effective = (int(n) if n else 1 for n in stated.groups())
     assert (data["batch_size"], trainer["accumulate_grad_batches"]) == (per_step, accumulated)
-    assert per_step * accumulated == effective
+    assert trainer["devices"] == gpus and per_step * accumulated * gpus == effective
+    if gpus > 1:
+        assert trainer["strategy"]["init_args"]["data_parallel_size"] == gpus
     assert "GB" in path.read_text().split("seed_everything")[0]
 
 
@@ -272,21 +280,71 @@ def test_a_refusal_while_the_task_is_built_is_one_line(tmp_path, capsys):
     ]
 
 
-@pytest.mark.slow
-def test_two_process_cpu_ddp_fit(tmp_path):
-    # Each rank's epoch is half as long, so validate once per epoch.
-    config = tiny_config(tmp_path, strategy="ddp", devices=2, callbacks=[], val_check_interval=None)
+def fit_in_processes(config: Path) -> None:
+    """`lightning-sdm fit --config CONFIG` in a subprocess (Lightning starts the other ranks
+    by running the same command again)."""
     environment = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "lightning_sdm", "fit", "--config", str(config)],
-        capture_output=True, text=True, timeout=600, env=environment, cwd=tmp_path,
+        capture_output=True, text=True, timeout=600, env=environment, cwd=config.parent,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Run finished" in result.stdout
-    checkpoint = torch.load(
-        next((tmp_path / "run").rglob("*.ckpt")), map_location="cpu", weights_only=True
+
+
+def two_process_fit(tmp_path: Path, strategy: str | dict) -> Path:
+    """Fit the tiny config on two CPU processes; the run's directory."""
+    config = tiny_config(
+        tmp_path, strategy=strategy, devices=2, val_check_interval=None
+    )  # each rank's epoch is half as long, so validate once per epoch
+    run = yaml.safe_load(config.read_text())
+    run["trainer"]["callbacks"] = run["trainer"]["callbacks"][1:]  # no whole-model EMA
+    config.write_text(yaml.safe_dump(run))
+    fit_in_processes(config)
+    return tmp_path / "run" / "version_0"
+
+
+FSDP = {
+    "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+    "init_args": {
+        "data_parallel_size": 2,
+        "tensor_parallel_size": 1,
+        "save_distributed_checkpoint": False,
+    },
+}
+
+
+def assert_same_weights(expected_checkpoint: Path, found_checkpoint: Path) -> None:
+    expected, found = (
+        torch.load(path, map_location="cpu", weights_only=True)
+        for path in (expected_checkpoint, found_checkpoint)
     )
-    assert checkpoint["global_step"] == 4
+    assert expected["global_step"] == found["global_step"] == 4
+    expected, found = expected["state_dict"], found["state_dict"]
+    assert found.keys() == expected.keys()  # one whole checkpoint, gathered on rank 0
+    for name, tensor in found.items():  # Adam's first steps move every weight by ~lr
+        assert (tensor.float() - expected[name].float()).abs().max() <= 2e-4, name
+
+
+@pytest.mark.slow
+def test_two_process_cpu_fsdp_trains_as_ddp_does(tmp_path):
+    """FSDP2 (each decoder layer a shard unit) gives DDP's weights: gradients are reduced
+    across ranks only through the shards, so an unsharded run would drift apart."""
+    ddp = two_process_fit(tmp_path / "ddp", "ddp")
+    fsdp = two_process_fit(tmp_path / "fsdp", FSDP)
+    assert_same_weights(ddp / "checkpoints" / "last.ckpt", fsdp / "checkpoints" / "last.ckpt")
+    ddp_metrics, fsdp_metrics = (
+        (run / "metrics.csv").read_text().splitlines()[1].split(",") for run in (ddp, fsdp)
+    )
+    assert ddp_metrics == fsdp_metrics or all(
+        a == b or abs(float(a) - float(b)) <= 1e-5
+        for a, b in zip(ddp_metrics, fsdp_metrics, strict=True)
+    )  # the first step's loss, per level, and gradient norm
+    # samples from the sharded model, gathered for decoding; export reads its checkpoint
+    assert len(list((fsdp / "samples").rglob("*.wav"))) == 2
+    out = tmp_path / "exported"
+    assert main(["export", "--ckpt", str(fsdp / "checkpoints" / "last.ckpt"),
+                 "--output", str(out)]) == 0  # fmt: skip
+    assert TextToMusicLM.from_pretrained(out).config.lm.dim == 32
 
 
 def shortened(source: Path, target: Path, **trainer) -> Path:

@@ -16,6 +16,7 @@ from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.codecs import CodecConfig, EncodecCodec, describe_codec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
+from lightning_sdm.tasks.sharding import whole_parameters
 
 DEFAULT_PROMPTS = [
     "an upbeat pop song with bright synths and punchy drums at 120 bpm",
@@ -128,9 +129,10 @@ class SampleGeneration(Callback):
         if getattr(pl_module, "init_from", None) is None or trainer.global_step > 0:
             return
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples" / "base"
-        if trainer.is_global_zero:
-            self._generate_on_this_rank(trainer, pl_module, folder)
-        trainer.strategy.barrier("base_samples")
+        with whole_parameters(pl_module):
+            if trainer.is_global_zero:
+                self._generate_on_this_rank(trainer, pl_module, folder)
+            trainer.strategy.barrier("base_samples")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -149,15 +151,18 @@ class SampleGeneration(Callback):
         self.generate(trainer, pl_module)
 
     def generate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Rank 0 generates (bounded work); the other ranks wait at a barrier."""
+        """Rank 0 generates (bounded work); the other ranks wait at a barrier. A sharded
+        model is gathered whole on every rank first (a collective) and sharded again after."""
         if trainer.global_step == self._last_step:
             return
         self._last_step = trainer.global_step
         # On every rank: trainer.log_dir broadcasts, which rank 0 alone must not do.
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
-        if trainer.is_global_zero:
-            self._generate_on_this_rank(trainer, pl_module, folder / f"step-{self._last_step:07d}")
-        trainer.strategy.barrier("sample_generation")
+        with whole_parameters(pl_module):
+            if trainer.is_global_zero:
+                step_folder = folder / f"step-{self._last_step:07d}"
+                self._generate_on_this_rank(trainer, pl_module, step_folder)
+            trainer.strategy.barrier("sample_generation")
 
     def _codec_on(self, device: torch.device) -> EncodecCodec:
         if self._codec is None:  # used without fit's setup (e.g. called directly)

@@ -19,6 +19,7 @@ from lightning_sdm.models.text_to_audio_diffusion import (
     TextToAudioDiffusion,
     TextToAudioDiffusionConfig,
 )
+from lightning_sdm.nn.dit_block import DiTBlock
 from lightning_sdm.tasks.configs import config_from, training_option_changes
 from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, caption_dropout_generator
 from lightning_sdm.tasks.optim import OptimConfig
@@ -71,6 +72,9 @@ class TextToAudioDiffusionTask(ScheduledAdamWTask):
             measured on the first training batch (across ranks) and kept in the weights.
         latent_std: See latent_mean.
     """
+
+    shard_units = (DiTBlock,)
+    shard_entry_methods = ("training_loss",)
 
     def __init__(
         self,

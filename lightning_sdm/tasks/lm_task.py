@@ -21,6 +21,7 @@ from lightning_sdm.models.adapters import (
 )
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
+from lightning_sdm.nn.transformer import DecoderLayer
 from lightning_sdm.tasks.configs import config_from, training_option_changes
 from lightning_sdm.tasks.optim import OptimConfig
 from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
@@ -99,6 +100,8 @@ class TextToMusicTask(ScheduledAdamWTask):
             everything else is frozen (and gets no optimizer state). `export --merge`
             folds them in; plain `export` writes the adapter alone.
     """
+
+    shard_units = (DecoderLayer,)
 
     def __init__(
         self,

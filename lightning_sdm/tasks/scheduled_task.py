@@ -7,22 +7,45 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import grad_norm
 from torch import nn
 
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.sharding import shard_blocks
+
+
+def gradient_norm(model: nn.Module) -> torch.Tensor | None:
+    """The global L2 norm of the gradients. Lightning's `grad_norm` cannot take sharded
+    (DTensor) gradients; here each one's norm is reduced across ranks first."""
+    norms = []
+    for parameter in model.parameters():
+        if parameter.grad is None:
+            continue
+        norm = torch.linalg.vector_norm(parameter.grad.detach().float())
+        if hasattr(norm, "full_tensor"):  # a sharded gradient: its norm over all ranks
+            norm = norm.full_tensor()
+        norms.append(norm)
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else None
 
 
 class ScheduledAdamWTask(L.LightningModule):
-    """Subclasses set `self.model` and `self.optim_config` in their __init__."""
+    """Subclasses set `self.model` and `self.optim_config` in their __init__, and name the
+    model's repeated blocks in `shard_units` (FSDP's unit of sharding) and the methods
+    other than `forward` their steps call on the model in `shard_entry_methods`."""
 
     model: nn.Module
     optim_config: OptimConfig
+    shard_units: tuple[type[nn.Module], ...] = ()
+    shard_entry_methods: tuple[str, ...] = ()  # model methods, besides forward, steps call
+
+    def configure_model(self) -> None:
+        """Under `ModelParallelStrategy` (FSDP2), shard the model one block at a time."""
+        if self.device_mesh is not None:
+            shard_blocks(self.model, self.device_mesh, self.shard_units, self.shard_entry_methods)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = grad_norm(self.model, norm_type=2)
-        if "grad_2.0_norm_total" in norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+        norm = gradient_norm(self.model)
+        if norm is not None:
+            self.log("train/grad_norm", norm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches)

@@ -146,3 +146,21 @@ def test_the_staged_recipes_compose(size, stage, capsys):
     assert (task["init_from"] is None) is (stage == "stage1_unlabeled")
     assert task["masking"]["full_mask_fraction"] == (0.0 if stage == "stage1_unlabeled" else 0.75)
     assert printed["data"]["class_path"].endswith("LatentShardsDataModule")
+
+
+@pytest.mark.slow
+def test_two_process_cpu_fsdp_trains_the_dit_as_ddp_does(tmp_path):
+    """The DiT's blocks as FSDP units, its loss entered through `training_loss`, samples
+    from the gathered model."""
+    from tests.test_training_cli import FSDP, assert_same_weights, fit_in_processes
+
+    shards = tmp_path / "shards"
+    write_shards(shards, [30] * 16, items_per_shard=4, latent_dim=LATENT_DIM)
+    for name, strategy in (("ddp", "ddp"), ("fsdp", FSDP)):
+        config = stage_config(tmp_path, name, shards)
+        run = yaml.safe_load(config.read_text())
+        run["trainer"].update(devices=2, strategy=strategy, max_steps=4)
+        config.write_text(yaml.safe_dump(run))
+        fit_in_processes(config)
+    assert_same_weights(tmp_path / "ddp/ckpt/last.ckpt", tmp_path / "fsdp/ckpt/last.ckpt")
+    assert list((tmp_path / "fsdp").glob("samples/step-*/*.wav"))
