@@ -151,3 +151,14 @@ def test_a_bf16_frozen_base_is_for_training_only(tmp_path):
     assert main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "alone")]) == 0
     by_hand = TextToMusicLM.from_pretrained(tmp_path / "alone").merge_adapter().state_dict()
     assert all(torch.equal(by_hand[n], t) for n, t in merged_state.items())
+
+
+def test_bf16_mixed_precision_keeps_the_first_step():
+    """trainer.precision: bf16-mixed is autocast around the step (as Lightning runs it)."""
+    reference_loss, reference_grads = loss_and_grads(task())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, grads = loss_and_grads(task())
+    assert abs(loss - reference_loss) <= 2e-2
+    for name, grad in grads.items():
+        scale = reference_grads[name].abs().max().clamp(min=1e-3)
+        assert (grad - reference_grads[name]).abs().max() <= 0.2 * scale, name
