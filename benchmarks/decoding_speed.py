@@ -8,7 +8,10 @@ top-k 250, at the same decoder size. `transformers` is MusicgenForConditionalGen
 generate at the same decoder config (its audio decoding timed and subtracted). The floor
 is the decoder's weight matmuls alone for one delay step at the same rows: decoding a
 small model on a CPU is bound by streaming its weights from memory, so no step can be
-much cheaper than that. `static shapes` attends over every cache slot under the mask (the
+much cheaper than that. `floor + mean cache reads` adds what a step must also stream:
+each layer's attention over the cache at its mean length over the clip. Rows are timed
+in interleaved rounds (`--rounds`), the median per row, so drift falls on all alike.
+`static shapes` attends over every cache slot under the mask (the
 shape a CUDA graph needs); `bf16` casts the LM's weights, and its logits' deviation from
 fp32 on the same codes is printed with it.
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,14 +81,17 @@ def our_model(lm: LMConfig) -> TextToMusicLM:
     return TextToMusicLM(TextToMusicConfig(lm=lm, text=text)).eval()
 
 
-def median_time(run, repeats: int) -> float:
-    run()  # warm-up: allocations, kernels, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_medians(runs: list[Callable[[], float]], rounds: int) -> list[float]:
+    """Median of the seconds each run reports over `rounds` rounds that take every run in
+    turn (after one warm-up each), so a machine's drift (other load, clocks) falls on all
+    rows alike."""
+    for run in runs:
+        run()  # warm-up: allocations, kernels, caches
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for index, run in enumerate(runs):
+            times[index].append(run())
+    return [statistics.median(each) for each in times]
 
 
 def logit_deviation(model: TextToMusicLM, precision: str) -> tuple[float, float]:
@@ -98,23 +105,23 @@ def logit_deviation(model: TextToMusicLM, precision: str) -> tuple[float, float]
     return deviation, deviation / reference.std().item()
 
 
-def measure_ours(
-    args: argparse.Namespace,
+def prepare_ours(
     lm: LMConfig,
     frames: int,
     sampling: SamplingConfig,
     precision: str = "fp32",
     static_shapes: bool = False,
-) -> Row:
+) -> tuple[Row, Callable[[], float]]:
+    """The row's description and a run that decodes once and returns its wall seconds."""
     model = our_model(lm)
     deviation = logit_deviation(model, precision) if precision != "fp32" else (None, None)
-
     options = {"static_shapes": True} if static_shapes else {}
 
-    def run() -> None:
+    def run() -> float:
+        start = time.perf_counter()
         model.generate(["a caption"], frames, sampling=sampling, seed=0, **options)
+        return time.perf_counter() - start
 
-    wall = median_time(run, args.repeats)
     layout = model.lm.layout(frames)
     rows = 2 if sampling.uses_guidance else 1
     bytes_per_value = model.lm.head_weight.element_size()
@@ -124,16 +131,17 @@ def measure_ours(
         name += f" ({precision})"
     if static_shapes:
         name += " (static shapes)"
-    return Row(
+    row = Row(
         name=name, pattern=lm.pattern, k=lm.interleave, layers=lm.num_layers, dim=lm.dim,
-        precision=precision, steps=layout.num_decoding_steps, wall_s=wall,
-        ms_per_step=1000 * wall / layout.num_decoding_steps, rtf=wall / (frames / FRAME_RATE),
-        max_cache_keys=layout.num_slots, cache_bytes=cache, static_shapes=static_shapes,
+        precision=precision, steps=layout.num_decoding_steps, wall_s=float("nan"),
+        ms_per_step=float("nan"), rtf=float("nan"), max_cache_keys=layout.num_slots,
+        cache_bytes=cache, static_shapes=static_shapes,
         logit_max_abs_dev=deviation[0], logit_rel_dev=deviation[1],
     )  # fmt: skip
+    return row, run
 
 
-def measure_transformers(args: argparse.Namespace, lm: LMConfig, frames: int) -> Row:
+def prepare_transformers(lm: LMConfig, frames: int) -> tuple[Row, Callable[[], float]]:
     from transformers import (
         ByT5Tokenizer,
         EncodecConfig,
@@ -178,24 +186,26 @@ def measure_transformers(args: argparse.Namespace, lm: LMConfig, frames: int) ->
                 **tokens, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=steps
             )
 
-    run()
-    times = []
-    for _ in range(args.repeats):
+    def timed_run() -> float:
         decode_seconds.clear()
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start - sum(decode_seconds))
-    wall = statistics.median(times)
+        return time.perf_counter() - start - sum(decode_seconds)
+
     cache = 2 * lm.num_layers * 2 * steps * lm.dim * 4
-    return Row(
+    row = Row(
         name="transformers MusicGen", pattern="delay", k=1, layers=lm.num_layers, dim=lm.dim,
-        precision="fp32", steps=steps, wall_s=wall, ms_per_step=1000 * wall / steps,
-        rtf=wall / (frames / FRAME_RATE), max_cache_keys=steps, cache_bytes=cache,
+        precision="fp32", steps=steps, wall_s=float("nan"), ms_per_step=float("nan"),
+        rtf=float("nan"), max_cache_keys=steps, cache_bytes=cache,
     )  # fmt: skip
+    return row, timed_run
 
 
-def floor_ms_per_step(lm: LMConfig, rows: int, repeats: int = 200) -> float:
-    """The weight matmuls of one delay step: every layer's projections and FFN, the heads."""
+def prepare_floor(lm: LMConfig, rows: int, steps: int, cache_keys: int = 0) -> Callable[[], float]:
+    """A run of `steps` floor steps, returning its seconds. A floor step is the weight
+    matmuls of one delay step: every layer's projections and FFN, the heads. With
+    `cache_keys`, each layer also attends over that many cached keys and values of its own
+    (the cache a step must read, which the weights evict from the CPU's caches)."""
     torch.manual_seed(0)
     dim, ffn = lm.dim, lm.ffn_dim
     weights = []
@@ -206,23 +216,34 @@ def floor_ms_per_step(lm: LMConfig, rows: int, repeats: int = 200) -> float:
     heads = torch.randn(lm.num_levels, lm.cardinality, dim)
     x = torch.randn(rows, 1, dim)
     hidden = torch.randn(rows, 1, ffn)
+    head_dim = dim // lm.num_heads
+    query = torch.randn(rows, lm.num_heads, 1, head_dim)
+    caches = [
+        (torch.randn(rows, lm.num_heads, cache_keys, head_dim),) * 2
+        for _ in range(lm.num_layers if cache_keys else 0)
+    ]
 
     def step() -> None:
         for weight in weights:
             F.linear(hidden if weight.shape[1] == ffn else x, weight)
+        for keys, values in caches:
+            F.scaled_dot_product_attention(query, keys, values)
         for level in range(lm.num_levels):
             F.linear(x, heads[level])
 
-    with torch.inference_mode():
-        for _ in range(10):
-            step()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            step()
-    return 1000 * (time.perf_counter() - start) / repeats
+    def run() -> float:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            return time.perf_counter() - start
+
+    return run
 
 
-def table(rows: list[Row], floor: float, delay: Row, transformers: Row | None) -> str:
+def table(
+    rows: list[Row], floor: float, cache_floor: float, delay: Row, transformers: Row | None
+) -> str:
     header = (
         f"{'':<30}{'steps':>6}{'wall s':>8}{'steps/s':>8}{'ms/step':>8}{'x floor':>8}"
         f"{'RTF':>6}{'vs delay':>9}{'vs HF':>7}{'cache keys':>11}{'cache MB':>9}"
@@ -237,24 +258,24 @@ def table(rows: list[Row], floor: float, delay: Row, transformers: Row | None) -
             f"{row.max_cache_keys:>11}{row.cache_bytes / 2**20:>9.1f}"
         )
     lines.append(f"{'floor (weight matmuls)':<30}{'':>6}{'':>8}{'':>8}{floor:>8.2f}{1.0:>8.2f}")
+    lines.append(
+        f"{'floor + mean cache reads':<30}{'':>6}{'':>8}{'':>8}{cache_floor:>8.2f}"
+        f"{cache_floor / floor:>8.2f}"
+    )
     return "\n".join(lines)
 
 
 def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     frames = round(args.seconds * FRAME_RATE)
     sampling = SamplingConfig(temperature=1.0, top_k=250, cfg_scale=3.0)
-    rows: list[Row] = []
+    cases: list[tuple[Row, Callable[[], float]]] = []
     for pattern, k in PATTERNS:
         if pattern != "delay" and args.only_delay:
             continue
-        rows.append(
-            measure_ours(args, lm_config(args, dim, layers, pattern, k), frames, sampling, "fp32")
-        )
-        print(f"  measured {rows[-1].name}: {rows[-1].ms_per_step:.2f} ms/step", flush=True)
+        cases.append(prepare_ours(lm_config(args, dim, layers, pattern, k), frames, sampling))
     delay_config = lm_config(args, dim, layers, "delay", 1)
     if args.static_shapes:
-        rows.append(measure_ours(args, delay_config, frames, sampling, static_shapes=True))
-        print(f"  measured {rows[-1].name}: {rows[-1].ms_per_step:.2f} ms/step", flush=True)
+        cases.append(prepare_ours(delay_config, frames, sampling, static_shapes=True))
     # Reduced precision for delay and stack-delay k=3: bf16 matmuls cost about the same
     # for 2 rows as for 10 on CPUs with bf16 units, where fp32's grow with the rows.
     reduced = [delay_config] + (
@@ -262,30 +283,43 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     )
     for precision in args.precision:
         for config in reduced:
-            rows.append(measure_ours(args, config, frames, sampling, precision))
-            print(f"  measured {rows[-1].name}: {rows[-1].ms_per_step:.2f} ms/step", flush=True)
-    transformers = None
+            cases.append(prepare_ours(config, frames, sampling, precision))
     if not args.skip_transformers:
-        transformers = measure_transformers(args, delay_config, frames)
-        rows.append(transformers)
-        print(f"  measured transformers: {transformers.ms_per_step:.2f} ms/step", flush=True)
-    floor = floor_ms_per_step(delay_config, rows=2)
+        cases.append(prepare_transformers(delay_config, frames))
+    steps = cases[0][0].steps  # delay's: the floors take as many steps, timed in the rounds
+    floors = [
+        prepare_floor(delay_config, rows=2, steps=steps),
+        prepare_floor(delay_config, rows=2, steps=steps, cache_keys=steps // 2),
+    ]
+    print(f"  timing {len(cases)} rows and 2 floors over {args.rounds} interleaved round(s)")
+    walls = interleaved_medians([run for _, run in cases] + floors, args.rounds)
+    rows = []
+    for (row, _), wall in zip(cases, walls, strict=False):
+        row.wall_s, row.ms_per_step = wall, 1000 * wall / row.steps
+        row.rtf = wall / (frames / FRAME_RATE)
+        rows.append(row)
+    transformers = rows[-1] if not args.skip_transformers else None
+    delay = rows[0]
+    floor, cache_floor = (1000 * wall / steps for wall in walls[-2:])
     for row in rows:
         row.floor_multiple = row.ms_per_step / floor
-    delay = rows[0]
     print(
         f"\n{layers} layers x {dim}, C = {args.levels} x {args.cardinality}, {args.seconds:g} s "
         f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, "
         f"{torch.get_num_threads()} threads, CPU"
     )
-    print(table(rows, floor, delay, transformers))
+    print(table(rows, floor, cache_floor, delay, transformers))
     for row in rows:
         if row.logit_max_abs_dev is not None:
             print(
                 f"{row.name}: logits deviate from fp32 by at most {row.logit_max_abs_dev:.3g} "
                 f"({row.logit_rel_dev:.1%} of the fp32 logits' standard deviation)"
             )
-    return {"rows": [asdict(row) for row in rows], "floor_ms_per_step": floor}
+    return {
+        "rows": [asdict(row) for row in rows],
+        "floor_ms_per_step": floor,
+        "floor_with_cache_ms_per_step": cache_floor,
+    }
 
 
 def main() -> None:
@@ -296,7 +330,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--levels", type=int, default=4)
     parser.add_argument("--cardinality", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="interleaved timing rounds (median per row)"
+    )
     parser.add_argument("--large", action="store_true", help="also 24 layers x 1024")
     parser.add_argument("--only-delay", action="store_true", help="skip the other patterns")
     parser.add_argument("--skip-transformers", action="store_true")
@@ -316,7 +352,8 @@ def main() -> None:
     results = {f"{layers}x{dim}": run_size(args, dim, layers) for dim, layers in sizes}
     if args.json:
         first = next(iter(results.values()))
-        payload = {"rows": first["rows"], "floor_ms_per_step": first["floor_ms_per_step"]}
+        payload = {key: first[key] for key in ("rows", "floor_ms_per_step")}
+        payload["floor_with_cache_ms_per_step"] = first["floor_with_cache_ms_per_step"]
         payload["sizes"] = results
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")

@@ -1,0 +1,39 @@
+"""benchmarks/decoding_speed.py at a tiny size: every row, transformers and both floors
+from one interleaved run, with the fields the JSON promises."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_row_and_both_floors_come_from_one_run(tmp_path):
+    tiny = ["--seconds", "0.3", "--dim", "32", "--layers", "1", "--heads", "4",
+            "--cardinality", "32", "--rounds", "2", "--no-static-shapes"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "decoding_speed.py"), *tiny,
+         "--json", str(tmp_path / "rows.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "rows.json").read_text())
+    names = [row["name"] for row in data["rows"]]
+    assert names == [
+        "ours delay", "ours flat", "ours stack", "ours stack_delay k=1",
+        "ours stack_delay k=3", "ours delay (bf16)", "ours stack_delay k=3 (bf16)",
+        "transformers MusicGen",
+    ]  # fmt: skip
+    rows = {row["name"]: row for row in data["rows"]}
+    for row in data["rows"]:
+        for field in ("name", "pattern", "k", "layers", "dim", "steps", "wall_s",
+                      "ms_per_step", "rtf", "max_cache_keys"):  # fmt: skip
+            assert field in row, field
+        assert row["wall_s"] > 0 and row["ms_per_step"] > 0
+    frames = 15  # 0.3 s at 50 Hz
+    assert rows["ours delay"]["steps"] == rows["transformers MusicGen"]["steps"] == frames + 3
+    assert rows["ours flat"]["steps"] == 4 * frames
+    assert rows["ours delay (bf16)"]["logit_max_abs_dev"] > 0
+    assert data["floor_with_cache_ms_per_step"] > 0 and data["floor_ms_per_step"] > 0
+    assert "floor + mean cache reads" in result.stdout
