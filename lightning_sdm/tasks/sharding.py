@@ -36,7 +36,8 @@ def shard_blocks(
     data_parallel = mesh["data_parallel"] if "data_parallel" in names else mesh
     blocks = [module for module in model.modules() if isinstance(module, block_types)]
     if not blocks:
-        raise UserInputError(f"{type(model).__name__} has no {block_types} blocks to shard")
+        wanted = " or ".join(block.__name__ for block in block_types) or "named"
+        raise UserInputError(f"{type(model).__name__} has no {wanted} blocks to shard")
     for block in blocks:
         fully_shard(block, mesh=data_parallel)
     fully_shard(model, mesh=data_parallel)
