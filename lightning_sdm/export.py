@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.errors import UserInputError
 
@@ -36,6 +34,7 @@ def export_checkpoint(
     A LoRA run's checkpoint exports as its adapter alone (over the directory it started
     from), or with `merge` as a whole model with the adapter folded in.
     """
+    from lightning_sdm.checkpoints import is_sharded_checkpoint, load_checkpoint
     from lightning_sdm.tasks.diffusion_task import (
         DIFFUSION_FAMILY_KEY,
         diffusion_task_from_checkpoint,
@@ -43,9 +42,9 @@ def export_checkpoint(
     from lightning_sdm.tasks.lm_task import ADAPTER_BASE_KEY, task_from_checkpoint
 
     checkpoint_path = Path(checkpoint_path)
-    if not checkpoint_path.is_file():
+    if not (checkpoint_path.is_file() or is_sharded_checkpoint(checkpoint_path)):
         raise FileNotFoundError(f"checkpoint {checkpoint_path} not found")
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(checkpoint_path)  # a file, or FSDP's folder of shards
     if "encodec_config" in checkpoint.get("hyper_parameters", {}):
         return _export_codec(checkpoint, output)
     if DIFFUSION_FAMILY_KEY in checkpoint.get("hyper_parameters", {}):

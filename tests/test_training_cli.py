@@ -347,6 +347,30 @@ def test_two_process_cpu_fsdp_trains_as_ddp_does(tmp_path):
     assert TextToMusicLM.from_pretrained(out).config.lm.dim == 32
 
 
+@pytest.mark.slow
+def test_export_and_generate_read_a_folder_of_shards(tmp_path):
+    """save_distributed_checkpoint: true writes a file per rank; export and generate join
+    them (and resume is Lightning's own)."""
+    strategy = {**FSDP, "init_args": {**FSDP["init_args"], "save_distributed_checkpoint": True}}
+    run = two_process_fit(tmp_path, strategy)
+    folder = run / "checkpoints" / "last.ckpt"
+    assert folder.is_dir() and len(list(folder.glob("*.distcp"))) == 2
+    assert main(["export", "--ckpt", str(folder), "--output", str(tmp_path / "exported")]) == 0
+    exported = TextToMusicLM.from_pretrained(tmp_path / "exported")
+    assert exported.config.lm.dim == 32
+    out = tmp_path / "generated"
+    argv = ["generate", "--ckpt", str(folder), "--prompt", "a", "--seconds", "0.2"]
+    assert main([*argv, "--no-progress", "--output_dir", str(out)]) == 0
+    assert json.loads((out / "00-a.json").read_text())["model"]["checkpoint_sha256"]
+    # the joined weights are the run's: generate from the export gives the same tokens
+    again = tmp_path / "again"
+    argv = ["generate", "--model", str(tmp_path / "exported"), "--prompt", "a", "--seconds", "0.2"]
+    assert main([*argv, "--no-progress", "--output_dir", str(again)]) == 0
+    assert torch.equal(
+        torch.load(out / "codes.pt")["codes"], torch.load(again / "codes.pt")["codes"]
+    )
+
+
 def shortened(source: Path, target: Path, **trainer) -> Path:
     config = yaml.safe_load(source.read_text())
     config["trainer"].update(trainer)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from lightning_sdm.checkpoints import checkpoint_extras, is_sharded_checkpoint, load_checkpoint
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.export import CODEC_DIR, trained_segment_frames
@@ -43,13 +43,15 @@ class GenerationSource:
 
 
 def file_digest(path: Path, limit: int = 1 << 30) -> str:
-    """sha256 of the file's first `limit` bytes (a model's identity, cheap for large ones)."""
+    """sha256 of the file's first `limit` bytes (a model's identity, cheap for large ones);
+    of a folder's files in name order (a sharded checkpoint)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        remaining = limit
-        while remaining > 0 and (chunk := handle.read(min(1 << 20, remaining))):
-            digest.update(chunk)
-            remaining -= len(chunk)
+    remaining = limit
+    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+        with file.open("rb") as handle:
+            while remaining > 0 and (chunk := handle.read(min(1 << 20, remaining))):
+                digest.update(chunk)
+                remaining -= len(chunk)
     return digest.hexdigest()[:16]
 
 
@@ -79,14 +81,14 @@ def source_family(path: str | Path) -> str:
     """ "lm" or "diffusion" for a model directory or checkpoint, without building the model
     (a checkpoint is memory-mapped, not read)."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         return "diffusion" if _is_diffusion_directory(path) else "lm"
-    if not path.is_file():
+    if not (path.is_file() or is_sharded_checkpoint(path)):
         raise UserInputError(f"{path} is neither a model directory nor a checkpoint")
     from lightning_sdm.tasks.diffusion_task import DIFFUSION_FAMILY_KEY
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = checkpoint_extras(path)
     except Exception as error:  # torch raises several types for corrupt files
         raise UserInputError(f"checkpoint {path} is unreadable: {error}") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
@@ -98,7 +100,7 @@ def source_family(path: str | Path) -> str:
 def load_path(path: str | Path, codec_dir: str | None = None) -> GenerationSource:
     """A model directory or a checkpoint, told apart by what the path is."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         return load_source(model_dir=str(path), codec_dir=codec_dir)
     return load_source(ckpt=str(path), codec_dir=codec_dir)
 
@@ -144,10 +146,10 @@ def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Pat
     )
     from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, task_from_checkpoint
 
-    if not path.is_file():
+    if not (path.is_file() or is_sharded_checkpoint(path)):
         raise UserInputError(f"checkpoint {path} not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(path)
     except Exception as error:  # torch raises several types for corrupt files
         raise UserInputError(f"checkpoint {path} is unreadable: {error}") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
