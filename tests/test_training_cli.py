@@ -325,6 +325,25 @@ def assert_same_weights(expected_checkpoint: Path, found_checkpoint: Path) -> No
         assert (tensor.float() - expected[name].float()).abs().max() <= 2e-4, name
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--model.lm.pattern", "foo"], "error: unknown pattern 'foo'; choose one of"),
+        (["--model.adapter.frozen_dtype", "fp16"], "error: adapter frozen_dtype must be one of"),
+        (["--model.text.frozen_dtype", "fp16"], "error: frozen_dtype must be one of"),
+        (["--model.lm.dim", "30"], "error: dim 30 is not divisible by num_heads 4"),
+    ],
+)
+def test_a_bad_model_option_is_one_line(tmp_path, capsys, option, message):
+    """A config value a dataclass refuses: its own message, not jsonargparse's account of
+    every class it tried."""
+    config = tiny_config(tmp_path)
+    capsys.readouterr()
+    assert main(["fit", "--config", str(config), *option]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err[:3]
+
+
 @pytest.mark.slow
 def test_two_process_cpu_fsdp_trains_as_ddp_does(tmp_path):
     """FSDP2 (each decoder layer a shard unit) gives DDP's weights: gradients are reduced

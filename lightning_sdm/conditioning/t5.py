@@ -16,6 +16,8 @@ from transformers import (
     T5EncoderModel,
 )
 
+from lightning_sdm.errors import UserInputError
+
 # The condition the generator uses for its unconditional rows, and CFG dropout's stand-in.
 EMPTY_CONDITION = ""
 
@@ -49,15 +51,15 @@ class TextConditionerConfig:
 
     def __post_init__(self) -> None:
         if self.frozen_dtype not in FROZEN_DTYPES:
-            raise ValueError(
+            raise UserInputError(
                 f"frozen_dtype must be one of {sorted(FROZEN_DTYPES)}, got {self.frozen_dtype!r}"
             )
         if self.frozen_dtype != "fp32" and not self.freeze:
-            raise ValueError("frozen_dtype applies to a frozen encoder: set freeze: true")
+            raise UserInputError("frozen_dtype applies to a frozen encoder: set freeze: true")
         if not 0.0 <= self.cfg_dropout <= 1.0:
-            raise ValueError(f"cfg_dropout must be in [0, 1], got {self.cfg_dropout}")
+            raise UserInputError(f"cfg_dropout must be in [0, 1], got {self.cfg_dropout}")
         if self.unconditional not in UNCONDITIONAL_KINDS:
-            raise ValueError(
+            raise UserInputError(
                 f"unconditional must be one of {UNCONDITIONAL_KINDS}, got {self.unconditional!r}"
             )
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.errors import UserInputError
+
 # Which decoder projections each target name covers (per layer).
 TARGET_MODULES = {
     "self_attention": r"self_attention\.(query|key_value|out)",
@@ -37,19 +39,19 @@ class AdapterConfig:
 
     def __post_init__(self) -> None:
         if self.frozen_dtype not in FROZEN_BASE_DTYPES:
-            raise ValueError(
+            raise UserInputError(
                 f"adapter frozen_dtype must be one of {sorted(FROZEN_BASE_DTYPES)}, "
                 f"got {self.frozen_dtype!r}"
             )
         if self.type not in ADAPTER_TYPES:
-            raise ValueError(f"adapter type must be one of {ADAPTER_TYPES}, got {self.type!r}")
+            raise UserInputError(f"adapter type must be one of {ADAPTER_TYPES}, got {self.type!r}")
         if self.r < 1:
-            raise ValueError(f"adapter r must be at least 1, got {self.r}")
+            raise UserInputError(f"adapter r must be at least 1, got {self.r}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"adapter dropout must lie in [0, 1), got {self.dropout}")
+            raise UserInputError(f"adapter dropout must lie in [0, 1), got {self.dropout}")
         unknown = sorted(set(self.targets) - set(TARGET_MODULES))
         if unknown or not self.targets:
-            raise ValueError(
+            raise UserInputError(
                 f"adapter targets must be a non-empty subset of {sorted(TARGET_MODULES)}, "
                 f"got {list(self.targets)}"
             )

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.nn.adaptive_norm import MODULATIONS, AdaLNPerBlock, AdaLNSOLA, modulate
 from lightning_sdm.nn.dit_block import DiTBlock
 
@@ -44,13 +45,15 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         if self.modulation not in MODULATION_KINDS:
-            raise ValueError(
+            raise UserInputError(
                 f"modulation must be one of {', '.join(MODULATION_KINDS)}, got {self.modulation!r}"
             )
         if self.depth % 2:
-            raise ValueError(f"depth must be even (two halves joined by skips), got {self.depth}")
+            raise UserInputError(
+                f"depth must be even (two halves joined by skips), got {self.depth}"
+            )
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
-            raise ValueError(
+            raise UserInputError(
                 f"dim {self.dim} must split into {self.num_heads} heads of even size (RoPE)"
             )
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.nn.attention import AttentionMask
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
@@ -60,13 +61,15 @@ class LMConfig:
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_BACKENDS:
-            raise ValueError(
+            raise UserInputError(
                 f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}"
             )
         if self.positional not in POSITIONAL_KINDS:
-            raise ValueError(
+            raise UserInputError(
                 f"positional must be one of {POSITIONAL_KINDS}, got {self.positional!r}"
             )
+        if self.dim % self.num_heads:
+            raise UserInputError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
 
     def make_pattern(self) -> Pattern:
         return make_pattern(self.pattern, k=self.interleave, schedule=self.schedule)

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from lightning_sdm.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class MaskingConfig:
@@ -22,13 +24,15 @@ class MaskingConfig:
 
     def __post_init__(self) -> None:
         if self.span < 1:
-            raise ValueError(f"span must be >= 1, got {self.span}")
+            raise UserInputError(f"span must be >= 1, got {self.span}")
         if not 0.0 < self.ratio_min <= self.ratio_max <= 1.0:
-            raise ValueError(
+            raise UserInputError(
                 f"need 0 < ratio_min <= ratio_max <= 1, got {self.ratio_min}, {self.ratio_max}"
             )
         if not 0.0 <= self.full_mask_fraction <= 1.0:
-            raise ValueError(f"full_mask_fraction must be in [0, 1], got {self.full_mask_fraction}")
+            raise UserInputError(
+                f"full_mask_fraction must be in [0, 1], got {self.full_mask_fraction}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

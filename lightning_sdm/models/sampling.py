@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lightning_sdm.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -27,13 +29,13 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+            raise UserInputError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+            raise UserInputError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in [0, 1] (0 = off), got {self.top_p}")
+            raise UserInputError(f"top_p must be in [0, 1] (0 = off), got {self.top_p}")
         if self.cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+            raise UserInputError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
 
     @property
     def uses_guidance(self) -> bool:
@@ -52,11 +54,11 @@ class DiffusionSamplingConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise UserInputError(f"steps must be >= 1, got {self.steps}")
         if self.cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+            raise UserInputError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
         if not 0.0 <= self.cfg_rescale <= 1.0:
-            raise ValueError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale}")
+            raise UserInputError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale}")
 
 
 def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.patterns.layout import PatternLayout, Representation
 from lightning_sdm.patterns.schedules import (
     DelaySchedule,
@@ -58,7 +59,7 @@ def make_pattern(name: str, k: int = 1, schedule: str | None = None) -> Pattern:
     }
     key = name.replace("-", "_")
     if key not in defaults:
-        raise ValueError(f"unknown pattern {name!r}; choose one of {', '.join(PATTERN_NAMES)}")
+        raise UserInputError(f"unknown pattern {name!r}; choose one of {', '.join(PATTERN_NAMES)}")
     default_schedule, representation = defaults[key]
     chosen = make_schedule(schedule, k=k) if schedule else default_schedule
     label = key if key != "stack_delay" else f"stack_delay(k={k})"

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightning_sdm.errors import UserInputError
+
 
 class InvalidScheduleError(ValueError):
     """A schedule grid that no pattern can decode."""
@@ -85,7 +87,7 @@ class InterleavedSchedule(Schedule):
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"interleave k must be >= 1, got {self.k}")
+            raise UserInputError(f"interleave k must be >= 1, got {self.k}")
 
     @property
     def name(self) -> str:
@@ -129,7 +131,7 @@ def make_schedule(name: str, k: int = 1) -> Schedule:
             return FlatSchedule()
         case "interleaved":
             return InterleavedSchedule(k=k)
-    raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+    raise UserInputError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
 
 
 def validate_schedule_grid(steps: np.ndarray, representation_is_stack: bool) -> None:
