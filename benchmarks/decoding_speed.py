@@ -294,7 +294,7 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     print(f"  timing {len(cases)} rows and 2 floors over {args.rounds} interleaved round(s)")
     walls = interleaved_medians([run for _, run in cases] + floors, args.rounds)
     rows = []
-    for (row, _), wall in zip(cases, walls, strict=False):
+    for (row, _), wall in zip(cases, walls[: len(cases)], strict=True):
         row.wall_s, row.ms_per_step = wall, 1000 * wall / row.steps
         row.rtf = wall / (frames / FRAME_RATE)
         rows.append(row)

@@ -18,6 +18,11 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
     return path.is_dir() and (path / SHARD_INDEX).is_file()
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """A checkpoint file or a folder of shards."""
+    return Path(path).is_file() or is_sharded_checkpoint(path)
+
+
 def checkpoint_extras(path: str | Path) -> dict[str, Any]:
     """A checkpoint's non-tensor entries (hyper_parameters, ...) without its weights where
     it can: a sharded folder's side file, or the memory-mapped file."""

@@ -34,7 +34,7 @@ def export_checkpoint(
     A LoRA run's checkpoint exports as its adapter alone (over the directory it started
     from), or with `merge` as a whole model with the adapter folded in.
     """
-    from lightning_sdm.checkpoints import is_sharded_checkpoint, load_checkpoint
+    from lightning_sdm.checkpoints import is_checkpoint, load_checkpoint
     from lightning_sdm.tasks.diffusion_task import (
         DIFFUSION_FAMILY_KEY,
         diffusion_task_from_checkpoint,
@@ -42,7 +42,7 @@ def export_checkpoint(
     from lightning_sdm.tasks.lm_task import ADAPTER_BASE_KEY, task_from_checkpoint
 
     checkpoint_path = Path(checkpoint_path)
-    if not (checkpoint_path.is_file() or is_sharded_checkpoint(checkpoint_path)):
+    if not is_checkpoint(checkpoint_path):
         raise FileNotFoundError(f"checkpoint {checkpoint_path} not found")
     checkpoint = load_checkpoint(checkpoint_path)  # a file, or FSDP's folder of shards
     if "encodec_config" in checkpoint.get("hyper_parameters", {}):

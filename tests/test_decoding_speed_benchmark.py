@@ -2,22 +2,14 @@
 from one interleaved run, with the fields the JSON promises."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_runs import run_benchmark
 
 
 def test_every_row_and_both_floors_come_from_one_run(tmp_path):
     tiny = ["--seconds", "0.3", "--dim", "32", "--layers", "1", "--heads", "4",
             "--cardinality", "32", "--rounds", "2", "--no-static-shapes"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "decoding_speed.py"), *tiny,
-         "--json", str(tmp_path / "rows.json")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    out = run_benchmark("decoding_speed.py", *tiny, "--json", str(tmp_path / "rows.json"))
     data = json.loads((tmp_path / "rows.json").read_text())
     names = [row["name"] for row in data["rows"]]
     assert names == [
@@ -36,4 +28,4 @@ def test_every_row_and_both_floors_come_from_one_run(tmp_path):
     assert rows["ours flat"]["steps"] == 4 * frames
     assert rows["ours delay (bf16)"]["logit_max_abs_dev"] > 0
     assert data["floor_with_cache_ms_per_step"] > 0 and data["floor_ms_per_step"] > 0
-    assert "floor + mean cache reads" in result.stdout
+    assert "floor + mean cache reads" in out

@@ -1,22 +1,14 @@
 """benchmarks/dit_memory.py at a tiny size: both modulations measured, the paper's sizes."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_runs import run_benchmark
 
 
 def test_both_modulations_are_measured_side_by_side(tmp_path):
     tiny = ["--dim", "32", "--depth", "2", "--heads", "2", "--rank", "4", "--channels", "8",
             "--frames", "20", "--batch", "1", "--steps", "1"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "dit_memory.py"), *tiny,
-         "--json", str(tmp_path / "rows.json")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    out = run_benchmark("dit_memory.py", *tiny, "--json", str(tmp_path / "rows.json"))
     data = json.loads((tmp_path / "rows.json").read_text())
     sola, per_block = data["rows"]
     assert (sola["modulation"], per_block["modulation"]) == ("sola", "per_block")
@@ -28,4 +20,4 @@ def test_both_modulations_are_measured_side_by_side(tmp_path):
     sizes = {(size, kind): count for size, kind, count in data["paper_sizes"]}
     assert abs(sizes["EzAudio-L", "sola"] - 596e6) / 596e6 < 0.005
     assert sizes["EzAudio-XL", "per_block"] > sizes["EzAudio-XL", "sola"]
-    assert "EzAudio-L" in result.stdout and "vs SOLA" in result.stdout
+    assert "EzAudio-L" in out and "vs SOLA" in out

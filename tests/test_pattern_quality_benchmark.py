@@ -2,25 +2,16 @@
 recompute the numbers from."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from lightning_sdm.data.synthetic import HiddenMarkovSource, pattern_floor
 from lightning_sdm.patterns import make_pattern
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_runs import run_benchmark
 
 
 def test_the_quick_run_writes_a_row_per_pattern_and_recomputable_floors(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pattern_quality.py"), "--quick",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_benchmark("pattern_quality.py", "--quick", "--out", str(tmp_path))
     payload = json.loads((tmp_path / "results.json").read_text())
     rows = payload["rows"]
     assert {r["label"] for r in rows} >= {"delay", "flat", "stack", "stack_delay k=3"}

@@ -354,10 +354,10 @@ def test_two_process_cpu_fsdp_trains_as_ddp_does(tmp_path):
     ddp_metrics, fsdp_metrics = (
         (run / "metrics.csv").read_text().splitlines()[1].split(",") for run in (ddp, fsdp)
     )
-    assert ddp_metrics == fsdp_metrics or all(
+    assert all(  # the first step's loss, per level, and gradient norm
         a == b or abs(float(a) - float(b)) <= 1e-5
         for a, b in zip(ddp_metrics, fsdp_metrics, strict=True)
-    )  # the first step's loss, per level, and gradient norm
+    )
     # samples from the sharded model, gathered for decoding; export reads its checkpoint
     assert len(list((fsdp / "samples").rglob("*.wav"))) == 2
     out = tmp_path / "exported"

@@ -1,21 +1,14 @@
 """benchmarks/training_speed.py: the FLOP estimate and one measured row, at a tiny size."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = str(ROOT / "benchmarks" / "training_speed.py")
+from tests.benchmark_runs import run_benchmark
+
 TINY = ["--dim", "32", "--layers", "1", "--heads", "2", "--batch", "1"]
 
 
 def run(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, SCRIPT, *TINY, *args], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    return run_benchmark("training_speed.py", *TINY, *args)
 
 
 def test_the_estimate_names_what_each_backend_runs():

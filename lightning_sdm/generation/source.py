@@ -11,7 +11,12 @@ from typing import Any
 
 import yaml
 
-from lightning_sdm.checkpoints import checkpoint_extras, is_sharded_checkpoint, load_checkpoint
+from lightning_sdm.checkpoints import (
+    checkpoint_extras,
+    is_checkpoint,
+    is_sharded_checkpoint,
+    load_checkpoint,
+)
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.export import CODEC_DIR, trained_segment_frames
@@ -83,7 +88,7 @@ def source_family(path: str | Path) -> str:
     path = Path(path)
     if path.is_dir() and not is_sharded_checkpoint(path):
         return "diffusion" if _is_diffusion_directory(path) else "lm"
-    if not (path.is_file() or is_sharded_checkpoint(path)):
+    if not is_checkpoint(path):
         raise UserInputError(f"{path} is neither a model directory nor a checkpoint")
     from lightning_sdm.tasks.diffusion_task import DIFFUSION_FAMILY_KEY
 
@@ -146,7 +151,7 @@ def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Pat
     )
     from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, task_from_checkpoint
 
-    if not (path.is_file() or is_sharded_checkpoint(path)):
+    if not is_checkpoint(path):
         raise UserInputError(f"checkpoint {path} not found")
     try:
         checkpoint = load_checkpoint(path)

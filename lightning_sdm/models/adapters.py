@@ -124,9 +124,9 @@ class LowPrecisionFrozenLinear(nn.Linear):
         return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
 
 
-def hold_frozen_projections_in(decoder: nn.Module, dtype: torch.dtype) -> int:
+def hold_frozen_projections_in(decoder: nn.Module, dtype: torch.dtype) -> None:
     """Store every frozen linear layer of `decoder` in `dtype`, in place (the adapters'
-    own layers train and stay as they are). Returns how many layers changed."""
+    own layers train and stay as they are)."""
     frozen = [
         (name, module)
         for name, module in decoder.named_modules()
@@ -144,4 +144,3 @@ def hold_frozen_projections_in(decoder: nn.Module, dtype: torch.dtype) -> int:
             low.bias = nn.Parameter(module.bias.detach().to(dtype), requires_grad=False)
         low.train(module.training)
         setattr(parent, child, low)
-    return len(frozen)
