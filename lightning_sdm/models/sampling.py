@@ -79,22 +79,31 @@ def sample_tokens(
     if config.temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / config.temperature
+    # Draw among candidates only, most likely first: the top k, or every token for top-p
+    # alone. A draw costs per candidate, so 250 candidates instead of the whole vocabulary
+    # make a decoding step's sampling several times cheaper.
     if 0 < config.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, config.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        candidates, ids = torch.topk(logits, config.top_k, dim=-1)
+    elif 0 < config.top_p < 1:
+        candidates, ids = torch.sort(logits, dim=-1, descending=True)
+    else:
+        candidates, ids = logits, None
     if 0 < config.top_p < 1:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        mass = candidates.softmax(dim=-1)
         # Drop a token once the mass before it already reaches top_p; the first always stays.
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= config.top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probabilities = logits.softmax(dim=-1)
+        candidates = candidates.masked_fill(
+            (mass.cumsum(dim=-1) - mass) >= config.top_p, -torch.inf
+        )
+    probabilities = candidates.softmax(dim=-1)
     if generator is None or isinstance(generator, torch.Generator):
-        return _draw(probabilities, generator)
-    if len(generator) != probabilities.shape[0]:
+        choice = _draw(probabilities, generator)
+    elif len(generator) != probabilities.shape[0]:
         raise ValueError(f"{len(generator)} generators for {probabilities.shape[0]} rows")
-    return torch.stack([_draw(row, g) for row, g in zip(probabilities, generator, strict=True)])
+    else:
+        choice = torch.stack(
+            [_draw(row, g) for row, g in zip(probabilities, generator, strict=True)]
+        )
+    return choice if ids is None else ids.gather(-1, choice[..., None]).squeeze(-1)
 
 
 def _draw(probabilities: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

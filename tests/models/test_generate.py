@@ -101,6 +101,28 @@ def test_top_k_and_top_p_restrict_the_support():
     assert set(everything.tolist()) == {0, 1, 2, 3, 4}
 
 
+@pytest.mark.parametrize(
+    ("settings", "kept"),
+    [
+        (SamplingConfig(top_k=0), 5),
+        (SamplingConfig(top_k=3), 3),
+        (SamplingConfig(top_k=0, top_p=0.8), 2),
+        (SamplingConfig(top_k=3, top_p=0.95, temperature=2.0), 3),
+    ],
+)
+def test_samples_follow_the_renormalised_distribution(settings, kept):
+    # Token j's logit ranks order[j]-th: the candidates' ids must map back to the tokens.
+    order = torch.tensor([3, 0, 4, 1, 2])
+    logits = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])[order]
+    draws = 40_000
+    tokens = sample_tokens(logits.repeat(draws, 1), settings, torch.Generator().manual_seed(0))
+    scaled = (logits / settings.temperature).softmax(dim=-1)
+    expected = torch.where(order < kept, scaled, 0.0)
+    expected = expected / expected.sum()
+    frequencies = torch.bincount(tokens, minlength=5) / draws
+    assert (frequencies - expected).abs().max() <= 0.01
+
+
 def test_guidance_changes_the_samples():
     model = tiny_model("delay", 1)
     plain = model.generate(CAPTIONS, 8, sampling=SamplingConfig(cfg_scale=1.0), seed=0)
