@@ -17,6 +17,15 @@ settings.register_profile(
 )
 settings.load_profile("default")
 
+
+@pytest.fixture(autouse=True)
+def pack_even_tiny_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding packs only weights large enough to gain from it; the tests' tiny models
+    would never take that path, which is the one real models decode through."""
+    from lightning_sdm.nn import packed_linear
+
+    monkeypatch.setattr(packed_linear, "MIN_PACKED_ELEMENTS", 0)
+
 # Every pattern with its interleave, as the tests enumerate them.
 ALL_PATTERNS = [
     ("parallel", 1),

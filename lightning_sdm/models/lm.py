@@ -7,6 +7,7 @@ layout, which is what keeps their logits equal.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from torch import nn
 
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.nn.attention import AttentionMask
+from lightning_sdm.nn.packed_linear import Projection, packed_linears, projection
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
 from lightning_sdm.nn.transformer import TransformerDecoder
@@ -261,15 +263,22 @@ class CodebookLM(nn.Module):
             )
         return vectors.sum(dim=1) + positions.to(vectors.dtype)
 
-    def step_logits(self, hidden: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
+    def step_logits(
+        self,
+        hidden: torch.Tensor,
+        levels: tuple[int, ...],
+        heads: list[Projection] | None = None,
+    ) -> torch.Tensor:
         """hidden [R, K, D] of K targets at `levels` -> fp32 logits [R, K, V], reading each
-        level's head in place (gathering the heads would copy K x V x D per step)."""
+        level's head in place (gathering the heads would copy K x V x D per step).
+        `heads`: each level's projection, when decoding has packed them."""
+        if heads is None:
+            heads = [
+                functools.partial(F.linear, weight=weight, bias=bias)
+                for weight, bias in zip(self.head_weight, self.head_bias, strict=True)
+            ]
         return torch.stack(
-            [
-                F.linear(hidden[:, index], self.head_weight[level], self.head_bias[level])
-                for index, level in enumerate(levels)
-            ],
-            dim=1,
+            [heads[level](hidden[:, index]) for index, level in enumerate(levels)], dim=1
         ).float()
 
     def decode(
@@ -280,6 +289,7 @@ class CodebookLM(nn.Module):
         pick: TokenPicker,
         on_step: Callable[[], None] | None = None,
         static_shapes: bool = False,
+        pack_weights: bool = True,
     ) -> torch.Tensor:
         """Cached step-by-step decoding along the pattern's plan; returns codes [R, C, T].
 
@@ -287,12 +297,26 @@ class CodebookLM(nn.Module):
         guidance, prompts and teacher-forced scoring alike. With `static_shapes`, every
         step attends over all cache slots under the visibility mask instead of the slots
         used so far: more work, but tensors of one shape (CUDA graphs, compilation).
+        `pack_weights` (CPU only): multiply through a copy of the decoder's and heads'
+        weights packed for oneDNN (`nn.packed_linear`), several times faster for the few
+        rows of a step, for one more copy of those weights in memory while decoding.
         """
         # The layout and its tensors are cached for training too: build them outside
         # inference mode, whose tensors autograd refuses.
         self._layout_tensors(num_timesteps, context.device)
-        with torch.inference_mode():
-            codes = self._decode(context, context_mask, num_timesteps, pick, on_step, static_shapes)
+        # The most rows a step multiplies: what the packed weights are laid out for.
+        rows = context.shape[0] * int(self.layout(num_timesteps).block_start.diff().max())
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
+            heads = None
+            if pack_weights:
+                stack.enter_context(packed_linears(self.decoder, rows))
+                heads = [
+                    projection(weight, bias, rows)
+                    for weight, bias in zip(self.head_weight, self.head_bias, strict=True)
+                ]
+            codes = self._decode(
+                context, context_mask, num_timesteps, pick, on_step, static_shapes, heads
+            )
         return codes.clone()  # a normal tensor again: callers may train on it
 
     def _decode(
@@ -303,6 +327,7 @@ class CodebookLM(nn.Module):
         pick: TokenPicker,
         on_step: Callable[[], None] | None,
         static_shapes: bool,
+        heads: list[Projection] | None,
     ) -> torch.Tensor:
         layout = self.layout(num_timesteps)
         device = context.device
@@ -339,7 +364,7 @@ class CodebookLM(nn.Module):
             if target_start == target_end:
                 continue
             local = target_position[target_start:target_end] - start
-            logits = self.step_logits(hidden[:, local], levels)
+            logits = self.step_logits(hidden[:, local], levels, heads)
             grid[:, target_flat[target_start:target_end]] = pick(
                 logits,
                 target_level[target_start:target_end],

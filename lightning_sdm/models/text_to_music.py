@@ -122,7 +122,11 @@ class TextToMusicLM(nn.Module):
 
     @torch.no_grad()
     def score_cached(
-        self, codes: torch.Tensor, texts: list[str], static_shapes: bool = False
+        self,
+        codes: torch.Tensor,
+        texts: list[str],
+        static_shapes: bool = False,
+        pack_weights: bool = True,
     ) -> torch.Tensor:
         """Logits [B, C, T, V] from cached step-by-step decoding fed the given codes."""
         condition = self.condition(texts)
@@ -140,6 +144,7 @@ class TextToMusicLM(nn.Module):
             codes.shape[-1],
             teacher_force,
             static_shapes=static_shapes,
+            pack_weights=pack_weights,
         )
         return logits
 
@@ -154,6 +159,7 @@ class TextToMusicLM(nn.Module):
         seed: int | Sequence[int] | None = None,
         on_step: Callable[[], None] | None = None,
         static_shapes: bool = False,
+        pack_weights: bool = True,
     ) -> torch.Tensor:
         """Sample codes [B, C, T] for a batch of captions.
 
@@ -162,7 +168,8 @@ class TextToMusicLM(nn.Module):
         Each row draws from its own generator, seeded with `seed[r]` (or `seed + r` for one
         int), so a row's tokens depend on its seed and settings, not on its batch mates.
         `on_step` is called after every decoding step (progress bars). `static_shapes`
-        gives every step tensors of one shape (see `CodebookLM.decode`).
+        gives every step tensors of one shape, `pack_weights` multiplies through weights
+        packed for oneDNN on a CPU (see `CodebookLM.decode`).
         """
         sampling = sampling or SamplingConfig()
         if isinstance(texts, str):
@@ -193,7 +200,13 @@ class TextToMusicLM(nn.Module):
             return torch.cat([tokens, tokens]) if guided else tokens
 
         codes = self.lm.decode(
-            condition.states, condition.mask, num_timesteps, pick, on_step, static_shapes
+            condition.states,
+            condition.mask,
+            num_timesteps,
+            pick,
+            on_step,
+            static_shapes=static_shapes,
+            pack_weights=pack_weights,
         )
         return codes[:batch]
 

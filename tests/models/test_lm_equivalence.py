@@ -1,5 +1,7 @@
 """Teacher-forced training logits equal cached decoding logits, and nothing leaks."""
 
+import contextlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -171,3 +173,26 @@ def test_bf16_decoding_stays_close_to_fp32(name, k):
 def test_an_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="bf16"):
         tiny_model("delay", 1).lm.set_inference_precision("fp8")
+
+
+@pytest.mark.parametrize(("name", "k"), ALL_PATTERNS)
+def test_packed_weights_give_the_logits_of_plain_matmuls(name, k, monkeypatch):
+    import lightning_sdm.models.lm as lm_module
+
+    model = tiny_model(name, k)
+    packed_counts = []
+    original = lm_module.packed_linears
+
+    def spy(module, rows):
+        with original(module, rows) as count:
+            packed_counts.append(count)
+            yield count
+
+    monkeypatch.setattr(lm_module, "packed_linears", contextlib.contextmanager(spy))
+    codes = random_codes(model, 2, 11, seed=5)
+    packed = model.score_cached(codes, CAPTIONS)
+    plain = model.score_cached(codes, CAPTIONS, pack_weights=False)
+    # Every projection of every layer went through a packed weight, and only when asked.
+    assert packed_counts == [8 * len(model.lm.decoder.layers)]
+    assert (packed - plain).abs().max() <= 1e-4
+    assert (model(codes, CAPTIONS) - packed).abs().max() <= 1e-4
