@@ -24,6 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
+from lightning_sdm.nn.packed_linear import projection
 
 PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 1), ("stack_delay", 3)]
 FRAME_RATE = 50.0
@@ -62,6 +64,7 @@ class Row:
     cache_bytes: int
     floor_multiple: float = float("nan")
     static_shapes: bool = False
+    packed_weights: bool = True
     # bf16 only: max |logit - fp32 logit| over teacher-forced codes, and that over the
     # fp32 logits' standard deviation.
     logit_max_abs_dev: float | None = None
@@ -111,11 +114,12 @@ def prepare_ours(
     sampling: SamplingConfig,
     precision: str = "fp32",
     static_shapes: bool = False,
+    pack_weights: bool = True,
 ) -> tuple[Row, Callable[[], float]]:
     """The row's description and a run that decodes once and returns its wall seconds."""
     model = our_model(lm)
     deviation = logit_deviation(model, precision) if precision != "fp32" else (None, None)
-    options = {"static_shapes": True} if static_shapes else {}
+    options = {"static_shapes": static_shapes, "pack_weights": pack_weights}
 
     def run() -> float:
         start = time.perf_counter()
@@ -131,11 +135,13 @@ def prepare_ours(
         name += f" ({precision})"
     if static_shapes:
         name += " (static shapes)"
+    if not pack_weights:
+        name += " (F.linear)"
     row = Row(
         name=name, pattern=lm.pattern, k=lm.interleave, layers=lm.num_layers, dim=lm.dim,
         precision=precision, steps=layout.num_decoding_steps, wall_s=float("nan"),
         ms_per_step=float("nan"), rtf=float("nan"), max_cache_keys=layout.num_slots,
-        cache_bytes=cache, static_shapes=static_shapes,
+        cache_bytes=cache, static_shapes=static_shapes, packed_weights=pack_weights,
         logit_max_abs_dev=deviation[0], logit_rel_dev=deviation[1],
     )  # fmt: skip
     return row, run
@@ -201,11 +207,15 @@ def prepare_transformers(lm: LMConfig, frames: int) -> tuple[Row, Callable[[], f
     return row, timed_run
 
 
-def prepare_floor(lm: LMConfig, rows: int, steps: int, cache_keys: int = 0) -> Callable[[], float]:
+def prepare_floor(
+    lm: LMConfig, rows: int, steps: int, cache_keys: int = 0, packed: bool = True
+) -> Callable[[], float]:
     """A run of `steps` floor steps, returning its seconds. A floor step is the weight
-    matmuls of one delay step: every layer's projections and FFN, the heads. With
-    `cache_keys`, each layer also attends over that many cached keys and values of its own
-    (the cache a step must read, which the weights evict from the CPU's caches)."""
+    matmuls of one delay step: every layer's projections and FFN, the heads, through the
+    fastest matmul this machine has for them (oneDNN on packed weights, as decoding uses;
+    `packed=False`: `F.linear`). With `cache_keys`, each layer also attends over that many
+    cached keys and values of its own (the cache a step must read, which the weights
+    evict from the CPU's caches)."""
     torch.manual_seed(0)
     dim, ffn = lm.dim, lm.ffn_dim
     weights = []
@@ -213,7 +223,9 @@ def prepare_floor(lm: LMConfig, rows: int, steps: int, cache_keys: int = 0) -> C
         weights += [torch.randn(dim, dim), torch.randn(2 * dim, dim), torch.randn(dim, dim)]
         weights += [torch.randn(dim, dim), torch.randn(dim, dim)]  # cross: query, out
         weights += [torch.randn(ffn, dim), torch.randn(dim, ffn)]
-    heads = torch.randn(lm.num_levels, lm.cardinality, dim)
+    weights += list(torch.randn(lm.num_levels, lm.cardinality, dim))  # the heads
+    make = projection if packed else lambda weight, bias, rows: partial(F.linear, weight=weight)
+    projections = [(make(weight, None, rows), weight.shape[1] == ffn) for weight in weights]
     x = torch.randn(rows, 1, dim)
     hidden = torch.randn(rows, 1, ffn)
     head_dim = dim // lm.num_heads
@@ -224,12 +236,10 @@ def prepare_floor(lm: LMConfig, rows: int, steps: int, cache_keys: int = 0) -> C
     ]
 
     def step() -> None:
-        for weight in weights:
-            F.linear(hidden if weight.shape[1] == ffn else x, weight)
+        for project, from_ffn in projections:
+            project(hidden if from_ffn else x)
         for keys, values in caches:
             F.scaled_dot_product_attention(query, keys, values)
-        for level in range(lm.num_levels):
-            F.linear(x, heads[level])
 
     def run() -> float:
         with torch.inference_mode():
@@ -241,9 +251,9 @@ def prepare_floor(lm: LMConfig, rows: int, steps: int, cache_keys: int = 0) -> C
     return run
 
 
-def table(
-    rows: list[Row], floor: float, cache_floor: float, delay: Row, transformers: Row | None
-) -> str:
+def table(rows: list[Row], floors: dict[str, float], delay: Row, transformers: Row | None) -> str:
+    """`floors`: ms per step by the suffix of their row's name; the first is "x floor"'s."""
+    floor = next(iter(floors.values()))
     header = (
         f"{'':<30}{'steps':>6}{'wall s':>8}{'steps/s':>8}{'ms/step':>8}{'x floor':>8}"
         f"{'RTF':>6}{'vs delay':>9}{'vs HF':>7}{'cache keys':>11}{'cache MB':>9}"
@@ -257,11 +267,8 @@ def table(
             f"{row.wall_s / delay.wall_s:>8.2f}x{versus_hf:>6.2f}x"
             f"{row.max_cache_keys:>11}{row.cache_bytes / 2**20:>9.1f}"
         )
-    lines.append(f"{'floor (weight matmuls)':<30}{'':>6}{'':>8}{'':>8}{floor:>8.2f}{1.0:>8.2f}")
-    lines.append(
-        f"{'floor + mean cache reads':<30}{'':>6}{'':>8}{'':>8}{cache_floor:>8.2f}"
-        f"{cache_floor / floor:>8.2f}"
-    )
+    for suffix, ms in floors.items():
+        lines.append(f"{'floor' + suffix:<30}{'':>6}{'':>8}{'':>8}{ms:>8.2f}{ms / floor:>8.2f}")
     return "\n".join(lines)
 
 
@@ -276,6 +283,8 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     delay_config = lm_config(args, dim, layers, "delay", 1)
     if args.static_shapes:
         cases.append(prepare_ours(delay_config, frames, sampling, static_shapes=True))
+    if args.unpacked:
+        cases.append(prepare_ours(delay_config, frames, sampling, pack_weights=False))
     # Reduced precision for delay and stack-delay k=3: bf16 matmuls cost about the same
     # for 2 rows as for 10 on CPUs with bf16 units, where fp32's grow with the rows.
     reduced = [delay_config] + (
@@ -290,8 +299,12 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     floors = [
         prepare_floor(delay_config, rows=2, steps=steps),
         prepare_floor(delay_config, rows=2, steps=steps, cache_keys=steps // 2),
+        prepare_floor(delay_config, rows=2, steps=steps, packed=False),
     ]
-    print(f"  timing {len(cases)} rows and 2 floors over {args.rounds} interleaved round(s)")
+    print(
+        f"  timing {len(cases)} rows and {len(floors)} floors over {args.rounds} "
+        "interleaved round(s)"
+    )
     walls = interleaved_medians([run for _, run in cases] + floors, args.rounds)
     rows = []
     for (row, _), wall in zip(cases, walls[: len(cases)], strict=True):
@@ -300,7 +313,7 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         rows.append(row)
     transformers = rows[-1] if not args.skip_transformers else None
     delay = rows[0]
-    floor, cache_floor = (1000 * wall / steps for wall in walls[-2:])
+    floor, cache_floor, linear_floor = (1000 * wall / steps for wall in walls[-3:])
     for row in rows:
         row.floor_multiple = row.ms_per_step / floor
     print(
@@ -308,7 +321,14 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, "
         f"{torch.get_num_threads()} threads, CPU"
     )
-    print(table(rows, floor, cache_floor, delay, transformers))
+    print(
+        table(
+            rows,
+            {"": floor, " + mean cache reads": cache_floor, ", F.linear": linear_floor},
+            delay,
+            transformers,
+        )
+    )
     for row in rows:
         if row.logit_max_abs_dev is not None:
             print(
@@ -319,6 +339,7 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         "rows": [asdict(row) for row in rows],
         "floor_ms_per_step": floor,
         "floor_with_cache_ms_per_step": cache_floor,
+        "floor_f_linear_ms_per_step": linear_floor,
     }
 
 
@@ -343,6 +364,10 @@ def main() -> None:
         "--no-static-shapes", dest="static_shapes", action="store_false",
         help="skip the static-shape delay row",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-unpacked", dest="unpacked", action="store_false",
+        help="skip the delay row that multiplies through F.linear instead of packed weights",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
@@ -353,7 +378,8 @@ def main() -> None:
     if args.json:
         first = next(iter(results.values()))
         payload = {key: first[key] for key in ("rows", "floor_ms_per_step")}
-        payload["floor_with_cache_ms_per_step"] = first["floor_with_cache_ms_per_step"]
+        for key in ("floor_with_cache_ms_per_step", "floor_f_linear_ms_per_step"):
+            payload[key] = first[key]
         payload["sizes"] = results
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")

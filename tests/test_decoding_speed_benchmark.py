@@ -1,12 +1,12 @@
-"""benchmarks/decoding_speed.py at a tiny size: every row, transformers and both floors
-from one interleaved run, with the fields the JSON promises."""
+"""benchmarks/decoding_speed.py at a tiny size: every row, transformers and the three
+floors from one interleaved run, with the fields the JSON promises."""
 
 import json
 
 from tests.benchmark_runs import run_benchmark
 
 
-def test_every_row_and_both_floors_come_from_one_run(tmp_path):
+def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     tiny = ["--seconds", "0.3", "--dim", "32", "--layers", "1", "--heads", "4",
             "--cardinality", "32", "--rounds", "2", "--no-static-shapes"]  # fmt: skip
     out = run_benchmark("decoding_speed.py", *tiny, "--json", str(tmp_path / "rows.json"))
@@ -14,7 +14,7 @@ def test_every_row_and_both_floors_come_from_one_run(tmp_path):
     names = [row["name"] for row in data["rows"]]
     assert names == [
         "ours delay", "ours flat", "ours stack", "ours stack_delay k=1",
-        "ours stack_delay k=3", "ours delay (bf16)", "ours stack_delay k=3 (bf16)",
+        "ours stack_delay k=3", "ours delay (F.linear)", "ours delay (bf16)", "ours stack_delay k=3 (bf16)",
         "transformers MusicGen",
     ]  # fmt: skip
     rows = {row["name"]: row for row in data["rows"]}
@@ -27,5 +27,9 @@ def test_every_row_and_both_floors_come_from_one_run(tmp_path):
     assert rows["ours delay"]["steps"] == rows["transformers MusicGen"]["steps"] == frames + 3
     assert rows["ours flat"]["steps"] == 4 * frames
     assert rows["ours delay (bf16)"]["logit_max_abs_dev"] > 0
-    assert data["floor_with_cache_ms_per_step"] > 0 and data["floor_ms_per_step"] > 0
-    assert "floor + mean cache reads" in out
+    assert (
+        rows["ours delay"]["packed_weights"] and not rows["ours delay (F.linear)"]["packed_weights"]
+    )
+    for floor in ("floor", "floor_with_cache", "floor_f_linear"):
+        assert data[f"{floor}_ms_per_step"] > 0
+    assert "floor + mean cache reads" in out and "floor, F.linear" in out
