@@ -114,6 +114,7 @@ def generate(
     audio_prompt: str | None = None,
     progress: bool = True,
     precision: str = "fp32",
+    pack_weights: bool = True,
     spectrograms: bool = False,
 ) -> int:
     """Generate audio (a wav + JSON sidecar per prompt) and codes or latents from a model or
@@ -149,6 +150,9 @@ def generate(
         precision: A codebook LM's weights while decoding: fp32, or bf16 (half the weight memory;
             faster for stack patterns where the CPU or GPU has bf16 matrix units; logits move
             by about 5 % of their spread, see benchmarks/decoding_speed.py).
+        pack_weights: A codebook LM decoding on a CPU multiplies through a copy of its
+            weights packed for oneDNN: 2-4x faster steps for one more copy of the LM's
+            weights in memory while decoding (--pack_weights false: PyTorch's own matmuls).
         spectrograms: Also write a spectrogram PNG beside each wav.
     """
     from lightning_sdm.generation import (
@@ -175,6 +179,7 @@ def generate(
         audio_prompt=audio_prompt,
         progress=progress,
         precision=precision,
+        pack_weights=pack_weights,
         spectrograms=spectrograms,
     )
     with warnings.catch_warnings():

@@ -69,6 +69,7 @@ class LMGeneration:
 
     model: TextToMusicLM
     sampling: SamplingConfig
+    pack_weights: bool = True
     output_name = "codes"
     steps_name = "decoding_steps"
 
@@ -86,6 +87,7 @@ class LMGeneration:
                 prompt_tokens=context,
                 seed=_window_seeds(seeds, index),
                 on_step=on_step,
+                pack_weights=self.pack_weights,
             )
 
         return window
@@ -169,6 +171,7 @@ def family_generation(
     diffusion: DiffusionSamplingConfig,
     precision: str,
     cfg_scale: float | None = None,
+    pack_weights: bool = True,
 ) -> FamilyGeneration:
     """The model's family with its sampling options (`cfg_scale`, when given, for either),
     refusing options that belong to the other family: they would be silently ignored."""
@@ -181,6 +184,8 @@ def family_generation(
             )
         if precision != "fp32":
             raise UserInputError(f"--precision {precision} is for codebook LMs' decoding")
+        if not pack_weights:
+            raise UserInputError("--pack_weights false is for codebook LMs' decoding")
         if cfg_scale is not None:
             diffusion = dataclasses.replace(diffusion, cfg_scale=cfg_scale)
         return DiffusionGeneration(model, diffusion)
@@ -192,4 +197,4 @@ def family_generation(
     if cfg_scale is not None:
         sampling = dataclasses.replace(sampling, cfg_scale=cfg_scale)
     model.lm.set_inference_precision(precision)
-    return LMGeneration(model, sampling)
+    return LMGeneration(model, sampling, pack_weights)

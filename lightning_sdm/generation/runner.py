@@ -42,6 +42,7 @@ class GenerationOptions:
     audio_prompt: str | None = None
     progress: bool = True
     precision: str = "fp32"  # the LM's weights while decoding: "fp32" or "bf16"
+    pack_weights: bool = True  # CPU: the LM multiplies through weights packed for oneDNN
     spectrograms: bool = False  # a PNG beside each wav
 
     def __post_init__(self) -> None:
@@ -158,7 +159,12 @@ def generate_requests(
     """`on_progress(steps done, steps in all)` after every model step (for a web page)."""
     output = Path(output_dir)
     family = family_generation(
-        source.model, options.sampling, options.diffusion, options.precision, options.cfg_scale
+        source.model,
+        options.sampling,
+        options.diffusion,
+        options.precision,
+        options.cfg_scale,
+        options.pack_weights,
     )
     output.mkdir(parents=True, exist_ok=True)
     prompt = (
@@ -280,6 +286,7 @@ def _sidecar(
         "frames": frames,
         **family.describe(),
         "precision": options.precision,
+        "pack_weights": options.pack_weights,
         "model": source.identity,
         "audio_prompt": options.audio_prompt,
         "windows": [{"prompt_frames": given, "frames": length} for given, length in calls],

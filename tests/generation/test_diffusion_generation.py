@@ -91,6 +91,7 @@ def test_an_audio_prompt_is_continued_from_its_exact_latents(dit_with_codec, tmp
     [
         (["--temperature", "0.5"], "--sampling.* (temperature, top_k, top_p) are for codebook"),
         (["--precision", "bf16"], "--precision bf16 is for codebook LMs"),
+        (["--pack_weights", "false"], "--pack_weights false is for codebook LMs"),
         (["--diffusion.steps", "0"], "steps must be >= 1"),
         (["--cfg", "-1"], "cfg_scale must be >= 0"),
     ],

@@ -1,5 +1,6 @@
 """generate end to end through the CLI: sources, errors, audio prompts, sidecars."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -92,6 +93,30 @@ def test_bf16_decoding_writes_audio_and_says_so(model_with_codec, tmp_path, caps
     assert json.loads((out / "00-a.json").read_text())["precision"] == "bf16"
     audio, _ = soundfile.read(out / "00-a.wav")
     assert audio.shape == (10 * 640,) and np.isfinite(audio).all()
+
+
+def test_packed_weights_can_be_turned_off_and_the_sidecar_says_which(
+    model_with_codec, tmp_path, capsys, monkeypatch
+):
+    import lightning_sdm.models.lm as lm_module
+
+    packed = []
+    original = lm_module.packed_linears
+
+    @contextlib.contextmanager
+    def spy(module, rows):
+        with original(module, rows) as count:
+            packed.append(count)
+            yield count
+
+    monkeypatch.setattr(lm_module, "packed_linears", spy)
+    argv = ["--model", model_with_codec, "--prompt", "a", "--seconds", 0.2]
+    assert run(capsys, *argv, "--output_dir", tmp_path / "on")[0] == 0
+    assert len(packed) == 1 and packed[0] > 0
+    assert run(capsys, *argv, "--output_dir", tmp_path / "off", "--pack_weights", "false")[0] == 0
+    assert len(packed) == 1  # the second run multiplied through F.linear
+    for name, expected in (("on", True), ("off", False)):
+        assert json.loads((tmp_path / name / "00-a.json").read_text())["pack_weights"] is expected
 
 
 @pytest.mark.parametrize(
