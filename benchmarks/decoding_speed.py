@@ -208,36 +208,50 @@ def prepare_transformers(lm: LMConfig, frames: int) -> tuple[Row, Callable[[], f
 
 
 def prepare_floor(
-    lm: LMConfig, rows: int, steps: int, cache_keys: int = 0, packed: bool = True
+    lm: LMConfig,
+    rows: int,
+    steps: int,
+    cache_keys: int = 0,
+    packed: bool = True,
+    positions: int = 1,
+    dtype: torch.dtype = torch.float32,
 ) -> Callable[[], float]:
     """A run of `steps` floor steps, returning its seconds. A floor step is the weight
-    matmuls of one delay step: every layer's projections and FFN, the heads, through the
-    fastest matmul this machine has for them (oneDNN on packed weights, as decoding uses;
-    `packed=False`: `F.linear`). With `cache_keys`, each layer also attends over that many
-    cached keys and values of its own (the cache a step must read, which the weights
+    matmuls of one step of `positions` positions per row (delay: 1, stack-delay: ~C + 1):
+    every layer's projections and FFN, then one head per level on one position, through
+    the fastest matmul this machine has for them (oneDNN on packed weights, as decoding
+    uses; `packed=False`: `F.linear`). With `cache_keys`, each layer also attends over that
+    many cached keys and values of its own (the cache a step must read, which the weights
     evict from the CPU's caches)."""
     torch.manual_seed(0)
     dim, ffn = lm.dim, lm.ffn_dim
-    weights = []
+    layer_weights = []
     for _ in range(lm.num_layers):
-        weights += [torch.randn(dim, dim), torch.randn(2 * dim, dim), torch.randn(dim, dim)]
-        weights += [torch.randn(dim, dim), torch.randn(dim, dim)]  # cross: query, out
-        weights += [torch.randn(ffn, dim), torch.randn(dim, ffn)]
-    weights += list(torch.randn(lm.num_levels, lm.cardinality, dim))  # the heads
-    make = projection if packed else lambda weight, bias, rows: partial(F.linear, weight=weight)
-    projections = [(make(weight, None, rows), weight.shape[1] == ffn) for weight in weights]
-    x = torch.randn(rows, 1, dim)
-    hidden = torch.randn(rows, 1, ffn)
+        layer_weights += [torch.randn(dim, dim), torch.randn(2 * dim, dim), torch.randn(dim, dim)]
+        layer_weights += [torch.randn(dim, dim), torch.randn(dim, dim)]  # cross: query, out
+        layer_weights += [torch.randn(ffn, dim), torch.randn(dim, ffn)]
+    heads = list(torch.randn(lm.num_levels, lm.cardinality, dim))
+
+    def make(weight: torch.Tensor, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        weight = weight.to(dtype)
+        return projection(weight, None, rows) if packed else partial(F.linear, weight=weight)
+
+    x = torch.randn(rows, positions, dim, dtype=dtype)
+    hidden = torch.randn(rows, positions, ffn, dtype=dtype)
+    inputs = [
+        (make(weight, rows * positions), hidden if weight.shape[1] == ffn else x)
+        for weight in layer_weights
+    ] + [(make(weight, rows), x[:, 0]) for weight in heads]
     head_dim = dim // lm.num_heads
-    query = torch.randn(rows, lm.num_heads, 1, head_dim)
+    query = torch.randn(rows, lm.num_heads, positions, head_dim, dtype=dtype)
     caches = [
-        (torch.randn(rows, lm.num_heads, cache_keys, head_dim),) * 2
+        (torch.randn(rows, lm.num_heads, cache_keys, head_dim, dtype=dtype),) * 2
         for _ in range(lm.num_layers if cache_keys else 0)
     ]
 
     def step() -> None:
-        for project, from_ffn in projections:
-            project(hidden if from_ffn else x)
+        for project, x in inputs:
+            project(x)
         for keys, values in caches:
             F.scaled_dot_product_attention(query, keys, values)
 
@@ -296,11 +310,26 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     if not args.skip_transformers:
         cases.append(prepare_transformers(delay_config, frames))
     steps = cases[0][0].steps  # delay's: the floors take as many steps, timed in the rounds
-    floors = [
-        prepare_floor(delay_config, rows=2, steps=steps),
-        prepare_floor(delay_config, rows=2, steps=steps, cache_keys=steps // 2),
-        prepare_floor(delay_config, rows=2, steps=steps, packed=False),
+    stack_delay = lm_config(args, dim, layers, "stack_delay", 3).make_pattern()
+    stack_delay = stack_delay.layout(frames, args.levels)
+    positions = round(stack_delay.num_positions / stack_delay.num_decoding_steps)
+    # (name suffix, JSON key, run); the first is what "x floor" divides by.
+    named_floors = [
+        ("", "floor", prepare_floor(delay_config, 2, steps)),
+        (
+            " + mean cache reads",
+            "floor_with_cache",
+            prepare_floor(delay_config, 2, steps, cache_keys=steps // 2),
+        ),
+        (", F.linear", "floor_f_linear", prepare_floor(delay_config, 2, steps, packed=False)),
+        (
+            f", stack-delay ({positions} pos.)",
+            "floor_stack_delay",
+            prepare_floor(delay_config, 2, steps, positions=positions),
+        ),
+        (", bf16", "floor_bf16", prepare_floor(delay_config, 2, steps, dtype=torch.bfloat16)),
     ]
+    floors = [run for _, _, run in named_floors]
     print(
         f"  timing {len(cases)} rows and {len(floors)} floors over {args.rounds} "
         "interleaved round(s)"
@@ -313,7 +342,11 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         rows.append(row)
     transformers = rows[-1] if not args.skip_transformers else None
     delay = rows[0]
-    floor, cache_floor, linear_floor = (1000 * wall / steps for wall in walls[-3:])
+    floor_ms = {
+        suffix: 1000 * wall / steps
+        for (suffix, _, _), wall in zip(named_floors, walls[len(cases) :], strict=True)
+    }
+    floor = floor_ms[""]
     for row in rows:
         row.floor_multiple = row.ms_per_step / floor
     print(
@@ -321,25 +354,15 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, "
         f"{torch.get_num_threads()} threads, CPU"
     )
-    print(
-        table(
-            rows,
-            {"": floor, " + mean cache reads": cache_floor, ", F.linear": linear_floor},
-            delay,
-            transformers,
-        )
-    )
+    print(table(rows, floor_ms, delay, transformers))
     for row in rows:
         if row.logit_max_abs_dev is not None:
             print(
                 f"{row.name}: logits deviate from fp32 by at most {row.logit_max_abs_dev:.3g} "
                 f"({row.logit_rel_dev:.1%} of the fp32 logits' standard deviation)"
             )
-    return {
-        "rows": [asdict(row) for row in rows],
-        "floor_ms_per_step": floor,
-        "floor_with_cache_ms_per_step": cache_floor,
-        "floor_f_linear_ms_per_step": linear_floor,
+    return {"rows": [asdict(row) for row in rows]} | {
+        f"{key}_ms_per_step": floor_ms[suffix] for suffix, key, _ in named_floors
     }
 
 
@@ -377,9 +400,7 @@ def main() -> None:
     results = {f"{layers}x{dim}": run_size(args, dim, layers) for dim, layers in sizes}
     if args.json:
         first = next(iter(results.values()))
-        payload = {key: first[key] for key in ("rows", "floor_ms_per_step")}
-        for key in ("floor_with_cache_ms_per_step", "floor_f_linear_ms_per_step"):
-            payload[key] = first[key]
+        payload = dict(first)  # the first size's rows and floors at the top level
         payload["sizes"] = results
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")

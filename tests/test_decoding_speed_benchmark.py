@@ -14,8 +14,8 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     names = [row["name"] for row in data["rows"]]
     assert names == [
         "ours delay", "ours flat", "ours stack", "ours stack_delay k=1",
-        "ours stack_delay k=3", "ours delay (F.linear)", "ours delay (bf16)", "ours stack_delay k=3 (bf16)",
-        "transformers MusicGen",
+        "ours stack_delay k=3", "ours delay (F.linear)", "ours delay (bf16)",
+        "ours stack_delay k=3 (bf16)", "transformers MusicGen",
     ]  # fmt: skip
     rows = {row["name"]: row for row in data["rows"]}
     for row in data["rows"]:
@@ -30,6 +30,7 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     assert (
         rows["ours delay"]["packed_weights"] and not rows["ours delay (F.linear)"]["packed_weights"]
     )
-    for floor in ("floor", "floor_with_cache", "floor_f_linear"):
+    for floor in ("floor", "floor_with_cache", "floor_f_linear", "floor_stack_delay", "floor_bf16"):
         assert data[f"{floor}_ms_per_step"] > 0
-    assert "floor + mean cache reads" in out and "floor, F.linear" in out
+    for label in (" + mean cache reads", ", F.linear", ", stack-delay (3 pos.)", ", bf16"):
+        assert f"floor{label}" in out
