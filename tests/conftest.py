@@ -26,6 +26,7 @@ def pack_even_tiny_weights(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(packed_linear, "MIN_PACKED_ELEMENTS", 0)
 
+
 # Every pattern with its interleave, as the tests enumerate them.
 ALL_PATTERNS = [
     ("parallel", 1),
