@@ -26,10 +26,11 @@ MIN_PACKED_ELEMENTS = 256 * 256
 
 
 def can_pack(weight: torch.Tensor) -> bool:
-    """oneDNN packing applies to large enough fp32/bf16 weights on a CPU, in a build that
-    has it."""
+    """oneDNN packing applies to large enough fp32/bf16 weights on a CPU, held whole (not
+    a DTensor shard), in a build that has it."""
     return (
-        weight.numel() >= MIN_PACKED_ELEMENTS
+        type(weight.detach()) is torch.Tensor
+        and weight.numel() >= MIN_PACKED_ELEMENTS
         and weight.device.type == "cpu"
         and weight.dtype in PACKABLE_DTYPES
         and torch.backends.mkldnn.is_available()

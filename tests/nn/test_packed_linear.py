@@ -97,3 +97,12 @@ def test_small_weights_are_not_packed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packed_linear, "MIN_PACKED_ELEMENTS", 256 * 256)
     assert packed_projection(torch.randn(128, 128), None, 2) is None
     assert packed_projection(torch.randn(256, 256), None, 2) is not None
+
+
+def test_a_tensor_subclass_such_as_a_dtensor_shard_is_not_packed() -> None:
+    class Shard(torch.Tensor):
+        pass
+
+    weight = torch.randn(8, 4).as_subclass(Shard)
+    assert not can_pack(weight)
+    assert can_pack(nn.Parameter(torch.randn(8, 4)))
