@@ -208,7 +208,28 @@ def prepare_transformers(lm: LMConfig, frames: int) -> tuple[Row, Callable[[], f
     return row, timed_run
 
 
+@dataclass
+class FloorWeights:
+    """Random weights of the decoder's shapes, made once per size and shared by the
+    floors (at 24 x 1024 each copy is 1.6 GB)."""
+
+    layers: list[torch.Tensor]
+    heads: list[torch.Tensor]
+
+    @classmethod
+    def like(cls, lm: LMConfig) -> FloorWeights:
+        torch.manual_seed(0)
+        dim, ffn = lm.dim, lm.ffn_dim
+        layers = []
+        for _ in range(lm.num_layers):
+            layers += [torch.randn(dim, dim), torch.randn(2 * dim, dim), torch.randn(dim, dim)]
+            layers += [torch.randn(dim, dim), torch.randn(dim, dim)]  # cross: query, out
+            layers += [torch.randn(ffn, dim), torch.randn(dim, ffn)]
+        return cls(layers, list(torch.randn(lm.num_levels, lm.cardinality, dim)))
+
+
 def prepare_floor(
+    weights: FloorWeights,
     lm: LMConfig,
     rows: int,
     steps: int,
@@ -224,25 +245,9 @@ def prepare_floor(
     uses; `packed=False`: `F.linear`). With `cache_keys`, each layer also attends over that
     many cached keys and values of its own (the cache a step must read, which the weights
     evict from the CPU's caches)."""
-    torch.manual_seed(0)
     dim, ffn = lm.dim, lm.ffn_dim
-    layer_weights = []
-    for _ in range(lm.num_layers):
-        layer_weights += [torch.randn(dim, dim), torch.randn(2 * dim, dim), torch.randn(dim, dim)]
-        layer_weights += [torch.randn(dim, dim), torch.randn(dim, dim)]  # cross: query, out
-        layer_weights += [torch.randn(ffn, dim), torch.randn(dim, ffn)]
-    heads = list(torch.randn(lm.num_levels, lm.cardinality, dim))
-
-    def make(weight: torch.Tensor, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        weight = weight.to(dtype)
-        return projection(weight, None, rows) if packed else partial(F.linear, weight=weight)
-
     x = torch.randn(rows, positions, dim, dtype=dtype)
     hidden = torch.randn(rows, positions, ffn, dtype=dtype)
-    inputs = [
-        (make(weight, rows * positions), hidden if weight.shape[1] == ffn else x)
-        for weight in layer_weights
-    ] + [(make(weight, rows), x[:, 0]) for weight in heads]
     head_dim = dim // lm.num_heads
     query = torch.randn(rows, lm.num_heads, positions, head_dim, dtype=dtype)
     caches = [
@@ -250,19 +255,25 @@ def prepare_floor(
         for _ in range(lm.num_layers if cache_keys else 0)
     ]
 
-    def step() -> None:
-        for project, x in inputs:
-            project(x)
-        for keys, values in caches:
-            F.scaled_dot_product_attention(query, keys, values)
+    def make(weight: torch.Tensor, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        weight = weight.to(dtype)
+        return projection(weight, None, rows) if packed else partial(F.linear, weight=weight)
 
     def run() -> float:
         """Seconds for `steps` steps, timed over FLOOR_REPEATS times as many: a floor run
-        is short, and a few milliseconds of the shared machine's jitter would move it."""
+        is short, and a few milliseconds of the shared machine's jitter would move it.
+        Casts and packed copies are made (untimed) per run, so only one exists at a time."""
         with torch.inference_mode():
+            inputs = [
+                (make(weight, rows * positions), hidden if weight.shape[1] == ffn else x)
+                for weight in weights.layers
+            ] + [(make(weight, rows), x[:, 0]) for weight in weights.heads]
             start = time.perf_counter()
             for _ in range(steps * FLOOR_REPEATS):
-                step()
+                for project, given in inputs:
+                    project(given)
+                for keys, values in caches:
+                    F.scaled_dot_product_attention(query, keys, values)
             return (time.perf_counter() - start) / FLOOR_REPEATS
 
     return run
@@ -317,20 +328,29 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     stack_delay = stack_delay.layout(frames, args.levels)
     positions = round(stack_delay.num_positions / stack_delay.num_decoding_steps)
     # (name suffix, JSON key, run); the first is what "x floor" divides by.
+    weights = FloorWeights.like(delay_config)
     named_floors = [
-        ("", "floor", prepare_floor(delay_config, 2, steps)),
+        ("", "floor", prepare_floor(weights, delay_config, 2, steps)),
         (
             " + mean cache reads",
             "floor_with_cache",
-            prepare_floor(delay_config, 2, steps, cache_keys=steps // 2),
+            prepare_floor(weights, delay_config, 2, steps, cache_keys=steps // 2),
         ),
-        (", F.linear", "floor_f_linear", prepare_floor(delay_config, 2, steps, packed=False)),
+        (
+            ", F.linear",
+            "floor_f_linear",
+            prepare_floor(weights, delay_config, 2, steps, packed=False),
+        ),
         (
             f", stack-delay ({positions} pos.)",
             "floor_stack_delay",
-            prepare_floor(delay_config, 2, steps, positions=positions),
+            prepare_floor(weights, delay_config, 2, steps, positions=positions),
         ),
-        (", bf16", "floor_bf16", prepare_floor(delay_config, 2, steps, dtype=torch.bfloat16)),
+        (
+            ", bf16",
+            "floor_bf16",
+            prepare_floor(weights, delay_config, 2, steps, dtype=torch.bfloat16),
+        ),
     ]
     floors = [run for _, _, run in named_floors]
     print(
