@@ -1,4 +1,6 @@
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,25 @@ def pack_even_tiny_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning_sdm.nn import packed_linear
 
     monkeypatch.setattr(packed_linear, "MIN_PACKED_ELEMENTS", 0)
+    monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 0)
+
+
+@pytest.fixture
+def packed_layer_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many layers each decoding call packed, one entry per call that packed at all."""
+    import lightning_sdm.models.lm as lm_module
+
+    counts: list[int] = []
+    original = lm_module.packed_linears
+
+    @contextlib.contextmanager
+    def spy(module: torch.nn.Module, rows: int) -> Iterator[int]:
+        with original(module, rows) as count:
+            counts.append(count)
+            yield count
+
+    monkeypatch.setattr(lm_module, "packed_linears", spy)
+    return counts
 
 
 # Every pattern with its interleave, as the tests enumerate them.

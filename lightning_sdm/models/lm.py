@@ -20,7 +20,13 @@ from torch import nn
 
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.nn.attention import AttentionMask
-from lightning_sdm.nn.packed_linear import Projection, packed_linears, projection
+from lightning_sdm.nn.packed_linear import (
+    Projection,
+    packed_linears,
+    plain_linear_layers,
+    projection,
+    streams_from_memory,
+)
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
 from lightning_sdm.nn.transformer import TransformerDecoder
@@ -299,16 +305,18 @@ class CodebookLM(nn.Module):
         used so far: more work, but tensors of one shape (CUDA graphs, compilation).
         `pack_weights` (CPU only): multiply through a copy of the decoder's and heads'
         weights packed for oneDNN (`nn.packed_linear`), several times faster for the few
-        rows of a step, for one more copy of those weights in memory while decoding.
+        rows of a step, for one more copy of those weights in memory while decoding; a
+        model whose weights fit in the CPU's caches keeps `F.linear`, faster there.
         """
         # The layout and its tensors are cached for training too: build them outside
         # inference mode, whose tensors autograd refuses.
         self._layout_tensors(num_timesteps, context.device)
         # The most rows a step multiplies: what the packed weights are laid out for.
         rows = context.shape[0] * int(self.layout(num_timesteps).block_start.diff().max())
+        weights = [layer.weight for layer in plain_linear_layers(self.decoder)]
         with torch.inference_mode(), contextlib.ExitStack() as stack:
             heads = None
-            if pack_weights:
+            if pack_weights and streams_from_memory([*weights, self.head_weight]):
                 stack.enter_context(packed_linears(self.decoder, rows))
                 heads = [
                     projection(weight, bias, rows)

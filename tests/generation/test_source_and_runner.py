@@ -1,6 +1,5 @@
 """generate end to end through the CLI: sources, errors, audio prompts, sidecars."""
 
-import contextlib
 import json
 
 import numpy as np
@@ -96,20 +95,9 @@ def test_bf16_decoding_writes_audio_and_says_so(model_with_codec, tmp_path, caps
 
 
 def test_packed_weights_can_be_turned_off_and_the_sidecar_says_which(
-    model_with_codec, tmp_path, capsys, monkeypatch
+    model_with_codec, tmp_path, capsys, packed_layer_counts
 ):
-    import lightning_sdm.models.lm as lm_module
-
-    packed = []
-    original = lm_module.packed_linears
-
-    @contextlib.contextmanager
-    def spy(module, rows):
-        with original(module, rows) as count:
-            packed.append(count)
-            yield count
-
-    monkeypatch.setattr(lm_module, "packed_linears", spy)
+    packed = packed_layer_counts
     argv = ["--model", model_with_codec, "--prompt", "a", "--seconds", 0.2]
     assert run(capsys, *argv, "--output_dir", tmp_path / "on")[0] == 0
     assert len(packed) == 1 and packed[0] > 0

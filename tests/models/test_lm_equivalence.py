@@ -1,7 +1,5 @@
 """Teacher-forced training logits equal cached decoding logits, and nothing leaks."""
 
-import contextlib
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -176,23 +174,25 @@ def test_an_unknown_precision_is_refused():
 
 
 @pytest.mark.parametrize(("name", "k"), ALL_PATTERNS)
-def test_packed_weights_give_the_logits_of_plain_matmuls(name, k, monkeypatch):
-    import lightning_sdm.models.lm as lm_module
-
+def test_packed_weights_give_the_logits_of_plain_matmuls(name, k, packed_layer_counts):
     model = tiny_model(name, k)
-    packed_counts = []
-    original = lm_module.packed_linears
-
-    def spy(module, rows):
-        with original(module, rows) as count:
-            packed_counts.append(count)
-            yield count
-
-    monkeypatch.setattr(lm_module, "packed_linears", contextlib.contextmanager(spy))
     codes = random_codes(model, 2, 11, seed=5)
     packed = model.score_cached(codes, CAPTIONS)
     plain = model.score_cached(codes, CAPTIONS, pack_weights=False)
     # Every projection of every layer went through a packed weight, and only when asked.
-    assert packed_counts == [8 * len(model.lm.decoder.layers)]
+    assert packed_layer_counts == [8 * len(model.lm.decoder.layers)]
     assert (packed - plain).abs().max() <= 1e-4
     assert (model(codes, CAPTIONS) - packed).abs().max() <= 1e-4
+
+
+def test_a_model_that_fits_in_the_caches_keeps_plain_matmuls(monkeypatch, packed_layer_counts):
+    from lightning_sdm.nn import packed_linear
+
+    monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 20 * 2**20)
+    entered = packed_layer_counts
+    model = tiny_model("delay", 1)
+    model.generate(CAPTIONS, 5, seed=0)
+    assert entered == []  # a few kB of weights: F.linear reads them from the caches
+    monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 0)
+    model.generate(CAPTIONS, 5, seed=0)
+    assert entered == [8 * len(model.lm.decoder.layers)]

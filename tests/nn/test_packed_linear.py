@@ -7,7 +7,9 @@ from lightning_sdm.nn.packed_linear import (
     can_pack,
     packed_linears,
     packed_projection,
+    plain_linear_layers,
     projection,
+    streams_from_memory,
 )
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 0.0}
@@ -106,3 +108,18 @@ def test_a_tensor_subclass_such_as_a_dtensor_shard_is_not_packed() -> None:
     weight = torch.randn(8, 4).as_subclass(Shard)
     assert not can_pack(weight)
     assert can_pack(nn.Parameter(torch.randn(8, 4)))
+
+
+def test_weights_that_fit_in_the_caches_do_not_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_sdm.nn import packed_linear
+
+    monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 20 * 2**20)
+    megabyte_of_floats = torch.zeros(2**18)
+    assert not streams_from_memory([megabyte_of_floats] * 19)
+    assert streams_from_memory([megabyte_of_floats] * 20)
+    assert streams_from_memory([megabyte_of_floats.to(torch.bfloat16)] * 40)
+
+
+def test_plain_linear_layers_are_the_ones_packed() -> None:
+    network = tiny_network()
+    assert plain_linear_layers(network) == [network[0], network[3]]
