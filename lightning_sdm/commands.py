@@ -151,8 +151,9 @@ def generate(
             faster for stack patterns where the CPU or GPU has bf16 matrix units; logits move
             by about 5 % of their spread, see benchmarks/decoding_speed.py).
         pack_weights: A codebook LM decoding on a CPU multiplies through a copy of its
-            weights packed for oneDNN: 2-4x faster steps for one more copy of the LM's
-            weights in memory while decoding (--pack_weights false: PyTorch's own matmuls).
+            weights packed for oneDNN when they exceed the CPU's caches (20 MB): 2-4x
+            faster steps for one more copy of the LM's weights in memory while decoding
+            (--pack_weights false: PyTorch's own matmuls).
         spectrograms: Also write a spectrogram PNG beside each wav.
     """
     from lightning_sdm.generation import (
