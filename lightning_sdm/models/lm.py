@@ -270,19 +270,11 @@ class CodebookLM(nn.Module):
         return vectors.sum(dim=1) + positions.to(vectors.dtype)
 
     def step_logits(
-        self,
-        hidden: torch.Tensor,
-        levels: tuple[int, ...],
-        heads: list[Projection] | None = None,
+        self, hidden: torch.Tensor, levels: tuple[int, ...], heads: list[Projection]
     ) -> torch.Tensor:
-        """hidden [R, K, D] of K targets at `levels` -> fp32 logits [R, K, V], reading each
-        level's head in place (gathering the heads would copy K x V x D per step).
-        `heads`: each level's projection, when decoding has packed them."""
-        if heads is None:
-            heads = [
-                functools.partial(F.linear, weight=weight, bias=bias)
-                for weight, bias in zip(self.head_weight, self.head_bias, strict=True)
-            ]
+        """hidden [R, K, D] of K targets at `levels` -> fp32 logits [R, K, V] through each
+        level's head projection (`decode` makes them once: packed, or reading the head in
+        place; gathering the heads would copy K x V x D per step)."""
         return torch.stack(
             [heads[level](hidden[:, index]) for index, level in enumerate(levels)], dim=1
         ).float()
@@ -314,14 +306,16 @@ class CodebookLM(nn.Module):
         # The most rows a step multiplies: what the packed weights are laid out for.
         rows = context.shape[0] * int(self.layout(num_timesteps).block_start.diff().max())
         weights = [layer.weight for layer in plain_linear_layers(self.decoder)]
+        pack = pack_weights and streams_from_memory([*weights, self.head_weight])
         with torch.inference_mode(), contextlib.ExitStack() as stack:
-            heads = None
-            if pack_weights and streams_from_memory([*weights, self.head_weight]):
+            if pack:
                 stack.enter_context(packed_linears(self.decoder, rows))
-                heads = [
-                    projection(weight, bias, rows)
-                    for weight, bias in zip(self.head_weight, self.head_bias, strict=True)
-                ]
+            heads = [
+                projection(weight, bias, rows)
+                if pack
+                else functools.partial(F.linear, weight=weight, bias=bias)
+                for weight, bias in zip(self.head_weight, self.head_bias, strict=True)
+            ]
             codes = self._decode(
                 context, context_mask, num_timesteps, pick, on_step, static_shapes, heads
             )
@@ -335,7 +329,7 @@ class CodebookLM(nn.Module):
         pick: TokenPicker,
         on_step: Callable[[], None] | None,
         static_shapes: bool,
-        heads: list[Projection] | None,
+        heads: list[Projection],
     ) -> torch.Tensor:
         layout = self.layout(num_timesteps)
         device = context.device

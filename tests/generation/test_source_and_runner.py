@@ -97,12 +97,11 @@ def test_bf16_decoding_writes_audio_and_says_so(model_with_codec, tmp_path, caps
 def test_packed_weights_can_be_turned_off_and_the_sidecar_says_which(
     model_with_codec, tmp_path, capsys, packed_layer_counts
 ):
-    packed = packed_layer_counts
     argv = ["--model", model_with_codec, "--prompt", "a", "--seconds", 0.2]
     assert run(capsys, *argv, "--output_dir", tmp_path / "on")[0] == 0
-    assert len(packed) == 1 and packed[0] > 0
+    assert len(packed_layer_counts) == 1 and packed_layer_counts[0] > 0
     assert run(capsys, *argv, "--output_dir", tmp_path / "off", "--pack_weights", "false")[0] == 0
-    assert len(packed) == 1  # the second run multiplied through F.linear
+    assert len(packed_layer_counts) == 1  # the second run multiplied through F.linear
     for name, expected in (("on", True), ("off", False)):
         assert json.loads((tmp_path / name / "00-a.json").read_text())["pack_weights"] is expected
 

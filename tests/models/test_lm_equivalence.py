@@ -189,10 +189,9 @@ def test_a_model_that_fits_in_the_caches_keeps_plain_matmuls(monkeypatch, packed
     from lightning_sdm.nn import packed_linear
 
     monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 20 * 2**20)
-    entered = packed_layer_counts
     model = tiny_model("delay", 1)
     model.generate(CAPTIONS, 5, seed=0)
-    assert entered == []  # a few kB of weights: F.linear reads them from the caches
+    assert packed_layer_counts == []  # a few kB of weights: F.linear reads them from the caches
     monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 0)
     model.generate(CAPTIONS, 5, seed=0)
-    assert entered == [8 * len(model.lm.decoder.layers)]
+    assert packed_layer_counts == [8 * len(model.lm.decoder.layers)]
