@@ -1,5 +1,6 @@
-"""Reading what `fit` saved: one checkpoint file, or the folder of per-rank shards FSDP
-writes with `save_distributed_checkpoint: true`, joined in memory."""
+"""Checkpoints: written so that a kill never leaves a torn file, and read back as one file
+or the folder of per-rank shards FSDP writes with `save_distributed_checkpoint: true`
+(joined in memory)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from lightning_sdm.atomic import atomic_file
+from lightning_sdm.errors import UserInputError
 
 SHARD_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
 SHARDED_EXTRAS = "meta.pt"  # what Lightning keeps beside the shards (hparams, loops, ...)
@@ -47,3 +52,49 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if extras.is_file():
         checkpoint.update(torch.load(extras, map_location="cpu", weights_only=True))
     return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint beside its destination, syncs it and renames it into place.
+
+    Lightning's own writer moves a file from `$TMPDIR` into place; across filesystems that
+    move is a copy over the old file, and a kill during it left `last.ckpt` empty.
+    Remote paths (`s3://...`) keep Lightning's writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as handle:
+            torch.save(checkpoint, handle)
+
+
+def unreadable_reason(path: str | Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (empty, torn, not ours), or None if it can."""
+    path = Path(path)
+    if not is_checkpoint(path):
+        return "does not exist"
+    if path.is_file() and path.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    try:
+        extras = checkpoint_extras(path)
+    except Exception as error:  # torn zip, pickle errors, foreign objects: all unusable
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"cannot be read ({type(error).__name__}: {first_line[:120]})"
+    if not isinstance(extras, dict) or "global_step" not in extras:
+        return "is not a Lightning checkpoint (no global_step)"
+    return None
+
+
+def require_readable(path: str | Path) -> None:
+    """One line instead of a traceback from deep inside loading."""
+    reason = unreadable_reason(path)
+    if reason is not None:
+        raise UserInputError(f"checkpoint {path} {reason}")

@@ -163,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_dependencies()
     words = list(sys.argv[1:] if argv is None else argv)
     if words and words[0] in TRAINING_COMMANDS:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from lightning_sdm.tasks.stability import NonFiniteLossError
         from lightning_sdm.training_cli import run_training_cli
 
         try:
@@ -173,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"error: {user_error}", file=sys.stderr)
             return 2
+        except NonFiniteLossError as error:
+            print(f"error: {error}", file=sys.stderr)  # its checkpoint is saved; no traceback
+            return 1
+        except SIGTERMException:
+            return 128 + 15  # the shell's code for a SIGTERM, so job scripts see the stop
         return 0
     if not words:
         names = "|".join([*TRAINING_COMMANDS, *dict.fromkeys(p.split()[0] for p in COMMANDS)])

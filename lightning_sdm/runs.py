@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from lightning_sdm.checkpoints import require_readable, unreadable_reason
+from lightning_sdm.errors import UserInputError
 
 RUN_DIR_ENV = "LIGHTNING_SDM_RUN_DIR"  # hands rank 0's choice to the ranks Lightning spawns
 WANDB_ID_FILE = "wandb_run_id"
@@ -45,15 +50,38 @@ def next_run_dir(root: Path) -> Path:
     return root / f"version_{versions[-1][0] + 1 if versions else 0}"
 
 
-def find_last_checkpoint(root: Path) -> Path | None:
-    """The newest `last*.ckpt` of any run under `root` (by modification time)."""
-    candidates = [
-        path
-        for _, run in run_versions(root)
-        for path in (run / "checkpoints").glob("last*.ckpt")
-        if path.is_file()
-    ]
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+def _newest_first(paths: Iterator[Path]) -> list[Path]:
+    return sorted((p for p in paths if p.is_file()), key=lambda p: -p.stat().st_mtime)
+
+
+def _resume_candidates(root: Path) -> list[Path]:
+    """`last*.ckpt` newest first; after the newest, its own run's other checkpoints (what a
+    torn `last.ckpt` falls back to), then the other runs' `last*.ckpt`."""
+    lasts = _newest_first(
+        path for _, run in run_versions(root) for path in (run / "checkpoints").glob("last*.ckpt")
+    )
+    if not lasts:
+        return []
+    same_run = [p for p in _newest_first(lasts[0].parent.glob("*.ckpt")) if p not in lasts]
+    return [lasts[0], *same_run, *lasts[1:]]
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def find_last_checkpoint(root: Path, report: Callable[[str], None] = _to_stderr) -> Path | None:
+    """The newest readable `last*.ckpt` of any run under `root` (by modification time).
+
+    An empty or torn one (a kill or a full disk) is reported in one line and passed over
+    for the newest readable checkpoint, so a preempted job never crash-loops on it.
+    """
+    for candidate in _resume_candidates(root):
+        reason = unreadable_reason(candidate)
+        if reason is None:
+            return candidate
+        report(f"warning: checkpoint {candidate} {reason}; trying the next newest")
+    return None
 
 
 def _run_dir_of(checkpoint: Path, root: Path) -> Path | None:
@@ -77,8 +105,9 @@ def plan_run(root: str | Path, ckpt_path: str | None) -> RunPlan:
         ckpt_path = str(last)
     if ckpt_path is not None:
         checkpoint = Path(ckpt_path)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+        if not checkpoint.exists():
+            raise UserInputError(f"checkpoint {checkpoint} does not exist")
+        require_readable(checkpoint)
         run = _run_dir_of(checkpoint, root)
         if run is not None:
             return RunPlan(run, str(checkpoint), True)

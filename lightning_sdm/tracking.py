@@ -13,19 +13,84 @@ from pathlib import Path
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_sdm.atomic import atomic_file
 from lightning_sdm.runs import WANDB_ID_FILE
 
 METRICS_FILE = "metrics.csv"
+_INDEX = ("step", "epoch")  # columns every row has: not metrics
+
+
+def _drop_torn_tail(path: str) -> None:
+    """A kill during an append leaves half a row; the next append would glue onto it."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's writer deletes an existing metrics.csv; a resumed run appends to it."""
+    """Lightning's writer deletes an existing metrics.csv; a resumed run appends to it.
+
+    Rewrites (a new column, forgetting steps) go through a file beside it and a rename, so
+    a kill never loses the rows already written.
+    """
 
     def _check_log_dir_exists(self) -> None:
         if os.path.isfile(self.metrics_file_path):
+            _drop_torn_tail(self.metrics_file_path)
             with open(self.metrics_file_path, newline="", encoding="utf-8") as handle:
                 self.metrics_keys = list(csv.DictReader(handle).fieldnames or [])
+
+    def _rewrite(self, fieldnames: list[str], keep_row=lambda row: True) -> None:
+        rows = [row for row in _read_rows(self.metrics_file_path) if keep_row(row)]
+        with atomic_file(self.metrics_file_path, "w") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        self._rewrite(fieldnames)
+
+    def forget_from_step(self, step: int) -> None:
+        """A killed run logged rows past its checkpoint at `step`; the resumed run logs those
+        steps again. Each old row at `step` or later that a new row repeats (same step, a
+        metric in common) is dropped when the new one is written, so each step stays once;
+        rows nothing repeats (a sample logged just before the checkpoint) stay."""
+        self._stale: set[tuple[int, str]] = set()
+        if os.path.isfile(self.metrics_file_path):
+            for row in _read_rows(self.metrics_file_path):
+                row_step = int(float(row["step"]))
+                if row_step >= step:
+                    self._stale.update((row_step, key) for key in _logged_keys(row))
+
+    def save(self) -> None:
+        stale: set[tuple[int, str]] = getattr(self, "_stale", set())
+        new = {(int(row["step"]), key) for row in self.metrics for key in row if key not in _INDEX}
+        repeated = new & stale
+        if repeated and os.path.isfile(self.metrics_file_path):
+            dropped: set[tuple[int, str]] = set()
+
+            def keep(row: dict[str, str]) -> bool:
+                pairs = {(int(float(row["step"])), key) for key in _logged_keys(row)}
+                if pairs & repeated:
+                    dropped.update(pairs)
+                    return False
+                return True
+
+            self._rewrite(self.metrics_keys, keep)
+            stale -= dropped
+        super().save()
+
+
+def _read_rows(path: str) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _logged_keys(row: dict[str, str]) -> set[str]:
+    return {key for key, value in row.items() if value not in ("", None) and key not in _INDEX}
 
 
 class RunCSVLogger(CSVLogger):
@@ -42,6 +107,11 @@ class RunCSVLogger(CSVLogger):
             os.makedirs(self.log_dir, exist_ok=True)
             self._experiment = _AppendingWriter(self.log_dir)
         return self._experiment
+
+    @rank_zero_only
+    def forget_from_step(self, step: int) -> None:
+        """A resumed run logs the steps after its checkpoint again: keep one row each."""
+        self.experiment.forget_from_step(step)
 
 
 def _wandb_run_id(run_dir: Path) -> str:

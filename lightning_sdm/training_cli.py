@@ -13,12 +13,16 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lightning_sdm.atomic import remove_partials
 from lightning_sdm.callbacks.codec_export import SaveCodec
 from lightning_sdm.callbacks.metrics_plot import MetricsPlot
+from lightning_sdm.callbacks.preemption import ResumableRun
 from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
+from lightning_sdm.checkpoints import AtomicCheckpointIO
 from lightning_sdm.cli_parsing import ErrorFirst
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.runs import RUN_DIR_ENV, RunPlan, plan_run
@@ -67,14 +71,33 @@ class RunSummary(Callback):
         print("\n".join(lines))
 
 
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 def _with_step_progress(trainer_config: dict[str, Any]) -> list[Callback]:
     """The configured callbacks, plus our step progress unless a bar is configured or off."""
-    callbacks = trainer_config.get("callbacks") or []
-    callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    callbacks = _as_list(trainer_config.get("callbacks"))
     wanted = trainer_config.get("enable_progress_bar") is not False
     if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(StepProgress())
     return callbacks
+
+
+def _with_atomic_checkpoints(trainer_config: dict[str, Any]) -> list[Any]:
+    """The configured plugins, plus our checkpoint writer unless one is configured."""
+    plugins = _as_list(trainer_config.get("plugins"))
+    strategy = trainer_config.get("strategy")
+    has_own = getattr(strategy, "_checkpoint_io", None) is not None
+    if not has_own and not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+def _is_rank_zero() -> bool:
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 @contextlib.contextmanager
@@ -154,12 +177,16 @@ class SdmCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
+        kwargs["plugins"] = _with_atomic_checkpoints(trainer_config)
         if trainer_config.get("logger") not in (None, True):
             return super().instantiate_trainer(**kwargs)  # the user's own trackers and folders
         root = Path(trainer_config.get("default_root_dir") or os.getcwd())
         self.run_plan = plan = plan_run(root, self._get(self.config_init, "ckpt_path"))
+        if _is_rank_zero():
+            remove_partials(plan.checkpoint_dir)  # what a kill during a save left behind
         kwargs["logger"] = run_loggers(plan.run_dir)
-        kwargs["callbacks"] = _with_step_progress(trainer_config)
+        callbacks = _with_step_progress(trainer_config)
+        kwargs["callbacks"] = [*callbacks, ResumableRun(plan.checkpoint_dir)]
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:

@@ -4,13 +4,16 @@ import os
 import time
 
 import pytest
+import torch
 
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.runs import RUN_DIR_ENV, find_last_checkpoint, plan_run
 
 
-def touch(path, mtime=None):
+def touch(path, mtime=None, step=0):
+    """A minimal readable checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x")
+    torch.save({"global_step": step, "state_dict": {}}, path)
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path
@@ -61,5 +64,38 @@ def test_spawned_ranks_take_the_run_folder_rank_zero_chose(tmp_path, monkeypatch
 
 
 def test_a_missing_checkpoint_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
+    with pytest.raises(UserInputError, match=r"nope\.ckpt does not exist"):
         plan_run(tmp_path, str(tmp_path / "nope.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "is empty"), (b"PK\x03\x04 torn", "cannot be read"), (None, "not a Lightning")],
+)
+def test_resuming_from_an_unusable_checkpoint_is_one_line(tmp_path, content, reason):
+    path = tmp_path / "model.ckpt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserInputError, match=reason):
+        plan_run(tmp_path / "runs", str(path))
+
+
+def test_last_passes_over_a_torn_last_checkpoint_to_the_newest_readable(tmp_path):
+    """A preempted job relaunched with --ckpt_path last must not crash-loop on a torn file."""
+    now = time.time()
+    older_run = touch(tmp_path / "version_0" / "checkpoints" / "last.ckpt", now - 100)
+    periodic = touch(tmp_path / "version_1" / "checkpoints" / "epoch=0-step=8.ckpt", now - 10)
+    touch(tmp_path / "version_1" / "checkpoints" / "epoch=0-step=4.ckpt", now - 20)
+    torn = tmp_path / "version_1" / "checkpoints" / "last.ckpt"
+    torn.write_bytes(b"")
+    os.utime(torn, (now, now))
+    said = []
+    assert find_last_checkpoint(tmp_path, report=said.append) == periodic
+    assert said == [f"warning: checkpoint {torn} is empty (0 bytes); trying the next newest"]
+    periodic.write_bytes(b"PK\x03\x04")
+    (tmp_path / "version_1" / "checkpoints" / "epoch=0-step=4.ckpt").unlink()
+    assert find_last_checkpoint(tmp_path, report=said.append) == older_run
+    plan = plan_run(tmp_path, "last")
+    assert plan.run_dir == tmp_path / "version_0" and plan.ckpt_path == str(older_run)

@@ -1,0 +1,122 @@
+"""Writing files and folders so that a kill at any moment leaves the old one or the new one.
+
+A file is written beside its destination under a recognisable temporary name, flushed to
+disk, moved into place with `os.replace` (atomic within one filesystem) and its folder
+synced. Temporary files a killed writer left behind carry `PARTIAL_MARK` in their names and
+are removed by `remove_partials` at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+PARTIAL_MARK = ".sdm-partial-"
+RETIRED_MARK = ".sdm-retired-"  # an old folder moved aside while a new one takes its place
+
+
+def partial_name(destination: Path, mark: str = PARTIAL_MARK) -> Path:
+    """A unique temporary name beside `destination`, recognisable as ours."""
+    return destination.with_name(f".{destination.name}{mark}{uuid.uuid4().hex[:8]}")
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_file(destination: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside `destination`; on a clean exit it replaces it whole.
+
+    On an error the temporary file is removed and `destination` is untouched.
+    """
+    destination = Path(destination)
+    temporary = partial_name(destination)
+    encoding = None if "b" in mode else "utf-8"
+    try:
+        with open(temporary, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(destination.parent)
+
+
+def write_bytes_atomically(destination: str | Path, data: bytes) -> None:
+    with atomic_file(destination) as handle:
+        handle.write(data)
+
+
+def write_text_atomically(destination: str | Path, text: str) -> None:
+    with atomic_file(destination, "w") as handle:
+        handle.write(text)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_partials(folder: str | Path) -> list[Path]:
+    """Delete the temporary files and folders a killed writer left in `folder`.
+
+    An old folder set aside by `replace_directory` goes back to its name when a kill came
+    between the two renames (nothing took its place); otherwise it is deleted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        if RETIRED_MARK in path.name:
+            original = folder / path.name[1:].split(RETIRED_MARK)[0]
+            if not original.exists():
+                os.replace(path, original)
+                continue
+        elif PARTIAL_MARK not in path.name:
+            continue
+        _remove(path)
+        removed.append(path)
+    return removed
+
+
+def replace_directory(destination: str | Path, build: Callable[[Path], None]) -> None:
+    """Build a folder beside `destination`, then swap it in for the old one.
+
+    `build` fills the empty folder it is given. Readers see the old folder or the new one;
+    a kill leaves the old one (plus a partial folder that `remove_partials` clears).
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_partials(destination.parent)
+    staging = partial_name(destination)
+    staging.mkdir()
+    try:
+        build(staging)
+        if destination.exists():
+            retired = partial_name(destination, RETIRED_MARK)
+            os.replace(destination, retired)  # folders cannot be replaced in one rename
+            os.replace(staging, destination)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_directory(destination.parent)
