@@ -16,7 +16,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.data.shards import completed_shards
-from lightning_sdm.data.sources import AUDIO_SUFFIXES, Rejection, SourceItem, discover
+from lightning_sdm.data.sources import (
+    AUDIO_SUFFIXES,
+    Rejection,
+    SourceItem,
+    discover,
+    legacy_key,
+)
 from lightning_sdm.data.workers import die_with_parent
 
 
@@ -34,6 +40,7 @@ class AudioItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         record: dict[str, Any] = {"item": item, "audio": None, "problem": None}
+        record["fingerprint"] = item.fingerprint()  # before reading: a later edit is new
         try:
             record["audio"] = load_mono(item.path, self.sample_rate, self.min_seconds)
         except AudioRejected as error:
@@ -100,12 +107,44 @@ class AudioTokenizeDataModule(L.LightningDataModule):
         return {key for shard in self.existing_shards for key in shard["keys"]}
 
     def setup(self, stage: str = "predict") -> None:
-        """What is left to do: good items whose keys the output's shards do not hold."""
+        """What is left to do: good items whose source the output's shards do not hold.
+
+        "Held" means the same source: the same relative path with the same size and
+        modification time. A source changed since it was tokenized is rejected with its
+        reason (its old tokens stay in the shards). Folders written before shards recorded
+        their sources are matched by their keys. A new source whose key a stored item
+        already has gets a hash of its path added.
+        """
         self.existing_shards = completed_shards(self.output) if self.output.is_dir() else []
-        done = self.done_keys
-        good = [i for i in self.discover() if i.problem is None]
-        self.todo = [i for i in good if i.key not in done]
-        self.already_present = len(good) - len(self.todo)
+        stored: dict[str, tuple[dict[str, Any], str, str]] = {}
+        legacy: set[str] = set()
+        for shard in self.existing_shards:
+            sources = shard.get("sources") or [None] * len(shard["keys"])
+            for key, fingerprint in zip(shard["keys"], sources, strict=True):
+                if fingerprint is None:
+                    legacy.add(key)
+                else:
+                    stored[fingerprint["path"]] = (fingerprint, key, shard["shard"])
+        taken = self.done_keys
+        self.todo, self.already_present = [], 0
+        for item in self.discover():
+            if item.problem is not None:
+                continue
+            if item.relative in stored:
+                fingerprint, key, shard = stored[item.relative]
+                if fingerprint == item.fingerprint():
+                    self.already_present += 1
+                else:
+                    item.problem = (
+                        f"changed since it was tokenized into {shard} as {key!r} (size or "
+                        "modification time differ); tokenize into a new folder to use this version"
+                    )
+            elif legacy_key(item.relative) in legacy:
+                self.already_present += 1
+            else:
+                if item.key in taken:
+                    item.with_distinct_key()
+                self.todo.append(item)
 
     def loader_for(self, rank: int, world_size: int) -> DataLoader:
         """This rank's share (every world_size-th item), decoded in workers."""

@@ -33,6 +33,7 @@ class TokenizedItem:
     source: str
     source_sample_rate: int
     latents: np.ndarray | None = None  # float16 [D, T]
+    fingerprint: dict[str, Any] | None = None  # the source's path, size and mtime
 
     @property
     def num_frames(self) -> int:
@@ -80,6 +81,7 @@ class _OpenShard:
     writer: wds.TarWriter
     keys: list[str] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
+    sources: list[dict[str, Any] | None] = field(default_factory=list)
     seconds: float = 0.0
     bytes: int = 0
 
@@ -115,6 +117,7 @@ class ShardWriter:
         current.writer.write(sample)
         current.keys.append(item.key)
         current.frames.append(item.num_frames)
+        current.sources.append(item.fingerprint)
         current.seconds += item.seconds
         current.bytes += size
         if len(current.keys) >= self.max_items:
@@ -141,6 +144,7 @@ class ShardWriter:
                 "shard": name,
                 "keys": current.keys,
                 "sample_frames": current.frames,
+                "sources": current.sources,
                 "num_samples": len(current.keys),
                 "num_frames": int(sum(current.frames)),
                 "audio_seconds": current.seconds,

@@ -7,7 +7,9 @@ reports every problem at once and keeps every good item.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,22 @@ class SourceItem:
     caption: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None  # why the item cannot be used, if it cannot
+    # The path relative to the input's folder (absolute for files outside it): what names
+    # the source across runs, so a moved catalogue is still recognised.
+    relative: str = ""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What "the same source" means to a rerun: its path, size and modification time."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return {"path": self.relative}
+        return {"path": self.relative, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def with_distinct_key(self) -> None:
+        """Add a short hash of the source path, for keys that would collide otherwise."""
+        if not self.key.endswith(path_hash(self.relative)):
+            self.key = f"{self.key}-{path_hash(self.relative)}"
 
 
 @dataclass
@@ -36,10 +54,30 @@ class Rejection:
         return {"source": self.source, "reason": self.reason}
 
 
-def sample_key(relative: Path) -> str:
-    """A WebDataset-safe key: no dots (they start extensions), no directory separators."""
-    stem = relative.with_suffix("").as_posix()
+def path_hash(relative: str) -> str:
+    return hashlib.sha1(relative.encode("utf-8")).hexdigest()[:8]
+
+
+def legacy_key(relative: str) -> str:
+    """Keys of shard folders written before keys were made injective (ASCII only); files
+    outside a manifest's folder were keyed by their name."""
+    path = Path(relative)
+    stem = (Path(path.name) if path.is_absolute() else path).with_suffix("").as_posix()
     return re.sub(r"[^A-Za-z0-9_\-]", "_", stem.replace("/", "__"))
+
+
+def sample_key(relative: Path) -> str:
+    """A WebDataset-safe key: no dots (they start extensions), no directory separators.
+
+    Letters and digits of any script stay (`音楽.wav` -> `音楽`, `a/b.wav` -> `a__b`); whenever
+    a character had to change (`rock song.wav`), a hash of the path follows, so distinct
+    paths do not share a key (`rock_song-1a2b3c4d` vs `rock_song-5e6f7a8b` for
+    `rock.song.wav`). Keys that still meet (`x.wav`, `x.flac`) are told apart by
+    `make_keys_distinct`.
+    """
+    joined = relative.with_suffix("").as_posix().replace("/", "__")  # folders: a/b -> a__b
+    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in joined)
+    return safe if safe == joined else f"{safe}-{path_hash(relative.as_posix())}"
 
 
 def caption_from_info(info: dict[str, Any]) -> str:
@@ -104,13 +142,36 @@ def _finish(item: SourceItem, allow_missing_captions: bool) -> SourceItem:
     return item
 
 
+def _walk_audio(root: Path) -> tuple[list[Path], list[SourceItem]]:
+    """Audio files under `root`, and a rejection for each folder that cannot be read
+    (`Path.rglob` passes over those in silence)."""
+    unreadable: list[SourceItem] = []
+
+    def report(error: OSError) -> None:
+        folder = Path(error.filename or root)
+        reason = f"unreadable folder: {error.strerror or error}"
+        unreadable.append(SourceItem("", folder, problem=reason, relative=str(folder)))
+
+    found: list[Path] = []
+    visited: set[str] = set()  # real paths: a symlink loop is walked once
+    for folder, subfolders, names in os.walk(root, onerror=report, followlinks=True):
+        visited.add(os.path.realpath(folder))
+        subfolders[:] = [
+            name for name in subfolders if os.path.realpath(Path(folder) / name) not in visited
+        ]
+        found += [Path(folder) / n for n in names if Path(n).suffix.lower() in AUDIO_SUFFIXES]
+    return sorted(found), unreadable
+
+
 def from_folder(root: Path, allow_missing_captions: bool = False) -> list[SourceItem]:
-    items = []
-    for audio in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+    audio_files, items = _walk_audio(root)
+    for audio in audio_files:
         caption, metadata, problem = _caption_from_sidecar(audio)
         if problem and problem.startswith("missing caption") and allow_missing_captions:
             caption, problem = "", None
-        item = SourceItem(sample_key(audio.relative_to(root)), audio, caption, metadata, problem)
+        relative = audio.relative_to(root)
+        item = SourceItem(sample_key(relative), audio, caption, metadata, problem)
+        item.relative = relative.as_posix()
         items.append(_finish(item, allow_missing_captions))
     return items
 
@@ -142,10 +203,8 @@ def from_jsonl(manifest: Path, allow_missing_captions: bool = False) -> list[Sou
         if problem and problem.startswith("missing caption") and allow_missing_captions:
             caption, problem = "", None
         metadata = {**{k: v for k, v in entry.items() if k != "path"}, **info}
-        key = sample_key(_relative_or_name(path, manifest.parent))
-        items.append(
-            _finish(SourceItem(key, path, caption, metadata, problem), allow_missing_captions)
-        )
+        item = _manifest_item(path, manifest, caption, metadata, problem)
+        items.append(_finish(item, allow_missing_captions))
     return items
 
 
@@ -163,17 +222,49 @@ def from_csv(manifest: Path, allow_missing_captions: bool = False) -> list[Sourc
             path = Path(row["path"])
             path = path if path.is_absolute() else manifest.parent / path
             metadata = {k: v for k, v in row.items() if k not in ("path", "caption") and v}
-            key = sample_key(_relative_or_name(path, manifest.parent))
-            item = SourceItem(key, path, (row.get("caption") or "").strip(), metadata)
+            caption = (row.get("caption") or "").strip()
+            item = _manifest_item(path, manifest, caption, metadata, None)
             items.append(_finish(item, allow_missing_captions))
     return items
 
 
-def _relative_or_name(path: Path, root: Path) -> Path:
+def _manifest_item(
+    path: Path,
+    manifest: Path,
+    caption: str | None,
+    metadata: dict[str, Any],
+    problem: str | None,
+) -> SourceItem:
+    """Keyed by the path relative to the manifest's folder, or by the name for files
+    elsewhere (then named by their absolute path, so equal names stay distinct sources)."""
     try:
-        return path.resolve().relative_to(root.resolve())
+        relative = path.resolve().relative_to(manifest.parent.resolve())
+        identity = relative.as_posix()
     except ValueError:
-        return Path(path.name)
+        relative, identity = Path(path.name), path.resolve().as_posix()
+    item = SourceItem(sample_key(relative), path, caption, metadata, problem)
+    item.relative = identity
+    return item
+
+
+def make_keys_distinct(items: list[SourceItem]) -> None:
+    """The same source listed twice is a duplicate; distinct sources whose keys collide
+    (`x.wav` and `x.flac`, a file outside a manifest's folder named like one inside) each
+    get a hash of their path."""
+    by_key: dict[str, list[SourceItem]] = {}
+    for item in items:
+        if item.problem is None:
+            by_key.setdefault(item.key, []).append(item)
+    for sharing in by_key.values():
+        first_of_source: dict[str, SourceItem] = {}
+        for item in sharing:
+            if item.relative in first_of_source:
+                item.problem = f"duplicate entry of {item.relative} (key {item.key!r})"
+            else:
+                first_of_source[item.relative] = item
+        if len(first_of_source) > 1:
+            for item in first_of_source.values():
+                item.with_distinct_key()
 
 
 def discover(source: str | Path, allow_missing_captions: bool = False) -> list[SourceItem]:
@@ -189,9 +280,5 @@ def discover(source: str | Path, allow_missing_captions: bool = False) -> list[S
         raise FileNotFoundError(f"input {source} does not exist")
     else:
         raise ValueError(f"input {source} must be a folder, a .jsonl or a .csv manifest")
-    seen: set[str] = set()
-    for item in items:
-        if item.problem is None and item.key in seen:
-            item.problem = f"duplicate key {item.key!r}"
-        seen.add(item.key)
+    make_keys_distinct(items)
     return items

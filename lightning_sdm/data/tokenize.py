@@ -122,6 +122,7 @@ class EncodeModule(L.LightningModule):
                     seconds=audio.seconds(self.codec.sample_rate),
                     source=str(item.path),
                     source_sample_rate=audio.source_sample_rate,
+                    fingerprint=record.get("fingerprint"),
                 )
             )
         return results

@@ -1,4 +1,6 @@
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -58,12 +60,58 @@ def test_jsonl_manifest_in_audiocraft_format(tmp_path):
     assert "bad manifest line 3" in items[2].problem
 
 
-def test_csv_manifest_and_duplicate_keys(tmp_path):
+def test_csv_manifest_and_duplicate_entries(tmp_path):
     _wav(tmp_path / "x.wav")
     (tmp_path / "list.csv").write_text("path,caption,artist\nx.wav,first,me\nx.wav,again,me\n")
     first, second = discover(tmp_path / "list.csv")
     assert first.caption == "first" and first.metadata == {"artist": "me"}
-    assert "duplicate key" in second.problem
+    assert second.problem == "duplicate entry of x.wav (key 'x')"
+
+
+def test_keys_are_distinct_for_distinct_files(tmp_path):
+    """Sanitising must never make two files one: non-Latin names, spaces against dots,
+    the same stem with two extensions, a manifest naming files in two other folders."""
+    names = ["音楽.wav", "映画.wav", "rock song.wav", "rock.song.wav", "x.wav", "x.flac",
+             "a/b.wav", "a__b.wav"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        _wav(tmp_path / name)
+        (tmp_path / name).with_suffix(".txt").write_text("caption")
+    items = discover(tmp_path)
+    assert [i.problem for i in items] == [None] * len(names)
+    keys = [i.key for i in items]
+    assert len(set(keys)) == len(names)
+    assert {"音楽", "映画"} <= set(keys)  # letters of any script are kept as they are
+    assert all(re.fullmatch(r"[\w\-]+", key) and "." not in key for key in keys)
+    assert discover(tmp_path) and [i.key for i in discover(tmp_path)] == keys  # stable
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        _wav(tmp_path / folder / "same.wav")
+    manifest = tmp_path / "m" / "list.csv"
+    manifest.parent.mkdir()
+    manifest.write_text(f"path,caption\n{tmp_path}/one/same.wav,a\n{tmp_path}/two/same.wav,b\n")
+    first, second = discover(manifest)
+    assert first.problem is None and second.problem is None and first.key != second.key
+
+
+def test_an_unreadable_folder_is_reported(tmp_path, monkeypatch):
+    _wav(tmp_path / "ok.wav")
+    (tmp_path / "ok.txt").write_text("fine")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # root reads any folder: refuse it here
+    items = discover(tmp_path)
+    assert [(i.path, i.problem) for i in items if i.problem] == [
+        (locked, "unreadable folder: Permission denied")
+    ]
+    assert [i.key for i in items if not i.problem] == ["ok"]
 
 
 def test_csv_without_required_columns_fails_clearly(tmp_path):
@@ -75,7 +123,8 @@ def test_csv_without_required_columns_fails_clearly(tmp_path):
 def test_keys_are_webdataset_safe():
     from pathlib import Path
 
-    assert sample_key(Path("dir/a.b c.wav")) == "dir__a_b_c"
+    assert re.fullmatch(r"dir__a_b_c-[0-9a-f]{8}", sample_key(Path("dir/a.b c.wav")))
+    assert sample_key(Path("dir/abc.wav")) == "dir__abc"
 
 
 def test_caption_prefers_the_description():

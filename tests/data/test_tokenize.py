@@ -107,7 +107,7 @@ def test_every_bad_input_is_reported_and_good_items_kept(codec_dir, tmp_path):
     (folder / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     sf.write(folder / "dup.wav", np.zeros(64000), 32000)
     (folder / "dup.txt").write_text("first")
-    sf.write(folder / "dup.flac", np.zeros(64000), 32000)  # same key "dup"
+    sf.write(folder / "dup.flac", np.zeros(64000), 32000)  # same stem: both kept, distinct keys
     summary = run(folder, tmp_path / "out", codec_dir)
     reasons = {r["source"].rsplit("/", 1)[-1]: r["reason"] for r in summary.rejected}
     assert reasons["corrupt.wav"].startswith("unreadable audio")
@@ -117,10 +117,10 @@ def test_every_bad_input_is_reported_and_good_items_kept(codec_dir, tmp_path):
     assert reasons["short.wav"].startswith("too short")
     assert reasons["nocaption.wav"].startswith("missing caption")
     assert "not UTF-8" in reasons["latin1.wav"]
-    assert "duplicate key" in reasons["dup.wav"]
-    assert summary.total_items == len(CASES) + 1  # the good items and the first "dup"
+    assert "dup.wav" not in reasons and "dup.flac" not in reasons
+    assert summary.total_items == len(CASES) + 2  # the good items and both "dup"s
     index = json.loads((tmp_path / "out" / INDEX_FILE).read_text())
-    assert len(index["rejected"]) == len(summary.rejected) == 8
+    assert len(index["rejected"]) == len(summary.rejected) == 7
 
 
 def test_killed_run_resumes_without_duplicates_or_losses(codec_dir, tmp_path, monkeypatch):
@@ -175,6 +175,57 @@ def test_new_files_are_added_to_new_shards(codec_dir, tmp_path):
     (tmp_path / "in" / "late.txt").write_text("arrived later")
     summary = run(tmp_path / "in", tmp_path / "out", codec_dir)
     assert summary.new_items == 1 and summary.total_items == len(CASES) + 1
+
+
+def test_files_whose_names_sanitise_alike_are_each_tokenized_in_any_order(codec_dir, tmp_path):
+    """`音楽.wav` and `映画.wav`, `rock song.wav` and `rock.song.wav`: all kept, in one run
+    and when the second arrives in a later run."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("音楽", "rock song"):
+        sf.write(folder / f"{name}.wav", np.zeros(64000), 32000)
+        (folder / f"{name}.txt").write_text(name)
+    first = run(folder, tmp_path / "out", codec_dir)
+    assert first.new_items == 2 and not first.rejected
+    for name in ("映画", "rock.song"):
+        sf.write(folder / f"{name}.wav", np.zeros(64000), 32000)
+        (folder / f"{name}.txt").write_text(name)
+    second = run(folder, tmp_path / "out", codec_dir)
+    assert (second.new_items, second.already_present, second.total_items) == (2, 2, 4)
+    captions = sorted(s["info"]["caption"] for s in all_samples(tmp_path / "out"))
+    assert captions == sorted(["音楽", "映画", "rock song", "rock.song"])
+    keys = [s["key"] for s in all_samples(tmp_path / "out")]
+    assert len(set(keys)) == 4
+
+
+def test_a_new_file_under_a_stored_key_is_kept_and_a_changed_one_is_reported(codec_dir, tmp_path):
+    """ "Already present" means the same source, not the same key."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "x.wav", np.zeros(64000), 32000)
+    (folder / "x.txt").write_text("wav")
+    run(folder, tmp_path / "out", codec_dir)
+    (folder / "x.wav").unlink()
+    sf.write(folder / "x.flac", np.zeros(64000), 32000)  # the same key "x", another source
+    summary = run(folder, tmp_path / "out", codec_dir)
+    assert summary.new_items == 1 and summary.total_items == 2
+    sf.write(folder / "x.flac", np.ones(96000) * 0.1, 32000)  # edited after tokenizing
+    summary = run(folder, tmp_path / "out", codec_dir)
+    assert summary.new_items == 0
+    assert [r["reason"].split(" into ")[0] for r in summary.rejected] == [
+        "changed since it was tokenized"
+    ]
+
+
+def test_folders_written_before_sources_were_recorded_still_resume(codec_dir, tmp_path):
+    make_folder(tmp_path / "in")
+    run(tmp_path / "in", tmp_path / "out", codec_dir)
+    for sidecar in (tmp_path / "out").glob("shard-*.json"):
+        data = json.loads(sidecar.read_text())
+        del data["sources"]  # as earlier versions wrote them
+        sidecar.write_text(json.dumps(data))
+    summary = run(tmp_path / "in", tmp_path / "out", codec_dir)
+    assert summary.new_items == 0 and summary.already_present == len(CASES)
 
 
 def test_a_different_codec_is_refused_for_an_existing_output(codec_dir, tmp_path):
