@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 from typing import Literal
 
 from lightning_sdm.codecs import CodecConfig
@@ -337,38 +338,51 @@ def plot(run: str, output: str | None = None) -> int:
 
 def serve(
     model: list[str] | None = None,
+    models_dir: list[str] | None = None,
     compare: list[str] | None = None,
     prompts: str | None = None,
     answers: str = "listening/answers.jsonl",
     no_preference: bool = False,
     host: str = "127.0.0.1",
     port: int = 8000,
+    token: str | None = None,
     output_dir: str = "served",
     codec_dir: str | None = None,
+    max_loaded_models: int = 2,
 ) -> int:
     """A local web app: generate and listen (wav, spectrogram, settings), and a blind A/B
     listening test of two systems' samples.
 
     Args:
         model: Model directories or fit checkpoints listed on the generate page (repeat
-            --model; any other path can be typed on the page).
+            --model). The app loads these and what is under --models_dir, nothing else.
+        models_dir: Folders whose model directories and checkpoints the page may load
+            (repeatable).
         compare: Two folders of generated wavs, DIR_A DIR_B: the A/B test at /compare pairs
             them by the prompt in generate's JSON sidecars (or same-named .txt captions).
         prompts: Only these prompts (a text file, one per line, or generate's JSONL).
         answers: The JSONL every answer is appended to (and read back to resume).
         no_preference: Offer "no preference" (default: forced choice).
-        host: Address to bind (127.0.0.1: this machine only; 0.0.0.0 opens it to the
-            network, with no login).
+        host: Address to bind. 127.0.0.1 (default): this machine only. Any other address
+            opens the app to the network and then every API call needs a token.
         port: Port.
+        token: The token off loopback (default: a new random one, printed in the address).
         output_dir: Where the generate page's results go (one folder per request).
         codec_dir: The codec for models that do not carry one.
+        max_loaded_models: Models kept in memory at once (least recently used is dropped).
     """
     import uvicorn
 
+    from lightning_sdm.app.guard import AccessPolicy, is_loopback, new_token
     from lightning_sdm.app.server import CompareTest, create_app, describe
     from lightning_sdm.listening.answers import AnswerLog
     from lightning_sdm.listening.pairs import pair_systems
 
+    if max_loaded_models < 1:
+        raise UserInputError(f"--max_loaded_models must be at least 1, got {max_loaded_models}")
+    for folder in models_dir or []:
+        if not Path(folder).is_dir():
+            raise UserInputError(f"--models_dir {folder} is not a folder")
     test = None
     if compare is not None:
         if len(compare) != 2:
@@ -378,9 +392,24 @@ def serve(
         print(describe(test))
     elif prompts is not None:
         raise UserInputError("--prompts selects the prompts of an A/B test: add --compare")
-    app = create_app(model, test, output_dir, codec_dir)
+    local = is_loopback(host)
+    if not local:
+        token = token or new_token()
+    elif token is not None:
+        print("note: --token is used only off loopback (--host other than 127.0.0.1)")
+        token = None
+    policy = AccessPolicy(bind_host=host, token=token)
+    app = create_app(model, test, output_dir, codec_dir, models_dir, policy, max_loaded_models)
     page = "/compare" if test is not None else "/"
-    print(f"serving on http://{host}:{port}{page} (Ctrl+C stops)", flush=True)
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    address = f"http://{shown}:{port}{page}" + (f"?token={token}" if token else "")
+    if not local:
+        print(
+            f"warning: serving on {host}, reachable from the network; anyone with the token "
+            "can generate and answer. Open the address below (it carries the token).",
+            flush=True,
+        )
+    print(f"serving on {address} (Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 

@@ -1,11 +1,17 @@
 """Generation jobs of the web app: one at a time in a worker thread (generation takes every
-core), with the progress the page polls and the files each result made."""
+core), with the progress the page polls, cancel, and the files each result made.
+
+What one request may cost is bounded (prompts, their length, seconds, the queue), and so
+is the number of models kept loaded (least recently used goes first).
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +23,19 @@ from lightning_sdm.generation.source import GenerationSource, load_path
 from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
 
 MAX_SECONDS = 120.0  # one request from the page; longer ones belong to the command line
+MAX_PROMPTS = 16  # per request
+MAX_PROMPT_CHARS = 1000  # T5 reads 512 tokens at most
+MAX_TOTAL_SECONDS = 600.0  # prompts x seconds per request
+MAX_QUEUED = 8  # jobs waiting or running; more is refused (HTTP 429)
+MAX_LOADED_MODELS = 2
+
+
+class QueueFull(Exception):
+    """Too many jobs are waiting: try again when one has finished."""
+
+
+class JobCancelled(Exception):
+    """Raised from the progress hook to stop a running job."""
 
 
 @dataclass
@@ -39,11 +58,16 @@ class GenerationForm:
 class Job:
     job_id: str
     form: GenerationForm
-    status: str = "queued"  # queued, loading, running, done, failed
+    status: str = "queued"  # queued, loading, running, done, failed, cancelled
     done_steps: int = 0
     total_steps: int = 0
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed", "cancelled")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,25 +81,54 @@ class Job:
 
 
 class GenerationJobs:
-    def __init__(self, output_dir: Path, codec_dir: str | None = None) -> None:
+    """`allowed(path)` decides which model paths may be loaded (the server's --model list
+    and --models_dir root); nothing else is opened or even looked at."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        codec_dir: str | None = None,
+        allowed: Callable[[str], bool] = lambda path: True,
+        max_loaded_models: int = MAX_LOADED_MODELS,
+    ) -> None:
         self.output_dir = output_dir
         self.codec_dir = codec_dir
+        self.allowed = allowed
+        self.max_loaded_models = max(1, max_loaded_models)
         self._jobs: dict[str, Job] = {}
-        self._sources: dict[str, GenerationSource] = {}
+        self._sources: OrderedDict[str, GenerationSource] = OrderedDict()
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
     def submit(self, form: GenerationForm) -> Job:
-        prompts = [p.strip() for p in form.prompts if p.strip()]
+        prompts = [p.strip() for p in form.prompts[: MAX_PROMPTS * 4] if p.strip()]
         if not prompts:
             raise UserInputError("type at least one prompt")
+        if len(prompts) > MAX_PROMPTS:
+            raise UserInputError(f"at most {MAX_PROMPTS} prompts per request, got {len(prompts)}")
+        longest = max(len(p) for p in prompts)
+        if longest > MAX_PROMPT_CHARS:
+            raise UserInputError(
+                f"a prompt is at most {MAX_PROMPT_CHARS} characters, got one of {longest}"
+            )
         if not 0 < form.seconds <= MAX_SECONDS:
             raise UserInputError(f"the duration must be in (0, {MAX_SECONDS:g}] s")
+        if len(prompts) * form.seconds > MAX_TOTAL_SECONDS:
+            raise UserInputError(
+                f"at most {MAX_TOTAL_SECONDS:g} s of audio per request (prompts x seconds)"
+            )
+        if not self.allowed(form.model):
+            raise UserInputError(
+                "this server loads only the models it was started with (--model) or those "
+                "under --models_dir"
+            )
         if not Path(form.model).exists():
             raise UserInputError(f"model {form.model} not found")
         form.prompts = prompts
         job = Job(uuid.uuid4().hex[:12], form)
         with self._lock:
+            if sum(not j.finished for j in self._jobs.values()) >= MAX_QUEUED:
+                raise QueueFull(f"{MAX_QUEUED} jobs are waiting or running; try again shortly")
             self._jobs[job.job_id] = job
         self._worker.submit(self._run, job)
         return job
@@ -84,20 +137,39 @@ class GenerationJobs:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def cancel(self, job_id: str) -> Job | None:
+        """A queued job never starts; a running one stops at its next model step."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and not job.finished:
+                job.cancel_requested = True
+                if job.status == "queued":
+                    job.status = "cancelled"
+        return job
+
     def job_dir(self, job_id: str) -> Path:
         return self.output_dir / job_id
 
     def shutdown(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
+    def loaded_models(self) -> list[str]:
+        return list(self._sources)
+
     def _source(self, model: str) -> GenerationSource:
         key = str(Path(model).resolve())
-        if key not in self._sources:
-            self._sources[key] = load_path(model, self.codec_dir)
+        if key in self._sources:
+            self._sources.move_to_end(key)
+            return self._sources[key]
+        while len(self._sources) >= self.max_loaded_models:
+            self._sources.popitem(last=False)  # the least recently used
+        self._sources[key] = load_path(model, self.codec_dir)
         return self._sources[key]
 
     def _run(self, job: Job) -> None:
         form = job.form
+        if job.cancel_requested:
+            return
         try:
             job.status = "loading"
             source = self._source(form.model)
@@ -122,12 +194,16 @@ class GenerationJobs:
 
             def progress(done: int, total: int) -> None:
                 job.done_steps, job.total_steps = done, total
+                if job.cancel_requested:
+                    raise JobCancelled
 
             summary = generate_requests(
                 source, requests, options, self.job_dir(job.job_id), on_progress=progress
             )
             job.results = [self._result(job.job_id, row) for row in summary.rows]
             job.status = "done"
+        except JobCancelled:
+            job.status = "cancelled"
         except (UserInputError, ValueError, FileNotFoundError) as error:
             job.error, job.status = str(error), "failed"
         except Exception as error:  # the page must hear about any failure, not hang

@@ -1,27 +1,34 @@
 """`lightning-sdm serve`: the generate page and the blind A/B page over one FastAPI app.
 
 The A/B page never learns which system it plays: it asks for "the first" and "the second"
-sample of a pair, and the server maps them to A or B per rater and per pair. Pages and
-scripts are served from the package (no CDN), so the app works offline.
+sample of a pair, and the server maps them to A or B per rater and per pair; the audio
+carries no file name, date or tag that could tell them apart, and an answer counts only
+once this rater has fetched both samples. Pages and scripts are served from the package
+(no CDN, no API docs page), so the app works offline. `guard.RequestGuard` stands in
+front of every route (hosts, origins, body size, token).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from lightning_sdm.app.jobs import GenerationForm, GenerationJobs
+from lightning_sdm.app.guard import AccessPolicy, RequestGuard
+from lightning_sdm.app.jobs import GenerationForm, GenerationJobs, QueueFull
+from lightning_sdm.checkpoints import is_checkpoint
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.generation.source import source_family
 from lightning_sdm.listening.answers import (
     AlreadyAnswered,
     AnswerLog,
+    AnswerNotSaved,
     check_rater,
     heard_first,
     rater_order,
@@ -30,6 +37,8 @@ from lightning_sdm.listening.pairs import PairingResult
 
 STATIC = Path(__file__).parent / "static"
 OUTPUT_FILES = {".wav": "audio/wav", ".png": "image/png", ".json": "application/json"}
+MAX_RATERS = 10_000  # raters tracked in memory per test; more are refused
+SLOTS = ("first", "second")
 
 
 @dataclass
@@ -37,16 +46,63 @@ class CompareTest:
     pairing: PairingResult
     answers: AnswerLog
     allow_no_preference: bool = False
+    # (rater, pair_id) -> the samples this rater fetched: an answer needs both.
+    fetched: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def salt(self) -> str:
         return f"{self.pairing.systems['A']}\0{self.pairing.systems['B']}"
+
+    def note_fetched(self, rater: str, pair_id: str, slot: str) -> bool:
+        """False when the test already tracks MAX_RATERS other raters."""
+        with self._lock:
+            raters = {who for who, _ in self.fetched}
+            if rater not in raters and len(raters) >= MAX_RATERS:
+                return False
+            self.fetched.setdefault((rater, pair_id), set()).add(slot)
+            return True
+
+    def heard_both(self, rater: str, pair_id: str) -> bool:
+        with self._lock:
+            return self.fetched.get((rater, pair_id), set()) >= set(SLOTS)
+
+
+class ModelCatalogue:
+    """The models the app may load: those given with --model, and model directories or
+    checkpoints under the --models_dir roots. Any other path is refused unseen."""
+
+    def __init__(self, models: list[str], roots: list[str]) -> None:
+        self.listed = [str(m) for m in models]
+        self.roots = [Path(r).resolve() for r in roots]
+
+    def allows(self, path: str) -> bool:
+        resolved = Path(path).resolve()
+        if any(resolved == Path(m).resolve() for m in self.listed):
+            return True
+        return any(resolved.is_relative_to(root) and resolved != root for root in self.roots)
+
+    def entries(self) -> list[str]:
+        """The listed models, then what sits directly under each root."""
+        found = list(self.listed)
+        for root in self.roots:
+            if not root.is_dir():
+                continue
+            for child in sorted(root.iterdir()):
+                looks_like_model = (child / "config.json").is_file() or child.suffix == ".ckpt"
+                if looks_like_model and (child.is_dir() or is_checkpoint(child)):
+                    found.append(str(child))
+        return list(dict.fromkeys(found))
 
 
 class AnswerBody(BaseModel):
     rater: str
     pair_id: str
     choice: Literal["first", "second", "none"]
+
+
+class CancelBody(BaseModel):
+    pass
 
 
 def _bad_request(error: Exception) -> HTTPException:
@@ -58,16 +114,20 @@ def create_app(
     compare: CompareTest | None = None,
     output_dir: str | Path = "served",
     codec_dir: str | None = None,
-) -> FastAPI:
-    app = FastAPI(title="lightning-sdm", docs_url="/api/docs", redoc_url=None)
-    jobs = GenerationJobs(Path(output_dir), codec_dir)
+    models_dir: list[str] | None = None,
+    policy: AccessPolicy | None = None,
+    max_loaded_models: int = 2,
+) -> Any:
+    """The app behind its request guard (an ASGI app; `.app` is the FastAPI one)."""
+    app = FastAPI(title="lightning-sdm", docs_url=None, redoc_url=None, openapi_url=None)
+    catalogue = ModelCatalogue(list(models or []), list(models_dir or []))
+    jobs = GenerationJobs(Path(output_dir), codec_dir, catalogue.allows, max_loaded_models)
     app.router.add_event_handler("shutdown", jobs.shutdown)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    listed = [str(m) for m in models or []]
 
     @app.get("/", include_in_schema=False)
     def index() -> Any:
-        if compare is not None and not listed:
+        if compare is not None and not catalogue.entries():
             return RedirectResponse("/compare")
         return FileResponse(STATIC / "generate.html")
 
@@ -82,7 +142,7 @@ def create_app(
     @app.get("/api/models")
     def list_models() -> dict[str, Any]:
         entries = []
-        for path in listed:
+        for path in catalogue.entries():
             try:
                 entries.append({"path": path, "family": source_family(path)})
             except UserInputError as error:
@@ -91,6 +151,8 @@ def create_app(
 
     @app.get("/api/family")
     def family(path: str) -> dict[str, str]:
+        if not catalogue.allows(path):
+            raise HTTPException(403, "not a model this server was started with")
         try:
             return {"path": path, "family": source_family(path)}
         except UserInputError as error:
@@ -100,6 +162,8 @@ def create_app(
     def generate(form: GenerationForm) -> dict[str, Any]:
         try:
             job = jobs.submit(form)
+        except QueueFull as error:
+            raise HTTPException(429, str(error)) from error
         except UserInputError as error:
             raise _bad_request(error) from error
         return job.to_dict()
@@ -107,6 +171,13 @@ def create_app(
     @app.get("/api/jobs/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
         job = jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job.to_dict()
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str, body: CancelBody) -> dict[str, Any]:
+        job = jobs.cancel(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
         return job.to_dict()
@@ -173,13 +244,20 @@ def create_app(
     @app.get("/api/compare/audio/{pair_id}/{slot}", include_in_schema=False)
     def pair_audio(
         pair_id: str, slot: Literal["first", "second"], rater: str = Query(...)
-    ) -> FileResponse:
+    ) -> Response:
         current, rater = test(), rater_id(rater)
         pair = pair_of(current, pair_id)
+        if not current.note_fetched(rater, pair_id, slot):
+            raise HTTPException(429, f"this test already has {MAX_RATERS} raters")
         first = heard_first(rater, pair, current.salt)
         system = first if slot == "first" else ("B" if first == "A" else "A")
-        # No file name in the response: it could name the system.
-        return FileResponse(pair.wavs[system], media_type="audio/wav")
+        # The bytes alone: no file name, modification date or ETag that could tell the
+        # systems apart, and nothing a cache could keep.
+        return Response(
+            pair.wavs[system].read_bytes(),
+            media_type="audio/wav",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @app.post("/api/compare/answer")
     def answer(body: AnswerBody) -> dict[str, Any]:
@@ -187,6 +265,8 @@ def create_app(
         pair = pair_of(current, body.pair_id)
         if body.choice == "none" and not current.allow_no_preference:
             raise HTTPException(422, "this test is forced choice: pick the first or the second")
+        if not current.heard_both(rater, pair.pair_id):
+            raise HTTPException(409, "listen to both samples before answering")
         first = heard_first(rater, pair, current.salt)
         second = "B" if first == "A" else "A"
         choice = {"first": first, "second": second, "none": "none"}[body.choice]
@@ -194,6 +274,8 @@ def create_app(
             current.answers.record(rater, pair, choice, first)
         except AlreadyAnswered as error:
             raise HTTPException(409, str(error)) from error
+        except AnswerNotSaved as error:
+            raise HTTPException(503, str(error)) from error
         return {"saved": True, "answered": len(current.answers.answered(rater))}
 
     @app.get("/api/compare/info")
@@ -207,12 +289,14 @@ def create_app(
 
     app.state.jobs = jobs
     app.state.compare = compare
-    return app
+    return RequestGuard(app, policy or AccessPolicy())
 
 
 def describe(compare: CompareTest) -> str:
     """What serve prints at start: the pairs, what was left out and the answers so far."""
     lines = [compare.pairing.summary(), f"answers: {compare.answers.path}"]
+    if compare.answers.set_aside:
+        lines.append(f"  warning: {compare.answers.set_aside}")
     if compare.answers.bad_lines:
         lines.append(f"  {len(compare.answers.bad_lines)} malformed lines skipped:")
         lines += [f"    {line}" for line in compare.answers.bad_lines]

@@ -4,6 +4,7 @@ and for refusing a second answer to the same pair."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -22,6 +23,13 @@ RATER_PATTERN = re.compile(r"^[\w.@+-]{1,64}$")
 
 class AlreadyAnswered(Exception):
     """This rater has answered this pair."""
+
+
+class AnswerNotSaved(Exception):
+    """The answer could not be written whole (a full disk, an I/O error): nothing is kept."""
+
+
+TORN_SUFFIX = ".torn"  # where a torn last line found at start is set aside
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,12 @@ def read_answers(path: str | Path) -> ReadAnswers:
 
 
 class AnswerLog:
-    """Answers of one A/B test (its two systems) in a JSONL, shared by the server's threads."""
+    """Answers of one A/B test (its two systems) in a JSONL, shared by the server's threads.
+
+    Each answer is one whole line or nothing: a failed write is truncated back, and a torn
+    last line found at start (a kill or a full disk during a write) is moved to
+    `ANSWERS.torn` rather than written onto.
+    """
 
     def __init__(self, path: str | Path, systems: dict[str, str]) -> None:
         self.path = Path(path)
@@ -87,17 +100,17 @@ class AnswerLog:
         self._lock = threading.Lock()
         self._answered: set[tuple[str, str]] = set()
         self.bad_lines: list[str] = []
+        self.set_aside: str | None = None  # the torn tail found at start, if any
         self.other_tests = 0  # answers in the file that compared other systems
-        if self.path.is_file():
-            read = read_answers(self.path)
-            self.bad_lines = read.bad_lines
-            for answer in read.answers:
-                if (answer.system_a, answer.system_b) == (systems["A"], systems["B"]):
-                    self._answered.add((answer.rater, answer.pair_id))
-                else:
-                    self.other_tests += 1
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.path)
+        self.set_aside = _set_aside_torn_tail(self.path)
+        read = read_answers(self.path)
+        self.bad_lines = read.bad_lines
+        for answer in read.answers:
+            if (answer.system_a, answer.system_b) == (systems["A"], systems["B"]):
+                self._answered.add((answer.rater, answer.pair_id))
+            else:
+                self.other_tests += 1
 
     def answered(self, rater: str) -> set[str]:
         with self._lock:
@@ -116,17 +129,64 @@ class AnswerLog:
             system_b=self.systems["B"],
             time=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         )
-        line = json.dumps(asdict(answer), ensure_ascii=False) + "\n"
+        line = (json.dumps(asdict(answer), ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
             if (rater, pair.pair_id) in self._answered:
                 raise AlreadyAnswered(f"{rater} has already answered this pair")
-            # One write of the whole line, then to the disk before anyone hears "saved".
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            _append_whole_line(self.path, line)  # on the disk before anyone hears "saved"
             self._answered.add((rater, pair.pair_id))
         return answer
+
+
+def _check_writable(path: Path) -> None:
+    """At start, not at the first answer: one line naming the file and the reason."""
+    if path.is_dir():
+        raise UserInputError(f"answers file {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as error:
+        raise UserInputError(f"answers file {path} cannot be written: {error.strerror}") from None
+
+
+def _set_aside_torn_tail(path: Path) -> str | None:
+    """Move a last line without its newline to ANSWERS.torn; say what was moved."""
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return None
+        cut = data.rfind(b"\n") + 1
+        with open(path.with_name(path.name + TORN_SUFFIX), "ab") as aside:
+            aside.write(data[cut:] + b"\n")
+            aside.flush()
+            os.fsync(aside.fileno())
+        handle.truncate(cut)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fragment = data[cut:].decode("utf-8", errors="replace")
+    return f"a torn last line ({len(data) - cut} bytes: {fragment[:60]!r}) was moved to " + str(
+        path.with_name(path.name + TORN_SUFFIX)
+    )
+
+
+def _append_whole_line(path: Path, line: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(descriptor).st_size
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(descriptor, line[written:])
+            os.fsync(descriptor)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(descriptor, start)  # no half line for the next answer to glue to
+            raise AnswerNotSaved(
+                f"the answer was not saved ({error.strerror or error}); please try again"
+            ) from error
+    finally:
+        os.close(descriptor)
 
 
 def _digest(*parts: str) -> bytes:

@@ -140,3 +140,26 @@ def test_the_generate_page_plays_and_shows_what_it_made(browser, model_dir, tmp_
         time.sleep(0.2)
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "generate-page.png"))
+
+
+def test_an_answer_the_server_could_not_save_is_shown_and_can_be_sent_again(browser, tmp_path):
+    a, b = two_systems(tmp_path / "systems")
+    answers = tmp_path / "answers.jsonl"
+    with served("--compare", str(a), str(b), "--answers", str(answers)) as (url, _):
+        browser.get(f"{url}/compare")
+        browser.find_element(By.ID, "rater").send_keys("rater-08")
+        browser.find_element(By.ID, "begin").click()
+        wait_for(browser, lambda d: progress_text(d) == "Pair 1 of 5")
+        play_both(browser)
+        answers.unlink()
+        answers.mkdir()  # the next write fails (as on a full or broken disk)
+        browser.find_element(By.ID, "choose-first").click()
+        wait_for(browser, lambda d: "Not saved" in d.find_element(By.ID, "error").text)
+        assert progress_text(browser) == "Pair 1 of 5"
+        answers.rmdir()
+        answers.write_text("")
+        wait_for(browser, expected_conditions.element_to_be_clickable((By.ID, "choose-first")))
+        browser.find_element(By.ID, "choose-first").click()
+        wait_for(browser, lambda d: progress_text(d) == "Pair 2 of 5")
+        assert browser.find_element(By.ID, "error").text == ""
+        assert len(answers.read_text().splitlines()) == 1

@@ -17,6 +17,8 @@ def test_answers_survive_kill_9_and_the_rater_continues(tmp_path):
     with served(*argv) as (url, process):
         for _ in range(2):
             pair = httpx.get(f"{url}/api/compare/next", params={"rater": "r1"}).json()["pair"]
+            for slot in ("first", "second"):
+                assert httpx.get(url + pair[slot]).status_code == 200
             reply = httpx.post(
                 f"{url}/api/compare/answer",
                 json={"rater": "r1", "pair_id": pair["pair_id"], "choice": "first"},

@@ -21,3 +21,29 @@ def test_bad_arguments_fail_in_one_line(tmp_path, capsys, argv, message):
     assert main(words) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err
+
+
+def test_serving_off_loopback_warns_and_requires_the_printed_token(tmp_path):
+    import re
+
+    import httpx
+
+    from tests.app.live import served
+
+    argv = ("--host", "0.0.0.0", "--output_dir", str(tmp_path / "served"))
+    with served(*argv) as (url, process):
+        assert httpx.get(f"{url}/api/models").status_code == 401
+        process.kill()
+        output = process.communicate()[0]
+    assert "warning: serving on 0.0.0.0, reachable from the network" in output
+    token = re.search(r"\?token=([\w-]+)", output).group(1)
+    assert len(token) >= 20
+
+
+def test_an_unwritable_answers_file_is_refused_at_start(tmp_path, capsys):
+    a = write_system(tmp_path / "a", ["x"], 200.0)
+    b = write_system(tmp_path / "b", ["x"], 300.0)
+    (tmp_path / "answers").mkdir()
+    argv = ["serve", "--compare", str(a), str(b), "--answers", str(tmp_path / "answers")]
+    assert main(argv) == 2
+    assert "answers file" in capsys.readouterr().err

@@ -5,13 +5,22 @@ import json
 import time
 
 import pytest
-from fastapi.testclient import TestClient
+from fastapi.testclient import TestClient as _TestClient
 
 from lightning_sdm.app.server import CompareTest, create_app
 from lightning_sdm.listening.answers import AnswerLog
 from lightning_sdm.listening.pairs import pair_systems
 from tests.conftest import save_tiny_dit_with_codec, save_tiny_model_with_codec
 from tests.listening.systems import two_systems
+
+
+def TestClient(app, **kwargs):  # noqa: N802: FastAPI's client, as a browser on this machine
+    return _TestClient(app, base_url="http://127.0.0.1:8000", **kwargs)
+
+
+def listen(client, body):
+    """Fetch both samples of the pair in a /next body, as the page's players do."""
+    return [client.get(body["pair"][slot]).content for slot in ("first", "second")]
 
 
 @pytest.fixture
@@ -50,7 +59,7 @@ def test_answers_map_to_systems_per_rater_and_pair(compare_client):
     for rater in (f"r{i}" for i in range(24)):  # all 24 on one side: chance 2^-23
         body = client.get("/api/compare/next", params={"rater": rater}).json()
         pair = pairs[body["pair"]["pair_id"]]
-        first = client.get(body["pair"]["first"]).content
+        first, _ = listen(client, body)
         played_a = first == pair.wavs["A"].read_bytes()
         assert played_a or first == pair.wavs["B"].read_bytes()
         seen_first.add(played_a)
@@ -67,6 +76,7 @@ def test_a_rater_resumes_and_cannot_answer_twice(compare_client):
     for _ in range(3):
         body = client.get("/api/compare/next", params={"rater": "r1"}).json()
         answered.append(body["pair"]["pair_id"])
+        listen(client, body)
         reply = client.post(
             "/api/compare/answer", json={"rater": "r1", "pair_id": answered[-1], "choice": "second"}
         )
@@ -80,6 +90,7 @@ def test_a_rater_resumes_and_cannot_answer_twice(compare_client):
     total = len(test.pairing.pairs)
     for _ in range(total - 3):
         body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+        listen(client, body)
         client.post(
             "/api/compare/answer",
             json={"rater": "r1", "pair_id": body["pair"]["pair_id"], "choice": "first"},
@@ -96,6 +107,7 @@ def test_bad_requests_are_refused_with_reasons(compare_client):
                           json={"rater": "r1", "pair_id": "nope", "choice": "first"})  # fmt: skip
     assert unknown.status_code == 404
     body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    listen(client, body)
     forced = client.post(
         "/api/compare/answer",
         json={"rater": "r1", "pair_id": body["pair"]["pair_id"], "choice": "none"},
@@ -136,12 +148,14 @@ def test_the_generate_api_runs_a_job_with_progress_and_files(model_dir, tmp_path
 
 
 def test_generate_requests_that_cannot_run_say_why(model_dir, tmp_path):
-    with TestClient(create_app(output_dir=tmp_path / "served")) as client:
-        missing = client.post("/api/generate", json={"model": "/none", "prompts": ["a"]})
-        assert missing.status_code == 400 and "model /none not found" in missing.json()["detail"]
+    (tmp_path / "models").mkdir()
+    app = create_app(output_dir=tmp_path / "served", models_dir=[str(tmp_path / "models")])
+    with TestClient(app) as client:
+        absent = str(tmp_path / "models" / "none")
+        missing = client.post("/api/generate", json={"model": absent, "prompts": ["a"]})
+        assert missing.status_code == 400 and "none not found" in missing.json()["detail"]
         empty = client.post("/api/generate", json={"model": str(model_dir), "prompts": [" "]})
         assert empty.status_code == 400 and "at least one prompt" in empty.json()["detail"]
-        assert client.get("/api/family", params={"path": "/none"}).status_code == 400
         assert client.get("/compare").status_code == 404
 
 

@@ -43,7 +43,7 @@ def test_answers_are_on_disk_when_recorded_and_a_new_log_resumes(tmp_path, pairi
     assert saved["system_a"] == pairing.systems["A"] and saved["prompt"] == first.prompt
 
 
-def test_a_line_cut_short_by_a_crash_is_reported_and_the_rest_kept(tmp_path, pairing):
+def test_a_line_cut_short_by_a_crash_is_set_aside_and_never_written_onto(tmp_path, pairing):
     path = tmp_path / "answers.jsonl"
     log = AnswerLog(path, pairing.systems)
     log.record("r1", pairing.pairs[0], "A", "A")
@@ -53,8 +53,53 @@ def test_a_line_cut_short_by_a_crash_is_reported_and_the_rest_kept(tmp_path, pai
     assert len(read.answers) == 1 and read.bad_lines == [
         f"{path}:2: not JSON (Unterminated string starting at)"
     ]
-    resumed = AnswerLog(path, pairing.systems)
-    assert resumed.answered("r1") == {pairing.pairs[0].pair_id} and resumed.bad_lines
+    resumed = AnswerLog(path, pairing.systems)  # the restarted server
+    assert "torn last line" in resumed.set_aside and str(path) + ".torn" in resumed.set_aside
+    assert (tmp_path / "answers.jsonl.torn").read_text() == '{"rater": "r1", "pair_id": "ab\n'
+    resumed.record("r2", pairing.pairs[1], "B", "A")  # appended as its own line
+    read = read_answers(path)
+    assert not read.bad_lines and [a.rater for a in read.answers] == ["r1", "r2"]
+    assert AnswerLog(path, pairing.systems).answered("r2") == {pairing.pairs[1].pair_id}
+
+
+def test_a_failed_write_keeps_nothing_of_the_answer_and_can_be_retried(
+    tmp_path, pairing, monkeypatch
+):
+    """A full disk halfway through a line: the answer is refused, the file is as before,
+    and the same answer saves once there is room again."""
+    import os
+
+    from lightning_sdm.listening.answers import AnswerNotSaved
+
+    path = tmp_path / "answers.jsonl"
+    log = AnswerLog(path, pairing.systems)
+    log.record("r1", pairing.pairs[0], "A", "A")
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(descriptor, data):
+        if len(data) > 10:
+            return real_write(descriptor, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(AnswerNotSaved, match="No space left on device"):
+        log.record("r1", pairing.pairs[1], "B", "A")
+    assert path.read_bytes() == before
+    assert log.answered("r1") == {pairing.pairs[0].pair_id}
+    monkeypatch.setattr(os, "write", real_write)
+    log.record("r1", pairing.pairs[1], "B", "A")
+    assert [a.pair_id for a in read_answers(path).answers] == [p.pair_id for p in pairing.pairs[:2]]
+
+
+def test_an_answers_file_that_cannot_be_written_is_refused_at_start(tmp_path, pairing):
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(UserInputError, match="is a folder"):
+        AnswerLog(tmp_path / "folder.jsonl", pairing.systems)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(UserInputError, match="cannot be written"):
+        AnswerLog(blocked / "answers.jsonl", pairing.systems)  # a file where a folder must be
 
 
 def test_answers_of_another_test_in_the_same_file_do_not_count_as_answered(tmp_path, pairing):

@@ -13,8 +13,8 @@ function updateButtons() {
 async function next() {
   $("error").textContent = "";
   const response = await fetch(`/api/compare/next?rater=${encodeURIComponent(rater)}`);
+  if (!response.ok) { throw new Error(await detailOf(response)); }
   const body = await response.json();
-  if (!response.ok) { throw new Error(body.detail); }
   $("progress").max = body.total;
   $("progress").value = body.answered;
   if (body.done) {
@@ -33,22 +33,43 @@ async function next() {
   updateButtons();
 }
 
+async function detailOf(response) {
+  try {
+    const body = await response.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch {
+    return `the server answered ${response.status}`;
+  }
+}
+
 async function answer(choice) {
   for (const id of ["choose-first", "choose-second", "choose-none"]) { $(id).disabled = true; }
-  const response = await fetch("/api/compare/answer", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ rater, pair_id: current.pair_id, choice }),
-  });
-  if (!response.ok && response.status !== 409) {  // 409: answered already (another tab)
-    const body = await response.json();
-    $("error").textContent = body.detail;
+  $("error").textContent = "";
+  let response;
+  try {
+    response = await fetch("/api/compare/answer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ rater, pair_id: current.pair_id, choice }),
+    });
+  } catch {
+    $("error").textContent = "Could not reach the server: your answer was not saved. Try again.";
     updateButtons();
+    return;
+  }
+  const already = response.status === 409 && (await response.clone().text()).includes("already");
+  if (!response.ok && !already) {  // already answered (another tab): move on
+    $("error").textContent = `Not saved: ${await detailOf(response)}`;
+    updateButtons();  // the same choice can be sent again
     return;
   }
   $("first").pause();
   $("second").pause();
-  await next();
+  try {
+    await next();
+  } catch (error) {
+    $("error").textContent = error.message;
+  }
 }
 
 async function begin() {
@@ -56,7 +77,7 @@ async function begin() {
   $("start-error").textContent = "";
   try {
     const response = await fetch(`/api/compare/next?rater=${encodeURIComponent(rater)}`);
-    if (!response.ok) { throw new Error((await response.json()).detail); }
+    if (!response.ok) { throw new Error(await detailOf(response)); }
     localStorage.setItem("lightning-sdm-rater", rater);
     $("start").classList.add("hidden");
     $("test").classList.remove("hidden");

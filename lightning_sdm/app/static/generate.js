@@ -1,14 +1,18 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 let family = "lm";
+let jobId = null;
 
 function modelPath() {
-  return $("model-path").value.trim() || $("model-select").value;
+  return $("model-select").value;
 }
 
 async function showFamily() {
   const path = modelPath();
-  if (!path) { $("family").textContent = "No model listed: type a path."; return; }
+  if (!path) {
+    $("family").textContent = "No model: start serve with --model DIR or --models_dir DIR.";
+    return;
+  }
   const response = await fetch(`/api/family?path=${encodeURIComponent(path)}`);
   const body = await response.json();
   if (!response.ok) { $("family").textContent = body.detail; return; }
@@ -65,7 +69,7 @@ function render(results) {
   }
 }
 
-async function poll(jobId) {
+async function poll() {
   for (;;) {
     const response = await fetch(`/api/jobs/${jobId}`);
     const job = await response.json();
@@ -77,6 +81,7 @@ async function poll(jobId) {
     $("progress-text").textContent = `${job.status}${steps}`;
     if (job.status === "done") { render(job.results); return; }
     if (job.status === "failed") { throw new Error(job.error); }
+    if (job.status === "cancelled") { return; }
     await new Promise((resolve) => setTimeout(resolve, 400));
   }
 }
@@ -85,6 +90,7 @@ async function generate(event) {
   event.preventDefault();
   $("error").textContent = "";
   $("generate").disabled = true;
+  $("cancel").disabled = false;
   $("progress-box").classList.remove("hidden");
   $("progress").value = 0;
   try {
@@ -98,19 +104,31 @@ async function generate(event) {
     const response = await fetch("/api/generate", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
-    const job = await response.json();
+    let job;
+    try { job = await response.json(); } catch { job = { detail: `server error ${response.status}` }; }
     if (!response.ok) {
       throw new Error(typeof job.detail === "string" ? job.detail : JSON.stringify(job.detail));
     }
-    await poll(job.job_id);
+    jobId = job.job_id;
+    await poll();
   } catch (error) {
     $("error").textContent = error.message;
   } finally {
     $("generate").disabled = false;
+    $("cancel").disabled = true;
+    jobId = null;
   }
+}
+
+async function cancel() {
+  if (!jobId) { return; }
+  $("cancel").disabled = true;
+  await fetch(`/api/jobs/${jobId}/cancel`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+  });
 }
 
 $("form").addEventListener("submit", generate);
 $("model-select").addEventListener("change", showFamily);
-$("model-path").addEventListener("change", showFamily);
+$("cancel").addEventListener("click", cancel);
 loadModels();
