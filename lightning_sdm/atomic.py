@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from lightning_sdm.errors import UserInputError
+
 PARTIAL_MARK = ".sdm-partial-"
 RETIRED_MARK = ".sdm-retired-"  # an old folder moved aside while a new one takes its place
 
@@ -120,3 +122,24 @@ def replace_directory(destination: str | Path, build: Callable[[Path], None]) ->
         shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_directory(destination.parent)
+
+
+def check_output_folder(destination: str | Path, overwrite: bool) -> None:
+    """An existing folder that holds anything is refused unless `overwrite`."""
+    destination = Path(destination)
+    if destination.exists() and not destination.is_dir():
+        raise UserInputError(f"{destination} is a file; give a folder")
+    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
+        raise UserInputError(
+            f"{destination} already holds files: pass --overwrite to replace it whole, or "
+            "choose another folder"
+        )
+
+
+def write_directory(
+    destination: str | Path, build: Callable[[Path], None], overwrite: bool
+) -> None:
+    """Fill a new folder with `build`; an existing one that holds anything is refused
+    unless `overwrite`, and then replaced whole (no stale file of the old one survives)."""
+    check_output_folder(destination, overwrite)
+    replace_directory(destination, build)

@@ -7,6 +7,7 @@ Each parameter's type and default become an option (`--codec.pretrained`,
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -86,6 +87,8 @@ def tokenize(
     if not summary.reporting:
         return 0  # another rank wrote the index and reports
     print(summary)
+    if summary.stopped_by is not None:
+        return 128 + summary.stopped_by  # the shell's code for that signal
     if not summary.ok:
         print("error: nothing could be tokenized", file=sys.stderr)
         return 1
@@ -117,6 +120,7 @@ def generate(
     precision: str = "fp32",
     pack_weights: bool = True,
     spectrograms: bool = False,
+    overwrite: bool = False,
 ) -> int:
     """Generate audio (a wav + JSON sidecar per prompt) and codes or latents from a model or
     checkpoint of either family (codebook LM or latent diffusion).
@@ -156,7 +160,11 @@ def generate(
             faster steps for one more copy of the LM's weights in memory while decoding
             (--pack_weights false: PyTorch's own matmuls).
         spectrograms: Also write a spectrogram PNG beside each wav.
+        overwrite: Replace an output folder that already holds files, whole (written beside
+            it and swapped in, so no stale file of an earlier run stays to be paired with
+            these); without it such a folder is refused before anything is generated.
     """
+    from lightning_sdm.atomic import check_output_folder, write_directory
     from lightning_sdm.generation import (
         GenerationOptions,
         LongerThanTrainedWarning,
@@ -164,7 +172,9 @@ def generate(
         load_source,
         read_requests,
     )
+    from lightning_sdm.generation.runner import SUMMARY_FILE
 
+    check_output_folder(output_dir, overwrite)  # before loading and decoding for an hour
     source = load_source(model, ckpt, codec_dir)
     if timesteps is not None:
         if timesteps < 1:
@@ -184,11 +194,19 @@ def generate(
         pack_weights=pack_weights,
         spectrograms=spectrograms,
     )
+    made = []
+
+    def write(folder: Path) -> None:
+        summary = generate_requests(source, requests, options, folder)
+        summary.output = Path(output_dir)  # where it will be, not the folder it is built in
+        (folder / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
+        made.append(summary)
+
     with warnings.catch_warnings():
         warnings.simplefilter("always", LongerThanTrainedWarning)
         warnings.showwarning = _one_line_warning  # at once, before the long generation
-        summary = generate_requests(source, requests, options, output_dir)
-    print(summary)
+        write_directory(output_dir, write, overwrite)
+    print(made[0])
     return 0
 
 
@@ -255,6 +273,7 @@ def export(
     merge: bool = False,
     format: Literal["lightning_sdm", "transformers"] = "lightning_sdm",
     model: str | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Turn a checkpoint into a model directory (EMA weights, safetensors + JSON); a codec
     task's checkpoint becomes an EncodecModel directory.
@@ -270,21 +289,26 @@ def export(
             directory (delay-pattern models with MusicGen's layout, e.g. imported ones and
             their fine-tunes; an adapter is merged).
         model: Or, for --format transformers, a model directory instead of a checkpoint.
+        overwrite: Replace an existing non-empty output folder whole (it is written beside
+            it and swapped in); without it such a folder is refused.
     """
     if format == "transformers":
+        from lightning_sdm.atomic import write_directory
         from lightning_sdm.convert.to_transformers import export_to_transformers
         from lightning_sdm.generation import load_source
 
         source = load_source(model, ckpt, codec_dir)
         codec = source.codec.model if source.codec is not None else None
-        written = export_to_transformers(source.model, codec, output)
-        print(f"exported {model or ckpt} to {written} (MusicgenForConditionalGeneration)")
+        write_directory(
+            output, lambda folder: export_to_transformers(source.model, codec, folder), overwrite
+        )
+        print(f"exported {model or ckpt} to {output} (MusicgenForConditionalGeneration)")
         return 0
     if ckpt is None:
         raise UserInputError("export needs --ckpt (a checkpoint written by fit)")
     from lightning_sdm.export import export_checkpoint
 
-    written = export_checkpoint(ckpt, output, codec_dir, merge)
+    written = export_checkpoint(ckpt, output, codec_dir, merge, overwrite)
     print(f"exported {ckpt} to {written}")
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lightning_sdm.atomic import write_directory
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.errors import UserInputError
 
@@ -26,25 +27,42 @@ def export_checkpoint(
     output: str | Path,
     codec_dir: str | None = None,
     merge: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write config.json + model.safetensors (+ text_encoder/, codec/) from a checkpoint.
+
+    An existing non-empty `output` is refused unless `overwrite`, and then replaced whole:
+    the export is written beside it and swapped in, so no file of the old model remains.
 
     With EMA weight averaging, Lightning stores the averaged weights as the checkpoint's
     state_dict (the raw ones under current_model_state), so the export carries EMA weights.
     A LoRA run's checkpoint exports as its adapter alone (over the directory it started
     from), or with `merge` as a whole model with the adapter folded in.
     """
-    from lightning_sdm.checkpoints import is_checkpoint, load_checkpoint
+    from lightning_sdm.checkpoints import is_checkpoint, load_checkpoint, require_readable
+
+    checkpoint_path = Path(checkpoint_path)
+    if not is_checkpoint(checkpoint_path):
+        raise FileNotFoundError(f"checkpoint {checkpoint_path} not found")
+    require_readable(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)  # a file, or FSDP's folder of shards
+    write_directory(
+        output,
+        lambda folder: _export_into(checkpoint, checkpoint_path, folder, codec_dir, merge),
+        overwrite,
+    )
+    return Path(output)
+
+
+def _export_into(
+    checkpoint: dict, checkpoint_path: Path, output: Path, codec_dir: str | None, merge: bool
+) -> Path:
     from lightning_sdm.tasks.diffusion_task import (
         DIFFUSION_FAMILY_KEY,
         diffusion_task_from_checkpoint,
     )
     from lightning_sdm.tasks.lm_task import ADAPTER_BASE_KEY, task_from_checkpoint
 
-    checkpoint_path = Path(checkpoint_path)
-    if not is_checkpoint(checkpoint_path):
-        raise FileNotFoundError(f"checkpoint {checkpoint_path} not found")
-    checkpoint = load_checkpoint(checkpoint_path)  # a file, or FSDP's folder of shards
     if "encodec_config" in checkpoint.get("hyper_parameters", {}):
         return _export_codec(checkpoint, output)
     if DIFFUSION_FAMILY_KEY in checkpoint.get("hyper_parameters", {}):

@@ -67,6 +67,24 @@ def test_generate_command_writes_codes(tmp_path, capsys):
     assert [f["prompt"] for f in summary["files"]] == ["a", "b"]
 
 
+def test_generate_never_writes_into_earlier_outputs_unless_told_to(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    argv = ["generate", "--model", str(tmp_path / "model"), "--timesteps", "4", "--no-progress",
+            "--output_dir", str(out)]  # fmt: skip
+    assert main([*argv, "--prompt", "a", "--prompt", "b"]) == 0
+    first = (out / "00-a.json").read_bytes()
+    assert main([*argv, "--prompt", "c"]) == 2
+    assert "already holds files: pass --overwrite" in capsys.readouterr().err
+    assert (out / "00-a.json").read_bytes() == first and (out / "01-b.json").exists()
+    assert main([*argv, "--prompt", "c", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["00-c.json", "codes.pt", "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["output"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]  # nothing left beside
+    (tmp_path / "file").write_text("x")
+    assert main([*argv[:-1], str(tmp_path / "file"), "--prompt", "c"]) == 2
+
+
 def test_generate_continues_in_windows_past_the_training_crops(tmp_path, capsys):
     tiny_model("delay", 1).save_pretrained(tmp_path / "model")
     (tmp_path / "model" / "export.json").write_text(json.dumps({"trained_segment_frames": 8}))
@@ -75,6 +93,7 @@ def test_generate_continues_in_windows_past_the_training_crops(tmp_path, capsys)
     assert main([*argv, "--timesteps", "8"]) == 0
     windows = json.loads((tmp_path / "out" / "00-a.json").read_text())["windows"]
     assert windows == [{"prompt_frames": 0, "frames": 8}]
+    argv.append("--overwrite")
     assert main([*argv, "--timesteps", "12"]) == 0
     assert "warning" not in capsys.readouterr().err
     sidecar = json.loads((tmp_path / "out" / "00-a.json").read_text())

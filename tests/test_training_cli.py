@@ -160,6 +160,25 @@ def test_fit_writes_samples_wandb_files_and_an_exportable_checkpoint(tmp_path, m
     sidecar = json.loads((tmp_path / "a" / "00-caption-of-item0003.json").read_text())
     assert sidecar["model"]["global_step"] == 4 and sidecar["model"]["ema_weights"] is True
 
+    # export onto an existing model: refused; with --overwrite replaced whole (no old codec/)
+    codec = save_random_codec(tmp_path / "codec", seed=0)
+    again = ["export", "--ckpt", str(last), "--output", str(tmp_path / "model")]
+    assert main([*again, "--codec_dir", str(codec)]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert main([*again, "--codec_dir", str(codec), "--overwrite"]) == 0
+    assert (tmp_path / "model" / "codec").is_dir()
+    assert main([*again, "--overwrite"]) == 0
+    assert not (tmp_path / "model" / "codec").exists()  # nothing of the old export stays
+    assert TextToMusicLM.from_pretrained(tmp_path / "model").config == model.config
+    # empty, torn or foreign checkpoints: one line each
+    for content in (b"", b"PK\x03\x04torn"):
+        bad = tmp_path / "bad.ckpt"
+        bad.write_bytes(content)
+        assert main(["export", "--ckpt", str(bad), "--output", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: checkpoint") and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "x").exists()
+
 
 def test_offline_wandb_runs_still_write_a_readable_csv_and_plot(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,14 @@ class EncodecCodec(nn.Module):
 
     @torch.no_grad()
     def encode_with_latents(
-        self, wav: torch.Tensor, keep_latents: bool = True
+        self,
+        wav: torch.Tensor,
+        keep_latents: bool = True,
+        before_chunk: Callable[[], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """wav [B, N] -> (codes [B, C, T], latents [B, D, T] or None), chunked for long input."""
+        """wav [B, N] -> (codes [B, C, T], latents [B, D, T] or None), chunked for long input.
+
+        `before_chunk` runs before each chunk (a stop request raises from it)."""
         if wav.dim() == 1:
             wav = wav[None]
         if wav.dim() == 3 and wav.shape[1] == 1:
@@ -154,6 +160,8 @@ class EncodecCodec(nn.Module):
         context = int(self.config.context_seconds * self.sample_rate) // hop * hop
         codes, latents = [], []
         for start in range(0, wav.shape[-1], chunk):
+            if before_chunk is not None:
+                before_chunk()
             end = min(start + chunk, wav.shape[-1])
             left = max(0, start - context)
             right = min(wav.shape[-1], end + context)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from lightning_sdm.data.shards import (
     write_json_atomic,
 )
 from lightning_sdm.data.sources import Rejection, SourceItem
+from lightning_sdm.data.stopping import SignalStop, StopRequested
 
 RANDOM_CODEC_DIR = "codec"  # where --random-codec saves its codec, inside the output folder
 SHOWN_REJECTIONS = 50  # on the console; index.json lists every one
@@ -75,6 +78,7 @@ class TokenizeSummary:
     total_hours: float
     rejected: list[dict[str, str]]
     reporting: bool = True  # False on ranks other than the one that wrote the index
+    stopped_by: int | None = None  # the signal that stopped the run early, if one did
 
     @property
     def ok(self) -> bool:
@@ -93,25 +97,39 @@ class TokenizeSummary:
         if len(self.rejected) > SHOWN_REJECTIONS:
             hidden = len(self.rejected) - SHOWN_REJECTIONS
             lines.append(f"  ... and {hidden} more (all listed in {INDEX_FILE})")
+        if self.stopped_by is not None:
+            name = signal.Signals(self.stopped_by).name
+            lines.append(f"stopped by {name}: run the same command again to continue")
         return "\n".join(lines)
 
 
 class EncodeModule(L.LightningModule):
-    def __init__(self, codec: EncodecCodec, keep_latents: bool) -> None:
+    """`stop_check` runs before each item and each encode chunk (a stop request raises)."""
+
+    def __init__(
+        self,
+        codec: EncodecCodec,
+        keep_latents: bool,
+        stop_check: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__()
         self.codec = codec
         self.keep_latents = keep_latents
+        self.stop_check = stop_check
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[Any]:
         results: list[Any] = []
         for record in batch:
+            self.stop_check()
             item: SourceItem = record["item"]
             if record["problem"]:
                 results.append(Rejection(str(item.path), record["problem"]))
                 continue
             audio = record["audio"]
             wav = torch.from_numpy(audio.samples)[None]
-            codes, latents = self.codec.encode_with_latents(wav, keep_latents=self.keep_latents)
+            codes, latents = self.codec.encode_with_latents(
+                wav, keep_latents=self.keep_latents, before_chunk=self.stop_check
+            )
             results.append(
                 TokenizedItem(
                     key=item.key,
@@ -257,25 +275,32 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     data.setup("predict")
     _check_codec(output, identity, data.existing_shards)
     previously_stored = len(data.done_keys)
+    stopped_by = None
     if data.todo:
         first = max((shard_number(s["shard"]) for s in data.existing_shards), default=-1) + 1
         publisher = ShardPublisher(config, first, identity)
-        module = EncodeModule(codec, config.keep_latents)
-        if use_trainer:
-            if not _predict_with_trainer(config, publisher, module, data):
-                return TokenizeSummary(
-                    output, publisher.new_items, data.already_present, 0, 0, 0.0, [],
-                    reporting=False,
-                )  # fmt: skip
-        else:
-            _predict_in_process(config, publisher, module, data.loader_for(0, 1))
+        with SignalStop() as stop:
+            module = EncodeModule(codec, config.keep_latents, stop.check)
+            try:
+                if use_trainer:
+                    if not _predict_with_trainer(config, publisher, module, data):
+                        return TokenizeSummary(
+                            output, publisher.new_items, data.already_present, 0, 0, 0.0, [],
+                            reporting=False,
+                        )  # fmt: skip
+                else:
+                    _predict_in_process(config, publisher, module, data.loader_for(0, 1))
+            except StopRequested as stopped:
+                stopped_by = stopped.signum  # the open shard was published; index what is done
     rejections = data.rejections
     for rank_file in sorted(output.glob("rejections.rank*.json")):
         rejections += [Rejection(**r) for r in json.loads(rank_file.read_text(encoding="utf-8"))]
         rank_file.unlink()
-    return write_index(
+    summary = write_index(
         output, identity, rejections, previously_stored, data.already_present, config
     )
+    summary.stopped_by = stopped_by
+    return summary
 
 
 def _predict_with_trainer(

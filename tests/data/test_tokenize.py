@@ -3,8 +3,10 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -378,3 +380,40 @@ def test_the_tokenize_config_examples_load_and_the_demo_one_runs(tmp_path, monke
     index = json.loads((tmp_path / "data" / "demo" / "tokens" / INDEX_FILE).read_text())
     assert index["num_samples"] == 4
     assert (tmp_path / "data" / "demo" / "tokens" / "codec" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_tokenize_within_seconds_mid_track_and_a_rerun_continues(
+    codec_dir, tmp_path, signum
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        sf.write(folder / f"{name}.wav", np.zeros(32000), 16000)
+        (folder / f"{name}.txt").write_text(name)
+    minutes = 12  # about 6 s of encoding with the test codec on a 2-core CPU
+    t = np.arange(minutes * 60 * 16000) / 16000
+    sf.write(folder / "z-long.wav", (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    (folder / "z-long.txt").write_text("long")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "lightning_sdm", "tokenize", str(folder), str(out),
+               "--codec-dir", codec_dir, "--shard_items", "2", "--workers", "1",
+               "--no-progress", "--accelerator", "cpu"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "shard-000000.tar").exists():  # a and b are done: z-long is next
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(2.0)  # into decoding and encoding the long track
+    process.send_signal(signum)
+    signalled = time.monotonic()
+    stdout, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - signalled < 4.0, stderr[-2000:]
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    assert "run the same command again to continue" in stdout and "Traceback" not in stderr
+    assert json.loads((out / INDEX_FILE).read_text())["num_samples"] == 2
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "tokenized 1 new items; 2 were already present" in rerun.stdout
+    keys = sorted(s["key"] for s in all_samples(out))
+    assert keys == ["a", "b", "z-long"]
