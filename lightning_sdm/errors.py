@@ -16,3 +16,10 @@ def user_error_within(error: BaseException) -> UserInputError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def require_positive(owner: str, **values: float) -> None:
+    """One line naming each size or rate that must be above zero (and finite)."""
+    for name, value in values.items():
+        if not (value > 0 and value != float("inf")):
+            raise UserInputError(f"{owner}.{name} must be a positive number, got {value}")

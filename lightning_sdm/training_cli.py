@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from lightning_sdm.callbacks.metrics_plot import MetricsPlot
 from lightning_sdm.callbacks.preemption import ResumableRun
 from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
-from lightning_sdm.checkpoints import AtomicCheckpointIO
+from lightning_sdm.checkpoints import AtomicCheckpointIO, require_readable
 from lightning_sdm.cli_parsing import ErrorFirst
 from lightning_sdm.data.datamodule import TokenShardsDataModule
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.runs import RUN_DIR_ENV, RunPlan, plan_run
 from lightning_sdm.tasks.lm_task import TextToMusicTask
 from lightning_sdm.tracking import METRICS_FILE, run_loggers
@@ -117,6 +119,22 @@ def _exported_run_dir(run_dir: Path | None) -> Iterator[None]:
             os.environ[RUN_DIR_ENV] = previous
 
 
+# Lightning's own checks of trainer settings against the data (val_check_interval longer
+# than an epoch, ...) raise plain ValueErrors from these places: they are the user's to fix.
+_LIGHTNING_SETTING_CHECKS = ("lightning/pytorch/loops/", "lightning/pytorch/trainer/connectors/")
+
+
+def _as_user_error(error: ValueError) -> ValueError:
+    """A ValueError Lightning raised about a trainer setting becomes one line."""
+    if isinstance(error, UserInputError):
+        return error
+    frames = traceback.extract_tb(error.__traceback__)
+    innermost = frames[-1].filename.replace(os.sep, "/") if frames else ""
+    if any(place in innermost for place in _LIGHTNING_SETTING_CHECKS):
+        return UserInputError(" ".join(str(error).split()))
+    return error
+
+
 def _class_path(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
@@ -151,6 +169,15 @@ class SdmCLI(LightningCLI):
             }
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a given checkpoint's hyper-parameters first: a torn or empty one
+        is named in one line here instead of failing inside torch.load."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            require_readable(ckpt_path)
+        super()._parse_ckpt_path()
+
     def _safely(self, method: Any, **kwargs: Any) -> Any:
         # Our checkpoints hold tensors and plain types only, so they load with weights_only.
         if kwargs.get("weights_only") is None:
@@ -160,6 +187,11 @@ class SdmCLI(LightningCLI):
         try:
             with _exported_run_dir(self.run_plan.run_dir if self.run_plan else None):
                 return method(**kwargs)
+        except ValueError as error:
+            converted = _as_user_error(error)
+            if converted is error:
+                raise
+            raise converted from error
         finally:
             _finish_wandb(self.trainer)
 

@@ -85,6 +85,27 @@ def test_generate_never_writes_into_earlier_outputs_unless_told_to(tmp_path, cap
     assert main([*argv[:-1], str(tmp_path / "file"), "--prompt", "c"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--seconds", "1e9"], "1e+09 s for 'a' needs about"),
+        (["--seconds", "0.001"], "0.001 s for 'a' is under one codec frame"),
+        (["--seed", "-1"], "--seed must be in [0, "),
+        (["--seed", str(2**64)], "--seed must be in [0, "),
+    ],
+)
+def test_generate_refuses_what_cannot_run_in_one_line(tmp_path, capsys, option, message):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "a", "--no-progress",
+            "--output_dir", str(tmp_path / "out"), *option]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    if "needs about" in message:
+        assert "GiB of memory: at most about" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_generate_continues_in_windows_past_the_training_crops(tmp_path, capsys):
     tiny_model("delay", 1).save_pretrained(tmp_path / "model")
     (tmp_path / "model" / "export.json").write_text(json.dumps({"trained_segment_frames": 8}))

@@ -363,6 +363,57 @@ def test_a_bad_model_option_is_one_line(tmp_path, capsys, option, message):
     assert len(err) == 1 and err[0].startswith(message), err[:3]
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--data.batch_size", "0"], "data.batch_size must be at least 1"),
+        (["--data.segment_seconds", "0"], "data.segment_seconds must be positive"),
+        (["--trainer.val_check_interval", "1000"], "`val_check_interval` (1000) must be less"),
+        (["--model.optim.lr", "1e400"], "optim.lr must be a positive number, got inf"),
+        (["--model.optim.lr", "1e30"], "optim.lr 1e+30 would diverge at once"),
+        (["--model.lm.num_layers", "0"], "lm.num_layers must be a positive number, got 0"),
+        (["--ckpt_path", "{tmp}/empty.ckpt"], "checkpoint {tmp}/empty.ckpt is empty (0 bytes)"),
+    ],
+)
+def test_settings_that_cannot_train_end_in_one_line(tmp_path, capsys, option, message):
+    """No traceback: the last line says what is wrong, and the run never starts."""
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    config = tiny_config(tmp_path)
+    capsys.readouterr()
+    option = [word.format(tmp=tmp_path) for word in option]
+    assert main(["fit", "--config", str(config), "--trainer.max_steps", "2", *option]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {message.format(tmp=tmp_path)}")
+
+
+def test_a_truncated_shard_stops_fit_in_one_line_before_training(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    shard = tmp_path / "shards" / "shard-000002.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    argv = ["fit", "--config", str(config), "--trainer.max_steps", "2"]
+    assert main([*argv, "--data.on_bad_shard", "fail"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: shard {shard} is ") and "Traceback" not in "".join(err)
+    assert main(argv) == 0  # skip (the default): trains on the others, after a warning
+
+
+def test_a_non_finite_loss_prints_its_line_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from lightning_sdm.tasks import lm_task
+
+    real_loss = lm_task.masked_level_cross_entropy
+    monkeypatch.setattr(lm_task, "masked_level_cross_entropy",
+                        lambda *a: (real_loss(*a)[0] * float("nan"), real_loss(*a)[1]))  # fmt: skip
+    config = tiny_config(tmp_path)
+    capsys.readouterr()
+    assert main(["fit", "--config", str(config), "--trainer.max_steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the training loss became nan at step 0; stopped")
+    assert list((tmp_path / "run").glob("version_0/checkpoints/nonfinite-before-step0.ckpt"))
+
+
 @pytest.mark.slow
 def test_two_process_cpu_fsdp_trains_as_ddp_does(tmp_path):
     """FSDP2 (each decoder layer a shard unit) gives DDP's weights: gradients are reduced

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
@@ -17,7 +17,7 @@ from lightning_sdm.codecs import (
     describe_codec,
 )
 from lightning_sdm.data.demo_audio import ensure_demo_clips
-from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index
+from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index, shard_problem
 from lightning_sdm.data.sources import AUDIO_SUFFIXES
 from lightning_sdm.data.split import KeyFilter, KeySplit
 from lightning_sdm.data.stream import CropConfig, EpochDataLoader, ShardStream
@@ -102,6 +102,9 @@ class TokenShardsDataModule(L.LightningDataModule):
         demo_clips: Synthesise this many captioned clips into prepare_from first when it
             holds no audio (the CPU demo).
         demo_clip_seconds: Length of each demo clip.
+        on_bad_shard: A shard whose tar is truncated or corrupt: `skip` leaves it out with
+            a warning (checked from the member headers when fitting starts, and again when
+            a read fails twice during training), `fail` stops in one line.
     """
 
     always_loads_latents = False
@@ -124,14 +127,24 @@ class TokenShardsDataModule(L.LightningDataModule):
         codec: CodecConfig | None = None,
         demo_clips: int = 0,
         demo_clip_seconds: float = 6.0,
+        on_bad_shard: Literal["skip", "fail"] = "skip",
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if value is not None and value < 1:
+                raise UserInputError(f"data.{name} must be at least 1, got {value}")
+        if not segment_seconds > 0:
+            raise UserInputError(f"data.segment_seconds must be positive, got {segment_seconds}")
+        if num_workers < 0 or holdout_shards < 0:
+            raise UserInputError("data.num_workers and data.holdout_shards cannot be negative")
         if not 0 < min_segment_ratio <= 1:
-            raise ValueError(f"min_segment_ratio must be in (0, 1], got {min_segment_ratio}")
+            raise UserInputError(
+                f"data.min_segment_ratio must be in (0, 1], got {min_segment_ratio}"
+            )
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise UserInputError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if on_bad_shard not in ("skip", "fail"):
+            raise UserInputError(f"data.on_bad_shard is skip or fail, got {on_bad_shard!r}")
         chosen = [
             name
             for name, value in (
@@ -142,7 +155,7 @@ class TokenShardsDataModule(L.LightningDataModule):
             if value
         ]
         if len(chosen) > 1:
-            raise ValueError(f"choose one validation split, not {' and '.join(chosen)}")
+            raise UserInputError(f"choose one validation split, not {' and '.join(chosen)}")
         self.train_dir = Path(train_dir)
         self.val_dir = Path(val_dir) if val_dir else None
         self.val_fraction = val_fraction
@@ -159,6 +172,8 @@ class TokenShardsDataModule(L.LightningDataModule):
         self.codec_config = codec or CodecConfig()
         self.demo_clips = demo_clips
         self.demo_clip_seconds = demo_clip_seconds
+        self.on_bad_shard = on_bad_shard
+        self.bad_shards: dict[str, str] = {}  # path -> why, found when fitting starts
         self._splits: dict[str, SplitShards] | None = None
         self.codec: dict[str, Any] = {}  # identity of the shards' codec, from index.json
         self._summarised = False
@@ -211,8 +226,23 @@ class TokenShardsDataModule(L.LightningDataModule):
             )
 
     def _shards_of(self, folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The index's shards, each checked from its tar headers (a truncated or corrupt one
+        would otherwise pass and crash at its first batch, hours in)."""
         index = load_index(folder)
-        shards = [{**s, "path": str(folder / s["shard"]), "keys": None} for s in index["shards"]]
+        shards = []
+        for entry in index["shards"]:
+            path = folder / entry["shard"]
+            problem = shard_problem(path, entry["num_samples"])
+            if problem is None:
+                shards.append({**entry, "path": str(path), "keys": None})
+                continue
+            if self.on_bad_shard == "fail":
+                raise UserInputError(
+                    f"shard {path} is {problem}; tokenize its audio again, or set "
+                    "data.on_bad_shard=skip to train without it"
+                )
+            self.bad_shards[str(path)] = problem
+            rank_zero_info(f"warning: shard {path} is {problem}; left out (on_bad_shard=skip)")
         return index, shards
 
     def _load(self) -> dict[str, SplitShards]:
@@ -300,6 +330,8 @@ class TokenShardsDataModule(L.LightningDataModule):
         rate = float(self.codec["frame_rate"])
         world = self.trainer.world_size if self.trainer is not None else 1
         lines = [f"data: {self.train_dir} ({describe_codec(self.codec)})"]
+        if self.bad_shards:
+            lines.append(f"  left out: {len(self.bad_shards)} damaged shards (listed above)")
         for name in ("train", "val"):
             side = splits[name]
             if not side.shards:
@@ -376,6 +408,7 @@ class TokenShardsDataModule(L.LightningDataModule):
             seed=self.seed,
             load_latents=self.load_latents,
             key_filter=side.key_filter,
+            skip_bad_shards=self.on_bad_shard == "skip",
         )
         trainer = self.trainer
         epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,3 +218,44 @@ def read_shard(path: Path) -> Iterator[dict[str, Any]]:
     """Decoded samples of one shard, in order."""
     for sample in wds.tariterators.tarfile_samples([{"url": str(path)}]):
         yield decode_sample(sample)
+
+
+def shard_problem(path: str | Path, expected_samples: int | None = None) -> str | None:
+    """Why a shard cannot be read whole, from its member headers alone (no data is read):
+    a truncated or corrupt tar, or fewer samples than its index says. None when sound."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        keys: set[str] = set()
+        with tarfile.open(path, "r:") as archive:
+            for member in archive:
+                if member.offset_data + member.size > size:
+                    return f"truncated: {member.name} ends past the file's {size} bytes"
+                keys.add(member.name.split(".", 1)[0])
+    except (tarfile.TarError, OSError, EOFError) as error:
+        return f"unreadable tar ({error})"
+    if expected_samples is not None and len(keys) != expected_samples:
+        return f"holds {len(keys)} samples, its index says {expected_samples}"
+    return None
+
+
+def read_shard_resilient(
+    path: Path | str, retries: int = 1, on_failure: Any = None
+) -> Iterator[dict[str, Any]]:
+    """`read_shard`, read again (past what was already given) when it fails; after
+    `retries` failures `on_failure(path, error)` decides: it returns to skip the rest of
+    the shard, or raises."""
+    given = 0
+    for attempt in range(retries + 1):
+        try:
+            for index, sample in enumerate(read_shard(Path(path))):
+                if index >= given:
+                    given += 1
+                    yield sample
+            return
+        except Exception as error:  # tar, npy and JSON errors alike: the shard is damaged
+            if attempt == retries:
+                if on_failure is None:
+                    raise
+                on_failure(path, error)
+                return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lightning_sdm.data.shards import read_shard
+from lightning_sdm.data.shards import read_shard_resilient
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class ShardStream(IterableDataset):
         seed: int = 0,
         load_latents: bool = False,
         key_filter: Callable[[str], bool] | None = None,
+        skip_bad_shards: bool = True,
     ) -> None:
         super().__init__()
         if not shards:
@@ -92,6 +94,8 @@ class ShardStream(IterableDataset):
         self.seed = seed
         self.load_latents = load_latents
         self.key_filter = key_filter  # keeps one side of a split by item key
+        self.skip_bad_shards = skip_bad_shards
+        self.skipped_shards: list[str] = []  # in this worker, with a warning each
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -135,9 +139,9 @@ class ShardStream(IterableDataset):
         by_sample = self.key_filter is not None and not self.shuffle
         if len(order) >= readers and not by_sample:
             mine = order[self.rank :: self.world_size][worker::workers]
-            stream = self._kept(s for shard in mine for s in read_shard(shard))
+            stream = self._kept(s for shard in mine for s in self._read(shard))
         else:  # too few shards: every reader scans all and keeps every readers-th sample
-            everything = self._kept(s for shard in order for s in read_shard(shard))
+            everything = self._kept(s for shard in order for s in self._read(shard))
             stream = (s for i, s in enumerate(everything) if i % readers == reader)
         usable = (s for s in stream if s["codes"].shape[-1] >= self.crop_config.min_frames)
         if self.shuffle:
@@ -164,6 +168,25 @@ class ShardStream(IterableDataset):
                     latents, ((0, 0), (0, codes.shape[-1] - latents.shape[-1]))
                 )
             yield item
+
+    def _read(self, shard: str) -> Iterator[dict[str, Any]]:
+        """A shard that fails (storage hiccup, damage since the start) is read once more
+        from where it stopped, then skipped with a warning, or stops the run."""
+        return read_shard_resilient(shard, retries=1, on_failure=self._bad_shard)
+
+    def _bad_shard(self, shard: str, error: Exception) -> None:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if not self.skip_bad_shards:
+            raise RuntimeError(
+                f"shard {shard} failed twice ({reason}); stopped (data.on_bad_shard=fail)"
+            )
+        self.skipped_shards.append(shard)
+        print(
+            f"warning: shard {shard} failed twice ({reason}); skipped the rest of it "
+            f"({len(self.skipped_shards)} skipped by this reader)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _kept(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if self.key_filter is None:

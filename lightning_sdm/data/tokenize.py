@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ from lightning_sdm.data.shards import (
 )
 from lightning_sdm.data.sources import Rejection, SourceItem
 from lightning_sdm.data.stopping import SignalStop, StopRequested
+from lightning_sdm.errors import UserInputError
 
 RANDOM_CODEC_DIR = "codec"  # where --random-codec saves its codec, inside the output folder
 SHOWN_REJECTIONS = 50  # on the console; index.json lists every one
@@ -267,7 +269,7 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
         num_workers=config.num_workers,
     )
     data.discover()  # before anything is written: a wrong input leaves no folder
-    output.mkdir(parents=True, exist_ok=True)
+    _make_writable_folder(output)
     clean_incomplete(output)
     codec = EncodecCodec(_codec_config(config, output))
     identity = codec.identity()
@@ -301,6 +303,20 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     )
     summary.stopped_by = stopped_by
     return summary
+
+
+def _make_writable_folder(output: Path) -> None:
+    """One line when the output cannot be made or written (a file in the way, a read-only
+    mount, no permission), before any encoding."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserInputError(
+            f"the output folder {output} cannot be written: {error.strerror or error}"
+        ) from None
 
 
 def _predict_with_trainer(

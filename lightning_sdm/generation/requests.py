@@ -11,6 +11,7 @@ from pathlib import Path
 from lightning_sdm.errors import UserInputError
 
 JSONL_KEYS = {"prompt", "seconds", "seed"}
+MAX_SEED = 2**63 - 1  # torch.Generator's seeds are 64-bit; prompt i draws from seed + i
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,16 @@ def read_requests(
     if not entries:
         raise UserInputError("nothing to generate: give --prompt TEXT or --prompt_file FILE")
     _check_seconds(seconds, "--seconds")
+    if not 0 <= seed <= MAX_SEED - len(entries):
+        raise UserInputError(
+            f"--seed must be in [0, {MAX_SEED - len(entries)}] (prompt i uses seed + i), got {seed}"
+        )
     requests = []
     for index, (prompt, own_seconds, own_seed) in enumerate(entries):
+        if own_seed is not None and not 0 <= own_seed <= MAX_SEED:
+            raise UserInputError(
+                f"prompt {index + 1} ({prompt!r}): seed must be in [0, {MAX_SEED}]"
+            )
         if own_seconds is not None:
             _check_seconds(own_seconds, f"prompt {index + 1} ({prompt!r})")
         requests.append(
@@ -51,7 +60,7 @@ def read_requests(
 
 
 def _check_seconds(seconds: float, where: str) -> None:
-    if not seconds > 0:
+    if not 0 < seconds < float("inf"):
         raise UserInputError(f"{where}: the duration must be positive, got {seconds} s")
 
 

@@ -4,6 +4,7 @@ output (codes or latents), a summary. The same for both model families."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -170,6 +171,7 @@ def generate_requests(
     prompt = (
         read_audio_prompt(options.audio_prompt, source, family) if options.audio_prompt else None
     )
+    check_sizes(source, requests, options.batch_size)
     batches = _batches(source, requests, options.batch_size)
     plans = {frames: window_plan(source, options, frames) for frames, _ in batches}
     prompt_frames = 0 if prompt is None else prompt.shape[-1]
@@ -234,13 +236,60 @@ def generate_requests(
     return summary
 
 
+# A generous bound on what one frame of a request keeps until the end (codes or latents,
+# their copies on the way to disk) besides its audio samples, in bytes.
+KEPT_BYTES_PER_FRAME = 1024
+AUDIO_COPIES = 3  # the wav, its resampled or clipped copy, the spectrogram's input
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_sizes(
+    source: GenerationSource, requests: Sequence[GenerationRequest], batch_size: int
+) -> None:
+    """Refuse, before any work, a request shorter than one codec frame or outputs that
+    cannot fit in this machine's memory (measured here, not assumed), naming the limit."""
+    rate = source.frame_rate
+    for request in requests:
+        if round(request.seconds * rate) < 1:
+            raise UserInputError(
+                f"{request.seconds:g} s for {request.prompt[:40]!r} is under one codec frame "
+                f"({1 / rate:g} s at {rate:g} Hz)"
+            )
+    available = memory_bytes()
+    if available is None:
+        return
+    samples_per_frame = source.codec.sample_rate / rate if source.codec is not None else 0
+    longest = max(requests, key=lambda r: r.seconds)
+    rows = min(batch_size, len(requests))
+    per_second = rate * (KEPT_BYTES_PER_FRAME + AUDIO_COPIES * 4 * samples_per_frame * rows)
+    needed = sum(r.seconds for r in requests) * rate * KEPT_BYTES_PER_FRAME + (
+        longest.seconds * rate * AUDIO_COPIES * 4 * samples_per_frame * rows
+    )
+    budget = available // 2  # the model, the codec and the rest of the machine need the other
+    if needed > budget:
+        limit = budget / per_second
+        raise UserInputError(
+            f"{longest.seconds:g} s for {longest.prompt[:40]!r} needs about "
+            f"{needed / 2**30:.1f} GiB for its outputs; this machine has "
+            f"{available / 2**30:.1f} GiB of memory: at most about {limit:,.0f} s per prompt "
+            f"here with {rows} decoded together"
+        )
+
+
 def _batches(
     source: GenerationSource, requests: Sequence[GenerationRequest], batch_size: int
 ) -> list[tuple[int, list[GenerationRequest]]]:
     """Requests of the same length together (one grid per batch), at most batch_size each."""
     by_frames: dict[int, list[GenerationRequest]] = {}
     for request in requests:
-        frames = max(1, round(request.seconds * source.frame_rate))
+        frames = round(request.seconds * source.frame_rate)  # check_sizes: at least 1
         by_frames.setdefault(frames, []).append(request)
     return [
         (frames, group[start : start + batch_size])

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, require_positive
 from lightning_sdm.nn.adaptive_norm import MODULATIONS, AdaLNPerBlock, AdaLNSOLA, modulate
 from lightning_sdm.nn.dit_block import DiTBlock
 
@@ -48,6 +48,7 @@ class DiTConfig:
             raise UserInputError(
                 f"modulation must be one of {', '.join(MODULATION_KINDS)}, got {self.modulation!r}"
             )
+        require_positive("dit", dim=self.dim, depth=self.depth, num_heads=self.num_heads)
         if self.depth % 2:
             raise UserInputError(
                 f"depth must be even (two halves joined by skips), got {self.depth}"

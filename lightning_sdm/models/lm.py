@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, require_positive
 from lightning_sdm.nn.attention import AttentionMask
 from lightning_sdm.nn.packed_linear import (
     Projection,
@@ -68,6 +68,17 @@ class LMConfig:
     attention: str = "auto"
 
     def __post_init__(self) -> None:
+        require_positive(
+            "lm",
+            dim=self.dim,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            ffn_dim=self.ffn_dim,
+            num_levels=self.num_levels,
+            cardinality=self.cardinality,
+        )
+        if not 0 <= self.dropout < 1:
+            raise UserInputError(f"lm.dropout must be in [0, 1), got {self.dropout}")
         if self.attention not in ATTENTION_BACKENDS:
             raise UserInputError(
                 f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}"

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lightning_sdm.errors import UserInputError, require_positive
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -17,6 +19,20 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_steps: int = 4000
     min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+
+    def __post_init__(self) -> None:
+        require_positive("optim", lr=self.lr, eps=self.eps)
+        if self.lr > 1.0:
+            raise UserInputError(
+                f"optim.lr {self.lr} would diverge at once (AdamW steps each weight by about "
+                "lr): use at most 1"
+            )
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise UserInputError(f"optim.betas must lie in [0, 1), got {self.betas}")
+        if not 0 <= self.weight_decay < float("inf") or self.warmup_steps < 0:
+            raise UserInputError("optim.weight_decay and optim.warmup_steps cannot be negative")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserInputError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:

@@ -191,3 +191,64 @@ def test_fit_prints_a_data_summary(tmp_path, caplog):
     assert f"train: {24 - val_items} items ({seconds:.0f} s), {train_shards} shards" in lines
     assert f"val: {val_items} items" in lines and "held out: val_fraction=0.25" in lines
     assert f"{(24 - val_items) // 4} batches of 4 per epoch" in lines
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_shard_is_found_before_training_and_named_in_one_line(tmp_path):
+    write_shards(tmp_path, frames_per_item=[30] * 12, items_per_shard=4)
+    truncate(tmp_path / "shard-000001.tar")
+    with pytest.raises(UserInputError, match=r"shard .*shard-000001\.tar is .*on_bad_shard=skip"):
+        TokenShardsDataModule(str(tmp_path), batch_size=2, on_bad_shard="fail").setup("fit")
+
+
+def test_with_skip_a_damaged_shard_is_left_out_and_the_rest_trains(tmp_path, caplog):
+    codes = write_shards(tmp_path, frames_per_item=[30] * 12, items_per_shard=4)
+    (tmp_path / "shard-000002.tar").write_bytes(b"\0garbage" * 100)
+    module = TokenShardsDataModule(
+        str(tmp_path), batch_size=2, num_workers=0, segment_seconds=0.4, on_bad_shard="skip"
+    )
+    with caplog.at_level(logging.INFO):
+        module.setup("fit")
+    assert "shard-000002.tar is unreadable tar" in caplog.text
+    assert "left out: 1 damaged shards" in caplog.text
+    keys = {k for batch in collect(module, "train", 0, 1) for k in batch["keys"]}
+    assert keys == set(list(codes)[:8])
+
+
+def test_a_shard_that_fails_while_training_is_retried_then_skipped(tmp_path, capsys, monkeypatch):
+    """Damage the headers cannot show (or that came after the start): read once more, then
+    skip the rest of that shard with a warning; the epoch still has its batches."""
+    from lightning_sdm.data import shards as shards_module
+
+    write_shards(tmp_path, frames_per_item=[30] * 12, items_per_shard=4)
+    module = TokenShardsDataModule(str(tmp_path), batch_size=2, num_workers=0,
+                                   segment_seconds=0.4, shuffle_buffer=1)  # fmt: skip
+    module.setup("fit")
+    real = shards_module.read_shard
+    attempts = Counter()
+
+    def flaky(path):
+        attempts[path.name] += 1
+        for index, sample in enumerate(real(path)):
+            if path.name == "shard-000001.tar" and index == 2:
+                raise OSError("Input/output error")
+            yield sample
+
+    monkeypatch.setattr(shards_module, "read_shard", flaky)
+    batches = collect(module, "train", 0, 1)
+    assert len(batches) == 6  # the loader's count holds (it wraps around)
+    assert attempts["shard-000001.tar"] >= 2
+    err = capsys.readouterr().err
+    assert "shard" in err and "shard-000001.tar failed twice (OSError: Input/output error)" in err
+    keys = [k for batch in batches for k in batch["keys"]]
+    assert len(set(keys[:10])) == 10  # a pass: nothing twice, the retry resumed past item 1
+    assert not {"item0006", "item0007"} & set(keys)  # the rest of the bad shard, skipped
+    failing = TokenShardsDataModule(str(tmp_path), batch_size=2, num_workers=0,
+                                    segment_seconds=0.4, on_bad_shard="fail")  # fmt: skip
+    failing.setup("fit")
+    with pytest.raises(RuntimeError, match=r"failed twice .* stopped"):
+        collect(failing, "train", 0, 1)

@@ -258,6 +258,16 @@ def test_cli_exits_non_zero_only_when_nothing_was_tokenized(codec_dir, tmp_path,
     assert main([*only_bad, "--codec-dir", codec_dir, "--workers", "0"]) == 1
 
 
+def test_an_output_that_cannot_be_written_is_one_line(codec_dir, tmp_path, capsys):
+    make_folder(tmp_path / "in")
+    (tmp_path / "a_file").write_text("x")
+    for output in (tmp_path / "a_file", tmp_path / "a_file" / "shards"):
+        argv = ["tokenize", str(tmp_path / "in"), str(output), "--codec-dir", codec_dir]
+        assert main([*argv, "--no-progress", "--workers", "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: the output folder {output} cannot")
+
+
 def test_an_empty_input_names_the_extensions_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.md").write_text("no audio here")
