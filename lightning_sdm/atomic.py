@@ -75,8 +75,9 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_partials(folder: str | Path) -> list[Path]:
-    """Delete the temporary files and folders a killed writer left in `folder`.
+def remove_partials(folder: str | Path, of: str | None = None) -> list[Path]:
+    """Delete the temporary files and folders a killed writer left in `folder` (only those
+    of the entry named `of`, when given: a sibling's writer may be at work).
 
     An old folder set aside by `replace_directory` goes back to its name when a kill came
     between the two renames (nothing took its place); otherwise it is deleted.
@@ -86,6 +87,8 @@ def remove_partials(folder: str | Path) -> list[Path]:
         return []
     removed = []
     for path in folder.iterdir():
+        if of is not None and not path.name.startswith(f".{of}.sdm-"):
+            continue
         if RETIRED_MARK in path.name:
             original = folder / path.name[1:].split(RETIRED_MARK)[0]
             if not original.exists():
@@ -106,7 +109,7 @@ def replace_directory(destination: str | Path, build: Callable[[Path], None]) ->
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    remove_partials(destination.parent)
+    remove_partials(destination.parent, of=destination.name)
     staging = partial_name(destination)
     staging.mkdir()
     try:

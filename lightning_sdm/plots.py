@@ -113,7 +113,8 @@ def plot_spectrogram(
     )
     axis.set_xlabel("time (s)")
     axis.set_ylabel("frequency (Hz)")
-    axis.set_title(title, fontsize=9)
+    shown = title if len(title) <= 100 else title[:97] + "..."  # a huge prompt: one line
+    axis.set_title(shown, fontsize=9)
     figure.colorbar(image, ax=axis, label="magnitude (dB)")
     figure.tight_layout()
     figure.savefig(png_path)

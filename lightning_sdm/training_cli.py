@@ -210,12 +210,14 @@ class SdmCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
         kwargs["plugins"] = _with_atomic_checkpoints(trainer_config)
-        if trainer_config.get("logger") not in (None, True):
-            return super().instantiate_trainer(**kwargs)  # the user's own trackers and folders
+        if trainer_config.get("logger") not in (None, True):  # the user's own trackers, folders
+            kwargs["callbacks"] = [*_as_list(trainer_config.get("callbacks")), ResumableRun()]
+            return super().instantiate_trainer(**kwargs)
         root = Path(trainer_config.get("default_root_dir") or os.getcwd())
         self.run_plan = plan = plan_run(root, self._get(self.config_init, "ckpt_path"))
-        if _is_rank_zero():
-            remove_partials(plan.checkpoint_dir)  # what a kill during a save left behind
+        if _is_rank_zero():  # what a kill during a save left behind
+            remove_partials(plan.checkpoint_dir)
+            remove_partials(plan.run_dir, of=METRICS_FILE)
         kwargs["logger"] = run_loggers(plan.run_dir)
         callbacks = _with_step_progress(trainer_config)
         kwargs["callbacks"] = [*callbacks, ResumableRun(plan.checkpoint_dir)]

@@ -115,3 +115,12 @@ def test_checkpoints_killed_mid_save_are_always_whole(tmp_path):
         assert torch.equal(checkpoint["state_dict"]["w"], weights + checkpoint["global_step"])
         remove_partials(target.parent)
         assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_replacing_one_folder_leaves_a_siblings_work_in_progress_alone(tmp_path):
+    sibling_partial = tmp_path / f".other{PARTIAL_MARK}1234abcd"
+    sibling_partial.mkdir()  # another generate run building "other" right now
+    own_leftover = tmp_path / f".model{PARTIAL_MARK}5678abcd"
+    own_leftover.mkdir()  # a killed earlier export to "model"
+    replace_directory(tmp_path / "model", lambda folder: (folder / "w").write_text("x"))
+    assert sibling_partial.is_dir() and not own_leftover.exists()

@@ -2,8 +2,9 @@
 
 On SIGTERM (a scheduler's preemption, `kill`), Lightning stops at the next step boundary on
 every rank; this callback then saves `last.ckpt` so that `--ckpt_path last` continues from
-that step. On resume it drops the metrics a killed run logged after its last checkpoint,
-since the resumed run logs those steps again.
+that step. Logged rows are written out before each checkpoint (a resume does not log
+those steps again), and on resume the rows a killed run logged after its last checkpoint
+give way to the resumed run's.
 """
 
 from __future__ import annotations
@@ -22,24 +23,34 @@ from lightning_sdm.tracking import RunCSVLogger
 class ResumableRun(Callback):
     """Saves on SIGTERM and keeps metrics.csv to one row per step across resumes."""
 
-    def __init__(self, checkpoint_dir: str | Path) -> None:
-        self.checkpoint_dir = Path(checkpoint_dir)
+    def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.saved_on_signal: Path | None = None
 
     def last_checkpoint_path(self, trainer: L.Trainer) -> Path:
+        """Where the checkpoint callback keeps last.ckpt; else this run's checkpoints/."""
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath:
                 name = f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
                 return Path(callback.dirpath) / name
-        return self.checkpoint_dir / "last.ckpt"
+        folder = self.checkpoint_dir or Path(trainer.default_root_dir) / "checkpoints"
+        return folder / "last.ckpt"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        resumed_at = trainer.fit_loop.epoch_loop._batches_that_stepped  # the loggers' step
         if trainer.ckpt_path is None:
             return
+        resumed_at = trainer.fit_loop.epoch_loop._batches_that_stepped  # the loggers' step
         for logger in trainer.loggers:
             if isinstance(logger, RunCSVLogger):
                 logger.forget_from_step(resumed_at)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        # Rows still buffered in memory would be lost to a kill after this checkpoint, and
+        # a resume from it does not log their steps again: write them first.
+        for logger in trainer.loggers:
+            logger.save()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

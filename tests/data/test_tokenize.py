@@ -131,11 +131,11 @@ def test_killed_run_resumes_without_duplicates_or_losses(codec_dir, tmp_path, mo
     original = EncodecCodec.encode_with_latents
     calls = {"n": 0}
 
-    def dies_on_the_fourth_track(self, wav, keep_latents=True):
+    def dies_on_the_fourth_track(self, wav, keep_latents=True, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
             raise RuntimeError("the machine died")
-        return original(self, wav, keep_latents)
+        return original(self, wav, keep_latents, **kwargs)
 
     monkeypatch.setattr(EncodecCodec, "encode_with_latents", dies_on_the_fourth_track)
     with pytest.raises(RuntimeError, match="machine died"):
