@@ -64,14 +64,19 @@ def progress_text(driver) -> str:
     return driver.find_element(By.ID, "progress-text").text
 
 
+def start_rating(driver, url: str, rater: str) -> None:
+    """Open the A/B page, sign in as `rater` and wait for the first pair."""
+    driver.get(f"{url}/compare")
+    driver.find_element(By.ID, "rater").send_keys(rater)
+    driver.find_element(By.ID, "begin").click()
+    wait_for(driver, lambda d: progress_text(d) == "Pair 1 of 5")
+
+
 def test_a_rater_answers_three_pairs_reloads_and_continues(browser, tmp_path):
     a, b = two_systems(tmp_path / "systems")
     answers = tmp_path / "answers.jsonl"
     with served("--compare", str(a), str(b), "--answers", str(answers)) as (url, _):
-        browser.get(f"{url}/compare")
-        browser.find_element(By.ID, "rater").send_keys("rater-07")
-        browser.find_element(By.ID, "begin").click()
-        wait_for(browser, lambda d: progress_text(d) == "Pair 1 of 5")
+        start_rating(browser, url, "rater-07")
         assert not browser.find_element(By.ID, "choose-first").is_enabled()  # listen first
         prompts = []
         for number, button in enumerate(["choose-first", "choose-second", "choose-first"], 1):
@@ -146,10 +151,7 @@ def test_an_answer_the_server_could_not_save_is_shown_and_can_be_sent_again(brow
     a, b = two_systems(tmp_path / "systems")
     answers = tmp_path / "answers.jsonl"
     with served("--compare", str(a), str(b), "--answers", str(answers)) as (url, _):
-        browser.get(f"{url}/compare")
-        browser.find_element(By.ID, "rater").send_keys("rater-08")
-        browser.find_element(By.ID, "begin").click()
-        wait_for(browser, lambda d: progress_text(d) == "Pair 1 of 5")
+        start_rating(browser, url, "rater-08")
         play_both(browser)
         answers.unlink()
         answers.mkdir()  # the next write fails (as on a full or broken disk)
