@@ -37,6 +37,10 @@ class _AppendingWriter(ExperimentWriter):
     a kill never loses the rows already written.
     """
 
+    def __init__(self, log_dir: str) -> None:
+        self._stale: set[tuple[int, str]] = set()  # (step, metric) a resumed run may repeat
+        super().__init__(log_dir)
+
     def _check_log_dir_exists(self) -> None:
         if os.path.isfile(self.metrics_file_path):
             _drop_torn_tail(self.metrics_file_path)
@@ -58,7 +62,7 @@ class _AppendingWriter(ExperimentWriter):
         steps again. Each old row at `step` or later that a new row repeats (same step, a
         metric in common) is dropped when the new one is written, so each step stays once;
         rows nothing repeats (a sample logged just before the checkpoint) stay."""
-        self._stale: set[tuple[int, str]] = set()
+        self._stale = set()
         if os.path.isfile(self.metrics_file_path):
             for row in _read_rows(self.metrics_file_path):
                 row_step = int(float(row["step"]))
@@ -66,7 +70,7 @@ class _AppendingWriter(ExperimentWriter):
                     self._stale.update((row_step, key) for key in _logged_keys(row))
 
     def save(self) -> None:
-        stale: set[tuple[int, str]] = getattr(self, "_stale", set())
+        stale = self._stale
         new = {(int(row["step"]), key) for row in self.metrics for key in row if key not in _INDEX}
         repeated = new & stale
         if repeated and os.path.isfile(self.metrics_file_path):
