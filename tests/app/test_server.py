@@ -14,7 +14,7 @@ from tests.conftest import save_tiny_dit_with_codec, save_tiny_model_with_codec
 from tests.listening.systems import two_systems
 
 
-def TestClient(app, **kwargs):  # noqa: N802: FastAPI's client, as a browser on this machine
+def TestClient(app, **kwargs):  # FastAPI's client, as a browser on this machine
     return _TestClient(app, base_url="http://127.0.0.1:8000", **kwargs)
 
 
