@@ -19,7 +19,10 @@ fp32 on the same codes is printed with it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -65,7 +68,8 @@ class Row:
     cache_bytes: int
     floor_multiple: float = float("nan")
     static_shapes: bool = False
-    packed_weights: bool = True
+    pack_weights: bool | str = "auto"  # the setting: True, False or "auto" (measured)
+    matmul_path: str = ""  # what decoding multiplied through: "packed" or "linear"
     # bf16 only: max |logit - fp32 logit| over teacher-forced codes, and that over the
     # fp32 logits' standard deviation.
     logit_max_abs_dev: float | None = None
@@ -115,7 +119,7 @@ def prepare_ours(
     sampling: SamplingConfig,
     precision: str = "fp32",
     static_shapes: bool = False,
-    pack_weights: bool = True,
+    pack_weights: bool | str = "auto",
 ) -> tuple[Row, Callable[[], float]]:
     """The row's description and a run that decodes once and returns its wall seconds."""
     model = our_model(lm)
@@ -136,13 +140,20 @@ def prepare_ours(
         name += f" ({precision})"
     if static_shapes:
         name += " (static shapes)"
-    if not pack_weights:
+    if pack_weights is not True and pack_weights is not False:
+        path = model.lm.matmul_path(rows * int(layout.block_start.diff().max()), pack_weights)
+    else:
+        path = "packed" if pack_weights else "linear"
+    if pack_weights is False:
         name += " (F.linear)"
+    elif pack_weights is True:
+        name += " (packed)"
     row = Row(
         name=name, pattern=lm.pattern, k=lm.interleave, layers=lm.num_layers, dim=lm.dim,
         precision=precision, steps=layout.num_decoding_steps, wall_s=float("nan"),
         ms_per_step=float("nan"), rtf=float("nan"), max_cache_keys=layout.num_slots,
-        cache_bytes=cache, static_shapes=static_shapes, packed_weights=pack_weights,
+        cache_bytes=cache, static_shapes=static_shapes, pack_weights=pack_weights,
+        matmul_path=path,
         logit_max_abs_dev=deviation[0], logit_rel_dev=deviation[1],
     )  # fmt: skip
     return row, run
@@ -311,7 +322,8 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     delay_config = lm_config(args, dim, layers, "delay", 1)
     if args.static_shapes:
         cases.append(prepare_ours(delay_config, frames, sampling, static_shapes=True))
-    if args.unpacked:
+    if args.unpacked:  # both paths forced, beside the one "auto" measured faster
+        cases.append(prepare_ours(delay_config, frames, sampling, pack_weights=True))
         cases.append(prepare_ours(delay_config, frames, sampling, pack_weights=False))
     # Reduced precision for delay and stack-delay k=3: bf16 matmuls cost about the same
     # for 2 rows as for 10 on CPUs with bf16 units, where fp32's grow with the rows.
@@ -374,10 +386,10 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         row.floor_multiple = row.ms_per_step / floor
     print(
         f"\n{layers} layers x {dim}, C = {args.levels} x {args.cardinality}, {args.seconds:g} s "
-        f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, "
-        f"{torch.get_num_threads()} threads, CPU"
+        f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, on {machine_line()}"
     )
     print(table(rows, floor_ms, delay, transformers))
+    print("matmul path of each row: " + ", ".join(f"{r.name}: {r.matmul_path}" for r in rows))
     for row in rows:
         if row.logit_max_abs_dev is not None:
             print(
@@ -387,6 +399,27 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     return {"rows": [asdict(row) for row in rows]} | {
         f"{key}_ms_per_step": floor_ms[suffix] for suffix, key, _ in named_floors
     }
+
+
+def machine() -> dict[str, object]:
+    """What every number here depends on: the CPU, its cores, the threads and torch."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def machine_line() -> str:
+    info = machine()
+    return f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, torch {info['torch']}"
 
 
 def main() -> None:
@@ -425,6 +458,7 @@ def main() -> None:
         first = next(iter(results.values()))
         payload = dict(first)  # the first size's rows and floors at the top level
         payload["sizes"] = results
+        payload["machine"] = machine()
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
 

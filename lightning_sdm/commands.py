@@ -118,7 +118,7 @@ def generate(
     audio_prompt: str | None = None,
     progress: bool = True,
     precision: str = "fp32",
-    pack_weights: bool = True,
+    pack_weights: bool | Literal["auto"] = "auto",
     spectrograms: bool = False,
     overwrite: bool = False,
 ) -> int:
@@ -155,10 +155,10 @@ def generate(
         precision: A codebook LM's weights while decoding: fp32, or bf16 (half the weight memory;
             faster for stack patterns where the CPU or GPU has bf16 matrix units; logits move
             by about 5 % of their spread, see benchmarks/decoding_speed.py).
-        pack_weights: A codebook LM decoding on a CPU multiplies through a copy of its
-            weights packed for oneDNN when they exceed the CPU's caches (20 MB): 2-4x
-            faster steps for one more copy of the LM's weights in memory while decoding
-            (--pack_weights false: PyTorch's own matmuls).
+        pack_weights: A codebook LM decoding on a CPU: auto times PyTorch's own matmuls
+            against oneDNN over a packed copy of the weights (one more copy in memory while
+            decoding) on this machine at the first decode and takes the faster; true or
+            false forces one.
         spectrograms: Also write a spectrogram PNG beside each wav.
         overwrite: Replace an output folder that already holds files, whole (written beside
             it and swapped in, so no stale file of an earlier run stays to be paired with

@@ -14,7 +14,7 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     names = [row["name"] for row in data["rows"]]
     assert names == [
         "ours delay", "ours flat", "ours stack", "ours stack_delay k=1",
-        "ours stack_delay k=3", "ours delay (F.linear)", "ours delay (bf16)",
+        "ours stack_delay k=3", "ours delay (packed)", "ours delay (F.linear)", "ours delay (bf16)",
         "ours stack_delay k=3 (bf16)", "transformers MusicGen",
     ]  # fmt: skip
     rows = {row["name"]: row for row in data["rows"]}
@@ -27,9 +27,14 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     assert rows["ours delay"]["steps"] == rows["transformers MusicGen"]["steps"] == frames + 3
     assert rows["ours flat"]["steps"] == 4 * frames
     assert rows["ours delay (bf16)"]["logit_max_abs_dev"] > 0
-    assert (
-        rows["ours delay"]["packed_weights"] and not rows["ours delay (F.linear)"]["packed_weights"]
-    )
+    assert rows["ours delay"]["pack_weights"] == "auto"  # measured on this machine
+    assert rows["ours delay"]["matmul_path"] in ("packed", "linear")
+    assert rows["ours delay (packed)"]["matmul_path"] == "packed"
+    assert rows["ours delay (F.linear)"]["matmul_path"] == "linear"
+    machine = data["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["threads"] >= 1
+    assert machine["torch"] == __import__("torch").__version__
+    assert f"{machine['threads']} threads, torch" in out
     for floor in ("floor", "floor_with_cache", "floor_f_linear", "floor_stack_delay", "floor_bf16"):
         assert data[f"{floor}_ms_per_step"] > 0
     for label in (" + mean cache reads", ", F.linear", ", stack-delay (3 pos.)", ", bf16"):

@@ -17,6 +17,7 @@ from lightning_sdm.generation.windows import WindowGenerator
 from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
 from lightning_sdm.models.text_to_audio_diffusion import TextToAudioDiffusion
 from lightning_sdm.models.text_to_music import TextToMusicLM
+from lightning_sdm.nn.packed_linear import PackChoice
 
 # Window w > 0 of a request draws from seed + w * WINDOW_SEED_STEP: fixed, and apart from
 # the seeds of neighbouring requests.
@@ -69,7 +70,8 @@ class LMGeneration:
 
     model: TextToMusicLM
     sampling: SamplingConfig
-    pack_weights: bool = True
+    pack_weights: PackChoice = "auto"
+    precision: str = "fp32"  # the weights' dtype while decoding; the model keeps its own
     output_name = "codes"
     steps_name = "decoding_steps"
 
@@ -88,6 +90,7 @@ class LMGeneration:
                 seed=_window_seeds(seeds, index),
                 on_step=on_step,
                 pack_weights=self.pack_weights,
+                precision=self.precision,
             )
 
         return window
@@ -171,7 +174,7 @@ def family_generation(
     diffusion: DiffusionSamplingConfig,
     precision: str,
     cfg_scale: float | None = None,
-    pack_weights: bool = True,
+    pack_weights: PackChoice = "auto",
 ) -> FamilyGeneration:
     """The model's family with its sampling options (`cfg_scale`, when given, for either),
     refusing options that belong to the other family: they would be silently ignored."""
@@ -184,8 +187,9 @@ def family_generation(
             )
         if precision != "fp32":
             raise UserInputError(f"--precision {precision} is for codebook LMs' decoding")
-        if not pack_weights:
-            raise UserInputError("--pack_weights false is for codebook LMs' decoding")
+        if pack_weights != "auto":
+            shown = str(pack_weights).lower()
+            raise UserInputError(f"--pack_weights {shown} is for codebook LMs' decoding")
         if cfg_scale is not None:
             diffusion = dataclasses.replace(diffusion, cfg_scale=cfg_scale)
         return DiffusionGeneration(model, diffusion)
@@ -196,5 +200,4 @@ def family_generation(
         )
     if cfg_scale is not None:
         sampling = dataclasses.replace(sampling, cfg_scale=cfg_scale)
-    model.lm.set_inference_precision(precision)
-    return LMGeneration(model, sampling, pack_weights)
+    return LMGeneration(model, sampling, pack_weights, precision)

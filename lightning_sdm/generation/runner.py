@@ -24,6 +24,7 @@ from lightning_sdm.generation.source import GenerationSource
 from lightning_sdm.generation.windows import WindowPlan, generate_in_windows
 from lightning_sdm.models.lm import INFERENCE_PRECISIONS
 from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
+from lightning_sdm.nn.packed_linear import PackChoice
 
 SUMMARY_FILE = "summary.json"
 
@@ -43,7 +44,9 @@ class GenerationOptions:
     audio_prompt: str | None = None
     progress: bool = True
     precision: str = "fp32"  # the LM's weights while decoding: "fp32" or "bf16"
-    pack_weights: bool = True  # CPU: the LM multiplies through weights packed for oneDNN
+    # CPU: the LM multiplies through weights packed for oneDNN (True), F.linear (False) or
+    # whichever is faster on this machine, measured at the first decode ("auto").
+    pack_weights: PackChoice = "auto"
     spectrograms: bool = False  # a PNG beside each wav
 
     def __post_init__(self) -> None:

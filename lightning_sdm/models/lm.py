@@ -21,13 +21,15 @@ from torch import nn
 from lightning_sdm.errors import UserInputError, require_positive
 from lightning_sdm.nn.attention import AttentionMask
 from lightning_sdm.nn.packed_linear import (
+    PackChoice,
     Projection,
+    fastest_path,
     packed_linears,
     plain_linear_layers,
     projection,
-    streams_from_memory,
 )
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
+from lightning_sdm.nn.precision import parameters_in
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
 from lightning_sdm.nn.transformer import TransformerDecoder
 from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
@@ -149,12 +151,9 @@ class CodebookLM(nn.Module):
         return self.pattern.layout(num_timesteps, self.config.num_levels)
 
     def set_inference_precision(self, precision: str) -> CodebookLM:
-        """Cast the weights for decoding ("fp32" or "bf16"); training expects fp32."""
-        if precision not in INFERENCE_PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {sorted(INFERENCE_PRECISIONS)}, got {precision!r}"
-            )
-        return self.to(INFERENCE_PRECISIONS[precision])
+        """Cast the weights for good ("fp32" or "bf16"), e.g. to keep one bf16 model in
+        memory; `decode(precision=...)` casts for one call instead. Training expects fp32."""
+        return self.to(_inference_dtype(precision))
 
     def _layout_tensors(self, num_timesteps: int, device: torch.device) -> dict[str, torch.Tensor]:
         """The layout's tensors on `device`, moved once per (T, device)."""
@@ -298,7 +297,8 @@ class CodebookLM(nn.Module):
         pick: TokenPicker,
         on_step: Callable[[], None] | None = None,
         static_shapes: bool = False,
-        pack_weights: bool = True,
+        pack_weights: PackChoice = "auto",
+        precision: str | None = None,
     ) -> torch.Tensor:
         """Cached step-by-step decoding along the pattern's plan; returns codes [R, C, T].
 
@@ -306,19 +306,22 @@ class CodebookLM(nn.Module):
         guidance, prompts and teacher-forced scoring alike. With `static_shapes`, every
         step attends over all cache slots under the visibility mask instead of the slots
         used so far: more work, but tensors of one shape (CUDA graphs, compilation).
-        `pack_weights` (CPU only): multiply through a copy of the decoder's and heads'
-        weights packed for oneDNN (`nn.packed_linear`), several times faster for the few
-        rows of a step, for one more copy of those weights in memory while decoding; a
-        model whose weights fit in the CPU's caches keeps `F.linear`, faster there.
+        `pack_weights` (CPU only): True multiplies through a copy of the decoder's and
+        heads' weights packed for oneDNN (`nn.packed_linear`), False through `F.linear`,
+        "auto" through whichever a measurement on these weights at this row count finds
+        faster on this machine (once per process). `precision` ("fp32", "bf16") decodes
+        with weights of that dtype within this call only (the model keeps its own); None
+        decodes with the weights as they are.
         """
         # The layout and its tensors are cached for training too: build them outside
         # inference mode, whose tensors autograd refuses.
         self._layout_tensors(num_timesteps, context.device)
         # The most rows a step multiplies: what the packed weights are laid out for.
         rows = context.shape[0] * int(self.layout(num_timesteps).block_start.diff().max())
-        weights = [layer.weight for layer in plain_linear_layers(self.decoder)]
-        pack = pack_weights and streams_from_memory([*weights, self.head_weight])
         with torch.inference_mode(), contextlib.ExitStack() as stack:
+            if precision is not None:
+                stack.enter_context(parameters_in(self, _inference_dtype(precision)))
+            pack = self.matmul_path(rows, pack_weights) == "packed"
             if pack:
                 stack.enter_context(packed_linears(self.decoder, rows))
             heads = [
@@ -331,6 +334,15 @@ class CodebookLM(nn.Module):
                 context, context_mask, num_timesteps, pick, on_step, static_shapes, heads
             )
         return codes.clone()  # a normal tensor again: callers may train on it
+
+    def matmul_path(self, rows: int, pack_weights: PackChoice = "auto") -> str:
+        """ "packed" or "linear" for decoding `rows` rows per step with the current weights."""
+        if pack_weights is True:
+            return "packed"
+        if pack_weights is False:
+            return "linear"
+        weights = [layer.weight for layer in plain_linear_layers(self.decoder)]
+        return fastest_path([*weights, *self.head_weight], rows)
 
     def _decode(
         self,
@@ -384,6 +396,14 @@ class CodebookLM(nn.Module):
                 target_time[target_start:target_end],
             )
         return grid[:, :flat_grid].view(rows, layout.num_levels, num_timesteps)
+
+
+def _inference_dtype(precision: str) -> torch.dtype:
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {sorted(INFERENCE_PRECISIONS)}, got {precision!r}"
+        )
+    return INFERENCE_PRECISIONS[precision]
 
 
 @functools.lru_cache(maxsize=64)

@@ -35,6 +35,7 @@ from lightning_sdm.models.saving import (
     read_config_data,
     save_model_directory,
 )
+from lightning_sdm.nn.packed_linear import PackChoice
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "TextToMusicConfig", "TextToMusicLM"]
 
@@ -126,7 +127,8 @@ class TextToMusicLM(nn.Module):
         codes: torch.Tensor,
         texts: list[str],
         static_shapes: bool = False,
-        pack_weights: bool = True,
+        pack_weights: PackChoice = "auto",
+        precision: str | None = None,
     ) -> torch.Tensor:
         """Logits [B, C, T, V] from cached step-by-step decoding fed the given codes."""
         condition = self.condition(texts)
@@ -145,6 +147,7 @@ class TextToMusicLM(nn.Module):
             teacher_force,
             static_shapes=static_shapes,
             pack_weights=pack_weights,
+            precision=precision,
         )
         return logits
 
@@ -159,7 +162,8 @@ class TextToMusicLM(nn.Module):
         seed: int | Sequence[int] | None = None,
         on_step: Callable[[], None] | None = None,
         static_shapes: bool = False,
-        pack_weights: bool = True,
+        pack_weights: PackChoice = "auto",
+        precision: str | None = None,
     ) -> torch.Tensor:
         """Sample codes [B, C, T] for a batch of captions.
 
@@ -168,8 +172,8 @@ class TextToMusicLM(nn.Module):
         Each row draws from its own generator, seeded with `seed[r]` (or `seed + r` for one
         int), so a row's tokens depend on its seed and settings, not on its batch mates.
         `on_step` is called after every decoding step (progress bars). `static_shapes`
-        gives every step tensors of one shape, `pack_weights` multiplies through weights
-        packed for oneDNN on a CPU (see `CodebookLM.decode`).
+        gives every step tensors of one shape, `pack_weights` chooses the CPU matmul path
+        and `precision` the weights' dtype for this call (see `CodebookLM.decode`).
         """
         sampling = sampling or SamplingConfig()
         if isinstance(texts, str):
@@ -207,6 +211,7 @@ class TextToMusicLM(nn.Module):
             on_step,
             static_shapes=static_shapes,
             pack_weights=pack_weights,
+            precision=precision,
         )
         return codes[:batch]
 

@@ -12,21 +12,27 @@ where they are missing or refuse a weight, layers keep `F.linear`.
 from __future__ import annotations
 
 import contextlib
+import statistics
+import time
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
+# Decoding's matmul path: True (packed), False (F.linear) or "auto" (measured).
+PackChoice = bool | Literal["auto"]
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 # A oneDNN call costs ~12 µs before it reads anything, F.linear's ~4: below about 256 x 256
 # the faster read no longer pays for that (2 rows, 2-core EPYC: equal at ~200 x 200).
 MIN_PACKED_ELEMENTS = 256 * 256
-# Weights that fit in the CPU's caches are read from there between steps, fast enough
-# through F.linear: packing only pays once a model's weights stream from memory (2-core
-# EPYC, 32 MB L3: slower at 4 MB of weights, even at 9-17 MB, 1.6x faster at 24 MB).
-MIN_STREAMED_BYTES = 20 * 2**20
+# Which path is faster depends on the CPU (MKL's sgemm streams a weight at a quarter of the
+# bandwidth on a 2-core EPYC and is the faster path on a 2-core Xeon), on whether the
+# weights fit in its caches, and on the row count: `fastest_path` measures it.
+TIMED_ROUNDS = 5  # passes over all the weights per path, interleaved; the median counts
+_CHOICES: dict[tuple, str] = {}  # measured choices of this process
 
 
 def can_pack(weight: torch.Tensor) -> bool:
@@ -48,9 +54,51 @@ def plain_linear_layers(module: nn.Module) -> list[nn.Linear]:
     return [layer for layer in module.modules() if type(layer) is nn.Linear]
 
 
-def streams_from_memory(weights: list[torch.Tensor]) -> bool:
-    """Whether these weights are too large to stay in the CPU's caches between steps."""
-    return sum(weight.numel() * weight.element_size() for weight in weights) >= (MIN_STREAMED_BYTES)
+def _pass_seconds(projections: list[Projection], inputs: list[torch.Tensor]) -> float:
+    started = time.perf_counter()
+    for project, x in zip(projections, inputs, strict=True):
+        project(x)
+    return time.perf_counter() - started
+
+
+def measure_paths(weights: list[torch.Tensor], rows: int) -> dict[str, float]:
+    """Seconds for one pass of `rows` rows through every weight, by path ("linear": F.linear
+    over the weights as they are, "packed": oneDNN over packed copies), timed in interleaved
+    rounds on these very weights (so their size against the caches counts)."""
+    packed = [packed_projection(weight, None, rows) for weight in weights]
+    plain: list[Projection] = [lambda x, w=weight: F.linear(x, w) for weight in weights]
+    inputs = [torch.randn(rows, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
+    paths: dict[str, list[Projection]] = {"linear": plain}
+    if all(project is not None for project in packed):
+        paths["packed"] = packed  # type: ignore[assignment]
+    timings: dict[str, list[float]] = {name: [] for name in paths}
+    with torch.inference_mode():
+        for projections in paths.values():
+            _pass_seconds(projections, inputs)  # warm-up: first calls allocate
+        for _ in range(TIMED_ROUNDS):
+            for name, projections in paths.items():
+                timings[name].append(_pass_seconds(projections, inputs))
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def fastest_path(weights: list[torch.Tensor], rows: int) -> str:
+    """ "packed" or "linear": measured once per (weights, rows, dtype, device, threads) in this
+    process, where packing is possible at all; "linear" elsewhere (GPUs, no oneDNN)."""
+    weights = [weight for weight in weights if can_pack(weight)]  # the rest stays F.linear
+    if not weights:
+        return "linear"
+    first = weights[0]
+    key = (
+        tuple((tuple(w.shape), w.data_ptr()) for w in weights),
+        rows,
+        first.dtype,
+        str(first.device),
+        torch.get_num_threads(),
+    )
+    if key not in _CHOICES:
+        timings = measure_paths(weights, rows)
+        _CHOICES[key] = min(timings, key=timings.__getitem__)
+    return _CHOICES[key]
 
 
 def packed_projection(

@@ -159,13 +159,27 @@ def test_bf16_decoding_stays_close_to_fp32(name, k):
     model = tiny_model(name, k)
     codes = random_codes(model, 2, 9, seed=4)
     full = model.score_cached(codes, CAPTIONS)
-    model.lm.set_inference_precision("bf16")
-    assert model.lm.head_weight.dtype == torch.bfloat16
-    reduced = model.score_cached(codes, CAPTIONS)
+    reduced = model.score_cached(codes, CAPTIONS, precision="bf16")
     assert reduced.dtype == torch.float32
     assert 0 < (full - reduced).abs().max() <= 0.05 * full.abs().max()
-    sampled = model.generate(CAPTIONS, 9, seed=0)
+    sampled = model.generate(CAPTIONS, 9, seed=0, precision="bf16")
     assert sampled.shape == codes.shape and sampled.dtype == torch.long
+    model.lm.set_inference_precision("bf16")  # a bf16 model kept as such
+    assert model.lm.head_weight.dtype == torch.bfloat16
+    assert torch.equal(model.score_cached(codes, CAPTIONS), reduced)
+
+
+def test_a_bf16_call_leaves_the_model_exactly_as_it_was():
+    """An fp32 run after a bf16 run gives the fp32 logits, not bf16-rounded ones."""
+    model = tiny_model("stack_delay", 3)
+    codes = random_codes(model, 2, 9, seed=4)
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    before = model.score_cached(codes, CAPTIONS)
+    model.generate(CAPTIONS, 9, seed=0, precision="bf16")
+    model.score_cached(codes, CAPTIONS, precision="bf16")
+    assert torch.equal(model.score_cached(codes, CAPTIONS), before)
+    for name, tensor in model.state_dict().items():
+        assert tensor.dtype == weights[name].dtype and torch.equal(tensor, weights[name]), name
 
 
 def test_an_unknown_precision_is_refused():
@@ -185,13 +199,27 @@ def test_packed_weights_give_the_logits_of_plain_matmuls(name, k, packed_layer_c
     assert (model(codes, CAPTIONS) - packed).abs().max() <= 1e-4
 
 
-def test_a_model_that_fits_in_the_caches_keeps_plain_matmuls(monkeypatch, packed_layer_counts):
-    from lightning_sdm.nn import packed_linear
+def test_auto_takes_the_path_measured_faster_and_a_forced_path_measures_nothing(
+    monkeypatch, packed_layer_counts
+):
+    import lightning_sdm.models.lm as lm_module
 
-    monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 20 * 2**20)
+    measured = []
+
+    def measured_path(path):
+        def fastest(weights, rows):
+            measured.append(rows)
+            return path
+
+        return fastest
+
     model = tiny_model("delay", 1)
+    monkeypatch.setattr(lm_module, "fastest_path", measured_path("linear"))
     model.generate(CAPTIONS, 5, seed=0)
-    assert packed_layer_counts == []  # a few kB of weights: F.linear reads them from the caches
-    monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 0)
+    assert packed_layer_counts == [] and measured == [4]  # 2 captions + CFG, 1 position
+    monkeypatch.setattr(lm_module, "fastest_path", measured_path("packed"))
     model.generate(CAPTIONS, 5, seed=0)
     assert packed_layer_counts == [8 * len(model.lm.decoder.layers)]
+    model.generate(CAPTIONS, 5, seed=0, pack_weights=False)
+    model.generate(CAPTIONS, 5, seed=0, pack_weights=True)
+    assert measured == [4, 4] and len(packed_layer_counts) == 2

@@ -9,7 +9,6 @@ from lightning_sdm.nn.packed_linear import (
     packed_projection,
     plain_linear_layers,
     projection,
-    streams_from_memory,
 )
 
 
@@ -108,14 +107,33 @@ def test_a_tensor_subclass_such_as_a_dtensor_shard_is_not_packed() -> None:
     assert can_pack(nn.Parameter(torch.randn(8, 4)))
 
 
-def test_weights_that_fit_in_the_caches_do_not_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_faster_measured_path_is_chosen_once_per_weights_and_rows(monkeypatch) -> None:
+    """No size threshold decides: whichever path the measurement finds faster here."""
     from lightning_sdm.nn import packed_linear
 
-    monkeypatch.setattr(packed_linear, "MIN_STREAMED_BYTES", 20 * 2**20)
-    megabyte_of_floats = torch.zeros(2**18)
-    assert not streams_from_memory([megabyte_of_floats] * 19)
-    assert streams_from_memory([megabyte_of_floats] * 20)
-    assert streams_from_memory([megabyte_of_floats.to(torch.bfloat16)] * 40)
+    weights = [torch.randn(64, 32), torch.randn(32, 64)]
+    measured = []
+    timings = {"linear": 2.0, "packed": 1.0}
+
+    def measure(ws, rows):
+        measured.append(rows)
+        return dict(timings)
+
+    monkeypatch.setattr(packed_linear, "measure_paths", measure)
+    monkeypatch.setattr(packed_linear, "_CHOICES", {})
+    assert packed_linear.fastest_path(weights, 2) == "packed"
+    timings.update(linear=0.5)  # a CPU where MKL streams fast: same weights, cached choice
+    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2]
+    assert packed_linear.fastest_path(weights, 6) == "linear" and measured == [2, 6]
+    half = [w.half() for w in weights]  # oneDNN packs fp32 and bf16 only: nothing to time
+    assert packed_linear.fastest_path(half, 2) == "linear" and measured == [2, 6]
+
+
+def test_measuring_times_both_paths_on_the_given_weights() -> None:
+    from lightning_sdm.nn.packed_linear import measure_paths
+
+    timings = measure_paths([torch.randn(256, 128), torch.randn(128, 256)], rows=4)
+    assert set(timings) == {"linear", "packed"} and all(t > 0 for t in timings.values())
 
 
 def test_plain_linear_layers_are_the_ones_packed() -> None:
