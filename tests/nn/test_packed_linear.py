@@ -125,6 +125,8 @@ def test_the_faster_measured_path_is_chosen_once_per_weights_and_rows(monkeypatc
     timings.update(linear=0.5)  # a CPU where MKL streams fast: same weights, cached choice
     assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2]
     assert packed_linear.fastest_path(weights, 6) == "linear" and measured == [2, 6]
+    same_shapes = [w.clone() for w in weights]  # a bf16 call's fresh copies, another model
+    assert packed_linear.fastest_path(same_shapes, 6) == "linear" and measured == [2, 6]
     half = [w.half() for w in weights]  # oneDNN packs fp32 and bf16 only: nothing to time
     assert packed_linear.fastest_path(half, 2) == "linear" and measured == [2, 6]
 
