@@ -58,11 +58,6 @@ def atomic_file(destination: str | Path, mode: str = "wb") -> Iterator[IO]:
     fsync_directory(destination.parent)
 
 
-def write_bytes_atomically(destination: str | Path, data: bytes) -> None:
-    with atomic_file(destination) as handle:
-        handle.write(data)
-
-
 def write_text_atomically(destination: str | Path, text: str) -> None:
     with atomic_file(destination, "w") as handle:
         handle.write(text)

@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -52,11 +52,10 @@ class AccessPolicy:
     bind_host: str = "127.0.0.1"
     token: str | None = None
     max_body_bytes: int = MAX_BODY_BYTES
-    extra_hosts: set[str] = field(default_factory=set)
 
     def host_allowed(self, host: str) -> bool:
         name = _host_name(host)
-        if is_loopback(name) or name in self.extra_hosts:
+        if is_loopback(name):
             return True
         bind = self.bind_host.strip("[]")
         if bind in UNSPECIFIED_HOSTS:

@@ -25,7 +25,6 @@ class ResumableRun(Callback):
 
     def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.saved_on_signal: Path | None = None
 
     def last_checkpoint_path(self, trainer: L.Trainer) -> Path:
         """Where the checkpoint callback keeps last.ckpt; else this run's checkpoints/."""
@@ -61,7 +60,6 @@ class ResumableRun(Callback):
             return
         path = self.last_checkpoint_path(trainer)
         trainer.save_checkpoint(path)
-        self.saved_on_signal = path
         _say(f"stopped by SIGTERM at step {trainer.global_step}; saved {path} "
              "(continue with --ckpt_path last)")  # fmt: skip
 
