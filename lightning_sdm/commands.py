@@ -165,6 +165,8 @@ def generate(
             these); without it such a folder is refused before anything is generated.
     """
     from lightning_sdm.atomic import check_output_folder, write_directory
+    from lightning_sdm.families import family_of
+    from lightning_sdm.families.registry import sampling_from_sections
     from lightning_sdm.generation import (
         GenerationOptions,
         LongerThanTrainedWarning,
@@ -176,14 +178,15 @@ def generate(
 
     check_output_folder(output_dir, overwrite)  # before loading and decoding for an hour
     source = load_source(model, ckpt, codec_dir)
+    family = family_of(source.model)
+    chosen = sampling_from_sections(family, {"sampling": sampling, "diffusion": diffusion})
     if timesteps is not None:
         if timesteps < 1:
             raise UserInputError(f"--timesteps must be positive, got {timesteps}")
         seconds = timesteps / source.frame_rate
     requests = read_requests(prompt, prompt_file, seconds, seed)
     options = GenerationOptions(
-        sampling=sampling,
-        diffusion=diffusion,
+        sampling=chosen,
         cfg_scale=cfg_scale,
         batch_size=batch_size,
         window_seconds=window_seconds,
@@ -271,7 +274,7 @@ def export(
     ckpt: str | None = None,
     codec_dir: str | None = None,
     merge: bool = False,
-    format: Literal["lightning_sdm", "transformers"] = "lightning_sdm",
+    format: str = "lightning_sdm",
     model: str | None = None,
     overwrite: bool = False,
 ) -> int:
@@ -285,24 +288,34 @@ def export(
             transformers: the EnCodec to include; default: the model's codec).
         merge: For a LoRA run: fold the adapter into the base weights and write a whole
             model (default: the adapter alone, which loads over the model it started from).
-        format: lightning_sdm, or transformers: a MusicgenForConditionalGeneration
-            directory (delay-pattern models with MusicGen's layout, e.g. imported ones and
-            their fine-tunes; an adapter is merged).
-        model: Or, for --format transformers, a model directory instead of a checkpoint.
+        format: lightning_sdm, or a format the model's family exports to: transformers (a
+            codebook LM as a MusicgenForConditionalGeneration directory: delay-pattern
+            models with MusicGen's layout, e.g. imported ones and their fine-tunes; an
+            adapter is merged).
+        model: Or, for another format than lightning_sdm, a model directory instead of a
+            checkpoint.
         overwrite: Replace an existing non-empty output folder whole (it is written beside
             it and swapped in); without it such a folder is refused.
     """
-    if format == "transformers":
+    if format != "lightning_sdm":
         from lightning_sdm.atomic import write_directory
-        from lightning_sdm.convert.to_transformers import export_to_transformers
+        from lightning_sdm.families import families, family_of
         from lightning_sdm.generation import load_source
 
+        known = sorted({name for f in families() for name in f.export_formats})
+        if format not in known:
+            raise UserInputError(f"--format must be one of {', '.join(known)}, got {format!r}")
         source = load_source(model, ckpt, codec_dir)
+        family = family_of(source.model)
+        if format not in family.exporters:
+            raise UserInputError(
+                f"{model or ckpt} is {family.description}, which exports as "
+                f"{', '.join(family.export_formats)}, not {format}"
+            )
+        exporter = family.exporters[format]
         codec = source.codec.model if source.codec is not None else None
-        write_directory(
-            output, lambda folder: export_to_transformers(source.model, codec, folder), overwrite
-        )
-        print(f"exported {model or ckpt} to {output} (MusicgenForConditionalGeneration)")
+        write_directory(output, lambda folder: exporter(source.model, codec, folder), overwrite)
+        print(f"exported {model or ckpt} to {output} ({format})")
         return 0
     if ckpt is None:
         raise UserInputError("export needs --ckpt (a checkpoint written by fit)")

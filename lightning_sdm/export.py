@@ -57,34 +57,17 @@ def export_checkpoint(
 def _export_into(
     checkpoint: dict, checkpoint_path: Path, output: Path, codec_dir: str | None, merge: bool
 ) -> Path:
-    from lightning_sdm.tasks.diffusion_task import (
-        DIFFUSION_FAMILY_KEY,
-        diffusion_task_from_checkpoint,
-    )
-    from lightning_sdm.tasks.lm_task import ADAPTER_BASE_KEY, task_from_checkpoint
+    from lightning_sdm.families import checkpoint_family_name, family_of_checkpoint
+    from lightning_sdm.tasks.codec_task import CodecTask
 
-    if "encodec_config" in checkpoint.get("hyper_parameters", {}):
+    if checkpoint_family_name(checkpoint) == CodecTask.family:
         return _export_codec(checkpoint, output)
-    if DIFFUSION_FAMILY_KEY in checkpoint.get("hyper_parameters", {}):
-        if merge:
-            raise UserInputError(f"{checkpoint_path} is a diffusion model: it has no adapter")
-        output = diffusion_task_from_checkpoint(checkpoint).model.save_pretrained(output)
-        return _finish_export(checkpoint, checkpoint_path, output, codec_dir)
-    model = task_from_checkpoint(checkpoint).model
-    if model.config.adapter is None and merge:
-        raise UserInputError(f"{checkpoint_path} has no adapter: export it without --merge")
-    if model.config.adapter is not None and not merge:
-        base = checkpoint.get(ADAPTER_BASE_KEY)
-        if base is None:
-            raise UserInputError(
-                f"{checkpoint_path}'s adapter run did not start from a model directory "
-                "(model.init_from), so there is no base to load it over: export with --merge"
-            )
-        output = model.save_adapter(output, base)
-    else:
-        if merge:
-            model.merge_adapter()
-        output = model.save_pretrained(output)
+    family = family_of_checkpoint(checkpoint, checkpoint_path)
+    task = family.task_class.from_checkpoint(checkpoint)
+    try:
+        output = task.export_model(output, merge)
+    except UserInputError as error:
+        raise UserInputError(f"{checkpoint_path}: {error}") from error
     return _finish_export(checkpoint, checkpoint_path, output, codec_dir)
 
 
@@ -92,7 +75,7 @@ def _finish_export(
     checkpoint: dict, checkpoint_path: Path, output: Path, codec_dir: str | None
 ) -> Path:
     """The codec beside the model (when given) and where the weights came from."""
-    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY
+    from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
     if codec_dir is not None:
         EncodecCodec(CodecConfig(pretrained=codec_dir)).save_pretrained(output / CODEC_DIR)

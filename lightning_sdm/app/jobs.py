@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.families import family_named, family_of
 from lightning_sdm.generation import GenerationOptions, generate_requests, read_requests
-from lightning_sdm.generation.source import GenerationSource, load_path
-from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
+from lightning_sdm.generation.source import GenerationSource, load_path, source_family
 
 MAX_SECONDS = 120.0  # one request from the page; longer ones belong to the command line
 MAX_PROMPTS = 16  # per request
@@ -38,20 +41,16 @@ class JobCancelled(Exception):
     """Raised from the progress hook to stop a running job."""
 
 
-@dataclass
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))  # a misspelt field is an error
 class GenerationForm:
-    """What the generate page sends: the model, prompts and the settings of its family."""
+    """What the generate page sends: the model, prompts, and the options of the model
+    family's sampling config (names as `/api/family` lists them; unset: its defaults)."""
 
     model: str
     prompts: list[str]
     seconds: float = 5.0
     seed: int = 0
-    cfg_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    steps: int = 50
-    cfg_rescale: float = 0.0
+    sampling: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +123,7 @@ class GenerationJobs:
             )
         if not Path(form.model).exists():
             raise UserInputError(f"model {form.model} not found")
+        family_named(source_family(form.model)).sampling_from(form.sampling)  # before queueing
         form.prompts = prompts
         job = Job(uuid.uuid4().hex[:12], form)
         with self._lock:
@@ -178,17 +178,11 @@ class GenerationJobs:
                     f"{form.model} has no codec to make audio with: export it with "
                     "--codec_dir, or start serve with --codec_dir"
                 )
-            diffusion = type(source.model).sampling_config_type is DiffusionSamplingConfig
             options = GenerationOptions(
-                sampling=SamplingConfig() if diffusion else SamplingConfig(
-                    form.temperature, form.top_k, form.top_p, form.cfg_scale
-                ),
-                diffusion=DiffusionSamplingConfig(
-                    form.steps, form.cfg_scale, form.cfg_rescale
-                ) if diffusion else DiffusionSamplingConfig(),
+                sampling=family_of(source.model).sampling_from(form.sampling),
                 progress=False,
                 spectrograms=True,
-            )  # fmt: skip
+            )
             requests = read_requests(form.prompts, None, form.seconds, form.seed)
             job.status = "running"
 

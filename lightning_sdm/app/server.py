@@ -24,6 +24,7 @@ from lightning_sdm.app.guard import AccessPolicy, RequestGuard
 from lightning_sdm.app.jobs import GenerationForm, GenerationJobs, QueueFull
 from lightning_sdm.checkpoints import is_checkpoint
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.families import family_named
 from lightning_sdm.generation.source import source_family
 from lightning_sdm.listening.answers import (
     AlreadyAnswered,
@@ -150,13 +151,20 @@ def create_app(
         return {"models": entries, "compare": compare is not None}
 
     @app.get("/api/family")
-    def family(path: str) -> dict[str, str]:
+    def family(path: str) -> dict[str, Any]:
+        """The model's family and its sampling options, which the page shows as fields."""
         if not catalogue.allows(path):
             raise HTTPException(403, "not a model this server was started with")
         try:
-            return {"path": path, "family": source_family(path)}
+            found = family_named(source_family(path))
         except UserInputError as error:
             raise _bad_request(error) from error
+        return {
+            "path": path,
+            "family": found.name,
+            "description": found.description,
+            "sampling": found.sampling_fields(),
+        }
 
     @app.post("/api/generate")
     def generate(form: GenerationForm) -> dict[str, Any]:

@@ -4,6 +4,7 @@ held-out reference set (FAD, KLD, CLAP score, RTF), and log the numbers."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 
@@ -30,7 +31,8 @@ class EvaluationMetrics(SampleGeneration):
         every_n_validations: Evaluate after every Nth validation.
         ast_dir: AST directory for KLD. clap_dir: CLAP directory for the CLAP score.
         vggish_weights: VGGish state dict: FAD on VGGish instead of the codec's latents.
-        seconds, codec, temperature, top_k, top_p, cfg_scale, seed: As SampleGeneration.
+        seconds, codec, sampling, seed: As SampleGeneration (the sampling options of the
+            model's family).
     """
 
     def __init__(
@@ -46,16 +48,12 @@ class EvaluationMetrics(SampleGeneration):
         vggish_weights: str | None = None,
         seconds: float = 10.0,
         codec: CodecConfig | None = None,
-        temperature: float = 1.0,
-        top_k: int = 250,
-        top_p: float = 0.0,
-        cfg_scale: float = 3.0,
+        sampling: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(
             prompts=prompts, every_n_steps=0, at_validation_end=True,
-            seconds=seconds, codec=codec, temperature=temperature, top_k=top_k, top_p=top_p,
-            cfg_scale=cfg_scale, seed=seed,
+            seconds=seconds, codec=codec, sampling=sampling, seed=seed,
         )  # fmt: skip
         self.metrics = list(metrics or ("fad", "rtf"))
         unknown = sorted(set(self.metrics) - set(METRICS))

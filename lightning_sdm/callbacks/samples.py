@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, WeightAveraging
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
+from lightning_sdm.callbacks.averaging import averaged_weights
 from lightning_sdm.codecs import CodecConfig, EncodecCodec, describe_codec
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
+from lightning_sdm.families import family_of
 from lightning_sdm.tasks.sharding import whole_parameters
 
 DEFAULT_PROMPTS = [
@@ -23,29 +23,6 @@ DEFAULT_PROMPTS = [
     "a calm solo piano piece in a minor",
     "a funky bass groove with tight drums",
 ]
-
-
-def averaged_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.LightningModule:
-    """The EMA copy of the module when a weight-averaging callback runs, else the module.
-
-    Lightning keeps the average in `_average_model` (an AveragedModel around a copy of
-    the module) and offers no public accessor; reading it avoids swapping weights
-    under the training loop.
-    """
-    for callback in trainer.callbacks:
-        if isinstance(callback, WeightAveraging) and callback._average_model is not None:
-            return callback._average_model.module
-    return pl_module
-
-
-def _trainable_average(trainer: L.Trainer, module: L.LightningModule):
-    """The TrainableEMA's average in the module while sampling, when that callback runs."""
-    from lightning_sdm.callbacks.trainable_ema import TrainableEMA
-
-    for callback in trainer.callbacks:
-        if isinstance(callback, TrainableEMA):
-            return callback.averaged(module)
-    return contextlib.nullcontext()
 
 
 def _codec_of_shards(identity: dict[str, Any]) -> CodecConfig:
@@ -71,14 +48,10 @@ class SampleGeneration(Callback):
         seconds: Length of each sample.
         codec: The codec that decodes samples; default: the one the shards were made with
             (index.json). A different codec than the shards' is an error.
-        temperature: Sampling temperature.
-        top_k: Sample among the k most likely codes (0: all).
-        top_p: Nucleus sampling threshold (0: off).
-        cfg_scale: Classifier-free guidance scale.
+        sampling: Options of the model family's sampling config, as `generate` takes them
+            (a codebook LM: temperature, top_k, top_p, cfg_scale; a diffusion model:
+            steps, cfg_scale, cfg_rescale, eta); unset ones keep the family's defaults.
         seed: Seed of the sampling, so steps are comparable.
-        diffusion_steps: DDIM steps (diffusion models; temperature, top_k, top_p are the
-            LM's).
-        cfg_rescale: Guidance rescale φ (diffusion models).
     """
 
     def __init__(
@@ -88,13 +61,8 @@ class SampleGeneration(Callback):
         at_validation_end: bool = True,
         seconds: float = 10.0,
         codec: CodecConfig | None = None,
-        temperature: float = 1.0,
-        top_k: int = 250,
-        top_p: float = 0.0,
-        cfg_scale: float = 3.0,
+        sampling: dict[str, Any] | None = None,
         seed: int = 0,
-        diffusion_steps: int = 50,
-        cfg_rescale: float = 0.0,
     ) -> None:
         super().__init__()
         self.prompts = list(prompts or DEFAULT_PROMPTS)
@@ -102,19 +70,18 @@ class SampleGeneration(Callback):
         self.at_validation_end = at_validation_end
         self.seconds = seconds
         self.codec_config = codec
-        self.sampling = SamplingConfig(temperature, top_k, top_p, cfg_scale)
-        diffusion = DiffusionSamplingConfig(diffusion_steps, cfg_scale, cfg_rescale)
-        # Each model family says which of these it samples with.
-        self._sampling_by_type = {SamplingConfig: self.sampling, DiffusionSamplingConfig: diffusion}
+        self.sampling_options = dict(sampling or {})
         self.seed = seed
         self._codec: EncodecCodec | None = None
         self._last_step = -1
         self.written: list[Path] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Pick and check the codec before training, on every rank (all stop alike)."""
+        """Pick and check the codec and the sampling options before training, on every
+        rank (all stop alike)."""
         if stage != "fit":
             return
+        family_of(pl_module.model).sampling_from(self.sampling_options)
         datamodule = getattr(trainer, "datamodule", None)
         shards_codec = getattr(datamodule, "codec", None) or {}
         if self.codec_config is None:
@@ -174,18 +141,17 @@ class SampleGeneration(Callback):
     ) -> tuple[torch.Tensor, float, EncodecCodec, int]:
         """Audio [B, N] for `prompts` from the (EMA) weights, the wall time of generating
         and decoding it, the codec and the frames per prompt."""
-        module = averaged_module(trainer, pl_module)
-        model = module.model
-        was_training = model.training
-        model.eval()
-        codec = self._codec_on(next(model.parameters()).device)
-        frames = max(1, round(self.seconds * codec.frame_rate))
-        sampling = self._sampling_by_type[type(model).sampling_config_type]
-        started = time.perf_counter()
-        with _trainable_average(trainer, module):
+        with averaged_weights(trainer, pl_module) as module:
+            model = module.model
+            was_training = model.training
+            model.eval()
+            codec = self._codec_on(next(model.parameters()).device)
+            frames = max(1, round(self.seconds * codec.frame_rate))
+            sampling = family_of(model).sampling_from(self.sampling_options)
+            started = time.perf_counter()
             wavs = model.generate_waveforms(codec, prompts, frames, self.seed, sampling)
-        elapsed = time.perf_counter() - started
-        model.train(was_training)
+            elapsed = time.perf_counter() - started
+            model.train(was_training)
         return wavs, elapsed, codec, frames
 
     def _generate_on_this_rank(

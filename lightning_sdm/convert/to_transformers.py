@@ -50,10 +50,6 @@ def export_to_transformers(
 ) -> Path:
     """Save `model` (an adapter is merged first) with `codec` as a
     MusicgenForConditionalGeneration directory, tokenizer included."""
-    if not isinstance(model, TextToMusicLM):
-        raise UserInputError(
-            f"only codebook LMs export as MusicGen; this is a {type(model).__name__}"
-        )
     if model.config.adapter is not None:
         model.merge_adapter()
     reasons = musicgen_incompatibilities(model)

@@ -3,12 +3,13 @@ output (codes or latents), a summary. The same for both model families."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,12 @@ from tqdm import tqdm
 from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.generation.families import FamilyGeneration, family_generation
+from lightning_sdm.families import family_of
+from lightning_sdm.generation.family_generation import DecodingChoices, FamilyGeneration
 from lightning_sdm.generation.requests import GenerationRequest
 from lightning_sdm.generation.source import GenerationSource
 from lightning_sdm.generation.windows import WindowPlan, generate_in_windows
 from lightning_sdm.models.lm import INFERENCE_PRECISIONS
-from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
 from lightning_sdm.nn.packed_linear import PackChoice
 
 SUMMARY_FILE = "summary.json"
@@ -35,9 +36,8 @@ class LongerThanTrainedWarning(UserWarning):
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # codebook LMs
-    diffusion: DiffusionSamplingConfig = field(default_factory=DiffusionSamplingConfig)
-    cfg_scale: float | None = None  # either family's guidance scale, when given
+    sampling: Any = None  # the model family's sampling config; None: its defaults
+    cfg_scale: float | None = None  # the guidance scale, over the sampling config's
     batch_size: int = 8
     window_seconds: float | None = None  # default: the training crop length, when known
     extend_stride: float | None = None  # default: 60 % of the window (MusicGen: 18 of 30 s)
@@ -153,6 +153,23 @@ def read_audio_prompt(
     return family.encode_prompt(source.codec, wav)
 
 
+def family_steps(model: Any, options: GenerationOptions) -> FamilyGeneration:
+    """The model's family's generation with the options' sampling config (which must be
+    that family's) and guidance scale."""
+    family = family_of(model)
+    sampling = options.sampling if options.sampling is not None else family.sampling_config()
+    if not isinstance(sampling, family.sampling_config):
+        raise UserInputError(
+            f"{type(sampling).__name__} is not how {family.description} samples: it takes "
+            f"{family.sampling_config.__name__}"
+        )
+    if options.cfg_scale is not None:
+        given = {**dataclasses.asdict(sampling), "cfg_scale": options.cfg_scale}
+        sampling = family.sampling_from(given)
+    decoding = DecodingChoices(options.precision, options.pack_weights)
+    return family.generation(model, sampling, decoding)
+
+
 def generate_requests(
     source: GenerationSource,
     requests: Sequence[GenerationRequest],
@@ -162,14 +179,7 @@ def generate_requests(
 ) -> GenerationSummary:
     """`on_progress(steps done, steps in all)` after every model step (for a web page)."""
     output = Path(output_dir)
-    family = family_generation(
-        source.model,
-        options.sampling,
-        options.diffusion,
-        options.precision,
-        options.cfg_scale,
-        options.pack_weights,
-    )
+    family = family_steps(source.model, options)
     output.mkdir(parents=True, exist_ok=True)
     prompt = (
         read_audio_prompt(options.audio_prompt, source, family) if options.audio_prompt else None

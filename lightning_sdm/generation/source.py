@@ -4,7 +4,6 @@ and an identity that says exactly which weights made a file."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,23 @@ from lightning_sdm.checkpoints import (
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.export import CODEC_DIR, trained_segment_frames
-from lightning_sdm.generation.families import check_codec_fits
-from lightning_sdm.models.text_to_audio_diffusion import TextToAudioDiffusion
-from lightning_sdm.models.text_to_music import (
-    ADAPTER_FILE,
-    ADAPTER_WEIGHTS_FILE,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    TextToMusicLM,
+from lightning_sdm.families import (
+    family_of,
+    family_of_checkpoint,
+    family_of_directory,
 )
+from lightning_sdm.models.adapters import adapter_base, adapter_weights_file
+from lightning_sdm.models.saving import WEIGHTS_FILE
+from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
-GenerativeModel = TextToMusicLM | TextToAudioDiffusion
+GenerativeModel = Any  # a registered family's model (lightning_sdm.families)
 
 DEFAULT_FRAME_RATE = 50.0  # EnCodec 32 kHz, when no codec says otherwise
 
 
 @dataclass
 class GenerationSource:
-    model: GenerativeModel  # a codebook LM or a latent diffusion model
+    model: GenerativeModel  # a model of a registered family
     codec: EncodecCodec | None
     trained_frames: int | None  # the crop length seen in training, when known
     identity: dict[str, Any] = field(default_factory=dict)
@@ -77,29 +75,26 @@ def load_source(
         if not (codec_path / "config.json").is_file():
             raise UserInputError(f"codec directory {codec_path} has no config.json")
         codec = EncodecCodec(CodecConfig(pretrained=str(codec_path)))
-        check_codec_fits(codec, model)
+        family_of(model).check_codec(codec, model)
         identity["codec"] = str(codec_path)
     return GenerationSource(model.eval(), codec, trained, identity)
 
 
 def source_family(path: str | Path) -> str:
-    """ "lm" or "diffusion" for a model directory or checkpoint, without building the model
+    """The family's name for a model directory or checkpoint, without building the model
     (a checkpoint is memory-mapped, not read)."""
     path = Path(path)
     if path.is_dir() and not is_sharded_checkpoint(path):
-        return "diffusion" if _is_diffusion_directory(path) else "lm"
+        return family_of_directory(path).name
     if not is_checkpoint(path):
         raise UserInputError(f"{path} is neither a model directory nor a checkpoint")
-    from lightning_sdm.tasks.diffusion_task import DIFFUSION_FAMILY_KEY
-
     try:
         checkpoint = checkpoint_extras(path)
     except Exception as error:  # torch raises several types for corrupt files
         raise UserInputError(f"checkpoint {path} is unreadable: {error}") from error
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    if not hparams:
+    if not isinstance(checkpoint, dict) or not checkpoint.get("hyper_parameters"):
         raise UserInputError(f"{path} is not a lightning-sdm fit checkpoint")
-    return "diffusion" if DIFFUSION_FAMILY_KEY in hparams else "lm"
+    return family_of_checkpoint(checkpoint, path).name
 
 
 def load_path(path: str | Path, codec_dir: str | None = None) -> GenerationSource:
@@ -110,34 +105,19 @@ def load_path(path: str | Path, codec_dir: str | None = None) -> GenerationSourc
     return load_source(ckpt=str(path), codec_dir=codec_dir)
 
 
-def _is_diffusion_directory(directory: Path) -> bool:
-    config = directory / CONFIG_FILE
-    return config.is_file() and "dit" in json.loads(config.read_text())
-
-
 def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict, Path | None]:
-    adapter = (directory / ADAPTER_FILE).is_file()
-    if not adapter and not (directory / CONFIG_FILE).is_file():
-        raise UserInputError(
-            f"{directory} is not a saved lightning_sdm model (no {CONFIG_FILE}); "
-            "make one with `lightning-sdm export CKPT DIR`, or pass --ckpt"
-        )
-    family = TextToAudioDiffusion if _is_diffusion_directory(directory) else TextToMusicLM
+    family = family_of_directory(directory)
     try:
-        model = family.from_pretrained(directory)
+        model = family.model_class.from_pretrained(directory)
     except FileNotFoundError as error:
         raise UserInputError(str(error)) from error
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise UserInputError(f"{directory}: weights and config do not match ({error})") from error
-    identity = {
-        "model": str(directory),
-        "weights_sha256": file_digest(
-            directory / (ADAPTER_WEIGHTS_FILE if adapter else WEIGHTS_FILE)
-        ),
-    }
+    base = adapter_base(directory)
+    weights = adapter_weights_file(directory) or directory / WEIGHTS_FILE
+    identity = {"model": str(directory), "weights_sha256": file_digest(weights)}
     codec = directory / CODEC_DIR
-    if adapter:
-        base = Path(json.loads((directory / ADAPTER_FILE).read_text())["base"])
+    if base is not None:
         identity["adapter_over"] = str(base)
         if not codec.is_dir():  # an adapter directory uses its base model's codec
             codec = base / CODEC_DIR
@@ -145,12 +125,6 @@ def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict,
 
 
 def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Path | None]:
-    from lightning_sdm.tasks.diffusion_task import (
-        DIFFUSION_FAMILY_KEY,
-        diffusion_task_from_checkpoint,
-    )
-    from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, task_from_checkpoint
-
     if not is_checkpoint(path):
         raise UserInputError(f"checkpoint {path} not found")
     try:
@@ -160,14 +134,12 @@ def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Pat
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "state_dict" not in checkpoint:
         raise UserInputError(f"{path} is not a lightning-sdm fit checkpoint")
-    if "encodec_config" in hparams:
-        raise UserInputError(f"{path} is a codec checkpoint; generation needs the model's")
-    from_checkpoint = (
-        diffusion_task_from_checkpoint if DIFFUSION_FAMILY_KEY in hparams else task_from_checkpoint
-    )
+    family = family_of_checkpoint(checkpoint, path)
     try:
-        task = from_checkpoint(checkpoint)
+        task = family.task_class.from_checkpoint(checkpoint)
     except (RuntimeError, TypeError, ValueError) as error:
+        if isinstance(error, UserInputError):
+            raise
         raise UserInputError(
             f"{path}: its weights do not match its config ({str(error).splitlines()[0]})"
         ) from error

@@ -1,14 +1,20 @@
 """LoRA adapters on the LM's decoder through peft: only they train, and they fold back into
-the base weights (`merge_adapters`) or travel alone (`adapter_state`)."""
+the base weights (`merge_adapters`) or travel alone: an adapter directory (its config, its
+weights and the base model directory it loads over) and an adapter run's checkpoints hold
+the adapter's weights only."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lightning_sdm.errors import UserInputError
@@ -20,6 +26,8 @@ TARGET_MODULES = {
     "ffn": r"ffn\.(0|3)",
 }
 ADAPTER_TYPES = ("lora",)
+ADAPTER_FILE = "adapter.json"  # an adapter directory: these two files over a base model
+ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
 FROZEN_BASE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -144,3 +152,64 @@ def hold_frozen_projections_in(decoder: nn.Module, dtype: torch.dtype) -> None:
             low.bias = nn.Parameter(module.bias.detach().to(dtype), requires_grad=False)
         low.train(module.training)
         setattr(parent, child, low)
+
+
+def adapter_base(directory: str | Path) -> Path | None:
+    """The model directory an adapter directory loads over (None: not an adapter)."""
+    description = Path(directory) / ADAPTER_FILE
+    if not description.is_file():
+        return None
+    return Path(json.loads(description.read_text(encoding="utf-8"))["base"])
+
+
+def adapter_weights_file(directory: str | Path) -> Path | None:
+    path = Path(directory) / ADAPTER_WEIGHTS_FILE
+    return path if adapter_base(directory) is not None else None
+
+
+def save_adapter_directory(
+    model: nn.Module, config: AdapterConfig, directory: str | Path, base: str | Path
+) -> Path:
+    """The adapter alone (a few MB), to load over the model directory `base`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(adapter_state(model), directory / ADAPTER_WEIGHTS_FILE)
+    description = {"base": str(Path(base).resolve()), "adapter": config.to_dict()}
+    (directory / ADAPTER_FILE).write_text(json.dumps(description, indent=2))
+    return directory
+
+
+def load_adapter_directory(
+    directory: str | Path, load_base: Callable[[Path], nn.Module], map_location: str = "cpu"
+) -> nn.Module:
+    """The base model (`load_base(base directory)`, which must offer `add_adapter`) with
+    the directory's adapter on it."""
+    directory = Path(directory)
+    base = adapter_base(directory)
+    assert base is not None, f"{directory} is not an adapter directory"
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{directory} is an adapter over {base}, which is not a model directory"
+        )
+    description = json.loads((directory / ADAPTER_FILE).read_text(encoding="utf-8"))
+    model = load_base(base)
+    model.add_adapter(AdapterConfig(**description["adapter"]))
+    state = load_file(directory / ADAPTER_WEIGHTS_FILE, device=map_location)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing_adapter = [name for name in missing if is_adapter_parameter(name)]
+    if missing_adapter or unexpected:
+        raise RuntimeError(
+            f"{directory}'s adapter does not fit {base}: missing {missing_adapter}, "
+            f"unexpected {unexpected}"
+        )
+    return model
+
+
+def checkpoint_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What an adapter run's checkpoint keeps: the adapter's weights (the base is the
+    directory the run started from)."""
+    return {name: tensor for name, tensor in state_dict.items() if is_adapter_parameter(name)}
+
+
+def holds_adapter_only(state_dict: dict[str, Any]) -> bool:
+    return all(is_adapter_parameter(name) for name in state_dict)

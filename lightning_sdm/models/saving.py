@@ -12,16 +12,21 @@ from torch import nn
 from lightning_sdm.conditioning import T5Conditioner
 
 CONFIG_FILE = "config.json"
+FAMILY_KEY = "family"  # config.json's record of the model family that reads the directory
 WEIGHTS_FILE = "model.safetensors"
 TEXT_ENCODER_DIR = "text_encoder"
 ENCODER_PREFIX = "conditioner.encoder."
 
 
 def save_model_directory(
-    model: nn.Module, conditioner: T5Conditioner, config: dict[str, Any], directory: str | Path
+    model: nn.Module,
+    conditioner: T5Conditioner,
+    config: dict[str, Any],
+    directory: str | Path,
+    family: str,
 ) -> Path:
     """Weights without the T5 encoder (saved beside, with its tokenizer) and the config,
-    whose text section then points at that copy."""
+    whose text section then points at that copy, with the family that reads it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
@@ -31,7 +36,8 @@ def save_model_directory(
     }
     save_file(state, directory / WEIGHTS_FILE)
     conditioner.save_pretrained(directory / TEXT_ENCODER_DIR)
-    config = {**config, "text": {**config["text"], "pretrained": TEXT_ENCODER_DIR}}
+    text = {**config["text"], "pretrained": TEXT_ENCODER_DIR}
+    config = {FAMILY_KEY: family, **config, "text": text}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return directory
 
@@ -45,6 +51,7 @@ def read_config_data(
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: not a saved lightning_sdm model")
     data = json.loads(config_path.read_text())
+    data.pop(FAMILY_KEY, None)  # which class reads the directory, not one of its options
     text_path = data["text"].get("pretrained")
     if text_path is not None and not Path(text_path).is_absolute():
         data["text"]["pretrained"] = str(directory / text_path)

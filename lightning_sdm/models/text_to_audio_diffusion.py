@@ -86,7 +86,8 @@ class DiffusionLoss:
 
 
 class TextToAudioDiffusion(nn.Module):
-    sampling_config_type = DiffusionSamplingConfig  # what `generate_waveforms` takes
+    family = "diffusion"  # recorded in its directories' config.json and its checkpoints
+    sampling_config_type = DiffusionSamplingConfig  # what `generate_waveforms` samples with
 
     def __init__(self, config: TextToAudioDiffusionConfig) -> None:
         super().__init__()
@@ -281,7 +282,9 @@ class TextToAudioDiffusion(nn.Module):
         return codec.decode_latents(self.generate(texts, num_frames, sampling=sampling, seed=seed))
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        return save_model_directory(self, self.conditioner, self.config.to_dict(), directory)
+        return save_model_directory(
+            self, self.conditioner, self.config.to_dict(), directory, self.family
+        )
 
     @classmethod
     def from_pretrained(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lightning_sdm.conditioning import (
@@ -21,10 +19,11 @@ from lightning_sdm.conditioning import (
 )
 from lightning_sdm.models.adapters import (
     AdapterConfig,
-    adapter_state,
+    adapter_base,
     add_adapters,
-    is_adapter_parameter,
+    load_adapter_directory,
     merge_adapters,
+    save_adapter_directory,
 )
 from lightning_sdm.models.lm import CodebookLM, LMConfig
 from lightning_sdm.models.sampling import SamplingConfig, guide, sample_tokens
@@ -38,9 +37,6 @@ from lightning_sdm.models.saving import (
 from lightning_sdm.nn.packed_linear import PackChoice
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "TextToMusicConfig", "TextToMusicLM"]
-
-ADAPTER_FILE = "adapter.json"  # an adapter directory: these two files over a base model
-ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
 
 
 @dataclass(frozen=True)
@@ -78,6 +74,7 @@ def row_generators(
 
 
 class TextToMusicLM(nn.Module):
+    family = "lm"  # recorded in its directories' config.json and its checkpoints
     sampling_config_type = SamplingConfig  # what `generate_waveforms` takes as `sampling`
 
     def __init__(self, config: TextToMusicConfig, conditioner: T5Conditioner | None = None) -> None:
@@ -244,18 +241,15 @@ class TextToMusicLM(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """config.json + model.safetensors (decoder and projection) + text_encoder/ (T5)."""
-        return save_model_directory(self, self.conditioner, self.config.to_dict(), directory)
+        return save_model_directory(
+            self, self.conditioner, self.config.to_dict(), directory, self.family
+        )
 
     def save_adapter(self, directory: str | Path, base: str | Path) -> Path:
         """The adapter alone (a few MB), to load over the model directory `base`."""
         if self.config.adapter is None:
             raise ValueError("this model has no adapter to save")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file(adapter_state(self), directory / ADAPTER_WEIGHTS_FILE)
-        description = {"base": str(Path(base).resolve()), "adapter": self.config.adapter.to_dict()}
-        (directory / ADAPTER_FILE).write_text(json.dumps(description, indent=2))
-        return directory
+        return save_adapter_directory(self, self.config.adapter, directory, base)
 
     @staticmethod
     def read_config(
@@ -275,31 +269,9 @@ class TextToMusicLM(nn.Module):
         """Load in eval mode; `overrides` change config options that leave the weights'
         shapes alone (dropout, cfg_dropout, ...). An adapter directory loads its base
         model and puts the adapter on it."""
-        directory = Path(directory)
-        if (directory / ADAPTER_FILE).is_file():
-            return cls._from_adapter_directory(directory, map_location, overrides)
+        if adapter_base(directory) is not None:
+            load_base = lambda base: cls.from_pretrained(base, map_location, overrides)  # noqa: E731
+            return load_adapter_directory(directory, load_base, map_location).eval()
         model = cls(cls.read_config(directory, overrides))
         load_weights(model, directory, map_location)
         return model.eval()  # like transformers: dropout off until training asks for it
-
-    @classmethod
-    def _from_adapter_directory(
-        cls, directory: Path, map_location: str, overrides: dict[str, dict[str, Any]] | None
-    ) -> TextToMusicLM:
-        description = json.loads((directory / ADAPTER_FILE).read_text())
-        base = Path(description["base"])
-        if not (base / CONFIG_FILE).is_file():
-            raise FileNotFoundError(
-                f"{directory} is an adapter over {base}, which is not a model directory"
-            )
-        model = cls.from_pretrained(base, map_location, overrides)
-        model.add_adapter(AdapterConfig(**description["adapter"]))
-        state = load_file(directory / ADAPTER_WEIGHTS_FILE, device=map_location)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing_adapter = [name for name in missing if is_adapter_parameter(name)]
-        if missing_adapter or unexpected:
-            raise RuntimeError(
-                f"{directory}'s adapter does not fit {base}: missing {missing_adapter}, "
-                f"unexpected {unexpected}"
-            )
-        return model.eval()

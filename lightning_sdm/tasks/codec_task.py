@@ -33,6 +33,7 @@ from lightning_sdm.codecs.rvq import (
 )
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, si_snr
+from lightning_sdm.models.saving import FAMILY_KEY
 from lightning_sdm.nn.spectral import MultiScaleMelLoss
 from lightning_sdm.tasks.configs import config_from
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
@@ -79,6 +80,8 @@ class CodecTask(L.LightningModule):
         optim: AdamW and the warm-up + cosine schedule of the codec.
         seed: Seed of the k-means initialisation and dead-code replacement.
     """
+
+    family = "codec"  # recorded in its checkpoints: a codec, not a text-to-audio model
 
     def __init__(
         self,
@@ -136,6 +139,9 @@ class CodecTask(L.LightningModule):
         )
         self.automatic_optimization = discriminator is None
         self._val_codes: list[torch.Tensor] = []
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[FAMILY_KEY] = self.family
 
     @property
     def sample_rate(self) -> int:

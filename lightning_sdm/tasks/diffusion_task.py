@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import torch
@@ -21,12 +20,9 @@ from lightning_sdm.models.text_to_audio_diffusion import (
 )
 from lightning_sdm.nn.dit_block import DiTBlock
 from lightning_sdm.tasks.configs import config_from, training_option_changes
-from lightning_sdm.tasks.lm_task import TRAINED_FRAMES_KEY, caption_dropout_generator
 from lightning_sdm.tasks.optim import OptimConfig
-from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
 from lightning_sdm.tasks.stability import stop_if_not_finite
-
-DIFFUSION_FAMILY_KEY = "dit"  # in a checkpoint's hyper_parameters: this family's task
+from lightning_sdm.tasks.text_conditioned import TextConditionedTask
 
 # What a stage may change on the model it starts from; the rest is architecture.
 TRAINING_OPTIONS = {
@@ -55,7 +51,7 @@ def initial_diffusion_model(
     return TextToAudioDiffusion.from_pretrained(directory, overrides=overrides).train()
 
 
-class TextToAudioDiffusionTask(ScheduledAdamWTask):
+class TextToAudioDiffusionTask(TextConditionedTask):
     """Masked-modelling v-prediction loss, optimizer and schedule around the latent
     diffusion model (EzAudio-DiT).
 
@@ -109,7 +105,7 @@ class TextToAudioDiffusionTask(ScheduledAdamWTask):
         self.use_text = use_text
         self.save_hyperparameters(
             {
-                DIFFUSION_FAMILY_KEY: dit.to_dict(),
+                "dit": dit.to_dict(),
                 "text": text.to_dict(),
                 "diffusion": dataclasses.asdict(diffusion),
                 "masking": masking.to_dict(),
@@ -118,36 +114,21 @@ class TextToAudioDiffusionTask(ScheduledAdamWTask):
             }
         )
         self.optim_config = optim
-        self._rng: torch.Generator | None = None
-        self._previous_batch: tuple[float, torch.Tensor] | None = None
-        self.trained_segment_frames: int | None = None
 
-    def setup(self, stage: str) -> None:
+    def check_data(self, datamodule: Any) -> None:
         """Stop before training when the shards' latents do not fit the model."""
-        datamodule = getattr(self.trainer, "datamodule", None)
         codec = getattr(datamodule, "codec", None)
         if codec and codec.get("latent_dim") not in (None, self.model.latent_channels):
             raise UserInputError(
                 f"the shards' codec has {codec['latent_dim']}-channel latents, but the model "
                 f"is configured for {self.model.latent_channels}: set model.dit.latent_channels"
             )
-        self.trained_segment_frames = getattr(datamodule, "segment_frames", None)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.trained_segment_frames is not None:
-            checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
-
-    def on_fit_start(self) -> None:
-        self._rng = caption_dropout_generator(self.global_rank)
 
     def _texts(self, captions: list[str], training: bool) -> list[str]:
         if not self.use_text:
             return [EMPTY_CONDITION] * len(captions)
         if training:
-            return self.model.conditioner.cfg_dropout(captions, self._rng)
+            return self.dropped_captions(captions)
         return list(captions)
 
     def _measure_latent_stats(self, latents: torch.Tensor, frame_mask: torch.Tensor) -> None:
@@ -159,13 +140,6 @@ class TextToAudioDiffusionTask(ScheduledAdamWTask):
         std = max(second - mean**2, 1e-12) ** 0.5
         self.model.set_latent_stats(mean, std)
         rank_zero_info(f"latent statistics from the first batch: mean {mean:.4g}, std {std:.4g}")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        now = time.perf_counter()
-        if self._previous_batch is not None:
-            started, frames = self._previous_batch
-            self.log("train/frames_per_s", frames / max(now - started, 1e-9))
-        self._previous_batch = (now, batch["padding_mask"].sum().float())
 
     def _latents(self, batch: dict[str, Any]) -> torch.Tensor:
         if "latents" not in batch:
@@ -180,13 +154,13 @@ class TextToAudioDiffusionTask(ScheduledAdamWTask):
         if not bool(self.model.latent_stats_known):
             self._measure_latent_stats(latents, frame_mask)
         result = self.model.training_loss(
-            latents, frame_mask, self._texts(batch["captions"], True), self._rng
+            latents, frame_mask, self._texts(batch["captions"], True), self.caption_rng
         )
         stop_if_not_finite(self, result.loss)
         size = latents.shape[0]
         self.log("train/mse", result.loss, prog_bar=True, batch_size=size)
         self.log("train/generated_share", result.generated_share, batch_size=size)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        self.log_learning_rate(size)
         return result.loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -200,9 +174,3 @@ class TextToAudioDiffusionTask(ScheduledAdamWTask):
         )
         self.log("val/mse", result.loss, prog_bar=True, sync_dist=True, batch_size=len(latents))
         return result.loss
-
-
-def diffusion_task_from_checkpoint(checkpoint: dict[str, Any]) -> TextToAudioDiffusionTask:
-    task = TextToAudioDiffusionTask(**checkpoint["hyper_parameters"])
-    task.load_state_dict(checkpoint["state_dict"])
-    return task

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +14,10 @@ from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.adapters import (
     FROZEN_BASE_DTYPES,
     AdapterConfig,
+    checkpoint_state,
     freeze_all_but_adapters,
     hold_frozen_projections_in,
+    holds_adapter_only,
     is_adapter_parameter,
 )
 from lightning_sdm.models.lm import LMConfig
@@ -24,12 +25,11 @@ from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.nn.transformer import DecoderLayer
 from lightning_sdm.tasks.configs import config_from, training_option_changes
 from lightning_sdm.tasks.optim import OptimConfig
-from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
 from lightning_sdm.tasks.stability import NonFiniteLossError, stop_if_not_finite
+from lightning_sdm.tasks.text_conditioned import TextConditionedTask
 
-__all__ = ["NonFiniteLossError", "TextToMusicTask", "task_from_checkpoint"]
+__all__ = ["NonFiniteLossError", "TextToMusicTask"]
 
-TRAINED_FRAMES_KEY = "trained_segment_frames"
 ADAPTER_BASE_KEY = "adapter_base"  # the directory an adapter run started from
 
 
@@ -46,11 +46,6 @@ def masked_level_cross_entropy(
     weights = padding_mask[:, None, :].to(per_token.dtype).expand_as(per_token)
     per_level = (per_token * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp(min=1)
     return per_level.mean(), per_level
-
-
-def caption_dropout_generator(rank: int) -> torch.Generator:
-    """seed_everything gives every rank the same seed; caption dropout should differ per rank."""
-    return torch.Generator().manual_seed(torch.initial_seed() + 1000 * rank)
 
 
 # What a fine-tuning config may change on a model it starts from; the rest is architecture.
@@ -81,7 +76,7 @@ def initial_model(directory: str, lm: LMConfig, text: TextConditionerConfig) -> 
     return TextToMusicLM.from_pretrained(directory, overrides=changes).train()
 
 
-class TextToMusicTask(ScheduledAdamWTask):
+class TextToMusicTask(TextConditionedTask):
     """Loss, metrics, optimizer and schedule around `TextToMusicLM`.
 
     Configs may be given as dataclasses (YAML through LightningCLI) or plain dicts
@@ -102,6 +97,7 @@ class TextToMusicTask(ScheduledAdamWTask):
     """
 
     shard_units = (DecoderLayer,)
+    throughput_name = "train/tokens_per_s"
 
     def __init__(
         self,
@@ -124,7 +120,7 @@ class TextToMusicTask(ScheduledAdamWTask):
         if adapter is not None:
             self.model.add_adapter(adapter)
             freeze_all_but_adapters(self.model)
-        self.init_from = init_from  # the sample callback also writes this model's samples
+        self.init_from = init_from
         self.adapter_base = init_from if adapter is not None else None
         # The resolved configs, not init_from: export and resume rebuild from these and the
         # checkpoint's weights without reading the starting directory again.
@@ -137,15 +133,14 @@ class TextToMusicTask(ScheduledAdamWTask):
             }
         )
         self.optim_config = optim
-        self._previous_batch: tuple[float, torch.Tensor] | None = None  # (start time, tokens)
-        self._caption_dropout_rng: torch.Generator | None = None
-        self.trained_segment_frames: int | None = None  # crop length, kept for `generate`
 
     def setup(self, stage: str) -> None:
-        """Stop before training when the shards' codec does not fit the LM."""
         if stage == "fit":
             self.lower_frozen_base_precision()
-        datamodule = getattr(self.trainer, "datamodule", None)
+        super().setup(stage)
+
+    def check_data(self, datamodule: Any) -> None:
+        """Stop before training when the shards' codec does not fit the LM."""
         codec = getattr(datamodule, "codec", None)
         if not codec:
             return
@@ -157,7 +152,9 @@ class TextToMusicTask(ScheduledAdamWTask):
                 f"configured for {lm.num_levels} of {lm.cardinality}: set model.lm.num_levels "
                 "and model.lm.cardinality to the codec's"
             )
-        self.trained_segment_frames = getattr(datamodule, "segment_frames", None)
+
+    def units_per_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["padding_mask"].sum() * batch["codes"].shape[1]
 
     def lower_frozen_base_precision(self) -> None:
         """`adapter.frozen_dtype`: hold the frozen decoder projections in low precision for
@@ -170,22 +167,17 @@ class TextToMusicTask(ScheduledAdamWTask):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.trained_segment_frames is not None:
-            checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
+        super().on_save_checkpoint(checkpoint)
         if self.adapter_base is not None:
             checkpoint[ADAPTER_BASE_KEY] = self.adapter_base
             # An adapter run keeps only what trains; the base is the init_from directory.
             # Not under Lightning's weight averaging, which restores a whole-model copy.
             if "averaging_state" not in checkpoint:
-                checkpoint["state_dict"] = {
-                    name: tensor
-                    for name, tensor in checkpoint["state_dict"].items()
-                    if is_adapter_parameter(name)
-                }
+                checkpoint["state_dict"] = checkpoint_state(checkpoint["state_dict"])
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """An adapter run's checkpoints hold the adapter alone, to load over the base."""
-        if self.adapter_base is None or any(not is_adapter_parameter(n) for n in state_dict):
+        if self.adapter_base is None or not holds_adapter_only(state_dict):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [name for name in result.missing_keys if is_adapter_parameter(name)]
@@ -197,8 +189,37 @@ class TextToMusicTask(ScheduledAdamWTask):
         return result
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
+        super().on_load_checkpoint(checkpoint)
         self.adapter_base = checkpoint.get(ADAPTER_BASE_KEY, self.adapter_base)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Self:
+        """An adapter run's checkpoint loads over the directory it started from."""
+        base = checkpoint.get(ADAPTER_BASE_KEY)
+        if base is not None and not Path(base, "config.json").is_file():
+            raise UserInputError(
+                f"this checkpoint holds a LoRA adapter over {base}, which is not a model "
+                "directory any more: put the base model back there"
+            )
+        task = cls(**checkpoint["hyper_parameters"], init_from=base)
+        task.load_state_dict(checkpoint["state_dict"])
+        task.on_load_checkpoint(checkpoint)
+        return task
+
+    def export_model(self, output: Path, merge: bool = False) -> Path:
+        """The whole model, or a LoRA run's adapter alone over the directory it started
+        from (`merge`: folded into the base and written whole)."""
+        model = self.model
+        if model.config.adapter is None:
+            return super().export_model(output, merge)
+        if merge:
+            return model.merge_adapter().save_pretrained(output)
+        if self.adapter_base is None:
+            raise UserInputError(
+                "this adapter run did not start from a model directory (model.init_from), "
+                "so there is no base to load it over: export with --merge"
+            )
+        return model.save_adapter(output, self.adapter_base)
 
     def _check_batch(self, codes: torch.Tensor) -> None:
         expected = self.model.num_levels
@@ -216,20 +237,8 @@ class TextToMusicTask(ScheduledAdamWTask):
         logits = self.model(codes, texts)
         return masked_level_cross_entropy(logits, codes, batch["padding_mask"])
 
-    def on_fit_start(self) -> None:
-        self._caption_dropout_rng = caption_dropout_generator(self.global_rank)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Throughput over whole steps: data, forward, backward and optimizer."""
-        now = time.perf_counter()
-        if self._previous_batch is not None:
-            started, tokens = self._previous_batch
-            self.log("train/tokens_per_s", tokens / max(now - started, 1e-9))
-        real_tokens = batch["padding_mask"].sum() * batch["codes"].shape[1]
-        self._previous_batch = (now, real_tokens.float())
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        texts = self.model.conditioner.cfg_dropout(batch["captions"], self._caption_dropout_rng)
+        texts = self.dropped_captions(batch["captions"])
         loss, per_level = self._loss(batch, texts)
         stop_if_not_finite(self, loss)
         batch_size = batch["codes"].shape[0]
@@ -237,9 +246,7 @@ class TextToMusicTask(ScheduledAdamWTask):
         self.log("train/ppl", loss.detach().exp(), batch_size=batch_size)
         for level, value in enumerate(per_level):
             self.log(f"train/ce_q{level}", value, batch_size=batch_size)
-        self.log(
-            "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size
-        )
+        self.log_learning_rate(batch_size)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -250,17 +257,3 @@ class TextToMusicTask(ScheduledAdamWTask):
         for level, value in enumerate(per_level):
             self.log(f"val/ce_q{level}", value, sync_dist=True, batch_size=batch_size)
         return loss
-
-
-def task_from_checkpoint(checkpoint: dict[str, Any]) -> TextToMusicTask:
-    """The task a checkpoint was saved from, with its weights: an adapter run's over the
-    directory it started from."""
-    base = checkpoint.get(ADAPTER_BASE_KEY)
-    if base is not None and not Path(base, "config.json").is_file():
-        raise UserInputError(
-            f"this checkpoint holds a LoRA adapter over {base}, which is not a model "
-            "directory any more: put the base model back there"
-        )
-    task = TextToMusicTask(**checkpoint["hyper_parameters"], init_from=base)
-    task.load_state_dict(checkpoint["state_dict"])
-    return task

@@ -127,7 +127,7 @@ def test_the_generate_api_runs_a_job_with_progress_and_files(model_dir, tmp_path
         assert models == {"models": [{"path": str(model_dir), "family": "lm"}], "compare": False}
         job = client.post("/api/generate", json={
             "model": str(model_dir), "prompts": ["calm piano", "", "fast drums"],
-            "seconds": 0.2, "seed": 3, "top_k": 20,
+            "seconds": 0.2, "seed": 3, "sampling": {"top_k": 20},
         }).json()  # fmt: skip
         for _ in range(300):
             job = client.get(f"/api/jobs/{job['job_id']}").json()
@@ -175,9 +175,17 @@ def test_a_diffusion_model_generates_with_its_own_settings(tmp_path):
         create_app(models=[str(tmp_path / "dit")], output_dir=tmp_path / "s")
     ) as client:
         assert client.get("/api/models").json()["models"][0]["family"] == "diffusion"
-        job = run_job(client, {"model": str(tmp_path / "dit"), "prompts": ["a"], "seconds": 0.2,
-                               "steps": 3, "cfg_scale": 5, "cfg_rescale": 0.75,
-                               "temperature": 0.3})  # fmt: skip
+        body = {"model": str(tmp_path / "dit"), "prompts": ["a"], "seconds": 0.2}
+        family = client.get("/api/family", params={"path": str(tmp_path / "dit")}).json()
+        assert [field["name"] for field in family["sampling"]] == [
+            "steps", "cfg_scale", "cfg_rescale", "eta"
+        ]  # fmt: skip
+        lm_option = client.post("/api/generate", json={**body, "sampling": {"temperature": 1}})
+        assert lm_option.status_code == 400
+        assert "has no sampling option 'temperature'" in lm_option.json()["detail"]
+        job = run_job(
+            client, {**body, "sampling": {"steps": 3, "cfg_scale": 5, "cfg_rescale": 0.75}}
+        )
         assert job["status"] == "done", job["error"]
         settings = job["results"][0]["settings"]
         assert settings["family"] == "diffusion" and settings["denoising_steps"] == 3

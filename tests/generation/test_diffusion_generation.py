@@ -89,9 +89,16 @@ def test_an_audio_prompt_is_continued_from_its_exact_latents(dit_with_codec, tmp
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--temperature", "0.5"], "--sampling.* (temperature, top_k, top_p) are for codebook"),
-        (["--precision", "bf16"], "--precision bf16 is for codebook LMs"),
-        (["--pack_weights", "false"], "--pack_weights false is for codebook LMs"),
+        (
+            ["--temperature", "0.5"],
+            "--sampling.* options are for a codebook LM; this is a latent diffusion model: "
+            "use --diffusion.steps",
+        ),
+        (["--precision", "bf16"], "--precision bf16 is for codebook LMs, not diffusion models"),
+        (
+            ["--pack_weights", "false"],
+            "--pack_weights false is for codebook LMs, not diffusion models",
+        ),
         (["--diffusion.steps", "0"], "steps must be >= 1"),
         (["--cfg", "-1"], "cfg_scale must be >= 0"),
     ],
@@ -106,7 +113,10 @@ def test_an_lm_refuses_diffusion_options(tmp_path, capsys):
     code, _, err = run(
         capsys, "--model", tmp_path / "lm", "--prompt", "a", "--diffusion.cfg_rescale", 0.5
     )
-    assert code == 2 and "--diffusion.* options are for diffusion models" in err
+    assert (
+        code == 2
+        and "--diffusion.* options are for a latent diffusion model; this is a codebook LM" in err
+    )
 
 
 def test_a_codec_with_other_latents_is_refused(dit_with_codec, tmp_path, capsys):
@@ -124,4 +134,5 @@ def test_a_diffusion_model_does_not_export_as_musicgen(dit_with_codec, tmp_path,
          "--output", str(tmp_path / "hf")]
     )  # fmt: skip
     assert code == 2
-    assert "only codebook LMs export as MusicGen" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is a latent diffusion model, which exports as lightning_sdm, not transformers" in err

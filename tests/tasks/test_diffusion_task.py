@@ -33,7 +33,7 @@ def stage_config(tmp_path: Path, name: str, shards: Path, **model) -> Path:
                  "init_args": {"save_last": True, "dirpath": str(tmp_path / name / "ckpt")}},
                 {"class_path": "lightning_sdm.callbacks.samples.SampleGeneration",
                  "init_args": {"prompts": ["caption of item0001"], "every_n_steps": 0,
-                               "seconds": 0.2, "diffusion_steps": 3,
+                               "seconds": 0.2, "sampling": {"steps": 3},
                                "at_validation_end": False}},
             ],
         },

@@ -18,10 +18,10 @@ from lightning_sdm.tasks import lm_task
 from lightning_sdm.tasks.lm_task import (
     NonFiniteLossError,
     TextToMusicTask,
-    caption_dropout_generator,
     masked_level_cross_entropy,
 )
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer, parameter_groups, warmup_cosine
+from lightning_sdm.tasks.text_conditioned import caption_dropout_generator
 from tests.conftest import ALL_PATTERNS
 from tests.data.shard_fixtures import write_shards
 

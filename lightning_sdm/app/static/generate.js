@@ -1,6 +1,6 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
-let family = "lm";
+let samplingFields = [];
 let jobId = null;
 
 function modelPath() {
@@ -16,12 +16,43 @@ async function showFamily() {
   const response = await fetch(`/api/family?path=${encodeURIComponent(path)}`);
   const body = await response.json();
   if (!response.ok) { $("family").textContent = body.detail; return; }
-  family = body.family;
-  $("family").textContent = family === "diffusion"
-    ? "Latent diffusion model (EzAudio-DiT): DDIM sampling."
-    : "Codebook language model: token sampling.";
-  $("lm-options").classList.toggle("hidden", family !== "lm");
-  $("diffusion-options").classList.toggle("hidden", family !== "diffusion");
+  $("family").textContent = `${body.description} (family ${body.family}).`;
+  showSamplingFields(body.sampling);
+}
+
+// One input per sampling option of the model's family, with the family's default.
+function showSamplingFields(fields) {
+  samplingFields = fields;
+  const row = $("sampling-options");
+  row.replaceChildren();
+  for (const field of fields) {
+    const box = document.createElement("div");
+    const label = document.createElement("label");
+    label.htmlFor = `sampling-${field.name}`;
+    label.textContent = field.name.replaceAll("_", " ");
+    const input = document.createElement("input");
+    input.id = `sampling-${field.name}`;
+    input.dataset.name = field.name;
+    if (field.kind === "bool") {
+      input.type = "checkbox";
+      input.checked = field.default;
+    } else {
+      input.type = "number";
+      input.value = field.default;
+      input.step = field.kind === "int" ? "1" : "any";
+    }
+    box.append(label, input);
+    row.appendChild(box);
+  }
+}
+
+function samplingOptions() {
+  const options = {};
+  for (const field of samplingFields) {
+    const input = $(`sampling-${field.name}`);
+    options[field.name] = field.kind === "bool" ? input.checked : Number(input.value);
+  }
+  return options;
 }
 
 async function loadModels() {
@@ -97,9 +128,7 @@ async function generate(event) {
     const body = {
       model: modelPath(),
       prompts: $("prompts").value.split("\n"),
-      seconds: number("seconds"), seed: number("seed"), cfg_scale: number("cfg_scale"),
-      temperature: number("temperature"), top_k: number("top_k"), top_p: number("top_p"),
-      steps: number("steps"), cfg_rescale: number("cfg_rescale"),
+      seconds: number("seconds"), seed: number("seed"), sampling: samplingOptions(),
     };
     const response = await fetch("/api/generate", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),

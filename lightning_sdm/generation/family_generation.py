@@ -1,6 +1,7 @@
 """What generation needs from a model family: how one window is made and what it costs in
 model calls, what the codec turns its output into, what an audio prompt becomes, and what
-the sidecar records. The runner is the same for both families."""
+the sidecar records. The runner is the same for every family; the registry
+(lightning_sdm.families) says which of these a model gets."""
 
 from __future__ import annotations
 
@@ -41,23 +42,6 @@ class FamilyGeneration(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def stored(self, output: torch.Tensor) -> torch.Tensor: ...
-
-
-def check_codec_fits(codec: EncodecCodec, model: TextToMusicLM | TextToAudioDiffusion) -> None:
-    """The codec decodes what the model makes: its codebooks, or its latent width."""
-    if isinstance(model, TextToAudioDiffusion):
-        if codec.latent_dim != model.latent_channels:
-            raise UserInputError(
-                f"the codec's latents have {codec.latent_dim} channels, the model generates "
-                f"{model.latent_channels}: pass the codec the model was trained with "
-                "(--codec_dir)"
-            )
-    elif codec.num_codebooks != model.num_levels or codec.cardinality != model.cardinality:
-        raise UserInputError(
-            f"the codec has {codec.num_codebooks} codebooks of {codec.cardinality} codes, "
-            f"the model predicts {model.num_levels} of {model.cardinality}: pass the codec "
-            "the model was trained with (--codec_dir)"
-        )
 
 
 def _window_seeds(seeds: Sequence[int], index: int) -> list[int]:
@@ -168,36 +152,33 @@ class DiffusionGeneration:
         return output.float()
 
 
-def family_generation(
-    model: TextToMusicLM | TextToAudioDiffusion,
-    sampling: SamplingConfig,
-    diffusion: DiffusionSamplingConfig,
-    precision: str,
-    cfg_scale: float | None = None,
-    pack_weights: PackChoice = "auto",
-) -> FamilyGeneration:
-    """The model's family with its sampling options (`cfg_scale`, when given, for either),
-    refusing options that belong to the other family: they would be silently ignored."""
-    if isinstance(model, TextToAudioDiffusion):
-        if sampling != SamplingConfig():
+@dataclass(frozen=True)
+class DecodingChoices:
+    """How a model runs while generating, apart from what it samples: the codebook LM's
+    weight precision and matmul path (other families take the defaults only)."""
+
+    precision: str = "fp32"
+    pack_weights: PackChoice = "auto"
+
+    def refuse_for(self, description: str) -> None:
+        """One line naming a choice set away from its default for a family that has none."""
+        if self.precision != "fp32":
             raise UserInputError(
-                "--sampling.* (temperature, top_k, top_p) are for codebook LMs; this is a "
-                "diffusion model: use --diffusion.steps, --diffusion.cfg_rescale, "
-                "--diffusion.eta and --cfg"
+                f"--precision {self.precision} is for codebook LMs, not {description}"
             )
-        if precision != "fp32":
-            raise UserInputError(f"--precision {precision} is for codebook LMs' decoding")
-        if pack_weights != "auto":
-            shown = str(pack_weights).lower()
-            raise UserInputError(f"--pack_weights {shown} is for codebook LMs' decoding")
-        if cfg_scale is not None:
-            diffusion = dataclasses.replace(diffusion, cfg_scale=cfg_scale)
-        return DiffusionGeneration(model, diffusion)
-    if diffusion != DiffusionSamplingConfig():
-        raise UserInputError(
-            "--diffusion.* options are for diffusion models; this is a codebook LM: use "
-            "--sampling.temperature, --sampling.top_k, --sampling.top_p and --cfg"
-        )
-    if cfg_scale is not None:
-        sampling = dataclasses.replace(sampling, cfg_scale=cfg_scale)
-    return LMGeneration(model, sampling, pack_weights, precision)
+        if self.pack_weights != "auto":
+            shown = str(self.pack_weights).lower()
+            raise UserInputError(f"--pack_weights {shown} is for codebook LMs, not {description}")
+
+
+def lm_generation(
+    model: TextToMusicLM, sampling: SamplingConfig, decoding: DecodingChoices
+) -> LMGeneration:
+    return LMGeneration(model, sampling, decoding.pack_weights, decoding.precision)
+
+
+def diffusion_generation(
+    model: TextToAudioDiffusion, sampling: DiffusionSamplingConfig, decoding: DecodingChoices
+) -> DiffusionGeneration:
+    decoding.refuse_for("diffusion models")
+    return DiffusionGeneration(model, sampling)

@@ -1,0 +1,97 @@
+"""What every text-to-audio task does the same way, whichever family it trains: the trained
+crop length and the family recorded in checkpoints, per-rank caption dropout, throughput
+and learning-rate logs, the data check before training, and building a task back from
+its checkpoint. Each family's task keeps its loss, its metrics and its data check."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Self
+
+import torch
+
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.models.saving import FAMILY_KEY
+from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
+
+TRAINED_FRAMES_KEY = "trained_segment_frames"
+
+
+def caption_dropout_generator(rank: int) -> torch.Generator:
+    """seed_everything gives every rank the same seed; caption dropout should differ per rank."""
+    return torch.Generator().manual_seed(torch.initial_seed() + 1000 * rank)
+
+
+class TextConditionedTask(ScheduledAdamWTask):
+    """Subclasses build `self.model` (a model with a `family` and a T5 `conditioner`), set
+    `self.init_from`, and say what a batch holds in `units_per_batch` and what the data
+    must offer in `check_data`."""
+
+    throughput_name = "train/frames_per_s"  # the log name of `units_per_batch` per second
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.init_from: str | None = None  # the sample callback also samples this model
+        self.trained_segment_frames: int | None = None  # the crop length, kept for generate
+        self.caption_rng: torch.Generator | None = None
+        self._previous_batch: tuple[float, torch.Tensor] | None = None  # (start, units)
+
+    # -- what a family says ----------------------------------------------------------
+
+    def check_data(self, datamodule: Any) -> None:
+        """Raise UserInputError when the data cannot train this model (before any step)."""
+
+    def units_per_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        """What throughput counts in a batch: real frames unless a family says otherwise."""
+        return batch["padding_mask"].sum()
+
+    # -- shared plumbing -------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        self.check_data(datamodule)
+        self.trained_segment_frames = getattr(datamodule, "segment_frames", None)
+
+    def on_fit_start(self) -> None:
+        self.caption_rng = caption_dropout_generator(self.global_rank)
+
+    def dropped_captions(self, captions: list[str]) -> list[str]:
+        """Captions with classifier-free guidance's dropout applied (training only)."""
+        return self.model.conditioner.cfg_dropout(captions, self.caption_rng)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Throughput over whole steps: data, forward, backward and optimizer."""
+        now = time.perf_counter()
+        if self._previous_batch is not None:
+            started, units = self._previous_batch
+            self.log(self.throughput_name, units / max(now - started, 1e-9))
+        self._previous_batch = (now, self.units_per_batch(batch).float())
+
+    def log_learning_rate(self, batch_size: int) -> None:
+        learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", learning_rate, batch_size=batch_size)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[FAMILY_KEY] = self.model.family
+        if self.trained_segment_frames is not None:
+            checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Self:
+        """The task a checkpoint was saved from, with its weights."""
+        task = cls(**checkpoint["hyper_parameters"])
+        task.load_state_dict(checkpoint["state_dict"])
+        task.on_load_checkpoint(checkpoint)
+        return task
+
+    def export_model(self, output: Path, merge: bool = False) -> Path:
+        """The model as a directory `generate` reads (a family with adapters overrides)."""
+        if merge:
+            raise UserInputError("this model has no adapter to merge: export it without --merge")
+        return self.model.save_pretrained(output)
