@@ -224,4 +224,5 @@ def _as_kind(value: Any, kind: Any, name: str) -> Any:
             return float(value)
         if kind is int and value == int(value):
             return int(value)
-    raise UserInputError(f"sampling option {name} must be a {kind.__name__}, got {value!r}")
+    article = "an" if kind is int else "a"
+    raise UserInputError(f"sampling option {name} must be {article} {kind.__name__}, got {value!r}")

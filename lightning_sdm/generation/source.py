@@ -47,10 +47,11 @@ class GenerationSource:
 
 def file_digest(path: Path, limit: int = 1 << 30) -> str:
     """sha256 of the file's first `limit` bytes (a model's identity, cheap for large ones);
-    of a folder's files in name order (a sharded checkpoint)."""
+    of a folder's files in name order (a sharded checkpoint), not its subfolders."""
     digest = hashlib.sha256()
     remaining = limit
-    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+    files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+    for file in files:
         with file.open("rb") as handle:
             while remaining > 0 and (chunk := handle.read(min(1 << 20, remaining))):
                 digest.update(chunk)
@@ -114,7 +115,9 @@ def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict,
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise UserInputError(f"{directory}: weights and config do not match ({error})") from error
     base = adapter_base(directory)
+    # A family that saves its weights under other names: the directory's own files.
     weights = adapter_weights_file(directory) or directory / WEIGHTS_FILE
+    weights = weights if weights.is_file() else directory
     identity = {"model": str(directory), "weights_sha256": file_digest(weights)}
     codec = directory / CODEC_DIR
     if base is not None:

@@ -112,9 +112,11 @@ def model_dir(tmp_path_factory):
 def test_the_generate_page_plays_and_shows_what_it_made(browser, model_dir, tmp_path):
     with served("--model", str(model_dir), "--output_dir", str(tmp_path / "served")) as (url, _):
         browser.get(url)
-        wait_for(
-            browser, lambda d: "Codebook language model" in d.find_element(By.ID, "family").text
-        )
+        wait_for(browser, lambda d: "a codebook LM" in d.find_element(By.ID, "family").text)
+        top_k = browser.find_element(By.ID, "sampling-top_k")  # the family's own options
+        assert top_k.get_attribute("value") == "250"
+        top_k.clear()
+        top_k.send_keys("20")
         prompts = browser.find_element(By.ID, "prompts")
         prompts.clear()
         prompts.send_keys("calm piano\nfast drums")
@@ -142,6 +144,7 @@ def test_the_generate_page_plays_and_shows_what_it_made(browser, model_dir, tmp_
             browser.execute_script("return document.querySelector('.result pre').textContent")
         )
         assert settings["prompt"] == "calm piano" and settings["pattern"] == "stack_delay"
+        assert settings["sampling"]["top_k"] == 20
         time.sleep(0.2)
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "generate-page.png"))

@@ -16,7 +16,7 @@ async function showFamily() {
   const response = await fetch(`/api/family?path=${encodeURIComponent(path)}`);
   const body = await response.json();
   if (!response.ok) { $("family").textContent = body.detail; return; }
-  $("family").textContent = `${body.description} (family ${body.family}).`;
+  $("family").textContent = `This is ${body.description} (family ${body.family}); its sampling options:`;
   showSamplingFields(body.sampling);
 }
 
