@@ -16,6 +16,7 @@ from lightning_sdm.callbacks.averaging import averaged_weights
 from lightning_sdm.codecs import CodecConfig, EncodecCodec, describe_codec
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_of
+from lightning_sdm.generation.family_generation import DecodingChoices
 from lightning_sdm.tasks.sharding import whole_parameters
 
 DEFAULT_PROMPTS = [
@@ -147,9 +148,14 @@ class SampleGeneration(Callback):
             model.eval()
             codec = self._codec_on(next(model.parameters()).device)
             frames = max(1, round(self.seconds * codec.frame_rate))
-            sampling = family_of(model).sampling_from(self.sampling_options)
+            family = family_of(model)
+            steps = family.generation(
+                model, family.sampling_from(self.sampling_options), DecodingChoices()
+            )
+            seeds = [self.seed + row for row in range(len(prompts))]
             started = time.perf_counter()
-            wavs = model.generate_waveforms(codec, prompts, frames, self.seed, sampling)
+            window = steps.window_generator(prompts, seeds, on_step=lambda: None)
+            wavs = steps.decode(codec, window(frames, None, 0))
             elapsed = time.perf_counter() - started
             model.train(was_training)
         return wavs, elapsed, codec, frames

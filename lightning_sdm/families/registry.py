@@ -33,13 +33,13 @@ class ModelFamily:
 
     Attributes:
         model_class: An nn.Module class with `family` (its name, recorded in its files),
-            `sampling_config_type`, `save_pretrained`, `from_pretrained(directory)` and
-            `generate_waveforms(codec, texts, frames, seed, sampling)`.
+            `sampling_config_type`, `save_pretrained` and `from_pretrained(directory)`.
         task_class: Its LightningModule (a TextConditionedTask): `from_checkpoint`,
             `export_model`.
         description: What it is, for messages and the app ("a codebook LM").
         options_section: `generate`'s flags for its sampling config (--SECTION.name).
-        generation: (model, sampling, decoding) -> the generation steps the runner drives.
+        generation: (model, sampling, decoding) -> the generation steps (a
+            FamilyGeneration) that `generate`, the app and the sample callback drive.
         check_codec: (codec, model) -> None, raising UserInputError when the codec cannot
             decode what the model makes.
         exporters: Export formats besides lightning_sdm: name -> (model, codec model or

@@ -55,7 +55,7 @@ class LMGeneration:
     model: TextToMusicLM
     sampling: SamplingConfig
     pack_weights: PackChoice = "auto"
-    precision: str = "fp32"  # the weights' dtype while decoding; the model keeps its own
+    precision: str | None = None  # the weights' dtype while decoding (None: as they are)
     output_name = "codes"
     steps_name = "decoding_steps"
 
@@ -157,12 +157,12 @@ class DecodingChoices:
     """How a model runs while generating, apart from what it samples: the codebook LM's
     weight precision and matmul path (other families take the defaults only)."""
 
-    precision: str = "fp32"
+    precision: str | None = None  # None: the weights as they are
     pack_weights: PackChoice = "auto"
 
     def refuse_for(self, description: str) -> None:
         """One line naming a choice set away from its default for a family that has none."""
-        if self.precision != "fp32":
+        if self.precision not in (None, "fp32"):
             raise UserInputError(
                 f"--precision {self.precision} is for codebook LMs, not {description}"
             )

@@ -59,10 +59,12 @@ class DiffusionSamplingConfig:
             raise UserInputError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
         if not 0.0 <= self.cfg_rescale <= 1.0:
             raise UserInputError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise UserInputError(f"eta must be in [0, 1] (0: deterministic), got {self.eta}")
 
-
-def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
-    return unconditional + scale * (conditional - unconditional)
+    @property
+    def uses_guidance(self) -> bool:
+        return self.cfg_scale != 1.0
 
 
 def sample_tokens(

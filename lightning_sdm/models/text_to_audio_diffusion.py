@@ -8,16 +8,16 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
-from lightning_sdm.conditioning import EMPTY_CONDITION, T5Conditioner, TextConditionerConfig
+from lightning_sdm.conditioning import T5Conditioner, TextConditionerConfig
 from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
-from lightning_sdm.models.guidance import guide
+from lightning_sdm.models.guidance import guide, guided_captions
 from lightning_sdm.models.masking import MaskingConfig, span_mask
 from lightning_sdm.models.sampling import DiffusionSamplingConfig
 from lightning_sdm.models.saving import load_weights, read_config_data, save_model_directory
@@ -75,10 +75,6 @@ class TextToAudioDiffusionConfig:
         )
 
 
-class LatentDecoder(Protocol):
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor: ...
-
-
 @dataclass
 class DiffusionLoss:
     loss: torch.Tensor
@@ -87,7 +83,7 @@ class DiffusionLoss:
 
 class TextToAudioDiffusion(nn.Module):
     family = "diffusion"  # recorded in its directories' config.json and its checkpoints
-    sampling_config_type = DiffusionSamplingConfig  # what `generate_waveforms` samples with
+    sampling_config_type = DiffusionSamplingConfig  # what its generation samples with
 
     def __init__(self, config: TextToAudioDiffusionConfig) -> None:
         super().__init__()
@@ -207,10 +203,8 @@ class TextToAudioDiffusion(nn.Module):
         generator (`seed[r]`, or `seed + r`), so a row does not depend on its batch mates.
         """
         sampling = sampling or DiffusionSamplingConfig()
-        if isinstance(texts, str):
-            raise TypeError("pass a list of captions, not a single string")
-        if not texts:
-            raise ValueError("generate needs at least one caption")
+        guided = sampling.uses_guidance
+        rows = guided_captions(texts, guided)
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         batch, device = len(texts), self.device
@@ -223,8 +217,6 @@ class TextToAudioDiffusion(nn.Module):
             x = torch.stack(
                 [torch.randn(shape[1:], generator=g, device=device) for g in generators]
             )
-        guided = sampling.cfg_scale != 1.0
-        rows = list(texts) + [EMPTY_CONDITION] * batch if guided else list(texts)
         condition = self.conditioner(rows)
         scheduler = self.config.diffusion.scheduler()
         scheduler.set_timesteps(sampling.steps, device=device)
@@ -269,17 +261,6 @@ class TextToAudioDiffusion(nn.Module):
         if to_generate is None or tuple(to_generate.shape) != (batch, frames):
             raise ValueError(f"to_generate must be a [{batch}, {frames}] bool mask")
         return self.normalise(given.to(self.device).float()), to_generate.to(self.device).bool()
-
-    def generate_waveforms(
-        self,
-        codec: LatentDecoder,
-        texts: list[str],
-        num_frames: int,
-        seed: int | None = None,
-        sampling: DiffusionSamplingConfig | None = None,
-    ) -> torch.Tensor:
-        """Audio [B, N] through the codec's decoder (the sample callback's entry point)."""
-        return codec.decode_latents(self.generate(texts, num_frames, sampling=sampling, seed=seed))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         return save_model_directory(

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from lightning_sdm.conditioning import (
-    EMPTY_CONDITION,
     T5Conditioner,
     TextCondition,
     TextConditionerConfig,
@@ -25,8 +24,9 @@ from lightning_sdm.models.adapters import (
     merge_adapters,
     save_adapter_directory,
 )
+from lightning_sdm.models.guidance import guide, guided_captions
 from lightning_sdm.models.lm import CodebookLM, LMConfig
-from lightning_sdm.models.sampling import SamplingConfig, guide, sample_tokens
+from lightning_sdm.models.sampling import SamplingConfig, sample_tokens
 from lightning_sdm.models.saving import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -75,7 +75,7 @@ def row_generators(
 
 class TextToMusicLM(nn.Module):
     family = "lm"  # recorded in its directories' config.json and its checkpoints
-    sampling_config_type = SamplingConfig  # what `generate_waveforms` takes as `sampling`
+    sampling_config_type = SamplingConfig  # what its generation samples with
 
     def __init__(self, config: TextToMusicConfig, conditioner: T5Conditioner | None = None) -> None:
         """`conditioner`: one already built (an imported checkpoint's T5), else from config."""
@@ -173,19 +173,14 @@ class TextToMusicLM(nn.Module):
         and `precision` the weights' dtype for this call (see `CodebookLM.decode`).
         """
         sampling = sampling or SamplingConfig()
-        if isinstance(texts, str):
-            raise TypeError("pass a list of captions, not a single string")
-        if not texts:
-            raise ValueError("generate needs at least one caption")
+        guided = sampling.uses_guidance
+        rows = guided_captions(texts, guided)
         if num_timesteps < 1:
             raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
         batch = len(texts)
         device = self.lm.head_weight.device
         prompt = self._check_prompt(prompt_tokens, batch, num_timesteps, device)
-        guided = sampling.uses_guidance
-        condition = self.condition(
-            list(texts) + [EMPTY_CONDITION] * batch if guided else list(texts)
-        )
+        condition = self.condition(rows)
         generators = row_generators(seed, batch, device)
 
         def pick(
@@ -211,17 +206,6 @@ class TextToMusicLM(nn.Module):
             precision=precision,
         )
         return codes[:batch]
-
-    def generate_waveforms(
-        self,
-        codec: Any,
-        texts: list[str],
-        num_frames: int,
-        seed: int | None = None,
-        sampling: SamplingConfig | None = None,
-    ) -> torch.Tensor:
-        """Audio [B, N] through the codec (the sample callback's entry point)."""
-        return codec.decode(self.generate(texts, num_frames, sampling=sampling, seed=seed))
 
     def _check_prompt(
         self, prompt: torch.Tensor | None, batch: int, num_timesteps: int, device: torch.device

@@ -19,10 +19,10 @@ from lightning_sdm.models.text_to_audio_diffusion import (
     TextToAudioDiffusionConfig,
 )
 from lightning_sdm.nn.dit_block import DiTBlock
-from lightning_sdm.tasks.configs import config_from, training_option_changes
+from lightning_sdm.tasks.configs import config_from
 from lightning_sdm.tasks.optim import OptimConfig
 from lightning_sdm.tasks.stability import stop_if_not_finite
-from lightning_sdm.tasks.text_conditioned import TextConditionedTask
+from lightning_sdm.tasks.text_conditioned import TextConditionedTask, start_from_directory
 
 # What a stage may change on the model it starts from; the rest is architecture.
 TRAINING_OPTIONS = {
@@ -31,24 +31,8 @@ TRAINING_OPTIONS = {
 }
 
 
-def initial_diffusion_model(
-    directory: str, dit: DiTConfig, text: TextConditionerConfig, masking: MaskingConfig
-) -> TextToAudioDiffusion:
-    """The previous stage's model, with this stage's training options and masking."""
-    try:
-        saved = TextToAudioDiffusionConfig.from_dict(read_config_data(directory))
-    except FileNotFoundError as error:
-        raise UserInputError(f"model.init_from: {error}") from error
-    overrides = training_option_changes(
-        directory,
-        {
-            "dit": (dit, DiTConfig(), saved.dit),
-            "text": (text, TextConditionerConfig(), saved.text),
-        },
-        TRAINING_OPTIONS,
-    )
-    overrides["masking"] = masking.to_dict()
-    return TextToAudioDiffusion.from_pretrained(directory, overrides=overrides).train()
+def read_saved_config(directory: str) -> TextToAudioDiffusionConfig:
+    return TextToAudioDiffusionConfig.from_dict(read_config_data(directory))
 
 
 class TextToAudioDiffusionTask(TextConditionedTask):
@@ -91,7 +75,10 @@ class TextToAudioDiffusionTask(TextConditionedTask):
         masking = config_from(masking, MaskingConfig)
         optim = config_from(optim, OptimConfig)
         if init_from is not None:
-            self.model = initial_diffusion_model(init_from, dit, text, masking)
+            self.model = start_from_directory(
+                init_from, TextToAudioDiffusion, read_saved_config, {"dit": dit, "text": text},
+                TRAINING_OPTIONS, {"masking": masking.to_dict()},
+            )  # fmt: skip
             dit, text, diffusion = (
                 self.model.config.dit, self.model.config.text, self.model.config.diffusion
             )  # fmt: skip

@@ -23,10 +23,10 @@ from lightning_sdm.models.adapters import (
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.nn.transformer import DecoderLayer
-from lightning_sdm.tasks.configs import config_from, training_option_changes
+from lightning_sdm.tasks.configs import config_from
 from lightning_sdm.tasks.optim import OptimConfig
 from lightning_sdm.tasks.stability import NonFiniteLossError, stop_if_not_finite
-from lightning_sdm.tasks.text_conditioned import TextConditionedTask
+from lightning_sdm.tasks.text_conditioned import TextConditionedTask, start_from_directory
 
 __all__ = ["NonFiniteLossError", "TextToMusicTask"]
 
@@ -53,27 +53,6 @@ TRAINING_OPTIONS = {
     "lm": ("dropout", "activation_checkpointing", "attention"),
     "text": ("cfg_dropout", "freeze", "max_length", "frozen_dtype"),
 }
-
-
-def initial_model(directory: str, lm: LMConfig, text: TextConditionerConfig) -> TextToMusicLM:
-    """The directory's model, with the training options `lm`/`text` set away from defaults.
-
-    An architecture option set away from its default and from the directory's is an error,
-    not silently ignored.
-    """
-    try:
-        saved = TextToMusicLM.read_config(directory)
-    except FileNotFoundError as error:
-        raise UserInputError(f"model.init_from: {error}") from error
-    changes = training_option_changes(
-        directory,
-        {
-            "lm": (lm, LMConfig(), saved.lm),
-            "text": (text, TextConditionerConfig(), saved.text),
-        },
-        TRAINING_OPTIONS,
-    )
-    return TextToMusicLM.from_pretrained(directory, overrides=changes).train()
 
 
 class TextToMusicTask(TextConditionedTask):
@@ -113,7 +92,10 @@ class TextToMusicTask(TextConditionedTask):
         text = config_from(text, TextConditionerConfig)
         optim = config_from(optim, OptimConfig)
         if init_from is not None:
-            self.model = initial_model(init_from, lm, text)
+            given = {"lm": lm, "text": text}
+            self.model = start_from_directory(
+                init_from, TextToMusicLM, TextToMusicLM.read_config, given, TRAINING_OPTIONS
+            )
             lm, text = self.model.config.lm, self.model.config.text
         else:
             self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))

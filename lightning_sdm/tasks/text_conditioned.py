@@ -6,6 +6,7 @@ its checkpoint. Each family's task keeps its loss, its metrics and its data chec
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -13,6 +14,7 @@ import torch
 
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.saving import FAMILY_KEY
+from lightning_sdm.tasks.configs import training_option_changes
 from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
 
 TRAINED_FRAMES_KEY = "trained_segment_frames"
@@ -21,6 +23,27 @@ TRAINED_FRAMES_KEY = "trained_segment_frames"
 def caption_dropout_generator(rank: int) -> torch.Generator:
     """seed_everything gives every rank the same seed; caption dropout should differ per rank."""
     return torch.Generator().manual_seed(torch.initial_seed() + 1000 * rank)
+
+
+def start_from_directory(
+    directory: str,
+    model_class: Any,
+    read_saved: Callable[[str], Any],
+    given: Mapping[str, Any],
+    training_options: Mapping[str, tuple[str, ...]],
+    more_overrides: Mapping[str, dict[str, Any]] | None = None,
+) -> Any:
+    """The directory's model with the training options in `given` (config sections) set
+    away from their defaults; an architecture option set away from its default and from
+    the saved model's is an error, not silently ignored."""
+    try:
+        saved = read_saved(directory)
+    except FileNotFoundError as error:
+        raise UserInputError(f"model.init_from: {error}") from error
+    sections = {name: (value, type(value)(), getattr(saved, name)) for name, value in given.items()}
+    overrides = training_option_changes(directory, sections, training_options)
+    overrides.update(more_overrides or {})
+    return model_class.from_pretrained(directory, overrides=overrides).train()
 
 
 class TextConditionedTask(ScheduledAdamWTask):

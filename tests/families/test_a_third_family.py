@@ -50,10 +50,6 @@ class HumModel(nn.Module):
         )
         return noise * self.gain.detach() * sampling.loudness
 
-    def generate_waveforms(self, codec, texts, num_frames, seed=None, sampling=None):
-        latents = self.latents(len(texts), num_frames, seed or 0, sampling or HumSampling())
-        return codec.decode_latents(latents)
-
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
