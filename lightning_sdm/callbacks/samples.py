@@ -13,11 +13,13 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.callbacks.averaging import averaged_weights
-from lightning_sdm.codecs import CodecConfig, EncodecCodec, describe_codec
+from lightning_sdm.codecs import CodecConfig, CodecIdentity, EncodecCodec
+from lightning_sdm.data.interface import training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_of
 from lightning_sdm.generation.family_generation import DecodingChoices
 from lightning_sdm.tasks.sharding import whole_parameters
+from lightning_sdm.tasks.text_conditioned import TextConditionedTask
 
 DEFAULT_PROMPTS = [
     "an upbeat pop song with bright synths and punchy drums at 120 bpm",
@@ -26,15 +28,15 @@ DEFAULT_PROMPTS = [
 ]
 
 
-def _codec_of_shards(identity: dict[str, Any]) -> CodecConfig:
+def _codec_of_shards(identity: CodecIdentity | None) -> CodecConfig:
     """The codec the shards were made with, from the directory their index names."""
-    directory = identity.get("pretrained")
+    directory = identity.pretrained if identity is not None else None
     if directory and Path(directory).is_dir():
         return CodecConfig(pretrained=directory)
-    if "weights_sha256" not in identity:
+    if identity is None or not identity.checkable:
         return CodecConfig()  # shards without codec weights (synthetic): any random codec
     raise UserInputError(
-        f"the shards' codec {describe_codec(identity)} is not at hand to decode samples; "
+        f"the shards' codec {identity.describe()} is not at hand to decode samples; "
         "set the SampleGeneration callback's codec.pretrained to a copy of it"
     )
 
@@ -83,18 +85,18 @@ class SampleGeneration(Callback):
         if stage != "fit":
             return
         family_of(pl_module.model).sampling_from(self.sampling_options)
-        datamodule = getattr(trainer, "datamodule", None)
-        shards_codec = getattr(datamodule, "codec", None) or {}
+        data = training_data(trainer)
         if self.codec_config is None:
-            self.codec_config = _codec_of_shards(shards_codec)
+            self.codec_config = _codec_of_shards(data.codec if data is not None else None)
         self._codec = EncodecCodec(self.codec_config)
-        if hasattr(datamodule, "check_codec"):
-            datamodule.check_codec(self._codec.identity(), "SampleGeneration codec")
+        if data is not None:
+            data.check_codec(self._codec.identity(), "SampleGeneration codec")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A fine-tune's starting model, once per run: samples/base/ beside every step's
         folder, to hear what the fine-tune changed."""
-        if getattr(pl_module, "init_from", None) is None or trainer.global_step > 0:
+        started_from = pl_module.init_from if isinstance(pl_module, TextConditionedTask) else None
+        if started_from is None or trainer.global_step > 0:
             return
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples" / "base"
         with whole_parameters(pl_module):

@@ -1,19 +1,17 @@
-"""Audio codecs: EnCodec tokens and latents."""
+"""Audio codecs: EnCodec tokens and latents, and the identity of the codec shards hold."""
 
 from lightning_sdm.codecs.encodec import (
     TINY_ENCODEC_32KHZ,
     CodecConfig,
     EncodecCodec,
-    codec_mismatch,
-    describe_codec,
     save_random_codec,
 )
+from lightning_sdm.codecs.identity import CodecIdentity
 
 __all__ = [
     "TINY_ENCODEC_32KHZ",
     "CodecConfig",
+    "CodecIdentity",
     "EncodecCodec",
-    "codec_mismatch",
-    "describe_codec",
     "save_random_codec",
 ]

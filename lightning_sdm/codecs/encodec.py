@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from transformers import EncodecConfig, EncodecModel
 
+from lightning_sdm.codecs.identity import CodecIdentity
+
 # Shaped like facebook/encodec_32khz (32 kHz, hop 640 = 50 Hz, 4 x 2048 codes at 2.2 kbps)
 # but a few hundred thousand parameters: for tests and the CPU demo.
 TINY_ENCODEC_32KHZ: dict[str, Any] = {
@@ -117,18 +119,18 @@ class EncodecCodec(nn.Module):
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> CodecIdentity:
         """What a token grid depends on: stored with shards to refuse mixing codecs."""
-        return {
-            "weights_sha256": self.fingerprint(),
-            "pretrained": self.config.pretrained,
-            "sample_rate": self.sample_rate,
-            "frame_rate": self.frame_rate,
-            "num_codebooks": self.num_codebooks,
-            "cardinality": self.cardinality,
-            "bandwidth": self.bandwidth,
-            "latent_dim": self.latent_dim,
-        }
+        return CodecIdentity(
+            weights_sha256=self.fingerprint(),
+            pretrained=self.config.pretrained,
+            sample_rate=self.sample_rate,
+            frame_rate=self.frame_rate,
+            num_codebooks=self.num_codebooks,
+            cardinality=self.cardinality,
+            bandwidth=self.bandwidth,
+            latent_dim=self.latent_dim,
+        )
 
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.hop_length)
@@ -200,22 +202,7 @@ class EncodecCodec(nn.Module):
         self.model.save_pretrained(Path(directory))
 
 
-# `pretrained` says where the weights were read from, not what they are: the same codec
-# copied elsewhere is the same codec.
-_LOCATION_FIELDS = ("pretrained",)
 RANDOM_CODEC_FILE = "random_codec.json"
-
-
-def codec_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    """The identity fields that differ (weights hash, rates, codebooks), for error messages."""
-    names = (set(expected) | set(found)) - set(_LOCATION_FIELDS)
-    return sorted(n for n in names if expected.get(n) != found.get(n))
-
-
-def describe_codec(identity: dict[str, Any]) -> str:
-    where = identity.get("pretrained") or "an unsaved random codec"
-    weights = identity.get("weights_sha256")
-    return f"{where} (weights {weights})" if weights else where
 
 
 def save_random_codec(directory: str | Path, seed: int, config: CodecConfig | None = None) -> Path:

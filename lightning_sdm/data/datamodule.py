@@ -12,9 +12,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_sdm.codecs import (
     CodecConfig,
+    CodecIdentity,
     EncodecCodec,
-    codec_mismatch,
-    describe_codec,
 )
 from lightning_sdm.data.demo_audio import ensure_demo_clips
 from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index, shard_problem
@@ -175,7 +174,7 @@ class TokenShardsDataModule(L.LightningDataModule):
         self.on_bad_shard = on_bad_shard
         self.bad_shards: dict[str, str] = {}  # path -> why, found when fitting starts
         self._splits: dict[str, SplitShards] | None = None
-        self.codec: dict[str, Any] = {}  # identity of the shards' codec, from index.json
+        self.codec: CodecIdentity | None = None  # the shards' codec, from index.json
         self._summarised = False
 
     def prepare_data(self) -> None:
@@ -212,16 +211,17 @@ class TokenShardsDataModule(L.LightningDataModule):
             self._summarised = True
             rank_zero_info(self.summary())
 
-    def check_codec(self, identity: dict[str, Any], role: str) -> None:
+    def check_codec(self, identity: CodecIdentity, role: str) -> None:
         """Stop when `identity` is not the codec the shards were made with."""
         self._load()
-        if "weights_sha256" not in self.codec:
+        assert self.codec is not None
+        if not self.codec.checkable:
             return  # shards written without a weights hash cannot be checked
-        differing = codec_mismatch(self.codec, identity)
+        differing = self.codec.differences(identity)
         if differing:
             raise UserInputError(
-                f"{role} is {describe_codec(identity)}, but {self.train_dir} was tokenized "
-                f"with {describe_codec(self.codec)} (differs in {', '.join(differing)}); "
+                f"{role} is {identity.describe()}, but {self.train_dir} was tokenized "
+                f"with {self.codec.describe()} (differs in {', '.join(differing)}); "
                 f"point {role} at the codec of the shards, or tokenize again with this one"
             )
 
@@ -255,7 +255,7 @@ class TokenShardsDataModule(L.LightningDataModule):
                 f"data.train_dir {self.train_dir} has an index but no shards (every file was "
                 f"rejected? see 'rejected' in {self.train_dir / INDEX_FILE})"
             )
-        self.codec = index["codec"]
+        self.codec = CodecIdentity.from_dict(index["codec"])
         if self.load_latents and not index.get("has_latents", False):
             raise UserInputError(
                 f"data.train_dir {self.train_dir} holds tokens but no latents: tokenize it "
@@ -265,7 +265,7 @@ class TokenShardsDataModule(L.LightningDataModule):
         if self.val_dir is not None:
             check_shard_folder(self.val_dir, "data.val_dir")
             val_index, val = self._shards_of(self.val_dir)
-            differing = codec_mismatch(self.codec, val_index["codec"])
+            differing = self.codec.differences(CodecIdentity.from_dict(val_index["codec"]))
             if differing:
                 raise UserInputError(
                     f"{self.val_dir} was tokenized with another codec than {self.train_dir} "
@@ -327,9 +327,10 @@ class TokenShardsDataModule(L.LightningDataModule):
     def summary(self) -> str:
         """Items, hours and batches per epoch of both splits, and what is held out."""
         splits = self._load()
-        rate = float(self.codec["frame_rate"])
+        assert self.codec is not None
+        rate = float(self.codec.frame_rate)
         world = self.trainer.world_size if self.trainer is not None else 1
-        lines = [f"data: {self.train_dir} ({describe_codec(self.codec)})"]
+        lines = [f"data: {self.train_dir} ({self.codec.describe()})"]
         if self.bad_shards:
             lines.append(f"  left out: {len(self.bad_shards)} damaged shards (listed above)")
         for name in ("train", "val"):
@@ -355,12 +356,14 @@ class TokenShardsDataModule(L.LightningDataModule):
     @property
     def segment_frames(self) -> int:
         self._load()
-        return round(self.segment_seconds * self.codec["frame_rate"])
+        assert self.codec is not None, "the shards are read at setup"
+        return round(self.segment_seconds * self.codec.frame_rate)
 
     @property
     def num_levels(self) -> int:
         self._load()
-        return int(self.codec["num_codebooks"])
+        assert self.codec is not None, "the shards are read at setup"
+        return self.codec.num_codebooks
 
     def _crop(self, random_crop: bool) -> CropConfig:
         return CropConfig(self.segment_frames, self.min_segment_ratio, random_crop)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
+from lightning_sdm.codecs.identity import CodecIdentity
+
 SHARD_FORMAT = "shard-{:06d}.tar"
 INDEX_FILE = "index.json"
 TEMP_SUFFIX = ".tmp"
@@ -96,7 +98,7 @@ class ShardWriter:
         numbers: Iterator[int],
         max_items: int,
         max_bytes: int,
-        codec_identity: dict[str, Any],
+        codec_identity: CodecIdentity,
     ) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("shards need max_items >= 1 and max_bytes >= 1")
@@ -149,7 +151,7 @@ class ShardWriter:
                 "num_samples": len(current.keys),
                 "num_frames": int(sum(current.frames)),
                 "audio_seconds": current.seconds,
-                "codec": self.codec_identity,
+                "codec": self.codec_identity.to_dict(),
             },
         )
         os.replace(current.temp_path, self.directory / name)

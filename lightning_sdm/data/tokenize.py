@@ -26,9 +26,8 @@ from tqdm import tqdm
 
 from lightning_sdm.codecs import (
     CodecConfig,
+    CodecIdentity,
     EncodecCodec,
-    codec_mismatch,
-    describe_codec,
     save_random_codec,
 )
 from lightning_sdm.data.audio_datamodule import AudioTokenizeDataModule
@@ -151,7 +150,7 @@ class EncodeModule(L.LightningModule):
 class ShardPublisher(BasePredictionWriter):
     """Each rank writes its own shard numbers: first, first + world, first + 2 world, ..."""
 
-    def __init__(self, config: TokenizeConfig, first_number: int, codec_identity: dict[str, Any]):
+    def __init__(self, config: TokenizeConfig, first_number: int, codec_identity: CodecIdentity):
         super().__init__(write_interval="batch")
         self.config = config
         self.first_number = first_number
@@ -220,13 +219,16 @@ class AudioThroughputBar(TQDMProgressBar):
         self.predict_progress_bar.set_postfix({"audio_s/s": f"{rate:.1f}"})
 
 
-def _check_codec(output: Path, identity: dict[str, Any], shards: list[dict[str, Any]]) -> None:
+def _check_codec(output: Path, identity: CodecIdentity, shards: list[dict[str, Any]]) -> None:
     for shard in shards:
-        found = shard.get("codec") or {}
-        if codec_mismatch(identity, found):
+        found = shard.get("codec")
+        if found is None:
+            raise ValueError(f"{output} holds a shard ({shard['shard']}) that names no codec")
+        found = CodecIdentity.from_dict(found)
+        if identity.differences(found):
             raise ValueError(
-                f"{output} holds shards made with another codec ({describe_codec(found)}, "
-                f"not {describe_codec(identity)}); tokenize into a new folder"
+                f"{output} holds shards made with another codec ({found.describe()}, "
+                f"not {identity.describe()}); tokenize into a new folder"
             )
 
 
@@ -368,7 +370,7 @@ def _predict_in_process(
 
 def write_index(
     output: Path,
-    identity: dict[str, Any],
+    identity: CodecIdentity,
     rejections: list[Rejection],
     previously_stored: int,
     already: int,
@@ -381,7 +383,7 @@ def write_index(
     write_json_atomic(
         output / INDEX_FILE,
         {
-            "codec": identity,
+            "codec": identity.to_dict(),
             "num_samples": total_items,
             "num_frames": sum(s["num_frames"] for s in shards),
             "audio_hours": hours,

@@ -61,9 +61,7 @@ class CodecLatentEmbedder:
         self.sample_rate = codec.sample_rate
         self.dim = int(codec.model.config.hidden_size)
         where = codec.config.pretrained or "random codec"
-        self.name = (
-            f"codec latents: {where} (weights {codec.identity().get('weights_sha256', '-')})"
-        )
+        self.name = f"codec latents: {where} (weights {codec.identity().weights_sha256 or '-'})"
 
     @torch.no_grad()
     def embed(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_sdm.conditioning import EMPTY_CONDITION, TextConditionerConfig
+from lightning_sdm.data.interface import TrainingData
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
 from lightning_sdm.models.masking import MaskingConfig
@@ -102,12 +103,12 @@ class TextToAudioDiffusionTask(TextConditionedTask):
         )
         self.optim_config = optim
 
-    def check_data(self, datamodule: Any) -> None:
+    def check_data(self, data: TrainingData) -> None:
         """Stop before training when the shards' latents do not fit the model."""
-        codec = getattr(datamodule, "codec", None)
-        if codec and codec.get("latent_dim") not in (None, self.model.latent_channels):
+        codec = data.codec
+        if codec is not None and codec.latent_dim not in (None, self.model.latent_channels):
             raise UserInputError(
-                f"the shards' codec has {codec['latent_dim']}-channel latents, but the model "
+                f"the shards' codec has {codec.latent_dim}-channel latents, but the model "
                 f"is configured for {self.model.latent_channels}: set model.dit.latent_channels"
             )
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_sdm.conditioning import TextConditionerConfig
+from lightning_sdm.data.interface import TrainingData
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.adapters import (
     FROZEN_BASE_DTYPES,
@@ -121,13 +122,12 @@ class TextToMusicTask(TextConditionedTask):
             self.lower_frozen_base_precision()
         super().setup(stage)
 
-    def check_data(self, datamodule: Any) -> None:
+    def check_data(self, data: TrainingData) -> None:
         """Stop before training when the shards' codec does not fit the LM."""
-        codec = getattr(datamodule, "codec", None)
-        if not codec:
+        if data.codec is None:
             return
         lm = self.model.config.lm
-        found = (codec.get("num_codebooks"), codec.get("cardinality"))
+        found = (data.codec.num_codebooks, data.codec.cardinality)
         if found != (lm.num_levels, lm.cardinality):
             raise UserInputError(
                 f"the shards hold {found[0]} codebooks of {found[1]} codes, but the model is "

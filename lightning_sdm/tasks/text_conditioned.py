@@ -12,6 +12,7 @@ from typing import Any, Self
 
 import torch
 
+from lightning_sdm.data.interface import TrainingData, training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.saving import FAMILY_KEY
 from lightning_sdm.tasks.configs import training_option_changes
@@ -62,7 +63,7 @@ class TextConditionedTask(ScheduledAdamWTask):
 
     # -- what a family says ----------------------------------------------------------
 
-    def check_data(self, datamodule: Any) -> None:
+    def check_data(self, data: TrainingData) -> None:
         """Raise UserInputError when the data cannot train this model (before any step)."""
 
     def units_per_batch(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -72,11 +73,11 @@ class TextConditionedTask(ScheduledAdamWTask):
     # -- shared plumbing -------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
+        data = training_data(self.trainer)
+        if data is None:
             return
-        self.check_data(datamodule)
-        self.trained_segment_frames = getattr(datamodule, "segment_frames", None)
+        self.check_data(data)
+        self.trained_segment_frames = data.segment_frames
 
     def on_fit_start(self) -> None:
         self.caption_rng = caption_dropout_generator(self.global_rank)

@@ -4,10 +4,11 @@ import itertools
 
 import numpy as np
 
+from lightning_sdm.codecs import CodecIdentity
 from lightning_sdm.data.shards import ShardWriter, TokenizedItem
 from lightning_sdm.data.tokenize import TokenizeConfig, write_index
 
-CODEC = {"frame_rate": 50.0, "num_codebooks": 4, "sample_rate": 32000, "cardinality": 2048}
+CODEC = CodecIdentity(frame_rate=50.0, num_codebooks=4, sample_rate=32000, cardinality=2048)
 
 
 def write_shards(folder, frames_per_item, items_per_shard, seed=0, latent_dim=0):

@@ -1,0 +1,54 @@
+"""Which codec made a token grid: stored in index.json and every shard's sidecar, compared
+before training, sampling and adding shards, so codecs are never mixed."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lightning_sdm.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class CodecIdentity:
+    """What a token grid depends on. `pretrained` says where the weights were read from,
+    not what they are: the same codec copied elsewhere is the same codec."""
+
+    sample_rate: int
+    frame_rate: float
+    num_codebooks: int
+    cardinality: int
+    latent_dim: int | None = None
+    bandwidth: float | None = None
+    weights_sha256: str | None = None  # None: shards written without one (synthetic)
+    pretrained: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CodecIdentity:
+        """From index.json (unknown fields from other versions are left out)."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        try:
+            return cls(**{name: value for name, value in data.items() if name in known})
+        except TypeError as error:  # a required field is missing
+            raise UserInputError(
+                f"a codec identity without its rates and sizes: {error}"
+            ) from error
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def checkable(self) -> bool:
+        """Whether the weights are known, so another codec can be told apart."""
+        return self.weights_sha256 is not None
+
+    def differences(self, other: CodecIdentity) -> list[str]:
+        """The fields that differ, location aside (for error messages)."""
+        names = [field.name for field in dataclasses.fields(self) if field.name != "pretrained"]
+        return sorted(name for name in names if getattr(self, name) != getattr(other, name))
+
+    def describe(self) -> str:
+        where = self.pretrained or "an unsaved random codec"
+        return f"{where} (weights {self.weights_sha256})" if self.weights_sha256 else where
