@@ -29,10 +29,13 @@ class EvaluationMetrics(SampleGeneration):
         num_prompts: How many reference captions to use as prompts by default.
         max_reference: How many reference clips to read (bounds memory and time).
         every_n_validations: Evaluate after every Nth validation.
-        ast_dir: AST directory for KLD. clap_dir: CLAP directory for the CLAP score.
+        ast_dir: AST directory for KLD.
+        clap_dir: CLAP directory for the CLAP score.
         vggish_weights: VGGish state dict: FAD on VGGish instead of the codec's latents.
-        seconds, codec, sampling, seed: As SampleGeneration (the sampling options of the
-            model's family).
+        seconds: Length of each generated clip.
+        codec: As SampleGeneration's.
+        sampling: Options of the model family's sampling config, as SampleGeneration's.
+        seed: Seed of the sampling, so evaluations compare.
     """
 
     def __init__(
