@@ -345,17 +345,24 @@ def demo(
     codec_config: str = "configs/codec_demo.yaml",
     lm_config: str = "configs/demo.yaml",
     retrain_codec: bool = False,
+    audio_only: bool = False,
 ) -> int:
-    """The CPU demo: train the demo codec (once), train the LM on its tokens, then measure
-    the codec's reconstructions and the samples (RUN/demo_report.json).
+    """The CPU demo: write its captioned clips, train the demo codec (once), train the LM
+    on its tokens, then measure the codec's reconstructions and the samples
+    (RUN/demo_report.json).
 
     Args:
         codec_config: The codec's fit config (it saves the codec where the LM config reads it).
         lm_config: The LM's fit config.
         retrain_codec: Train the codec again even if it is already saved.
+        audio_only: Only write the demo's clips (data/demo/audio), e.g. for
+            configs/ezaudio_tiny.yaml, and stop.
     """
-    from lightning_sdm.demo import run_demo
+    from lightning_sdm.demo import run_demo, write_demo_audio
 
+    if audio_only:
+        print(f"the demo's clips are in {write_demo_audio()}")
+        return 0
     run_demo(codec_config, lm_config, retrain_codec)
     return 0
 

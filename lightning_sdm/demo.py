@@ -18,13 +18,22 @@ import yaml
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.data.audio_crops import AudioCropsDataModule
-from lightning_sdm.data.demo_audio import kind_of_caption
+from lightning_sdm.data.demo_audio import ensure_demo_clips, kind_of_caption
 from lightning_sdm.data.sources import discover
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, pitch_clarity, si_snr
 
 REPORT_FILE = "demo_report.json"
 CHROMA_TARGET = 0.9
+DEMO_AUDIO = Path("data/demo/audio")  # where the demo's configs read the clips
+DEMO_CLIPS = 128
+DEMO_CLIP_SECONDS = 6.0
+
+
+def write_demo_audio(folder: Path = DEMO_AUDIO) -> Path:
+    """The demo's captioned clips (kept when already there: reruns reuse them)."""
+    ensure_demo_clips(folder, DEMO_CLIPS, DEMO_CLIP_SECONDS)
+    return folder
 
 
 def find_config(path: str) -> Path:
@@ -247,7 +256,7 @@ def run_demo(
     lm_config: str = "configs/demo.yaml",
     retrain_codec: bool = False,
 ) -> dict[str, Any]:
-    """Codec (trained once, then reused), LM, report; returns the report."""
+    """Demo audio, codec (trained once, then reused), LM, report; returns the report."""
     import sys
 
     arguments = sys.argv
@@ -269,6 +278,7 @@ def _run_demo(codec_config: str, lm_config: str, retrain_codec: bool) -> dict[st
     lm = yaml.safe_load(lm_path.read_text(encoding="utf-8"))
     data = _init_args(lm, "data")
     shards = Path(data["train_dir"])
+    write_demo_audio(Path(data["prepare_from"]))
     if retrain_codec or not (codec_dir / "config.json").is_file():
         print(f"== 1/3 training the demo codec ({codec_path})", flush=True)
         run_training_cli(["fit", "--config", str(codec_path)])

@@ -29,6 +29,7 @@ from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.runs import RUN_DIR_ENV, RunPlan, plan_run
 from lightning_sdm.tasks.lm_task import TextToMusicTask
+from lightning_sdm.tasks.text_conditioned import TextConditionedTask
 from lightning_sdm.tracking import METRICS_FILE, run_loggers
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -41,6 +42,23 @@ class LogConfigToLoggers(SaveConfigCallback):
         config = self.parser.dump(self.config, skip_none=False, format="json")
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": json.loads(config)})
+
+
+class RefuseUnaskedRandomWeights(Callback):
+    """fit stops before the first step when the text encoder or the shards' codec is random
+    and the config did not ask for it (`pretrained: random`): it would train on noise."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        reasons = []
+        if isinstance(pl_module, TextConditionedTask):
+            reasons += pl_module.random_weights_unasked()
+        datamodule = getattr(trainer, "datamodule", None)
+        if isinstance(datamodule, TokenShardsDataModule):
+            reasons += [r for r in [datamodule.random_codec_unasked()] if r]
+        if reasons:
+            raise UserInputError(reasons[0])
 
 
 class RunSummary(Callback):
@@ -242,6 +260,6 @@ def run_training_cli(argv: Sequence[str] | None) -> SdmCLI:
         parser_class=SdmArgumentParser,
         save_config_callback=LogConfigToLoggers,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [MetricsPlot(), RunSummary()]},
+        trainer_defaults={"callbacks": [RefuseUnaskedRandomWeights(), MetricsPlot(), RunSummary()]},
         seed_everything_default=0,
     )

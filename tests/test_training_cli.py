@@ -56,10 +56,12 @@ def tiny_config(tmp_path: Path, **trainer) -> Path:
         },
         "model": {
             "lm": {"dim": 32, "num_layers": 1, "num_heads": 4, "ffn_dim": 64, "interleave": 3},
+            "text": {"pretrained": "random"},
             "optim": {"lr": 0.003, "warmup_steps": 1},
         },
         "data": {
             "train_dir": str(tmp_path / "shards"),
+            "codec": {"pretrained": "random"},  # the synthetic shards' codec is none
             "holdout_shards": 1,
             "batch_size": 4,
             "num_workers": 0,
@@ -78,7 +80,8 @@ def test_print_config_shows_the_composed_configuration(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "lightning_sdm.tasks.lm_task.TextToMusicTask"
     assert printed["model"]["init_args"]["lm"]["pattern"] == "stack_delay"
-    assert printed["data"]["init_args"]["demo_clips"] == 128
+    assert printed["data"]["init_args"]["max_shard_items"] == 16
+    assert printed["model"]["init_args"]["text"]["pretrained"] == "random"
 
 
 @pytest.mark.parametrize("name", ["delay", "flat", "stack", "stack_delay"])
@@ -580,3 +583,21 @@ def test_fit_print_config_round_trips_as_config(tmp_path, capsys):
     path = tmp_path / "printed.yaml"
     path.write_text(first)
     assert printed(["fit", "--config", str(path)]) == first
+
+
+@pytest.mark.parametrize(
+    ("section", "option", "message"),
+    [
+        ("model", "text", "model.text.pretrained is not set, so the text encoder would be"),
+        ("data", "codec", "was tokenized with a random codec, whose tokens are not music"),
+    ],
+)
+def test_fit_refuses_random_weights_nobody_asked_for(tmp_path, capsys, section, option, message):
+    path = tiny_config(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    del config[section][option]  # as a config that forgot `pretrained` would be
+    path.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "random" in err.splitlines()[-1]
+    assert not list((tmp_path / "run").rglob("*.ckpt"))  # stopped before the first step

@@ -18,6 +18,7 @@ from lightning_sdm.data.interface import training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_of
 from lightning_sdm.generation.family_generation import DecodingChoices
+from lightning_sdm.presets import RANDOM_WEIGHTS
 from lightning_sdm.tasks.sharding import whole_parameters
 from lightning_sdm.tasks.text_conditioned import TextConditionedTask
 
@@ -34,7 +35,8 @@ def _codec_of_shards(identity: CodecIdentity | None) -> CodecConfig:
     if directory and Path(directory).is_dir():
         return CodecConfig(pretrained=directory)
     if identity is None or not identity.checkable:
-        return CodecConfig()  # shards without codec weights (synthetic): any random codec
+        # Shards without codec weights (synthetic; fit trains on them only when asked).
+        return CodecConfig(pretrained=RANDOM_WEIGHTS)
     raise UserInputError(
         f"the shards' codec {identity.describe()} is not at hand to decode samples; "
         "set the SampleGeneration callback's codec.pretrained to a copy of it"
@@ -136,7 +138,7 @@ class SampleGeneration(Callback):
 
     def _codec_on(self, device: torch.device) -> EncodecCodec:
         if self._codec is None:  # used without fit's setup (e.g. called directly)
-            self._codec = EncodecCodec(self.codec_config or CodecConfig())
+            self._codec = EncodecCodec(self.codec_config or CodecConfig(pretrained=RANDOM_WEIGHTS))
         return self._codec.to(device)
 
     def _sample(

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import EncodecConfig, EncodecModel
 
 from lightning_sdm.codecs.identity import CodecIdentity
+from lightning_sdm.presets import is_random
 
 # Shaped like facebook/encodec_32khz (32 kHz, hop 640 = 50 Hz, 4 x 2048 codes at 2.2 kbps)
 # but a few hundred thousand parameters: for tests and the CPU demo.
@@ -46,7 +47,8 @@ class CodecConfig:
 
     Args:
         pretrained: A local save_pretrained copy of facebook/encodec_32khz (nothing is
-            downloaded); None builds a random codec from encodec_config.
+            downloaded), or `random` for a small random codec built from encodec_config
+            (its tokens are not music; `fit` refuses shards of one unless asked).
         encodec_config: transformers EncodecConfig fields of a random codec.
         bandwidth: kbps; None takes the model's highest target bandwidth (all codebooks).
         chunk_seconds: Long audio is encoded in chunks of this length.
@@ -252,7 +254,7 @@ def _spread_codebooks(model: EncodecModel, probe_seconds: float = 2.0) -> None:
 
 def _load_encodec(config: CodecConfig) -> EncodecModel:
     """Local directories only: this never reaches a model hub."""
-    if config.pretrained is None:
+    if is_random(config.pretrained):
         model = EncodecModel(EncodecConfig(**config.encodec_config))
         _spread_codebooks(model)
         return model

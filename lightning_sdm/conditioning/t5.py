@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.presets import is_random
 
 # The condition the generator uses for its unconditional rows, and CFG dropout's stand-in.
 EMPTY_CONDITION = ""
@@ -31,9 +32,11 @@ FROZEN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 @dataclass(frozen=True)
 class TextConditionerConfig:
-    """Either `pretrained` (a local T5 directory, e.g. t5-base) or `t5_config` (random init).
+    """`pretrained`: a local T5 directory (e.g. a copy of t5-base), or `random` for a small
+    random T5 built from `t5_config` (its captions mean nothing; `fit` refuses an unset
+    `pretrained` rather than train with one unasked).
 
-    With `t5_config` the tokenizer is ByT5's, which needs no vocabulary file.
+    A random T5's tokenizer is ByT5's, which needs no vocabulary file.
     """
 
     pretrained: str | None = None
@@ -75,7 +78,7 @@ class TextCondition:
 
 def load_t5(config: TextConditionerConfig) -> tuple[T5EncoderModel, PreTrainedTokenizerBase]:
     """Load from a local directory only: this never reaches a model hub."""
-    if config.pretrained is None:
+    if is_random(config.pretrained):
         return T5EncoderModel(T5Config(**config.t5_config)), ByT5Tokenizer()
     path = Path(config.pretrained)
     if not path.is_dir():

@@ -22,7 +22,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lightning_sdm.data.demo_audio import ensure_demo_clips
 from lightning_sdm.data.sources import AUDIO_SUFFIXES, discover
 from lightning_sdm.data.split import KeySplit
 from lightning_sdm.data.stream import EpochDataLoader
@@ -167,9 +166,6 @@ class AudioCropsDataModule(L.LightningDataModule):
             cover the training audio once on average.
         num_workers: DataLoader workers per device (they decode and resample).
         seed: Seed of the crops.
-        demo_clips: Synthesise this many captioned clips into input first when it holds
-            no audio (the CPU demo).
-        demo_clip_seconds: Length of each demo clip.
     """
 
     def __init__(
@@ -185,8 +181,6 @@ class AudioCropsDataModule(L.LightningDataModule):
         batches_per_epoch: int | None = None,
         num_workers: int = 2,
         seed: int = 0,
-        demo_clips: int = 0,
-        demo_clip_seconds: float = 6.0,
     ) -> None:
         super().__init__()
         if crop_seconds <= 0 or val_seconds <= 0:
@@ -204,13 +198,7 @@ class AudioCropsDataModule(L.LightningDataModule):
         self.batches_per_epoch = batches_per_epoch
         self.num_workers = num_workers
         self.seed = seed
-        self.demo_clips = demo_clips
-        self.demo_clip_seconds = demo_clip_seconds
         self._splits: dict[str, list[AudioFile]] | None = None
-
-    def prepare_data(self) -> None:
-        if self.demo_clips > 0:
-            ensure_demo_clips(Path(self.input), self.demo_clips, self.demo_clip_seconds)
 
     def _files_of(self, source: str, role: str) -> list[AudioFile]:
         path = Path(source)

@@ -15,7 +15,7 @@ from lightning_sdm.codecs import (
     CodecIdentity,
     EncodecCodec,
 )
-from lightning_sdm.data.demo_audio import ensure_demo_clips
+from lightning_sdm.codecs.encodec import RANDOM_CODEC_FILE
 from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index, shard_problem
 from lightning_sdm.data.sources import AUDIO_SUFFIXES
 from lightning_sdm.data.split import KeyFilter, KeySplit
@@ -23,6 +23,7 @@ from lightning_sdm.data.stream import CropConfig, EpochDataLoader, ShardStream
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
 from lightning_sdm.data.workers import die_with_parent
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.presets import RANDOM_WEIGHTS, is_random
 
 
 @dataclass
@@ -92,15 +93,16 @@ class TokenShardsDataModule(L.LightningDataModule):
         segment_seconds: Length of the training crops (and of validation segments).
         min_segment_ratio: Skip items shorter than this fraction of a segment.
         shuffle_buffer: Samples held for shuffling the stream.
-        seed: Seed of shuffling, crops and the demo's random codec.
+        seed: Seed of shuffling and crops.
         load_latents: Also load the continuous latents (tokenize --latents); always on in
             LatentShardsDataModule.
         prepare_from: An audio folder or manifest tokenized into train_dir (with `codec`)
             when train_dir has no index yet.
-        codec: The codec of prepare_from; when set, fit checks the shards were made with it.
-        demo_clips: Synthesise this many captioned clips into prepare_from first when it
-            holds no audio (the CPU demo).
-        demo_clip_seconds: Length of each demo clip.
+        max_shard_items: Items per shard that prepare_from writes.
+        codec: The codec of prepare_from; when set, fit checks the shards were made with
+            it. Shards of a random codec (tokenize --random-codec, or synthetic ones) train
+            only with `codec.pretrained: random`, the explicit choice: their tokens are not
+            music.
         on_bad_shard: A shard whose tar is truncated or corrupt: `skip` leaves it out with
             a warning (checked from the member headers when fitting starts, and again when
             a read fails twice during training), `fail` stops in one line.
@@ -123,9 +125,8 @@ class TokenShardsDataModule(L.LightningDataModule):
         seed: int = 0,
         load_latents: bool = False,
         prepare_from: str | None = None,
+        max_shard_items: int = 1000,
         codec: CodecConfig | None = None,
-        demo_clips: int = 0,
-        demo_clip_seconds: float = 6.0,
         on_bad_shard: Literal["skip", "fail"] = "skip",
     ) -> None:
         super().__init__()
@@ -169,8 +170,7 @@ class TokenShardsDataModule(L.LightningDataModule):
         self.load_latents = load_latents or self.always_loads_latents
         self.prepare_from = prepare_from
         self.codec_config = codec or CodecConfig()
-        self.demo_clips = demo_clips
-        self.demo_clip_seconds = demo_clip_seconds
+        self.max_shard_items = max_shard_items
         self.on_bad_shard = on_bad_shard
         self.bad_shards: dict[str, str] = {}  # path -> why, found when fitting starts
         self._splits: dict[str, SplitShards] | None = None
@@ -181,19 +181,27 @@ class TokenShardsDataModule(L.LightningDataModule):
         if self.prepare_from is None or (self.train_dir / INDEX_FILE).exists():
             return
         source = Path(self.prepare_from)
-        if self.demo_clips > 0:
-            ensure_demo_clips(source, self.demo_clips, self.demo_clip_seconds)
         codec_dir = self.codec_config.pretrained
-        if codec_dir is not None and not Path(codec_dir).is_dir():
+        if is_random(codec_dir):
+            raise UserInputError(
+                "data.prepare_from needs a codec directory (data.codec.pretrained); to try "
+                "the pipeline with a random codec, tokenize with --random-codec SEED first"
+            )
+        if not Path(str(codec_dir)).is_dir():
             raise UserInputError(
                 f"data.codec.pretrained {codec_dir} does not exist; for the demo, train it "
                 "first with `lightning-sdm fit --config configs/codec_demo.yaml` (or run "
                 "`lightning-sdm demo`, which does both)"
             )
+        if not source.exists():
+            raise UserInputError(
+                f"data.prepare_from {source} does not exist (the demo's clips: "
+                "`lightning-sdm demo --audio_only` writes them)"
+            )
         summary = tokenize(
             TokenizeConfig(
                 input=str(source), output=str(self.train_dir), codec=self.codec_config,
-                max_shard_items=max(1, self.demo_clips // 8) if self.demo_clips else 1000,
+                max_shard_items=self.max_shard_items,
                 num_workers=0, progress=False, keep_latents=self.load_latents,
             ),
             use_trainer=False,  # prepare_data runs inside the fit's own Trainer
@@ -205,11 +213,30 @@ class TokenShardsDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Check the data before the model is built: one line on what is wrong."""
         self._load()
-        if self.codec_config.pretrained is not None and Path(self.codec_config.pretrained).is_dir():
+        pretrained = self.codec_config.pretrained
+        if not is_random(pretrained) and Path(str(pretrained)).is_dir():
             self.check_codec(EncodecCodec(self.codec_config).identity(), "data.codec")
         if stage == "fit" and not self._summarised:
             self._summarised = True
             rank_zero_info(self.summary())
+
+    def random_codec_unasked(self) -> str | None:
+        """Why these shards would train on noise without anyone asking for it: their codec
+        is random and `codec.pretrained` does not say `random` (None: all is well)."""
+        self._load()
+        codec = self.codec
+        assert codec is not None
+        saved_random = codec.pretrained is not None and (
+            (Path(codec.pretrained) / RANDOM_CODEC_FILE).is_file()
+        )
+        made_randomly = not codec.checkable or saved_random
+        if not made_randomly or self.codec_config.pretrained == RANDOM_WEIGHTS:
+            return None
+        return (
+            f"{self.train_dir} was tokenized with a random codec, whose tokens are not music: "
+            "tokenize with a real one (--codec-dir), or set data.codec.pretrained: random to "
+            "train on these shards on purpose"
+        )
 
     def check_codec(self, identity: CodecIdentity, role: str) -> None:
         """Stop when `identity` is not the codec the shards were made with."""

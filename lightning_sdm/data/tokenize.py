@@ -43,6 +43,7 @@ from lightning_sdm.data.shards import (
 from lightning_sdm.data.sources import Rejection, SourceItem
 from lightning_sdm.data.stopping import SignalStop, StopRequested
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.presets import RANDOM_WEIGHTS
 
 RANDOM_CODEC_DIR = "codec"  # where --random-codec saves its codec, inside the output folder
 SHOWN_REJECTIONS = 50  # on the console; index.json lists every one
@@ -244,6 +245,11 @@ def _codec_config(config: TokenizeConfig, output: Path) -> CodecConfig:
 
 
 def _require_codec(config: TokenizeConfig) -> None:
+    if config.codec.pretrained == RANDOM_WEIGHTS:
+        raise ValueError(
+            "tokenize with a random codec through --random-codec SEED: it is saved beside "
+            "the shards, so their tokens stay decodable"
+        )
     if config.random_codec_seed is not None and config.codec.pretrained is not None:
         raise ValueError("choose one codec: codec.pretrained (--codec-dir) or --random-codec")
     if config.random_codec_seed is not None or config.codec.pretrained is not None:

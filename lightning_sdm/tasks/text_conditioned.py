@@ -70,6 +70,18 @@ class TextConditionedTask(ScheduledAdamWTask):
         """What throughput counts in a batch: real frames unless a family says otherwise."""
         return batch["padding_mask"].sum()
 
+    def random_weights_unasked(self) -> list[str]:
+        """Why this model would train on noise without anyone asking for it: a random text
+        encoder that `text.pretrained` left unset (`random` asks for one)."""
+        conditioner = getattr(self.model, "conditioner", None)
+        if conditioner is None or conditioner.config.pretrained is not None:
+            return []
+        return [
+            "model.text.pretrained is not set, so the text encoder would be a small random "
+            "T5 and captions would mean nothing: point it at a local T5 (e.g. a copy of "
+            "t5-base), or set it to random to train with one on purpose"
+        ]
+
     # -- shared plumbing -------------------------------------------------------------
 
     def setup(self, stage: str) -> None:

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from lightning_sdm.cli import main
+from lightning_sdm.data.demo_audio import write_demo_clips
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
 from lightning_sdm.models.text_to_audio_diffusion import (
@@ -42,6 +43,7 @@ def stage_config(tmp_path: Path, name: str, shards: Path, **model) -> Path:
             "init_args": {
                 "dit": {"latent_channels": LATENT_DIM, "dim": 32, "depth": 2, "num_heads": 4,
                         "ada_rank": 4, "context_dim": 32},
+                "text": {"pretrained": "random"},
                 "optim": {"lr": 0.003, "warmup_steps": 1},
                 **model,
             },
@@ -49,7 +51,8 @@ def stage_config(tmp_path: Path, name: str, shards: Path, **model) -> Path:
         "data": {
             "class_path": "lightning_sdm.data.latent_datamodule.LatentShardsDataModule",
             "init_args": {"train_dir": str(shards), "holdout_shards": 1, "batch_size": 4,
-                          "num_workers": 0, "segment_seconds": 0.4},
+                          "num_workers": 0, "segment_seconds": 0.4,
+                          "codec": {"pretrained": "random"}},
         },
     }  # fmt: skip
     path = tmp_path / f"{name}.yaml"
@@ -119,11 +122,12 @@ def test_the_tiny_config_fits_on_the_demo_audio(tmp_path, monkeypatch):
     by the demo codec, then a few DiT steps and decoded samples."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
     root = Path(__file__).resolve().parents[2]
+    write_demo_clips(tmp_path / "audio", 16, 6.0)
     code = main([
         "fit", "--config", str(root / "configs" / "ezaudio_tiny.yaml"),
         "--trainer.max_steps", "5", "--trainer.default_root_dir", str(tmp_path / "run"),
         "--data.train_dir", str(tmp_path / "latent_shards"),
-        "--data.prepare_from", str(tmp_path / "audio"), "--data.demo_clips", "16",
+        "--data.prepare_from", str(tmp_path / "audio"),
         "--data.codec.pretrained", str(root / "assets" / "demo_codec"),
     ])  # fmt: skip
     assert code == 0
