@@ -5,6 +5,7 @@ its checkpoint. Each family's task keeps its loss, its metrics and its data chec
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,15 +37,26 @@ def start_from_directory(
 ) -> Any:
     """The directory's model with the training options in `given` (config sections) set
     away from their defaults; an architecture option set away from its default and from
-    the saved model's is an error, not silently ignored."""
+    the saved model's is an error, not silently ignored. A section's `pretrained` (where
+    the base config reads the text encoder) gives way to the directory's own copy."""
     try:
         saved = read_saved(directory)
     except FileNotFoundError as error:
         raise UserInputError(f"model.init_from: {error}") from error
-    sections = {name: (value, type(value)(), getattr(saved, name)) for name, value in given.items()}
+    sections = {
+        name: (_without_source(value), type(value)(), getattr(saved, name))
+        for name, value in given.items()
+    }
     overrides = training_option_changes(directory, sections, training_options)
     overrides.update(more_overrides or {})
     return model_class.from_pretrained(directory, overrides=overrides).train()
+
+
+def _without_source(config: Any) -> Any:
+    """`config` with `pretrained` at its default: weights come from the directory."""
+    if dataclasses.is_dataclass(config) and hasattr(config, "pretrained"):
+        return dataclasses.replace(config, pretrained=type(config)().pretrained)
+    return config
 
 
 class TextConditionedTask(ScheduledAdamWTask):

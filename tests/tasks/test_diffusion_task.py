@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from lightning_sdm.cli import main
+from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.data.demo_audio import write_demo_clips
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
@@ -115,6 +116,13 @@ def test_a_stage_cannot_change_the_architecture_it_starts_from(tmp_path):
                              ada_rank=4, context_dim=32, activation_checkpointing=True)  # fmt: skip
     task = TextToAudioDiffusionTask(dit=checkpointed, init_from=str(tmp_path / "x"))
     assert task.model.config.dit.activation_checkpointing
+    # the base config's text encoder path (ezaudio_l.yaml's) gives way to the export's copy
+    later_stage = TextToAudioDiffusionTask(
+        dit=checkpointed,
+        text=TextConditionerConfig(pretrained="/models/flan-t5-large"),
+        init_from=str(tmp_path / "x"),
+    )
+    assert later_stage.model.config.text.pretrained == str(tmp_path / "x" / "text_encoder")
 
 
 def test_the_tiny_config_fits_on_the_demo_audio(tmp_path, monkeypatch):
