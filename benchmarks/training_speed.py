@@ -7,7 +7,7 @@ one run, with the fraction of attention scores each backend computes and tokens/
 
 Each row trains in its own process (peak memory is per process): one warm-up step, then
 `--steps` timed steps of forward, backward and AdamW. `dense` attends under the layout's
-[N, N] mask (every score computed, then masked); `flex` scores only the key blocks each
+[N, N] mask (every score computed, then masked); `block_sparse` scores only the key blocks each
 query block sees (FlexAttention on CUDA; on CPU, where FlexAttention has no backward, one
 SDPA call per chunk of queries over its gathered key blocks); `auto` picks SDPA's causal
 kernels where the layout's mask is plain causal (parallel, delay, flat), else the
@@ -42,7 +42,7 @@ from lightning_sdm.patterns import PatternLayout  # noqa: E402
 from lightning_sdm.tasks.lm_task import masked_level_cross_entropy  # noqa: E402
 
 PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 3)]
-BACKENDS = ("dense", "auto", "flex")
+BACKENDS = ("dense", "auto", "block_sparse")
 CONTEXT_TOKENS = 4  # "a caption" through T5's tokenizer, with the end token
 
 

@@ -31,7 +31,7 @@ def spectrogram_png(
     hop: int = 256,
 ) -> Path:
     """Log-magnitude spectrogram with axes (time in s, frequency in Hz, dB colour bar)."""
-    from lightning_sdm.plots import plot_spectrogram  # matplotlib only when drawing
+    from lightning_sdm.runs.plots import plot_spectrogram  # matplotlib only when drawing
 
     signal = wav.detach().float().cpu().reshape(-1)
     if signal.numel() < n_fft:

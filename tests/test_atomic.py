@@ -77,7 +77,7 @@ def test_a_folder_set_aside_with_nothing_in_its_place_comes_back(tmp_path):
 
 WRITER = """
 import sys, torch
-from lightning_sdm.checkpoints import AtomicCheckpointIO
+from lightning_sdm.runs.checkpoints import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 torch.manual_seed(0)
 weights = torch.randn(4_000_000)  # 16 MB: a save takes long enough to be killed inside
@@ -94,7 +94,7 @@ def test_checkpoints_killed_mid_save_are_always_whole(tmp_path):
 
     import torch
 
-    from lightning_sdm.checkpoints import unreadable_reason
+    from lightning_sdm.runs.checkpoints import unreadable_reason
 
     target = tmp_path / "checkpoints" / "last.ckpt"
     env = {**os.environ, "TMPDIR": "/dev/shm" if os.path.isdir("/dev/shm") else str(tmp_path)}

@@ -3,7 +3,7 @@
 import pytest
 
 from lightning_sdm.cli import main
-from lightning_sdm.plots import plot_metrics, read_metrics
+from lightning_sdm.runs.plots import plot_metrics, read_metrics
 
 CSV = """epoch,step,train/ce,train/lr,val/ce
 0,0,7.5,0.001,

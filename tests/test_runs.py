@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.runs import RUN_DIR_ENV, find_last_checkpoint, plan_run
+from lightning_sdm.runs.plan import RUN_DIR_ENV, find_last_checkpoint, plan_run
 
 
 def touch(path, mtime=None, step=0):

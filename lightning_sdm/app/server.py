@@ -22,7 +22,6 @@ from pydantic import BaseModel
 
 from lightning_sdm.app.guard import AccessPolicy, RequestGuard
 from lightning_sdm.app.jobs import GenerationForm, GenerationJobs, QueueFull
-from lightning_sdm.checkpoints import is_checkpoint
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_named
 from lightning_sdm.generation.source import source_family
@@ -35,6 +34,7 @@ from lightning_sdm.listening.answers import (
     rater_order,
 )
 from lightning_sdm.listening.pairs import PairingResult
+from lightning_sdm.runs.checkpoints import is_checkpoint
 
 STATIC = Path(__file__).parent / "static"
 OUTPUT_FILES = {".wav": "audio/wav", ".png": "image/png", ".json": "application/json"}

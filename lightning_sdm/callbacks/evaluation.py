@@ -11,7 +11,7 @@ import lightning as L
 from lightning_sdm.callbacks.samples import SampleGeneration
 from lightning_sdm.codecs import CodecConfig
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.evaluation import BACKENDS, LOAD_RATE, METRICS, Clip, read_clips
+from lightning_sdm.metrics.evaluation import BACKENDS, LOAD_RATE, METRICS, Clip, read_clips
 
 
 class EvaluationMetrics(SampleGeneration):
@@ -84,8 +84,8 @@ class EvaluationMetrics(SampleGeneration):
     def _backend(self, metric: str, codec=None):
         """FAD's embedder (VGGish when given, else the codec's latents), KLD's classifier or
         the CLAP model, loaded once."""
-        from lightning_sdm.evaluation import fad_embedder
         from lightning_sdm.metrics.embedders import ASTClassifier, ClapEmbedder
+        from lightning_sdm.metrics.evaluation import fad_embedder
 
         if metric == "fad" and self.vggish_weights is None:
             from lightning_sdm.metrics.embedders import CodecLatentEmbedder
@@ -123,8 +123,8 @@ class EvaluationMetrics(SampleGeneration):
     def _generate_on_this_rank(
         self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path
     ) -> None:
-        from lightning_sdm.evaluation import score_clap, score_fad, score_kld
         from lightning_sdm.metrics.embedders import resample
+        from lightning_sdm.metrics.evaluation import score_clap, score_fad, score_kld
 
         wavs, elapsed, codec, frames = self._sample(trainer, pl_module, self.prompts)
         generated = [

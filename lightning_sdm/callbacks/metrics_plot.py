@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from lightning_sdm.plots import plot_metrics
-from lightning_sdm.tracking import METRICS_FILE
+from lightning_sdm.runs.plots import plot_metrics
+from lightning_sdm.runs.tracking import METRICS_FILE
 
 
 class MetricsPlot(Callback):

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_sdm.tracking import RunCSVLogger
+from lightning_sdm.runs.tracking import RunCSVLogger
 
 
 class ResumableRun(Callback):

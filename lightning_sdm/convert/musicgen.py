@@ -16,8 +16,8 @@ import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
 from lightning_sdm.conditioning import T5Conditioner, TextConditionerConfig
+from lightning_sdm.convert.export import CODEC_DIR, EXPORT_FILE
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.export import CODEC_DIR, EXPORT_FILE
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 

@@ -109,16 +109,16 @@ def window_plan(source: GenerationSource, options: GenerationOptions, frames: in
     rate = source.frame_rate
     if options.window_seconds is not None:
         window = max(1, round(options.window_seconds * rate))
-        if source.trained_frames and window > source.trained_frames:
+        if source.trained_segment_frames and window > source.trained_segment_frames:
             warnings.warn(
                 f"a {options.window_seconds:g} s window is longer than the "
-                f"{source.trained_frames / rate:g} s crops this model was trained on: "
+                f"{source.trained_segment_frames / rate:g} s crops this model was trained on: "
                 "what comes after is untested",
                 LongerThanTrainedWarning,
                 stacklevel=2,
             )
     else:
-        window = source.trained_frames or frames
+        window = source.trained_segment_frames or frames
     if window == 1:
         return WindowPlan(window=frames + 1, stride=frames)  # one call: nothing to continue
     if options.extend_stride is not None:

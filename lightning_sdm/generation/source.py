@@ -10,15 +10,9 @@ from typing import Any
 
 import yaml
 
-from lightning_sdm.checkpoints import (
-    checkpoint_extras,
-    is_checkpoint,
-    is_sharded_checkpoint,
-    load_checkpoint,
-)
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.convert.export import CODEC_DIR, trained_segment_frames
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.export import CODEC_DIR, trained_segment_frames
 from lightning_sdm.families import (
     family_of,
     family_of_checkpoint,
@@ -26,6 +20,12 @@ from lightning_sdm.families import (
 )
 from lightning_sdm.models.adapters import adapter_base, adapter_weights_file
 from lightning_sdm.models.saving import WEIGHTS_FILE
+from lightning_sdm.runs.checkpoints import (
+    checkpoint_extras,
+    is_checkpoint,
+    is_sharded_checkpoint,
+    load_checkpoint,
+)
 from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
 GenerativeModel = Any  # a registered family's model (lightning_sdm.families)
@@ -37,7 +37,7 @@ DEFAULT_FRAME_RATE = 50.0  # EnCodec 32 kHz, when no codec says otherwise
 class GenerationSource:
     model: GenerativeModel  # a model of a registered family
     codec: EncodecCodec | None
-    trained_frames: int | None  # the crop length seen in training, when known
+    trained_segment_frames: int | None  # the crop length seen in training, when known
     identity: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -34,7 +34,9 @@ from lightning_sdm.nn.sparse_attention import BlockSparseMask
 from lightning_sdm.nn.transformer import TransformerDecoder
 from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
 
-ATTENTION_BACKENDS = ("auto", "dense", "causal", "flex")
+ATTENTION_BACKENDS = ("auto", "dense", "causal", "block_sparse")
+# Earlier names of the backends (configs and saved models keep working).
+OLD_ATTENTION_NAMES = {"flex": "block_sparse"}
 # "auto" takes the block-sparse path when it scores at most this share of the dense mask's
 # scores; above it, gathering key blocks costs more than the skipped scores save.
 SPARSE_SCORES_LIMIT = 0.5
@@ -63,10 +65,11 @@ class LMConfig:
     # them: training memory for activations falls to about one layer's, for ~30 % more time.
     activation_checkpointing: bool = False
     # Training attention: "dense" (the layout's [N, N] mask, the reference), "causal" (no
-    # mask tensor, SDPA's causal kernels; layouts whose mask is plain causal), "flex" (only
-    # the key blocks each query block sees: FlexAttention on CUDA, chunked SDPA elsewhere),
-    # or "auto" (causal where the layout allows it, else flex where it skips at least half
-    # the scores, else dense).
+    # mask tensor, SDPA's causal kernels; layouts whose mask is plain causal),
+    # "block_sparse" (only the key blocks each query block sees: FlexAttention on CUDA,
+    # chunked SDPA elsewhere; "flex" is its earlier name), or "auto" (causal where the
+    # layout allows it, else block_sparse where it skips at least half the scores, else
+    # dense).
     attention: str = "auto"
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class LMConfig:
         )
         if not 0 <= self.dropout < 1:
             raise UserInputError(f"lm.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention in OLD_ATTENTION_NAMES:
+            object.__setattr__(self, "attention", OLD_ATTENTION_NAMES[self.attention])
         if self.attention not in ATTENTION_BACKENDS:
             raise UserInputError(
                 f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}"
@@ -236,13 +241,13 @@ class CodebookLM(nn.Module):
         tensors = self._layout_tensors(num_timesteps, device)
         if backend == "dense":
             return tensors["attention_mask"]
-        if backend == "flex":
+        if backend == "block_sparse":
             return self.sparse_mask(num_timesteps, device)
         causal = self.layout(num_timesteps).is_causal
         if backend == "causal" and not causal:
             raise ValueError(
                 f"attention='causal' needs a causal layout; the {self.config.pattern} "
-                "pattern's mask is not: use 'auto', 'flex' or 'dense'"
+                "pattern's mask is not: use 'auto', 'block_sparse' or 'dense'"
             )
         if causal:
             return None

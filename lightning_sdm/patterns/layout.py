@@ -150,13 +150,13 @@ class PatternLayout:
 
     def decoding_steps(self) -> Iterator[DecodingStep]:
         """The decoding plan, one entry per forward pass."""
-        death = self.last_visible.numpy()
+        last_visible = self.last_visible.numpy()
         for block in range(self.num_decoding_steps):
             start, end = (int(x) for x in self.block_start[block : block + 2])
             step = int(self.block_step[block])
             previous = int(self.block_step[block - 1]) if block else -1
             t_start, t_end = (int(x) for x in self.target_block_start[block : block + 2])
-            evicted = np.nonzero((death >= previous) & (death < step))[0]
+            evicted = np.nonzero((last_visible >= previous) & (last_visible < step))[0]
             yield DecodingStep(
                 index=block,
                 step=step,
@@ -213,8 +213,8 @@ def _stack_positions(steps: np.ndarray, last_step: int) -> tuple[np.ndarray, ...
         at = levels == level
         target_index[level, at] = level * num_timesteps + times[at]
     has_full = full_step <= last_step
-    partial_death = np.where(has_full, steps[-1], last_step)
-    last_visible = np.where(levels == num_levels, last_step, partial_death[times])
+    partial_last_visible = np.where(has_full, steps[-1], last_step)
+    last_visible = np.where(levels == num_levels, last_step, partial_last_visible[times])
     return step, times, levels, input_index, target_index, last_visible.astype(np.int64)
 
 
@@ -228,21 +228,21 @@ def _allocate_slots(
     """
     num_positions = step.shape[0]
     slots = np.empty(num_positions, dtype=np.int64)
-    by_death = np.argsort(last_visible, kind="stable")
+    by_last_visible = np.argsort(last_visible, kind="stable")
     free: list[int] = []
     next_slot = 0
-    death_cursor = 0
+    expired = 0
     live = 0
     position = 0
     extents = np.empty(block_steps.shape[0], dtype=np.int64)
     live_counts = np.empty(block_steps.shape[0], dtype=np.int64)
     extent = 0
     for block, current in enumerate(block_steps):
-        while death_cursor < num_positions and last_visible[by_death[death_cursor]] < current:
+        while expired < num_positions and last_visible[by_last_visible[expired]] < current:
             # A key dies no earlier than the step that wrote it, so its slot is set.
-            heapq.heappush(free, int(slots[by_death[death_cursor]]))
+            heapq.heappush(free, int(slots[by_last_visible[expired]]))
             live -= 1
-            death_cursor += 1
+            expired += 1
         while position < num_positions and step[position] == current:
             if free:
                 slots[position] = heapq.heappop(free)

@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import soundfile as sf
 
-from lightning_sdm.data.demo_audio import clip_specs, kind_of_caption, write_demo_clips
+from lightning_sdm.demo.audio import clip_specs, kind_of_caption, write_demo_clips
 
 
 def test_instrument_mode_and_texture_vary_independently_and_evenly():

@@ -18,9 +18,9 @@ from lightning_sdm.cli import main
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.data.datamodule import TokenShardsDataModule
-from lightning_sdm.data.demo_audio import write_demo_clips
 from lightning_sdm.data.shards import INDEX_FILE, read_shard
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
+from lightning_sdm.demo.audio import write_demo_clips
 from tests.data.audio_fixtures import CASES, audio_path, make_folder
 
 

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicLM
 from tests.conftest import ALL_PATTERNS, tiny_config
 
@@ -26,7 +27,7 @@ def logits_and_grads(model: TextToMusicLM, codes: torch.Tensor):
 
 
 # T 11 keeps every mask one block; T 130 spans several query chunks of the sparse plan.
-@pytest.mark.parametrize(("backend", "num_timesteps"), [("auto", 11), ("flex", 130)])
+@pytest.mark.parametrize(("backend", "num_timesteps"), [("auto", 11), ("block_sparse", 130)])
 @pytest.mark.parametrize(("name", "k"), ALL_PATTERNS)
 def test_every_backend_equals_the_dense_reference(name, k, backend, num_timesteps):
     generator = torch.Generator().manual_seed(0)
@@ -85,7 +86,13 @@ def test_causal_layouts_skip_the_mask_and_others_keep_it(monkeypatch):
 
 def test_forcing_causal_on_a_stack_layout_is_refused():
     model = model_with("stack_delay", 3, "causal")
-    with pytest.raises(ValueError, match=r"needs a causal layout.*'auto', 'flex' or 'dense'"):
+    with pytest.raises(
+        ValueError, match=r"needs a causal layout.*'auto', 'block_sparse' or 'dense'"
+    ):
         model(torch.randint(0, 16, (1, 4, 5)), CAPTIONS[:1])
     with pytest.raises(ValueError, match="attention must be one of"):
         dataclasses.replace(tiny_config().lm, attention="flash")
+
+
+def test_the_earlier_name_of_the_block_sparse_backend_still_reads():
+    assert LMConfig(attention="flex").attention == "block_sparse"

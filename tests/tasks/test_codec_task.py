@@ -10,7 +10,7 @@ import yaml
 
 from lightning_sdm.cli import main
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
-from lightning_sdm.data.demo_audio import clip_specs, render
+from lightning_sdm.demo.audio import clip_specs, render
 from lightning_sdm.metrics.audio import chroma_similarity
 from lightning_sdm.tasks.codec_task import CodecTask
 from tests.data.test_audio_crops import write_tones

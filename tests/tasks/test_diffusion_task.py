@@ -9,7 +9,7 @@ import yaml
 
 from lightning_sdm.cli import main
 from lightning_sdm.conditioning import TextConditionerConfig
-from lightning_sdm.data.demo_audio import write_demo_clips
+from lightning_sdm.demo.audio import write_demo_clips
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
 from lightning_sdm.models.text_to_audio_diffusion import (

@@ -9,9 +9,9 @@ from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheck
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_sdm.callbacks.samples import SampleGeneration
+from lightning_sdm.convert.export import export_checkpoint, trained_segment_frames
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.export import export_checkpoint, trained_segment_frames
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicLM
 from lightning_sdm.tasks import lm_task

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_sdm.checkpoints import require_readable, unreadable_reason
+from lightning_sdm.runs.checkpoints import require_readable, unreadable_reason
 from lightning_sdm.errors import UserInputError
 
 RUN_DIR_ENV = "LIGHTNING_SDM_RUN_DIR"  # hands rank 0's choice to the ranks Lightning spawns

@@ -39,7 +39,7 @@ def export_checkpoint(
     A LoRA run's checkpoint exports as its adapter alone (over the directory it started
     from), or with `merge` as a whole model with the adapter folded in.
     """
-    from lightning_sdm.checkpoints import is_checkpoint, load_checkpoint, require_readable
+    from lightning_sdm.runs.checkpoints import is_checkpoint, load_checkpoint, require_readable
 
     checkpoint_path = Path(checkpoint_path)
     if not is_checkpoint(checkpoint_path):

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_sdm.atomic import atomic_file
-from lightning_sdm.runs import WANDB_ID_FILE
+from lightning_sdm.runs.plan import WANDB_ID_FILE
 
 METRICS_FILE = "metrics.csv"
 _INDEX = ("step", "epoch")  # columns every row has: not metrics

@@ -18,8 +18,8 @@ import yaml
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.data.audio_crops import AudioCropsDataModule
-from lightning_sdm.data.demo_audio import ensure_demo_clips, kind_of_caption
 from lightning_sdm.data.sources import discover
+from lightning_sdm.demo.audio import ensure_demo_clips, kind_of_caption
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, pitch_clarity, si_snr
 
@@ -41,7 +41,7 @@ def find_config(path: str) -> Path:
     given = Path(path)
     if given.is_file():
         return given
-    bundled = Path(__file__).resolve().parents[1] / path
+    bundled = Path(__file__).resolve().parents[2] / path
     if bundled.is_file():
         return bundled
     raise UserInputError(f"config {path} not found (run the demo from the repository root)")
@@ -271,7 +271,7 @@ def _run_demo(codec_config: str, lm_config: str, retrain_codec: bool) -> dict[st
     import shutil
 
     from lightning_sdm.callbacks.samples import SampleGeneration
-    from lightning_sdm.training_cli import run_training_cli
+    from lightning_sdm.cli.fit import run_training_cli
 
     codec_path, lm_path = find_config(codec_config), find_config(lm_config)
     codec_dir = codec_target(codec_path)

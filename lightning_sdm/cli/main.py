@@ -1,7 +1,7 @@
 """`lightning-sdm`: train, tokenize, generate, export, plot, inspect patterns.
 
 Training commands (fit, validate, test, predict) go through LightningCLI; the others are
-built by jsonargparse from the typed functions in `lightning_sdm.commands`. All take
+built by jsonargparse from the typed functions in `lightning_sdm.cli.commands`. All take
 `--config x.yaml`, print theirs with `--print_config` and name options alike
 (`--codec.pretrained`, `--sampling.top_k`); the short forms of earlier versions
 (`--codec-dir`, `--min-seconds`, `--top-k`, repeated `--prompt`, bare `--latents`) still work.
@@ -18,8 +18,8 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, Namespace
 
-from lightning_sdm import commands
-from lightning_sdm.cli_parsing import CommandParser
+from lightning_sdm.cli import commands
+from lightning_sdm.cli.parsing import CommandParser
 
 TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 # Command path -> (function, required parameters become positionals).
@@ -165,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words and words[0] in TRAINING_COMMANDS:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        from lightning_sdm.cli.fit import run_training_cli
         from lightning_sdm.tasks.stability import NonFiniteLossError
-        from lightning_sdm.training_cli import run_training_cli
 
         try:
             run_training_cli(None if argv is None else words)  # None: LightningCLI reads argv

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
 
-from lightning_sdm.tracking import METRICS_FILE
+from lightning_sdm.runs.tracking import METRICS_FILE
 
 Series = dict[str, list[tuple[int, float]]]
 

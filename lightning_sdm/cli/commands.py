@@ -251,7 +251,12 @@ def evaluate(
             instead of stopping.
         bootstrap: Resamplings of the clips for 95 % intervals (0: none; 1000 is usual).
     """
-    from lightning_sdm.evaluation import METRICS, evaluate_folders, markdown_table, write_report
+    from lightning_sdm.metrics.evaluation import (
+        METRICS,
+        evaluate_folders,
+        markdown_table,
+        write_report,
+    )
 
     chosen = list(metrics or METRICS)
     if reference is None and any(m in ("fad", "kld") for m in chosen):
@@ -319,7 +324,7 @@ def export(
         return 0
     if ckpt is None:
         raise UserInputError("export needs --ckpt (a checkpoint written by fit)")
-    from lightning_sdm.export import export_checkpoint
+    from lightning_sdm.convert.export import export_checkpoint
 
     written = export_checkpoint(ckpt, output, codec_dir, merge, overwrite)
     print(f"exported {ckpt} to {written}")
@@ -358,7 +363,7 @@ def demo(
         audio_only: Only write the demo's clips (data/demo/audio), e.g. for
             configs/ezaudio_tiny.yaml, and stop.
     """
-    from lightning_sdm.demo import run_demo, write_demo_audio
+    from lightning_sdm.demo.run import run_demo, write_demo_audio
 
     if audio_only:
         print(f"the demo's clips are in {write_demo_audio()}")
@@ -374,7 +379,7 @@ def plot(run: str, output: str | None = None) -> int:
         run: A run folder (runs/NAME/version_N) or its metrics.csv.
         output: PNG to write (default: beside the CSV).
     """
-    from lightning_sdm.plots import plot_metrics
+    from lightning_sdm.runs.plots import plot_metrics
 
     print(f"wrote {plot_metrics(run, output)}")
     return 0

@@ -23,14 +23,14 @@ from lightning_sdm.callbacks.metrics_plot import MetricsPlot
 from lightning_sdm.callbacks.preemption import ResumableRun
 from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
-from lightning_sdm.checkpoints import AtomicCheckpointIO, require_readable
-from lightning_sdm.cli_parsing import ErrorFirst
+from lightning_sdm.cli.parsing import ErrorFirst
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.runs import RUN_DIR_ENV, RunPlan, plan_run
+from lightning_sdm.runs.checkpoints import AtomicCheckpointIO, require_readable
+from lightning_sdm.runs.plan import RUN_DIR_ENV, RunPlan, plan_run
+from lightning_sdm.runs.tracking import METRICS_FILE, run_loggers
 from lightning_sdm.tasks.lm_task import TextToMusicTask
 from lightning_sdm.tasks.text_conditioned import TextConditionedTask
-from lightning_sdm.tracking import METRICS_FILE, run_loggers
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
