@@ -420,6 +420,9 @@ def serve(
         codec_dir: The codec for models that do not carry one.
         max_loaded_models: Models kept in memory at once (least recently used is dropped).
     """
+    from lightning_sdm.extras import require_extra
+
+    require_extra("serve", "serve")
     import uvicorn
 
     from lightning_sdm.app.guard import AccessPolicy, is_loopback, new_token

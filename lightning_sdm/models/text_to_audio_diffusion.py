@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler
 from torch import nn
 
 from lightning_sdm.conditioning import T5Conditioner, TextConditionerConfig
+from lightning_sdm.extras import require_extra
 from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
 from lightning_sdm.models.guidance import guide, guided_captions
 from lightning_sdm.models.masking import MaskingConfig, span_mask
@@ -36,7 +36,11 @@ class DiffusionConfig:
     rescale_betas_zero_snr: bool = True
     timestep_spacing: str = "trailing"
 
-    def scheduler(self) -> DDIMScheduler:
+    def scheduler(self) -> Any:
+        """diffusers' DDIMScheduler (the diffusion extra), imported when first needed."""
+        require_extra("diffusion", "the latent diffusion family")
+        from diffusers import DDIMScheduler
+
         return DDIMScheduler(
             num_train_timesteps=self.num_train_timesteps,
             beta_start=self.beta_start,
