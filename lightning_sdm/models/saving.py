@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -69,3 +69,37 @@ def load_weights(model: nn.Module, directory: str | Path, map_location: str = "c
         raise RuntimeError(
             f"weights do not match the config: missing {missing}, unexpected {unexpected}"
         )
+
+
+class SavedAsDirectory:
+    """save_pretrained / read_config / from_pretrained for a text-conditioned model with a
+    `config` (to_dict, and `config_class.from_dict`), a T5 `conditioner` and a `family`."""
+
+    config_class: ClassVar[Any]
+    family: ClassVar[str]
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """config.json + model.safetensors + text_encoder/ (the T5 copy)."""
+        return save_model_directory(
+            self, self.conditioner, self.config.to_dict(), directory, self.family
+        )
+
+    @classmethod
+    def read_config(
+        cls, directory: str | Path, overrides: dict[str, dict[str, Any]] | None = None
+    ) -> Any:
+        """A saved model's config (its T5 path made absolute), with `overrides` per section."""
+        return cls.config_class.from_dict(read_config_data(directory, overrides))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        map_location: str = "cpu",
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> Self:
+        """Load in eval mode (like transformers: dropout off until training asks for it);
+        `overrides` change config options that leave the weights' shapes alone."""
+        model = cls(cls.read_config(directory, overrides))
+        load_weights(model, directory, map_location)
+        return model.eval()

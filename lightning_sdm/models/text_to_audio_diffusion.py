@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
 from lightning_sdm.models.guidance import guide, guided_captions
 from lightning_sdm.models.masking import MaskingConfig, span_mask
 from lightning_sdm.models.sampling import DiffusionSamplingConfig
-from lightning_sdm.models.saving import load_weights, read_config_data, save_model_directory
+from lightning_sdm.models.saving import SavedAsDirectory
 from lightning_sdm.models.text_to_music import row_generators
 
 
@@ -85,8 +84,9 @@ class DiffusionLoss:
     generated_share: torch.Tensor  # share of real frames the batch generated (masking)
 
 
-class TextToAudioDiffusion(nn.Module):
+class TextToAudioDiffusion(SavedAsDirectory, nn.Module):
     family = "diffusion"  # recorded in its directories' config.json and its checkpoints
+    config_class = TextToAudioDiffusionConfig
     sampling_config_type = DiffusionSamplingConfig  # what its generation samples with
 
     def __init__(self, config: TextToAudioDiffusionConfig) -> None:
@@ -265,20 +265,3 @@ class TextToAudioDiffusion(nn.Module):
         if to_generate is None or tuple(to_generate.shape) != (batch, frames):
             raise ValueError(f"to_generate must be a [{batch}, {frames}] bool mask")
         return self.normalise(given.to(self.device).float()), to_generate.to(self.device).bool()
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        return save_model_directory(
-            self, self.conditioner, self.config.to_dict(), directory, self.family
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | Path,
-        map_location: str = "cpu",
-        overrides: dict[str, dict[str, Any]] | None = None,
-    ) -> TextToAudioDiffusion:
-        data = read_config_data(directory, overrides)
-        model = cls(TextToAudioDiffusionConfig.from_dict(data))
-        load_weights(model, directory, map_location)
-        return model.eval()

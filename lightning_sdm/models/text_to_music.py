@@ -27,13 +27,7 @@ from lightning_sdm.models.adapters import (
 from lightning_sdm.models.guidance import guide, guided_captions
 from lightning_sdm.models.lm import CodebookLM, LMConfig
 from lightning_sdm.models.sampling import SamplingConfig, sample_tokens
-from lightning_sdm.models.saving import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    load_weights,
-    read_config_data,
-    save_model_directory,
-)
+from lightning_sdm.models.saving import CONFIG_FILE, WEIGHTS_FILE, SavedAsDirectory
 from lightning_sdm.nn.packed_linear import PackChoice
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "TextToMusicConfig", "TextToMusicLM"]
@@ -73,8 +67,9 @@ def row_generators(
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
-class TextToMusicLM(nn.Module):
+class TextToMusicLM(SavedAsDirectory, nn.Module):
     family = "lm"  # recorded in its directories' config.json and its checkpoints
+    config_class = TextToMusicConfig
     sampling_config_type = SamplingConfig  # what its generation samples with
 
     def __init__(self, config: TextToMusicConfig, conditioner: T5Conditioner | None = None) -> None:
@@ -223,25 +218,11 @@ class TextToMusicLM(nn.Module):
             raise ValueError(f"prompt tokens must lie in [0, {self.cardinality})")
         return prompt.to(device=device, dtype=torch.long)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """config.json + model.safetensors (decoder and projection) + text_encoder/ (T5)."""
-        return save_model_directory(
-            self, self.conditioner, self.config.to_dict(), directory, self.family
-        )
-
     def save_adapter(self, directory: str | Path, base: str | Path) -> Path:
         """The adapter alone (a few MB), to load over the model directory `base`."""
         if self.config.adapter is None:
             raise ValueError("this model has no adapter to save")
         return save_adapter_directory(self, self.config.adapter, directory, base)
-
-    @staticmethod
-    def read_config(
-        directory: str | Path, overrides: dict[str, dict[str, Any]] | None = None
-    ) -> TextToMusicConfig:
-        """A saved model's config (its T5 path made absolute), with `overrides` per section."""
-        data = read_config_data(directory, overrides)
-        return TextToMusicConfig.from_dict(data)
 
     @classmethod
     def from_pretrained(
@@ -256,6 +237,4 @@ class TextToMusicLM(nn.Module):
         if adapter_base(directory) is not None:
             load_base = lambda base: cls.from_pretrained(base, map_location, overrides)  # noqa: E731
             return load_adapter_directory(directory, load_base, map_location).eval()
-        model = cls(cls.read_config(directory, overrides))
-        load_weights(model, directory, map_location)
-        return model.eval()  # like transformers: dropout off until training asks for it
+        return super().from_pretrained(directory, map_location, overrides)

@@ -13,7 +13,6 @@ from lightning_sdm.data.interface import TrainingData
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
 from lightning_sdm.models.masking import MaskingConfig
-from lightning_sdm.models.saving import read_config_data
 from lightning_sdm.models.text_to_audio_diffusion import (
     DiffusionConfig,
     TextToAudioDiffusion,
@@ -30,10 +29,6 @@ TRAINING_OPTIONS = {
     "dit": ("activation_checkpointing",),
     "text": ("cfg_dropout", "freeze", "max_length", "frozen_dtype"),
 }
-
-
-def read_saved_config(directory: str) -> TextToAudioDiffusionConfig:
-    return TextToAudioDiffusionConfig.from_dict(read_config_data(directory))
 
 
 class TextToAudioDiffusionTask(TextConditionedTask):
@@ -77,7 +72,7 @@ class TextToAudioDiffusionTask(TextConditionedTask):
         optim = config_from(optim, OptimConfig)
         if init_from is not None:
             self.model = start_from_directory(
-                init_from, TextToAudioDiffusion, read_saved_config, {"dit": dit, "text": text},
+                init_from, TextToAudioDiffusion, {"dit": dit, "text": text},
                 TRAINING_OPTIONS, {"masking": masking.to_dict()},
             )  # fmt: skip
             dit, text, diffusion = (

@@ -94,9 +94,7 @@ class TextToMusicTask(TextConditionedTask):
         optim = config_from(optim, OptimConfig)
         if init_from is not None:
             given = {"lm": lm, "text": text}
-            self.model = start_from_directory(
-                init_from, TextToMusicLM, TextToMusicLM.read_config, given, TRAINING_OPTIONS
-            )
+            self.model = start_from_directory(init_from, TextToMusicLM, given, TRAINING_OPTIONS)
             lm, text = self.model.config.lm, self.model.config.text
         else:
             self.model = TextToMusicLM(TextToMusicConfig(lm=lm, text=text))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -30,7 +30,6 @@ def caption_dropout_generator(rank: int) -> torch.Generator:
 def start_from_directory(
     directory: str,
     model_class: Any,
-    read_saved: Callable[[str], Any],
     given: Mapping[str, Any],
     training_options: Mapping[str, tuple[str, ...]],
     more_overrides: Mapping[str, dict[str, Any]] | None = None,
@@ -40,7 +39,7 @@ def start_from_directory(
     the saved model's is an error, not silently ignored. A section's `pretrained` (where
     the base config reads the text encoder) gives way to the directory's own copy."""
     try:
-        saved = read_saved(directory)
+        saved = model_class.read_config(directory)
     except FileNotFoundError as error:
         raise UserInputError(f"model.init_from: {error}") from error
     sections = {
