@@ -8,6 +8,7 @@ from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import WeightAveraging
 
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.data.interface import TrainingData
@@ -152,8 +153,15 @@ class TextToMusicTask(TextConditionedTask):
             checkpoint[ADAPTER_BASE_KEY] = self.adapter_base
             # An adapter run keeps only what trains; the base is the init_from directory.
             # Not under Lightning's weight averaging, which restores a whole-model copy.
-            if "averaging_state" not in checkpoint:
+            if not self._averaging_whole_model():
                 checkpoint["state_dict"] = checkpoint_state(checkpoint["state_dict"])
+
+    def _averaging_whole_model(self) -> bool:
+        try:
+            callbacks = self.trainer.callbacks
+        except RuntimeError:  # saved outside a Trainer
+            return False
+        return any(isinstance(callback, WeightAveraging) for callback in callbacks)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """An adapter run's checkpoints hold the adapter alone, to load over the base."""
