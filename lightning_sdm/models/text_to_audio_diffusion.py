@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.conditioning import T5Conditioner, TextConditionerConfig
-from lightning_sdm.extras import require_extra
+from lightning_sdm.models.ddim import ddim_scheduler
 from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
 from lightning_sdm.models.guidance import guide, guided_captions
 from lightning_sdm.models.masking import MaskingConfig, span_mask
@@ -36,11 +36,8 @@ class DiffusionConfig:
     timestep_spacing: str = "trailing"
 
     def scheduler(self) -> Any:
-        """diffusers' DDIMScheduler (the diffusion extra), imported when first needed."""
-        require_extra("diffusion", "the latent diffusion family")
-        from diffusers import DDIMScheduler
-
-        return DDIMScheduler(
+        """diffusers' DDIMScheduler (the diffusion extra; its variance clamped at zero)."""
+        return ddim_scheduler(
             num_train_timesteps=self.num_train_timesteps,
             beta_start=self.beta_start,
             beta_end=self.beta_end,
@@ -76,6 +73,19 @@ class TextToAudioDiffusionConfig:
             latent_mean=data.get("latent_mean"),
             latent_std=data.get("latent_std"),
         )
+
+
+def per_sample_masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean over its own weighted entries, then the mean over the samples
+    that have any (EzAudio's averaging: a partly masked or short sample counts as much as
+    a fully masked long one). values, weights [B, ...]."""
+    dims = tuple(range(1, values.dim()))
+    counts = weights.sum(dim=dims)
+    per_sample = (values * weights).sum(dim=dims) / counts.clamp(min=1)
+    present = counts > 0
+    if not bool(present.any()):
+        return (values * weights).sum()  # nothing to generate: zero, still in the graph
+    return per_sample[present].mean()
 
 
 @dataclass
@@ -184,7 +194,7 @@ class TextToAudioDiffusion(SavedAsDirectory, nn.Module):
         prediction = self.predict(noisy, clean, to_generate, timesteps, texts, frame_mask)
         weights = to_generate[:, None].float().expand_as(target)
         squared = F.mse_loss(prediction.float(), target, reduction="none")
-        loss = (squared * weights).sum() / weights.sum().clamp(min=1)
+        loss = per_sample_masked_mean(squared, weights)
         share = to_generate.sum() / frame_mask.sum().clamp(min=1)
         return DiffusionLoss(loss, share.detach())
 

@@ -1,5 +1,6 @@
 """EzAudio-DiT: the paper's parameter counts, its initial state, masks and shapes."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import yaml
 
 from lightning_sdm.models.dit import DiTConfig, EzAudioDiT, trainable_parameters
 from lightning_sdm.nn.attention import MultiHeadAttention
+from lightning_sdm.nn.dit_block import DiTBlock
 from lightning_sdm.nn.rotary import RotaryEmbedding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +128,14 @@ def test_configs_are_checked():
         DiTConfig(dim=24, num_heads=8)
     with pytest.raises(ValueError, match="even head dimension"):
         MultiHeadAttention(12, 4, rotary=True)
+
+
+def test_the_fused_key_value_projection_starts_as_two_xavier_projections():
+    torch.manual_seed(0)
+    dit = EzAudioDiT(DiTConfig(latent_channels=8, dim=256, depth=2, num_heads=4, context_dim=32))
+    bound = math.sqrt(6 / (256 + 256))  # Xavier of one [D, D] projection
+    for block in dit.modules():
+        if isinstance(block, DiTBlock):
+            for half in block.self_attention.key_value.weight.chunk(2):
+                assert half.abs().max() <= bound
+                assert half.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
