@@ -99,6 +99,7 @@ def register(family: ModelFamily) -> ModelFamily:
 
 
 def unregister(name: str) -> None:
+    """Remove a family (a test's, say); unknown names are ignored."""
     _FAMILIES.pop(name, None)
 
 
@@ -111,11 +112,13 @@ def _load_built_ins() -> None:
 
 
 def families() -> list[ModelFamily]:
+    """Every registered family, the built-in ones first."""
     _load_built_ins()
     return list(_FAMILIES.values())
 
 
 def family_named(name: str) -> ModelFamily:
+    """The family registered under `name`; an unknown name is a one-line error."""
     _load_built_ins()
     if name not in _FAMILIES:
         raise UserInputError(
@@ -168,6 +171,8 @@ def checkpoint_family_name(checkpoint: Mapping[str, Any]) -> str:
 
 
 def family_of_checkpoint(checkpoint: Mapping[str, Any], path: str | Path) -> ModelFamily:
+    """The family of a loaded fit checkpoint (`path` names it in errors); a codec task's
+    checkpoint is refused: it is not a text-to-audio model."""
     name = checkpoint_family_name(checkpoint)
     _load_built_ins()
     if name not in _FAMILIES:
