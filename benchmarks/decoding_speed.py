@@ -19,10 +19,7 @@ fp32 on the same codes is printed with it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -34,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_sdm.conditioning import TextConditionerConfig
+from lightning_sdm.machine import machine
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
@@ -398,22 +396,6 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
             )
     return {"rows": [asdict(row) for row in rows]} | {
         f"{key}_ms_per_step": floor_ms[suffix] for suffix, key, _ in named_floors
-    }
-
-
-def machine() -> dict[str, object]:
-    """What every number here depends on: the CPU, its cores, the threads and torch."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
     }
 
 

@@ -12,6 +12,7 @@ from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["LIGHTNING_SDM_CACHE"] = "off"  # no measured choice kept in the home folder
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 settings.register_profile(

@@ -12,14 +12,20 @@ where they are missing or refuse a weight, layers keep `F.linear`.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lightning_sdm.atomic import write_text_atomically
+from lightning_sdm.machine import machine
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 # Decoding's matmul path: True (packed), False (F.linear) or "auto" (measured).
@@ -32,7 +38,39 @@ MIN_PACKED_ELEMENTS = 256 * 256
 # bandwidth on a 2-core EPYC and is the faster path on a 2-core Xeon), on whether the
 # weights fit in its caches, and on the row count: `fastest_path` measures it.
 TIMED_ROUNDS = 5  # passes over all the weights per path, interleaved; the median counts
-_CHOICES: dict[tuple, str] = {}  # measured choices of this process
+_CHOICES: dict[str, str] = {}  # measured choices of this process
+# Measured choices are also kept on disk, keyed by the CPU model, threads and torch version,
+# so a machine pays for the timing once, not once per process. A folder, or "off".
+CACHE_ENV = "LIGHTNING_SDM_CACHE"
+CACHE_FILE = "matmul_paths.json"
+
+
+def choices_file() -> Path | None:
+    """Where measured choices are kept ($LIGHTNING_SDM_CACHE, else ~/.cache/lightning_sdm);
+    None when the variable says off."""
+    setting = os.environ.get(CACHE_ENV)
+    if setting == "off":
+        return None
+    if setting:
+        return Path(setting) / CACHE_FILE
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lightning_sdm" / CACHE_FILE
+
+
+def _stored_choices(path: Path) -> dict[str, str]:
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, unreadable or torn: measure again
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    return {key: value for key, value in stored.items() if value in ("packed", "linear")}
+
+
+def _store_choice(path: Path, key: str, choice: str) -> None:
+    with contextlib.suppress(OSError):  # a read-only home: keep it for this process only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(path, json.dumps({**_stored_choices(path), key: choice}))
 
 
 def can_pack(weight: torch.Tensor) -> bool:
@@ -82,22 +120,33 @@ def measure_paths(weights: list[torch.Tensor], rows: int) -> dict[str, float]:
 
 
 def fastest_path(weights: list[torch.Tensor], rows: int) -> str:
-    """ "packed" or "linear": measured once per (weight shapes, rows, dtype, device, threads)
-    in this process, where packing is possible at all; "linear" elsewhere (GPUs, no oneDNN)."""
+    """ "packed" or "linear": measured once per (machine, weight shapes, rows, dtype,
+    device) and kept for this process and on disk (`choices_file`), where packing is
+    possible at all; "linear" elsewhere (GPUs, no oneDNN)."""
     weights = [weight for weight in weights if can_pack(weight)]  # the rest stays F.linear
     if not weights:
         return "linear"
     first = weights[0]
-    key = (  # what the speed depends on; not the values (a bf16 call casts anew each time)
-        tuple(tuple(w.shape) for w in weights),
-        rows,
-        first.dtype,
-        str(first.device),
-        torch.get_num_threads(),
+    key = json.dumps(  # what the speed depends on; not the values (bf16 casts anew)
+        [
+            machine(),
+            [list(w.shape) for w in weights],
+            rows,
+            str(first.dtype),
+            str(first.device),
+        ]
     )
-    if key not in _CHOICES:
-        timings = measure_paths(weights, rows)
-        _CHOICES[key] = min(timings, key=timings.__getitem__)
+    if key in _CHOICES:
+        return _CHOICES[key]
+    path = choices_file()
+    stored = _stored_choices(path) if path is not None else {}
+    if key in stored:
+        _CHOICES[key] = stored[key]
+        return stored[key]
+    timings = measure_paths(weights, rows)
+    _CHOICES[key] = min(timings, key=timings.__getitem__)
+    if path is not None:
+        _store_choice(path, key, _CHOICES[key])
     return _CHOICES[key]
 
 

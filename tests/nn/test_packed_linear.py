@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,6 +131,33 @@ def test_the_faster_measured_path_is_chosen_once_per_weights_and_rows(monkeypatc
     assert packed_linear.fastest_path(same_shapes, 6) == "linear" and measured == [2, 6]
     half = [w.half() for w in weights]  # oneDNN packs fp32 and bf16 only: nothing to time
     assert packed_linear.fastest_path(half, 2) == "linear" and measured == [2, 6]
+
+
+def test_a_measured_choice_is_kept_on_disk_for_the_next_process(monkeypatch, tmp_path) -> None:
+    from lightning_sdm.nn import packed_linear
+
+    weights = [torch.randn(64, 32), torch.randn(32, 64)]
+    measured = []
+
+    def measure(ws, rows):
+        measured.append(rows)
+        return {"linear": 2.0, "packed": 1.0}
+
+    monkeypatch.setattr(packed_linear, "measure_paths", measure)
+    monkeypatch.setattr(packed_linear, "_CHOICES", {})
+    monkeypatch.setenv("LIGHTNING_SDM_CACHE", str(tmp_path))
+    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2]
+    stored = json.loads((tmp_path / "matmul_paths.json").read_text())
+    key = next(iter(stored))
+    assert stored[key] == "packed" and "torch" in key and "cpu" in key
+    monkeypatch.setattr(packed_linear, "_CHOICES", {})  # a new process
+    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2]
+    (tmp_path / "matmul_paths.json").write_text('{"torn')  # a file cut short: measure again
+    monkeypatch.setattr(packed_linear, "_CHOICES", {})
+    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2, 2]
+    monkeypatch.setenv("LIGHTNING_SDM_CACHE", "off")
+    monkeypatch.setattr(packed_linear, "_CHOICES", {})
+    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2, 2, 2]
 
 
 def test_measuring_times_both_paths_on_the_given_weights() -> None:
