@@ -17,8 +17,6 @@ import lightning as L
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from tqdm import tqdm
 
-SHOWN_METRICS = ("train/ce", "val/ce", "train/loss", "val/si_snr_db")
-
 
 def _duration(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
@@ -67,12 +65,14 @@ class StepProgress(ProgressBar):
         return self.every_n_steps or max(1, min(self._total // 50, 1000))
 
     def _metrics(self, trainer: L.Trainer) -> dict[str, float]:
-        found = {}
-        for name in SHOWN_METRICS:
-            value = trainer.progress_bar_metrics.get(name, trainer.callback_metrics.get(name))
-            if value is not None:
-                found[name] = float(value)
-        return found
+        """What the task logs for the progress bar (`prog_bar=True`: the LM's cross-entropy,
+        the DiT's MSE, the codec's loss and SI-SNR), training before validation."""
+        shown = {
+            name: float(value)
+            for name, value in trainer.progress_bar_metrics.items()
+            if "/" in name and not isinstance(value, str)
+        }
+        return dict(sorted(shown.items(), key=lambda item: not item[0].startswith("train/")))
 
     def _status(self, trainer: L.Trainer) -> str:
         step = trainer.global_step

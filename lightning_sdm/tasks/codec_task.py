@@ -265,7 +265,10 @@ class CodecTask(L.LightningModule):
             measures["val/mel_distance_db"].append(log_mel_distance(estimate, target, rate)[0])
             measures["val/chroma_similarity"].append(chroma_similarity(estimate, target, rate)[0])
         for name, values in measures.items():
-            self.log(name, torch.stack(values).mean(), sync_dist=True, batch_size=size)
+            shown = name == "val/si_snr_db"  # on the progress line
+            self.log(
+                name, torch.stack(values).mean(), sync_dist=True, batch_size=size, prog_bar=shown
+            )
         self._val_codes.append(quantized.codes.detach().cpu())
 
     def on_validation_epoch_end(self) -> None:

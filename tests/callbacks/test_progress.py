@@ -54,3 +54,16 @@ def test_a_terminal_gets_a_bar_counting_global_steps(tmp_path):
     frames = stream.getvalue().replace("\r", "\n")
     assert "4/4" in frames and "step" in frames
     assert "Epoch" not in frames
+
+
+def test_the_line_shows_what_any_family_puts_on_the_progress_bar():
+    """The diffusion task's train/mse printed no loss at all when the line knew only the
+    LM's metric names."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(
+        progress_bar_metrics={"val/mse": 0.7, "train/mse": 0.5, "v_num": 1},
+        callback_metrics={},
+    )
+    shown = StepProgress(stream=io.StringIO(), terminal=False)._metrics(trainer)
+    assert shown == {"train/mse": 0.5, "val/mse": 0.7}
