@@ -42,6 +42,10 @@ class DiTConfig:
     # "sola": EzAudio's shared modulation + rank-r adjustment per block; "per_block":
     # DiT's own Linear(D, 6D) per block (the baseline of benchmarks/dit_memory.py).
     modulation: str = "sola"
+    # Cross-attention to the text. EzAudio's first stage (unlabelled audio) has none; the
+    # next stage adds it fresh, its output projections at zero, so it starts where the
+    # first stage ended.
+    text_path: bool = True
 
     def __post_init__(self) -> None:
         if self.modulation not in MODULATION_KINDS:
@@ -85,8 +89,10 @@ class EzAudioDiT(nn.Module):
         sola = config.modulation == "sola"
         self.shared_modulation = nn.Linear(dim, MODULATIONS * dim) if sola else None
         self.final_modulation = nn.Linear(dim, 2 * dim)
-        self.context_embed = nn.Sequential(
-            nn.Linear(config.context_dim, dim), nn.SiLU(), nn.Linear(dim, dim)
+        self.context_embed = (
+            nn.Sequential(nn.Linear(config.context_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+            if config.text_path
+            else None
         )
         half = config.depth // 2
 
@@ -94,7 +100,7 @@ class EzAudioDiT(nn.Module):
             return DiTBlock(
                 dim, config.num_heads, config.mlp_ratio, config.ada_rank, config.ada_alpha,
                 skip=skip, checkpointing=config.activation_checkpointing,
-                shared_modulation=sola,
+                shared_modulation=sola, text_path=config.text_path,
             )  # fmt: skip
 
         self.in_blocks = nn.ModuleList(block(False) for _ in range(half))
@@ -118,8 +124,11 @@ class EzAudioDiT(nn.Module):
             if isinstance(module, AdaLNSOLA | AdaLNPerBlock):
                 module.reset_parameters()
             if isinstance(module, DiTBlock):
-                nn.init.zeros_(module.cross_attention.out.weight)
-                for attention in (module.self_attention, module.cross_attention):
+                attentions = [module.self_attention]
+                if module.cross_attention is not None:
+                    nn.init.zeros_(module.cross_attention.out.weight)
+                    attentions.append(module.cross_attention)
+                for attention in attentions:
                     # The fused key/value projection as the two projections it stands for:
                     # Xavier over [2D, D] would draw them 0.82x as wide.
                     for half in attention.key_value.weight.data.chunk(2):
@@ -140,19 +149,24 @@ class EzAudioDiT(nn.Module):
         given: torch.Tensor,
         to_generate: torch.Tensor,
         timesteps: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
         frame_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """noisy, given [B, C, T]; to_generate [B, T] (1 where frames are generated);
         timesteps [B]; context [B, L, context_dim] with context_mask [B, L] (True = real
-        token); frame_mask [B, T] (True = real frame, None: all). -> prediction [B, C, T]."""
+        token; both None without a text path); frame_mask [B, T] (True = real frame, None:
+        all). -> prediction [B, C, T]."""
         flags = to_generate.to(noisy.dtype)[:, None]
         x = self.input(torch.cat([noisy, given, flags], dim=1)).transpose(1, 2)
         time = F.silu(self.time_embed(timestep_features(timesteps).to(x.dtype)))
         shared = self.shared_modulation(time) if self.shared_modulation is not None else None
-        context = self.context_embed(context)
-        context_keys = context_mask[:, None, None, :]
+        context_keys = None
+        if self.context_embed is not None:
+            if context is None or context_mask is None:
+                raise ValueError("this DiT has a text path: pass the text context")
+            context = self.context_embed(context)
+            context_keys = context_mask[:, None, None, :]
         frame_keys = None if frame_mask is None else frame_mask[:, None, None, :]
         common = (time, shared, context, context_keys, frame_keys)
         skips = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -60,11 +61,17 @@ def read_config_data(
     return data
 
 
-def load_weights(model: nn.Module, directory: str | Path, map_location: str = "cpu") -> None:
-    """The directory's weights into `model`; the T5 encoder came from text_encoder/."""
+def load_weights(
+    model: nn.Module,
+    directory: str | Path,
+    map_location: str = "cpu",
+    fresh: Callable[[str], bool] = lambda name: False,
+) -> None:
+    """The directory's weights into `model`; the T5 encoder came from text_encoder/, and
+    parameters `fresh` accepts keep their initialisation (a part the saved model lacks)."""
     state = load_file(Path(directory) / WEIGHTS_FILE, device=map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [name for name in missing if not name.startswith(ENCODER_PREFIX)]
+    missing = [n for n in missing if not n.startswith(ENCODER_PREFIX) and not fresh(n)]
     if missing or unexpected:
         raise RuntimeError(
             f"weights do not match the config: missing {missing}, unexpected {unexpected}"
@@ -99,7 +106,16 @@ class SavedAsDirectory:
         overrides: dict[str, dict[str, Any]] | None = None,
     ) -> Self:
         """Load in eval mode (like transformers: dropout off until training asks for it);
-        `overrides` change config options that leave the weights' shapes alone."""
-        model = cls(cls.read_config(directory, overrides))
-        load_weights(model, directory, map_location)
+        `overrides` change config options that leave the weights' shapes alone, or add a
+        part the saved model lacks (`fresh_parameters`)."""
+        config = cls.read_config(directory, overrides)
+        model = cls(config)
+        fresh = cls.fresh_parameters(cls.read_config(directory), config)
+        load_weights(model, directory, map_location, fresh)
         return model.eval()
+
+    @classmethod
+    def fresh_parameters(cls, saved: Any, config: Any) -> Callable[[str], bool]:
+        """Which parameters of `config`'s model the `saved` one has no weights for (they
+        keep their initialisation): none unless a model class says otherwise."""
+        return lambda name: False

@@ -49,6 +49,10 @@ class DiffusionConfig:
         )
 
 
+# Parameter names of the DiT's text path (cross-attention, its norms, the context embedding).
+TEXT_PATH_PARTS = ("dit.context_embed.", ".cross_attention.", ".cross_norm.", ".context_norm.")
+
+
 @dataclass(frozen=True)
 class TextToAudioDiffusionConfig:
     dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
@@ -118,6 +122,16 @@ class TextToAudioDiffusion(SavedAsDirectory, nn.Module):
         self.register_buffer("latent_stats_known", torch.tensor(given))
         self.scheduler = config.diffusion.scheduler()
 
+    @classmethod
+    def fresh_parameters(
+        cls, saved: TextToAudioDiffusionConfig, config: TextToAudioDiffusionConfig
+    ) -> Callable[[str], bool]:
+        """A stage that adds the text path to a model trained without one (EzAudio's stage
+        2 after stage 1): the text path starts fresh, its output projections at zero."""
+        if config.dit.text_path and not saved.dit.text_path:
+            return lambda name: any(part in name for part in TEXT_PATH_PARTS)
+        return lambda name: False
+
     @property
     def latent_channels(self) -> int:
         return self.config.dit.latent_channels
@@ -157,11 +171,16 @@ class TextToAudioDiffusion(SavedAsDirectory, nn.Module):
     ) -> torch.Tensor:
         """The v-prediction for normalised `noisy` latents; `given` holds the clean latent
         where `to_generate` is False (elsewhere the mask embedding stands in)."""
-        condition = self.conditioner(texts)
+        states, mask = self._context(texts)
         given = self._with_stand_in(given, to_generate)
-        return self.dit(
-            noisy, given, to_generate, timesteps, condition.states, condition.mask, frame_mask
-        )
+        return self.dit(noisy, given, to_generate, timesteps, states, mask, frame_mask)
+
+    def _context(self, texts: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The T5 states and mask the text path reads (none without a text path)."""
+        if not self.config.dit.text_path:
+            return None, None
+        condition = self.conditioner(texts)
+        return condition.states, condition.mask
 
     def _with_stand_in(self, given: torch.Tensor, to_generate: torch.Tensor) -> torch.Tensor:
         """The given latents with the mask embedding in the frames to generate."""
@@ -217,7 +236,8 @@ class TextToAudioDiffusion(SavedAsDirectory, nn.Module):
         generator (`seed[r]`, or `seed + r`), so a row does not depend on its batch mates.
         """
         sampling = sampling or DiffusionSamplingConfig()
-        guided = sampling.uses_guidance
+        # Without a text path the conditional and unconditional rows are the same.
+        guided = sampling.uses_guidance and self.config.dit.text_path
         rows = guided_captions(texts, guided)
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -231,7 +251,7 @@ class TextToAudioDiffusion(SavedAsDirectory, nn.Module):
             x = torch.stack(
                 [torch.randn(shape[1:], generator=g, device=device) for g in generators]
             )
-        condition = self.conditioner(rows)
+        states, mask = self._context(rows)
         scheduler = self.config.diffusion.scheduler()
         scheduler.set_timesteps(sampling.steps, device=device)
         repeat = 2 if guided else 1
@@ -239,9 +259,7 @@ class TextToAudioDiffusion(SavedAsDirectory, nn.Module):
         flags = generate_mask.repeat(repeat, 1)
         for timestep in scheduler.timesteps:
             steps = timestep.expand(batch * repeat).to(device)
-            velocity = self.dit(
-                x.repeat(repeat, 1, 1), given_input, flags, steps, condition.states, condition.mask
-            )
+            velocity = self.dit(x.repeat(repeat, 1, 1), given_input, flags, steps, states, mask)
             if guided:
                 velocity = guide(
                     velocity[:batch], velocity[batch:], sampling.cfg_scale, sampling.cfg_rescale

@@ -23,6 +23,7 @@ class DiTBlock(nn.Module):
         skip: bool = False,
         checkpointing: bool = False,
         shared_modulation: bool = True,
+        text_path: bool = True,
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
@@ -33,10 +34,13 @@ class DiTBlock(nn.Module):
         self.self_attention = MultiHeadAttention(
             dim, num_heads, qk_norm=True, rotary=True, out_bias=True
         )
-        self.cross_norm = nn.LayerNorm(dim)
-        self.context_norm = nn.LayerNorm(dim)
-        # Its output projection starts at zero (the model's init): text enters gradually.
-        self.cross_attention = MultiHeadAttention(dim, num_heads, qk_norm=True, out_bias=True)
+        # Cross-attention to the text (none without a text path). Its output projection
+        # starts at zero (the model's init): text enters gradually.
+        self.cross_norm = nn.LayerNorm(dim) if text_path else None
+        self.context_norm = nn.LayerNorm(dim) if text_path else None
+        self.cross_attention = (
+            MultiHeadAttention(dim, num_heads, qk_norm=True, out_bias=True) if text_path else None
+        )
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = GEGLUFeedForward(dim, mlp_ratio)
         # adaLN-SOLA over the model's shared modulation, or plain per-block adaLN.
@@ -49,8 +53,8 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,
         time_features: torch.Tensor,
         shared_modulation: torch.Tensor | None,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
         frame_mask: torch.Tensor | None,
         skip: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -65,8 +69,8 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,
         time_features: torch.Tensor,
         shared_modulation: torch.Tensor | None,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
         frame_mask: torch.Tensor | None,
         skip: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -81,7 +85,8 @@ class DiTBlock(nn.Module):
             modulate(self.self_norm(x), shift_a, scale_a), mask=frame_mask
         )
         x = x + (1 - gate_a) * attended
-        x = x + self.cross_attention(
-            self.cross_norm(x), context=self.context_norm(context), mask=context_mask
-        )
+        if self.cross_attention is not None:
+            x = x + self.cross_attention(
+                self.cross_norm(x), context=self.context_norm(context), mask=context_mask
+            )
         return x + (1 - gate_m) * self.mlp(modulate(self.mlp_norm(x), shift_m, scale_m))

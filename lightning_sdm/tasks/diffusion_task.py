@@ -42,7 +42,10 @@ class TextToAudioDiffusionTask(TextConditionedTask):
         diffusion: The noise schedule (zero-terminal-SNR scaled-linear betas, v-prediction).
         masking: Span masking: span length, ratio range, fully masked share of a batch.
         optim: AdamW and the warm-up + cosine schedule.
-        use_text: False trains on audio alone (stage 1): every caption is the empty one.
+        use_text: False trains on audio alone (EzAudio's stage 1): a new model is built
+            without a text path; a later stage with init_from and use_text adds it fresh
+            (output projections at zero, so it starts where stage 1 ended). A model that
+            has a text path and trains with use_text false reads the empty caption.
         init_from: Start from a model directory (the previous stage's export).
         latent_mean: Standardise latents with this mean and `latent_std`; unset, both are
             measured on the first training batch (across ranks) and kept in the weights.
@@ -71,14 +74,23 @@ class TextToAudioDiffusionTask(TextConditionedTask):
         masking = config_from(masking, MaskingConfig)
         optim = config_from(optim, OptimConfig)
         if init_from is not None:
+            more: dict[str, dict[str, Any]] = {"masking": masking.to_dict()}
+            if use_text:  # a stage-1 model gets its text path here, fresh (EzAudio's stage 2)
+                more["dit"] = {"text_path": True}
             self.model = start_from_directory(
-                init_from, TextToAudioDiffusion, {"dit": dit, "text": text},
-                TRAINING_OPTIONS, {"masking": masking.to_dict()},
-            )  # fmt: skip
+                init_from, TextToAudioDiffusion, {"dit": dit, "text": text}, TRAINING_OPTIONS, more
+            )
             dit, text, diffusion = (
                 self.model.config.dit, self.model.config.text, self.model.config.diffusion
             )  # fmt: skip
         else:
+            if not use_text:  # EzAudio's stage 1: no text path at all
+                dit = dataclasses.replace(dit, text_path=False)
+            elif not dit.text_path:
+                raise UserInputError(
+                    "model.dit.text_path: false leaves the model nothing to read the text "
+                    "with: set model.use_text: false to train on audio alone"
+                )
             config = TextToAudioDiffusionConfig(
                 dit=dit, text=text, diffusion=diffusion, masking=masking,
                 latent_mean=latent_mean, latent_std=latent_std,

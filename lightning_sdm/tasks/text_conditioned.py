@@ -47,7 +47,8 @@ def start_from_directory(
         for name, value in given.items()
     }
     overrides = training_option_changes(directory, sections, training_options)
-    overrides.update(more_overrides or {})
+    for section, values in (more_overrides or {}).items():
+        overrides[section] = {**overrides.get(section, {}), **values}
     return model_class.from_pretrained(directory, overrides=overrides).train()
 
 

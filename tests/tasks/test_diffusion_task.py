@@ -176,3 +176,38 @@ def test_two_process_cpu_fsdp_trains_the_dit_as_ddp_does(tmp_path):
         fit_in_processes(config)
     assert_same_weights(tmp_path / "ddp/ckpt/last.ckpt", tmp_path / "fsdp/ckpt/last.ckpt")
     assert list((tmp_path / "fsdp").glob("samples/step-*/*.wav"))
+
+
+def test_stage_one_has_no_text_path_and_stage_two_adds_it_where_stage_one_ended(tmp_path):
+    """EzAudio's stage 1 trains without text; stage 2 adds cross-attention fresh, its
+    outputs at zero, so the first prediction of stage 2 is stage 1's."""
+    dit = DiTConfig(latent_channels=LATENT_DIM, dim=32, depth=2, num_heads=4, ada_rank=4,
+                    context_dim=32)  # fmt: skip
+    text = TextConditionerConfig(pretrained="random")
+    stage1 = TextToAudioDiffusionTask(dit=dit, text=text, use_text=False, latent_mean=0.0,
+                                      latent_std=1.0)  # fmt: skip
+    names = [name for name, _ in stage1.model.named_parameters()]
+    assert not any("cross_attention" in n or "context_embed" in n for n in names)
+    with_text = TextToAudioDiffusionTask(dit=dit, text=text, latent_mean=0.0, latent_std=1.0)
+    assert sum(p.numel() for p in with_text.model.dit.parameters()) > sum(
+        p.numel() for p in stage1.model.dit.parameters()
+    )
+    torch.manual_seed(1)
+    for parameter in stage1.model.dit.parameters():  # stage 1 has trained: nothing at zero
+        torch.nn.init.normal_(parameter, std=0.05)
+    stage1.model.save_pretrained(tmp_path / "stage1")
+    assert not TextToAudioDiffusion.from_pretrained(tmp_path / "stage1").config.dit.text_path
+
+    stage2 = TextToAudioDiffusionTask(dit=dit, text=text, init_from=str(tmp_path / "stage1"))
+    assert stage2.model.config.dit.text_path
+    for block in stage2.model.dit.modules():
+        if hasattr(block, "cross_attention") and block.cross_attention is not None:
+            assert not block.cross_attention.out.weight.any()
+    noisy, given = torch.randn(2, LATENT_DIM, 12), torch.randn(2, LATENT_DIM, 12)
+    to_generate = torch.ones(2, 12, dtype=torch.bool)
+    steps = torch.tensor([10, 500])
+    before = stage1.model.eval().predict(noisy, given, to_generate, steps, ["a", "b"])
+    after = stage2.model.eval().predict(noisy, given, to_generate, steps, ["a", "b"])
+    assert torch.allclose(before, after, atol=1e-6)
+    with pytest.raises(UserInputError, match=r"set model\.use_text: false"):
+        TextToAudioDiffusionTask(dit=DiTConfig(text_path=False), text=text)
