@@ -18,6 +18,7 @@ from lightning_sdm.data.interface import training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_of
 from lightning_sdm.generation.family_generation import DecodingChoices
+from lightning_sdm.generation.windows import WindowPlan, default_stride, generate_in_windows
 from lightning_sdm.presets import RANDOM_WEIGHTS
 from lightning_sdm.tasks.sharding import whole_parameters
 from lightning_sdm.tasks.text_conditioned import TextConditionedTask
@@ -50,7 +51,8 @@ class SampleGeneration(Callback):
         prompts: Captions to generate from (the same ones every time, to compare steps).
         every_n_steps: Also generate every N optimizer steps (0: only at validation and end).
         at_validation_end: Generate after each validation.
-        seconds: Length of each sample.
+        seconds: Length of each sample; longer than the training crops, it continues
+            window by window as `generate` does (each window the crop length, 60 % new).
         codec: The codec that decodes samples; default: the one the shards were made with
             (index.json). A different codec than the shards' is an error.
         sampling: Options of the model family's sampling config, as `generate` takes them
@@ -159,7 +161,18 @@ class SampleGeneration(Callback):
             seeds = [self.seed + row for row in range(len(prompts))]
             started = time.perf_counter()
             window = steps.window_generator(prompts, seeds, on_step=lambda: None)
-            wavs = steps.decode(codec, window(frames, None, 0))
+            # The module's own record: the averaged copy is taken before setup sets it.
+            trained = (
+                pl_module.trained_segment_frames
+                if isinstance(pl_module, TextConditionedTask)
+                else None
+            )
+            if trained and 1 < trained < frames:  # longer than the crops: continue windows
+                plan = WindowPlan(window=trained, stride=default_stride(trained))
+                output = generate_in_windows(window, frames, plan)
+            else:
+                output = window(frames, None, 0)
+            wavs = steps.decode(codec, output)
             elapsed = time.perf_counter() - started
             model.train(was_training)
         return wavs, elapsed, codec, frames

@@ -13,6 +13,14 @@ import torch
 WindowGenerator = Callable[[int, torch.Tensor | None, int], torch.Tensor]
 
 
+# New frames per continuation window, as a share of the window (MusicGen: 18 of 30 s).
+DEFAULT_STRIDE_SHARE = 0.6
+
+
+def default_stride(window: int) -> int:
+    return min(max(1, round(DEFAULT_STRIDE_SHARE * window)), window - 1)
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     window: int  # frames per call at most
