@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -601,3 +602,11 @@ def test_fit_refuses_random_weights_nobody_asked_for(tmp_path, capsys, section, 
     err = capsys.readouterr().err
     assert message in err and "random" in err.splitlines()[-1]
     assert not list((tmp_path / "run").rglob("*.ckpt"))  # stopped before the first step
+
+
+def test_an_unsharded_ema_fit_does_not_warn_about_sharding(tmp_path, recwarn):
+    """Lightning warns that weight averaging cannot shard whenever a task defines
+    configure_model (ours do, for FSDP); a single-process fit need not hear it."""
+    warnings.simplefilter("always")
+    assert main(["fit", "--config", str(tiny_config(tmp_path))]) == 0
+    assert not [w for w in recwarn if "WeightAveraging callback" in str(w.message)]

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lightning_sdm.atomic import remove_partials
@@ -33,6 +35,7 @@ from lightning_sdm.tasks.lm_task import TextToMusicTask
 from lightning_sdm.tasks.text_conditioned import TextConditionedTask
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+UNSHARDED_AVERAGING_WARNING = r".*WeightAveraging callback with a model that overrides"
 
 
 class LogConfigToLoggers(SaveConfigCallback):
@@ -230,7 +233,9 @@ class SdmCLI(LightningCLI):
         kwargs["plugins"] = _with_atomic_checkpoints(trainer_config)
         if trainer_config.get("logger") not in (None, True):  # the user's own trackers, folders
             kwargs["callbacks"] = [*_as_list(trainer_config.get("callbacks")), ResumableRun()]
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
+            _quiet_unsharded_averaging(trainer)
+            return trainer
         root = Path(trainer_config.get("default_root_dir") or os.getcwd())
         self.run_plan = plan = plan_run(root, self._get(self.config_init, "ckpt_path"))
         if _is_rank_zero():  # what a kill during a save left behind
@@ -240,6 +245,7 @@ class SdmCLI(LightningCLI):
         callbacks = _with_step_progress(trainer_config)
         kwargs["callbacks"] = [*callbacks, ResumableRun(plan.checkpoint_dir)]
         trainer = super().instantiate_trainer(**kwargs)
+        _quiet_unsharded_averaging(trainer)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(plan.checkpoint_dir)
@@ -248,6 +254,13 @@ class SdmCLI(LightningCLI):
         elif self._get(self.config_init, "ckpt_path") == "last":
             rank_zero_info(f"no last checkpoint under {root} yet: starting {plan.run_dir}")
         return trainer
+
+
+def _quiet_unsharded_averaging(trainer: L.Trainer) -> None:
+    """Lightning warns that weight averaging cannot shard whenever a task defines
+    `configure_model`, which ours do for FSDP; only a sharded run needs to hear it."""
+    if not isinstance(trainer.strategy, ModelParallelStrategy):
+        warnings.filterwarnings("ignore", message=UNSHARDED_AVERAGING_WARNING)
 
 
 def run_training_cli(argv: Sequence[str] | None) -> SdmCLI:
