@@ -13,6 +13,13 @@ SDPA call per chunk of queries over its gathered key blocks); `auto` picks SDPA'
 kernels where the layout's mask is plain causal (parallel, delay, flat), else the
 block-sparse path where it skips at least half the scores, else the dense mask.
 
+`--transformers` times our delay LM against transformers' `MusicgenForCausalLM` at the same
+decoder config (MusicGen's layout options, so the parameter counts are equal: checked),
+fp32, same batch and frames (their input is the delayed grid, T + 3 positions, as ours),
+each side in its own process, alternating for `--rounds` rounds; the median of each side.
+Their cross-attention reads 4 random encoder states; ours runs its tiny random T5 on a
+4-token caption first (a few ms).
+
 The GPU column is an estimate, not a measurement: the step's FLOPs with each backend (the
 block-sparse path counted at FlexAttention's 128 x 128 blocks), relative to dense, as a
 compute-bound GPU would see them.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_memory import run_child, time_training_steps  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
+from lightning_sdm.machine import machine  # noqa: E402
 from lightning_sdm.models.lm import CodebookLM, LMConfig  # noqa: E402
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM  # noqa: E402
 from lightning_sdm.nn.sparse_attention import BlockSparseMask  # noqa: E402
@@ -68,6 +77,86 @@ def model(args: argparse.Namespace, pattern: str, k: int, backend: str) -> TextT
         pattern=pattern, interleave=k, attention=backend,
     )  # fmt: skip
     return TextToMusicLM(TextToMusicConfig(lm=lm, text=TextConditionerConfig(cfg_dropout=0.0)))
+
+
+def musicgen_layout_lm(args: argparse.Namespace) -> LMConfig:
+    return LMConfig(
+        dim=args.dim, num_layers=args.layers, num_heads=args.heads, ffn_dim=4 * args.dim,
+        pattern="delay", positional="tensor2tensor", ffn_bias=False, head_bias=False,
+    )  # fmt: skip
+
+
+def transformers_child(args: argparse.Namespace) -> None:
+    """One side of `--transformers`: forward + backward + AdamW of our delay LM or of
+    transformers' MusicgenForCausalLM at the same config; prints step time, memory, size."""
+    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
+    if args.child == "ours":
+        text = TextConditionerConfig(pretrained="random", cfg_dropout=0.0)
+        net = TextToMusicLM(TextToMusicConfig(lm=musicgen_layout_lm(args), text=text)).train()
+        mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
+        captions = ["a caption"] * args.batch
+        size = sum(p.numel() for p in net.lm.parameters())
+
+        def loss() -> torch.Tensor:
+            return masked_level_cross_entropy(net(codes, captions), codes, mask)[0]
+    else:
+        config = MusicgenDecoderConfig(
+            vocab_size=2048, hidden_size=args.dim, num_hidden_layers=args.layers,
+            num_attention_heads=args.heads, ffn_dim=4 * args.dim, num_codebooks=4,
+            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+            pad_token_id=2048, bos_token_id=2048, activation_function="gelu",
+        )  # fmt: skip
+        net = MusicgenForCausalLM(config).train()
+        states = torch.randn(args.batch, CONTEXT_TOKENS, args.dim, generator=generator)
+        delayed = torch.randint(0, 2048, (args.batch, args.frames + 3, 4), generator=generator)
+        size = sum(p.numel() for p in net.parameters())
+
+        def loss() -> torch.Tensor:
+            return net(labels=delayed, encoder_hidden_states=states).loss
+
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        loss().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step_s, peak_mb = time_training_steps(step, args.steps)
+    print(json.dumps({"side": args.child, "step_s": step_s, "peak_mb": peak_mb, "params": size}))
+
+
+def compare_with_transformers(args: argparse.Namespace) -> dict:
+    names = ("dim", "layers", "heads", "frames", "batch", "steps")
+    options = {name: getattr(args, name) for name in names}
+    runs: dict[str, list[dict]] = {"ours": [], "transformers": []}
+    for round_index in range(args.rounds):
+        for side in ("ours", "transformers") if round_index % 2 == 0 else ("transformers", "ours"):
+            runs[side].append(run_child(__file__, side, options))
+            print(f"  round {round_index + 1}: {side} {runs[side][-1]['step_s']:.3f} s", flush=True)
+    result = {
+        side: {
+            "step_s": statistics.median(r["step_s"] for r in rows),
+            "peak_mb": max(r["peak_mb"] for r in rows),
+            "params": rows[0]["params"],
+        }
+        for side, rows in runs.items()
+    }
+    ours, theirs = result["ours"], result["transformers"]
+    print(
+        f"\ndelay LM, {args.layers} layers x {args.dim}, batch {args.batch} x {args.frames} frames,"
+        f" fp32, forward + backward + AdamW, median of {args.rounds} rounds; {machine()}"
+    )
+    print(f"{'':<14}{'step s':>9}{'peak MB':>9}{'decoder params':>16}")
+    for side, row in result.items():
+        print(f"{side:<14}{row['step_s']:>9.3f}{row['peak_mb']:>9.0f}{row['params']:>16,}")
+    print(f"ours is {theirs['step_s'] / ours['step_s']:.2f}x transformers' speed")
+    if ours["params"] != theirs["params"]:
+        print(f"warning: parameter counts differ ({ours['params']} vs {theirs['params']})")
+    return result
 
 
 def step_flops(args: argparse.Namespace, positions: int, frames: int, scores: float) -> float:
@@ -180,11 +269,24 @@ def main() -> None:
     parser.add_argument(
         "--estimate", action="store_true", help="only the FLOP-count estimate (any size, fast)"
     )
+    parser.add_argument(
+        "--transformers", action="store_true",
+        help="time our delay LM against transformers' MusicgenForCausalLM, side by side",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="with --transformers")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.child in ("ours", "transformers"):
+        transformers_child(args)
+        return
     if args.child:
         child(args)
+        return
+    if args.transformers:
+        result = compare_with_transformers(args)
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), **result}, indent=2))
         return
     if args.estimate:
         estimate(args)

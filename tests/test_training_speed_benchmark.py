@@ -27,3 +27,14 @@ def test_a_measured_run_writes_rows_with_the_device(tmp_path):
     assert [r["uses"] for r in rows] == ["dense mask", "sparse"]
     assert rows[1]["scores_computed"] < 0.5 and rows[1]["device"].startswith("cpu")
     assert "GPU est." in out
+
+
+def test_the_transformers_comparison_times_both_sides_at_equal_size(tmp_path):
+    out = run(
+        "--transformers", "--frames", "40", "--steps", "1", "--rounds", "2",
+        "--json", str(tmp_path / "sides.json"),
+    )  # fmt: skip
+    sides = json.loads((tmp_path / "sides.json").read_text())
+    assert sides["ours"]["params"] == sides["transformers"]["params"] > 0
+    assert sides["ours"]["step_s"] > 0 and sides["transformers"]["step_s"] > 0
+    assert "transformers' speed" in out and sides["machine"]["cpu"]
