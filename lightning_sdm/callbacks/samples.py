@@ -18,7 +18,7 @@ from lightning_sdm.data.interface import training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_of
 from lightning_sdm.generation.family_generation import DecodingChoices
-from lightning_sdm.generation.windows import WindowPlan, default_stride, generate_in_windows
+from lightning_sdm.generation.windows import WindowPlan, generate_in_windows
 from lightning_sdm.presets import RANDOM_WEIGHTS
 from lightning_sdm.tasks.sharding import whole_parameters
 from lightning_sdm.tasks.text_conditioned import TextConditionedTask
@@ -168,8 +168,7 @@ class SampleGeneration(Callback):
                 else None
             )
             if trained and 1 < trained < frames:  # longer than the crops: continue windows
-                plan = WindowPlan(window=trained, stride=default_stride(trained))
-                output = generate_in_windows(window, frames, plan)
+                output = generate_in_windows(window, frames, WindowPlan.continuing(trained))
             else:
                 output = window(frames, None, 0)
             wavs = steps.decode(codec, output)

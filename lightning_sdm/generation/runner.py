@@ -23,7 +23,7 @@ from lightning_sdm.families import family_of
 from lightning_sdm.generation.family_generation import DecodingChoices, FamilyGeneration
 from lightning_sdm.generation.requests import GenerationRequest
 from lightning_sdm.generation.source import GenerationSource
-from lightning_sdm.generation.windows import WindowPlan, default_stride, generate_in_windows
+from lightning_sdm.generation.windows import WindowPlan, generate_in_windows
 from lightning_sdm.models.lm import INFERENCE_PRECISIONS
 from lightning_sdm.nn.packed_linear import PackChoice
 
@@ -122,7 +122,7 @@ def window_plan(source: GenerationSource, options: GenerationOptions, frames: in
     if window == 1:
         return WindowPlan(window=frames + 1, stride=frames)  # one call: nothing to continue
     if options.extend_stride is None:
-        return WindowPlan(window=window, stride=default_stride(window))
+        return WindowPlan.continuing(window)
     stride = round(options.extend_stride * rate)
     return WindowPlan(window=window, stride=min(stride, window - 1))
 

@@ -17,10 +17,6 @@ WindowGenerator = Callable[[int, torch.Tensor | None, int], torch.Tensor]
 DEFAULT_STRIDE_SHARE = 0.6
 
 
-def default_stride(window: int) -> int:
-    return min(max(1, round(DEFAULT_STRIDE_SHARE * window)), window - 1)
-
-
 @dataclass(frozen=True)
 class WindowPlan:
     window: int  # frames per call at most
@@ -34,6 +30,12 @@ class WindowPlan:
                 f"the extend stride ({self.stride} frames) must be positive and shorter than "
                 f"the window ({self.window} frames): the rest is the next window's context"
             )
+
+    @classmethod
+    def continuing(cls, window: int) -> WindowPlan:
+        """Windows of `window` frames, each adding the default share of new ones."""
+        stride = min(max(1, round(DEFAULT_STRIDE_SHARE * window)), window - 1)
+        return cls(window=window, stride=stride)
 
     @property
     def context(self) -> int:

@@ -110,7 +110,8 @@ class SavedAsDirectory:
         part the saved model lacks (`fresh_parameters`)."""
         config = cls.read_config(directory, overrides)
         model = cls(config)
-        fresh = cls.fresh_parameters(cls.read_config(directory), config)
+        saved = cls.read_config(directory) if overrides else config  # what the weights are
+        fresh = cls.fresh_parameters(saved, config)
         load_weights(model, directory, map_location, fresh)
         return model.eval()
 
