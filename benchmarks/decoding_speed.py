@@ -67,7 +67,8 @@ class Row:
     floor_multiple: float = float("nan")
     static_shapes: bool = False
     pack_weights: bool | str = "auto"  # the setting: True, False or "auto" (measured)
-    matmul_path: str = ""  # what decoding multiplied through: "packed" or "linear"
+    # What decoding multiplied through: "packed", "linear" or each weight shape's path.
+    matmul_path: str = ""
     # bf16 only: max |logit - fp32 logit| over teacher-forced codes, and that over the
     # fp32 logits' standard deviation.
     logit_max_abs_dev: float | None = None
@@ -138,10 +139,7 @@ def prepare_ours(
         name += f" ({precision})"
     if static_shapes:
         name += " (static shapes)"
-    if pack_weights is not True and pack_weights is not False:
-        path = model.lm.matmul_path(rows * int(layout.block_start.diff().max()), pack_weights)
-    else:
-        path = "packed" if pack_weights else "linear"
+    path = model.lm.matmul_path(rows, frames, pack_weights)
     if pack_weights is False:
         name += " (F.linear)"
     elif pack_weights is True:

@@ -1,6 +1,4 @@
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,31 +21,32 @@ settings.load_profile("default")
 
 @pytest.fixture(autouse=True)
 def pack_even_tiny_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Decoding packs only weights large enough to gain from it, and by default only where
-    a measurement finds packing faster; the tests' tiny models would never take that path,
-    which real models decode through on many CPUs: here "auto" packs."""
-    import lightning_sdm.models.lm as lm_module
+    """Decoding packs a weight shape only where a measurement finds packing faster; the
+    tests' tiny models would rarely take that path, which real models decode through on
+    many CPUs: here "auto" packs every shape."""
     from lightning_sdm.nn import packed_linear
 
-    monkeypatch.setattr(packed_linear, "MIN_PACKED_ELEMENTS", 0)
-    monkeypatch.setattr(lm_module, "fastest_path", lambda weights, rows: "packed")
+    def pack_all(weights: list[torch.Tensor], rows: int) -> dict[str, str]:
+        return {packed_linear.shape_name(weight): "packed" for weight in weights}
+
+    monkeypatch.setattr(packed_linear, "fastest_paths", pack_all)
 
 
 @pytest.fixture
 def packed_layer_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many layers each decoding call packed, one entry per call that packed at all."""
-    import lightning_sdm.models.lm as lm_module
+    """How many weights each decoding call packed, one entry per call that packed any."""
+    from lightning_sdm.nn import cached_decoding, packed_linear
 
     counts: list[int] = []
-    original = lm_module.packed_linears
+    original = cached_decoding.projections_for
 
-    @contextlib.contextmanager
-    def spy(module: torch.nn.Module, rows: int) -> Iterator[int]:
-        with original(module, rows) as count:
-            counts.append(count)
-            yield count
+    def spy(pairs, rows, paths):
+        packed = sum(paths.get(packed_linear.shape_name(weight)) == "packed" for weight, _ in pairs)
+        if packed:
+            counts.append(packed)
+        return original(pairs, rows, paths)
 
-    monkeypatch.setattr(lm_module, "packed_linears", spy)
+    monkeypatch.setattr(cached_decoding, "projections_for", spy)
     return counts
 
 

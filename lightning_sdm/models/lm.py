@@ -7,7 +7,6 @@ layout, which is what keeps their logits equal.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 from collections.abc import Callable
@@ -20,16 +19,9 @@ from torch import nn
 
 from lightning_sdm.errors import UserInputError, require_positive
 from lightning_sdm.nn.attention import AttentionMask
-from lightning_sdm.nn.packed_linear import (
-    PackChoice,
-    Projection,
-    fastest_path,
-    packed_linears,
-    plain_linear_layers,
-    projection,
-)
+from lightning_sdm.nn.cached_decoding import StepDecoder
+from lightning_sdm.nn.packed_linear import PackChoice, Projection, summary
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
-from lightning_sdm.nn.precision import parameters_in
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
 from lightning_sdm.nn.transformer import TransformerDecoder
 from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
@@ -311,43 +303,44 @@ class CodebookLM(nn.Module):
         guidance, prompts and teacher-forced scoring alike. With `static_shapes`, every
         step attends over all cache slots under the visibility mask instead of the slots
         used so far: more work, but tensors of one shape (CUDA graphs, compilation).
-        `pack_weights` (CPU only): True multiplies through a copy of the decoder's and
+        `pack_weights` (CPU only): True multiplies through copies of the decoder's and
         heads' weights packed for oneDNN (`nn.packed_linear`), False through `F.linear`,
-        "auto" through whichever a measurement on these weights at this row count finds
-        faster on this machine (once per process). `precision` ("fp32", "bf16") decodes
-        with weights of that dtype within this call only (the model keeps its own); None
-        decodes with the weights as they are.
+        "auto" through whichever a measurement at this row count finds faster on this
+        machine for each weight shape (once per machine). `precision` ("fp32", "bf16")
+        decodes with weights of that dtype within this call only (`nn.cached_decoding`
+        prepares them apart from the model); None decodes with the weights as they are.
         """
         # The layout and its tensors are cached for training too: build them outside
         # inference mode, whose tensors autograd refuses.
         self._layout_tensors(num_timesteps, context.device)
-        # The most rows a step multiplies: what the packed weights are laid out for.
-        rows = context.shape[0] * int(self.layout(num_timesteps).block_start.diff().max())
-        with torch.inference_mode(), contextlib.ExitStack() as stack:
-            if precision is not None:
-                stack.enter_context(parameters_in(self, _inference_dtype(precision)))
-            pack = self.matmul_path(rows, pack_weights) == "packed"
-            if pack:
-                stack.enter_context(packed_linears(self.decoder, rows))
-            heads = [
-                projection(weight, bias, rows)
-                if pack
-                else functools.partial(F.linear, weight=weight, bias=bias)
-                for weight, bias in zip(self.head_weight, self.head_bias, strict=True)
-            ]
+        with torch.inference_mode():
+            stepper = self.step_decoder(context.shape[0], num_timesteps, pack_weights, precision)
             codes = self._decode(
-                context, context_mask, num_timesteps, pick, on_step, static_shapes, heads
+                context, context_mask, num_timesteps, pick, on_step, static_shapes, stepper
             )
         return codes.clone()  # a normal tensor again: callers may train on it
 
-    def matmul_path(self, rows: int, pack_weights: PackChoice = "auto") -> str:
-        """ "packed" or "linear" for decoding `rows` rows per step with the current weights."""
-        if pack_weights is True:
-            return "packed"
-        if pack_weights is False:
-            return "linear"
-        weights = [layer.weight for layer in plain_linear_layers(self.decoder)]
-        return fastest_path([*weights, *self.head_weight], rows)
+    def step_decoder(
+        self,
+        batch_rows: int,
+        num_timesteps: int,
+        pack_weights: PackChoice = "auto",
+        precision: str | None = None,
+    ) -> StepDecoder:
+        """The decoder and heads prepared for decoding `batch_rows` rows of `num_timesteps`
+        (see `decode`); the model's own weights are read, never changed."""
+        own_dtype = self.token_embedding.dtype
+        dtype = own_dtype if precision is None else _inference_dtype(precision)
+        # The most rows a step multiplies: what packed weights are laid out for.
+        rows = batch_rows * int(self.layout(num_timesteps).block_start.diff().max())
+        heads = list(zip(self.head_weight, self.head_bias, strict=True))
+        return StepDecoder(self.decoder, rows, dtype, own_dtype, pack_weights, extra=heads)
+
+    def matmul_path(
+        self, batch_rows: int, num_timesteps: int, pack_weights: PackChoice = "auto"
+    ) -> str:
+        """ "packed", "linear", or each weight shape's path, for decoding `batch_rows` rows."""
+        return summary(self.step_decoder(batch_rows, num_timesteps, pack_weights).paths)
 
     def _decode(
         self,
@@ -357,7 +350,7 @@ class CodebookLM(nn.Module):
         pick: TokenPicker,
         on_step: Callable[[], None] | None,
         static_shapes: bool,
-        heads: list[Projection],
+        stepper: StepDecoder,
     ) -> torch.Tensor:
         layout = self.layout(num_timesteps)
         device = context.device
@@ -367,8 +360,8 @@ class CodebookLM(nn.Module):
         grid = torch.full(
             (rows, flat_grid + 1), self.special_token, dtype=torch.long, device=device
         )
-        dtype = self.token_embedding.dtype
-        cache = self.decoder.new_cache(layout.num_slots, context.to(dtype), context_mask)
+        dtype = stepper.dtype
+        cache = stepper.new_cache(layout.num_slots, context, context_mask)
         slot_last_visible = torch.full((layout.num_slots,), -1, dtype=torch.long, device=device)
         blocked = torch.tensor(float("-inf"), dtype=dtype, device=device)
         no_bias = torch.tensor(0.0, dtype=dtype, device=device)
@@ -388,13 +381,13 @@ class CodebookLM(nn.Module):
             x = self.embed_step(
                 grid, input_index[:, start:end], positions[start:end], level_index[start:end]
             )
-            hidden = self.decoder.forward_cached(x, cache, slots, visible, extent)
+            hidden = stepper.step(x, cache, slots, visible, extent)
             if on_step is not None:
                 on_step()
             if target_start == target_end:
                 continue
             local = target_position[target_start:target_end] - start
-            logits = self.step_logits(hidden[:, local], levels, heads)
+            logits = self.step_logits(hidden[:, local], levels, stepper.extra_projections)
             grid[:, target_flat[target_start:target_end]] = pick(
                 logits,
                 target_level[target_start:target_end],

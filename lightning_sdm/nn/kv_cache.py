@@ -19,7 +19,8 @@ class SlotKVCache:
     values: torch.Tensor
     cross_keys: list[torch.Tensor]
     cross_values: list[torch.Tensor]
-    cross_mask: torch.Tensor  # [R, 1, 1, L] bool, True where the text token is real
+    # [R, 1, 1, L]: True (bool) or 0 (additive) where the text token is real.
+    cross_mask: torch.Tensor
 
     @classmethod
     def allocate(

@@ -12,17 +12,17 @@ where they are missing or refuse a weight, layers keep `F.linear`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lightning_sdm.atomic import write_text_atomically
 from lightning_sdm.machine import machine
@@ -31,14 +31,14 @@ Projection = Callable[[torch.Tensor], torch.Tensor]
 # Decoding's matmul path: True (packed), False (F.linear) or "auto" (measured).
 PackChoice = bool | Literal["auto"]
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
-# A oneDNN call costs ~12 µs before it reads anything, F.linear's ~4: below about 256 x 256
-# the faster read no longer pays for that (2 rows, 2-core EPYC: equal at ~200 x 200).
-MIN_PACKED_ELEMENTS = 256 * 256
 # Which path is faster depends on the CPU (MKL's sgemm streams a weight at a quarter of the
-# bandwidth on a 2-core EPYC and is the faster path on a 2-core Xeon), on whether the
-# weights fit in its caches, and on the row count: `fastest_path` measures it.
+# bandwidth on a 2-core EPYC and is the faster path on a 2-core Xeon), on the weight's shape
+# (a oneDNN call costs more before it reads anything, which small weights do not win back),
+# on whether the weights fit in its caches and on the row count: `fastest_paths` measures
+# it for each weight shape, so no size threshold tuned on one CPU decides.
 TIMED_ROUNDS = 5  # passes over all the weights per path, interleaved; the median counts
-_CHOICES: dict[str, str] = {}  # measured choices of this process
+PATHS = ("packed", "linear")
+_CHOICES: dict[str, dict[str, str]] = {}  # measured choices of this process
 # Measured choices are also kept on disk, keyed by the CPU model, threads and torch version,
 # so a machine pays for the timing once, not once per process. A folder, or "off".
 CACHE_ENV = "LIGHTNING_SDM_CACHE"
@@ -57,28 +57,33 @@ def choices_file() -> Path | None:
     return base / "lightning_sdm" / CACHE_FILE
 
 
-def _stored_choices(path: Path) -> dict[str, str]:
+def _valid_choice(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(shape, str) and path in PATHS for shape, path in value.items()
+    )
+
+
+def _stored_choices(path: Path) -> dict[str, dict[str, str]]:
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none yet, unreadable or torn: measure again
         return {}
     if not isinstance(stored, dict):
         return {}
-    return {key: value for key, value in stored.items() if value in ("packed", "linear")}
+    return {key: value for key, value in stored.items() if _valid_choice(value)}
 
 
-def _store_choice(path: Path, key: str, choice: str) -> None:
+def _store_choice(path: Path, key: str, choice: dict[str, str]) -> None:
     with contextlib.suppress(OSError):  # a read-only home: keep it for this process only
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomically(path, json.dumps({**_stored_choices(path), key: choice}))
 
 
 def can_pack(weight: torch.Tensor) -> bool:
-    """oneDNN packing applies to large enough fp32/bf16 weights on a CPU, held whole (not
-    a DTensor shard), in a build that has it."""
+    """oneDNN packing applies to fp32/bf16 weights on a CPU, held whole (not a DTensor
+    shard), in a build that has it."""
     return (
         type(weight.detach()) is torch.Tensor
-        and weight.numel() >= MIN_PACKED_ELEMENTS
         and weight.device.type == "cpu"
         and weight.dtype in PACKABLE_DTYPES
         and torch.backends.mkldnn.is_available()
@@ -87,54 +92,60 @@ def can_pack(weight: torch.Tensor) -> bool:
     )
 
 
-def plain_linear_layers(module: nn.Module) -> list[nn.Linear]:
-    """The layers `packed_linears` would pack: plain `nn.Linear`s, not subclasses."""
-    return [layer for layer in module.modules() if type(layer) is nn.Linear]
+def shape_name(weight: torch.Tensor) -> str:
+    return "x".join(str(size) for size in weight.shape)
 
 
-def _pass_seconds(projections: list[Projection], inputs: list[torch.Tensor]) -> float:
-    started = time.perf_counter()
+def _call_seconds(projections: list[Projection], inputs: list[torch.Tensor]) -> list[float]:
+    """Each projection's seconds, called in order (as a decoding step calls them)."""
+    seconds = []
     for project, x in zip(projections, inputs, strict=True):
+        started = time.perf_counter()
         project(x)
-    return time.perf_counter() - started
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
-def measure_paths(weights: list[torch.Tensor], rows: int) -> dict[str, float]:
-    """Seconds for one pass of `rows` rows through every weight, by path ("linear": F.linear
-    over the weights as they are, "packed": oneDNN over packed copies), timed in interleaved
-    rounds on these very weights (so their size against the caches counts)."""
+def measure_paths(weights: list[torch.Tensor], rows: int) -> dict[str, dict[str, float]]:
+    """Seconds per weight shape for one pass of `rows` rows through every weight, by path
+    ("linear": F.linear over the weights as they are, "packed": oneDNN over packed copies).
+    Every call is timed on its own but all run in the given order, in interleaved rounds,
+    on these very weights: a shape's time includes the cache misses the other weights
+    cause, as in decoding."""
     packed = [packed_projection(weight, None, rows) for weight in weights]
     plain: list[Projection] = [lambda x, w=weight: F.linear(x, w) for weight in weights]
     inputs = [torch.randn(rows, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
     paths: dict[str, list[Projection]] = {"linear": plain}
     if all(project is not None for project in packed):
         paths["packed"] = packed  # type: ignore[assignment]
-    timings: dict[str, list[float]] = {name: [] for name in paths}
+    shapes = [shape_name(weight) for weight in weights]
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
     with torch.inference_mode():
         for projections in paths.values():
-            _pass_seconds(projections, inputs)  # warm-up: first calls allocate
+            _call_seconds(projections, inputs)  # warm-up: first calls allocate
         for _ in range(TIMED_ROUNDS):
             for name, projections in paths.items():
-                timings[name].append(_pass_seconds(projections, inputs))
-    return {name: statistics.median(values) for name, values in timings.items()}
+                per_shape: dict[str, float] = dict.fromkeys(shapes, 0.0)
+                for shape, seconds in zip(shapes, _call_seconds(projections, inputs), strict=True):
+                    per_shape[shape] += seconds
+                rounds[name].append(per_shape)
+    return {
+        name: {
+            shape: statistics.median(r[shape] for r in values) for shape in dict.fromkeys(shapes)
+        }
+        for name, values in rounds.items()
+    }
 
 
-def fastest_path(weights: list[torch.Tensor], rows: int) -> str:
-    """ "packed" or "linear": measured once per (machine, weight shapes, rows, dtype,
-    device) and kept for this process and on disk (`choices_file`), where packing is
-    possible at all; "linear" elsewhere (GPUs, no oneDNN)."""
-    weights = [weight for weight in weights if can_pack(weight)]  # the rest stays F.linear
-    if not weights:
-        return "linear"
+def fastest_paths(weights: list[torch.Tensor], rows: int) -> dict[str, str]:
+    """For each weight shape, "packed" or "linear": measured once per (machine, weight
+    shapes, rows, dtype, device) and kept for this process and on disk (`choices_file`);
+    "linear" for every shape where packing is not possible at all (GPUs, no oneDNN)."""
+    if not weights or not all(can_pack(weight) for weight in weights):
+        return {shape_name(weight): "linear" for weight in weights}
     first = weights[0]
     key = json.dumps(  # what the speed depends on; not the values (bf16 casts anew)
-        [
-            machine(),
-            [list(w.shape) for w in weights],
-            rows,
-            str(first.dtype),
-            str(first.device),
-        ]
+        [machine(), [list(w.shape) for w in weights], rows, str(first.dtype), str(first.device)]
     )
     if key in _CHOICES:
         return _CHOICES[key]
@@ -144,10 +155,21 @@ def fastest_path(weights: list[torch.Tensor], rows: int) -> str:
         _CHOICES[key] = stored[key]
         return stored[key]
     timings = measure_paths(weights, rows)
-    _CHOICES[key] = min(timings, key=timings.__getitem__)
+    shapes = dict.fromkeys(shape_name(weight) for weight in weights)
+    _CHOICES[key] = {
+        shape: min(timings, key=lambda name, shape=shape: timings[name][shape]) for shape in shapes
+    }
     if path is not None:
         _store_choice(path, key, _CHOICES[key])
     return _CHOICES[key]
+
+
+def summary(choices: dict[str, str]) -> str:
+    """ "packed", "linear", or which shapes took which path."""
+    paths = set(choices.values())
+    if len(paths) <= 1:
+        return next(iter(paths), "linear")
+    return ", ".join(f"{shape} {path}" for shape, path in choices.items())
 
 
 def packed_projection(
@@ -177,19 +199,22 @@ def projection(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Pr
     return lambda x: F.linear(x, weight, bias)
 
 
-@contextlib.contextmanager
-def packed_linears(module: nn.Module, rows: int) -> Iterator[int]:
-    """Within the block, every plain `nn.Linear` in `module` multiplies through a packed
-    copy of its weight (taken on entry: the weights must not change inside). Yields how
-    many layers were packed. Subclasses of `nn.Linear` keep their own forward."""
-    patched: list[nn.Linear] = []
-    try:
-        for layer in plain_linear_layers(module):
-            project = packed_projection(layer.weight, layer.bias, rows)
-            if project is not None:
-                layer.forward = project  # an instance attribute: shadows the class's forward
-                patched.append(layer)
-        yield len(patched)
-    finally:
-        for layer in patched:
-            del layer.forward
+def chosen_paths(weights: list[torch.Tensor], rows: int, pack: PackChoice) -> dict[str, str]:
+    """The path of each weight shape: forced by `pack` True/False, or measured ("auto")."""
+    if pack == "auto":
+        return fastest_paths(weights, rows)
+    forced = "packed" if pack is True else "linear"
+    return {shape_name(weight): forced for weight in weights}
+
+
+def projections_for(
+    pairs: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, paths: dict[str, str]
+) -> list[Projection]:
+    """x -> x Wᵀ + b for each (weight, bias), through the path chosen for its shape
+    (packed where that is possible, else `F.linear` over the weight as it is)."""
+    return [
+        projection(weight, bias, rows)
+        if paths.get(shape_name(weight)) == "packed"
+        else functools.partial(F.linear, weight=weight, bias=bias)
+        for weight, bias in pairs
+    ]

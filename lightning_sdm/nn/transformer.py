@@ -1,4 +1,5 @@
-"""Pre-norm transformer decoder with cross-attention and a slot-cached incremental path."""
+"""Pre-norm transformer decoder with cross-attention (its cached incremental path:
+`nn.cached_decoding`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lightning_sdm.nn.attention import AttentionMask, MultiHeadAttention
-from lightning_sdm.nn.kv_cache import SlotKVCache
 
 
 class DecoderLayer(nn.Module):
@@ -56,26 +56,6 @@ class DecoderLayer(nn.Module):
         x = x + self.residual_dropout(cross)
         return x + self.residual_dropout(self.ffn(self.ffn_norm(x)))
 
-    def forward_cached(
-        self,
-        x: torch.Tensor,
-        cache: SlotKVCache,
-        layer: int,
-        slots: torch.Tensor,
-        visible: torch.Tensor,
-        extent: int,
-    ) -> torch.Tensor:
-        """One decoding step: write this step's keys into their slots, attend to live slots."""
-        normed = self.self_norm(x)
-        keys, values = self.self_attention.project_key_value(normed)
-        cache.write(layer, slots, keys, values)
-        cached_keys, cached_values = cache.read(layer, extent)
-        attended = self.self_attention.attend(normed, cached_keys, cached_values, visible)
-        x = x + self.residual_dropout(attended)
-        return self._cross_and_ffn(
-            x, cache.cross_keys[layer], cache.cross_values[layer], cache.cross_mask
-        )
-
 
 class TransformerDecoder(nn.Module):
     def __init__(
@@ -113,35 +93,4 @@ class TransformerDecoder(nn.Module):
                 x = checkpoint(layer, x, self_mask, context, cross_mask, use_reentrant=False)
             else:
                 x = layer(x, self_mask, context, cross_mask)
-        return self.final_norm(x)
-
-    def new_cache(
-        self, num_slots: int, context: torch.Tensor, context_mask: torch.Tensor
-    ) -> SlotKVCache:
-        """Preallocate the self-attention slots and precompute cross-attention keys/values."""
-        cross = [layer.cross_attention.project_key_value(context) for layer in self.layers]
-        return SlotKVCache.allocate(
-            num_layers=len(self.layers),
-            rows=context.shape[0],
-            num_heads=self.num_heads,
-            num_slots=num_slots,
-            head_dim=self.head_dim,
-            cross_keys=[keys for keys, _ in cross],
-            cross_values=[values for _, values in cross],
-            cross_mask=context_mask[:, None, None, :],
-        )
-
-    def forward_cached(
-        self,
-        x: torch.Tensor,
-        cache: SlotKVCache,
-        slots: torch.Tensor,
-        visible: torch.Tensor,
-        extent: int,
-    ) -> torch.Tensor:
-        """visible [extent]: which slots hold keys alive at this step, as a bool mask or an
-        additive float mask (0 or -inf)."""
-        mask = visible[None, None, None, :]
-        for index, layer in enumerate(self.layers):
-            x = layer.forward_cached(x, cache, index, slots, mask, extent)
         return self.final_norm(x)

@@ -7,9 +7,8 @@ from torch import nn
 
 from lightning_sdm.nn.packed_linear import (
     can_pack,
-    packed_linears,
+    fastest_paths,  # the measuring one: the tests' fixture makes decoding's pack all
     packed_projection,
-    plain_linear_layers,
     projection,
 )
 
@@ -57,49 +56,6 @@ def test_weights_that_cannot_be_packed_keep_f_linear() -> None:
     assert torch.equal(projection(weight, None, 2)(x), F.linear(x, weight))
 
 
-class ScaledLinear(nn.Linear):
-    """A subclass with a forward of its own, which packing must leave alone."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 2 * super().forward(x)
-
-
-def tiny_network() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(16, 32), nn.GELU(), ScaledLinear(32, 32), nn.Linear(32, 8))
-
-
-def test_packed_linears_gives_the_same_outputs_and_restores_the_layers() -> None:
-    network = tiny_network().eval()
-    x = torch.randn(2, 16)
-    expected = network(x)
-    with torch.inference_mode(), packed_linears(network, rows=2) as packed:
-        assert packed == 2  # the two plain layers, not the subclass
-        assert "forward" not in vars(network[2])
-        got = network(x)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert all("forward" not in vars(layer) for layer in network)
-    # Outside the block the layers read their (possibly changed) weights again.
-    with torch.no_grad():
-        network[0].weight.zero_()
-    assert not torch.allclose(network(x), expected)
-
-
-def test_packed_linears_restores_the_layers_when_the_block_fails() -> None:
-    network = tiny_network()
-    with pytest.raises(RuntimeError, match="inside"), packed_linears(network, rows=2):
-        raise RuntimeError("inside")
-    assert all("forward" not in vars(layer) for layer in network)
-
-
-def test_small_weights_are_not_packed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_sdm.nn import packed_linear
-
-    monkeypatch.setattr(packed_linear, "MIN_PACKED_ELEMENTS", 256 * 256)
-    assert packed_projection(torch.randn(128, 128), None, 2) is None
-    assert packed_projection(torch.randn(256, 256), None, 2) is not None
-
-
 def test_a_tensor_subclass_such_as_a_dtensor_shard_is_not_packed() -> None:
     class Shard(torch.Tensor):
         pass
@@ -109,28 +65,34 @@ def test_a_tensor_subclass_such_as_a_dtensor_shard_is_not_packed() -> None:
     assert can_pack(nn.Parameter(torch.randn(8, 4)))
 
 
-def test_the_faster_measured_path_is_chosen_once_per_weights_and_rows(monkeypatch) -> None:
-    """No size threshold decides: whichever path the measurement finds faster here."""
+def test_each_shape_takes_the_path_measured_faster_once_per_weights_and_rows(monkeypatch) -> None:
+    """No size threshold decides: whichever path the measurement finds faster here, for
+    each weight shape apart."""
     from lightning_sdm.nn import packed_linear
 
-    weights = [torch.randn(64, 32), torch.randn(32, 64)]
+    weights = [torch.randn(64, 32), torch.randn(32, 64), torch.randn(64, 32)]
     measured = []
-    timings = {"linear": 2.0, "packed": 1.0}
+    timings = {"linear": {"64x32": 2.0, "32x64": 0.5}, "packed": {"64x32": 1.0, "32x64": 1.0}}
 
     def measure(ws, rows):
         measured.append(rows)
-        return dict(timings)
+        return {path: dict(shapes) for path, shapes in timings.items()}
 
     monkeypatch.setattr(packed_linear, "measure_paths", measure)
     monkeypatch.setattr(packed_linear, "_CHOICES", {})
-    assert packed_linear.fastest_path(weights, 2) == "packed"
-    timings.update(linear=0.5)  # a CPU where MKL streams fast: same weights, cached choice
-    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2]
-    assert packed_linear.fastest_path(weights, 6) == "linear" and measured == [2, 6]
+    mixed = {"64x32": "packed", "32x64": "linear"}
+    assert fastest_paths(weights, 2) == mixed
+    timings["linear"]["64x32"] = 0.5  # a CPU where MKL streams fast: same weights, cached
+    assert fastest_paths(weights, 2) == mixed and measured == [2]
+    assert set(fastest_paths(weights, 6).values()) == {"linear"}
+    assert measured == [2, 6]
     same_shapes = [w.clone() for w in weights]  # a bf16 call's fresh copies, another model
-    assert packed_linear.fastest_path(same_shapes, 6) == "linear" and measured == [2, 6]
+    assert set(fastest_paths(same_shapes, 6).values()) == {"linear"}
     half = [w.half() for w in weights]  # oneDNN packs fp32 and bf16 only: nothing to time
-    assert packed_linear.fastest_path(half, 2) == "linear" and measured == [2, 6]
+    assert set(fastest_paths(half, 2).values()) == {"linear"}
+    assert measured == [2, 6]
+    assert packed_linear.summary(mixed) == "64x32 packed, 32x64 linear"
+    assert packed_linear.summary({"64x32": "linear"}) == "linear"
 
 
 def test_a_measured_choice_is_kept_on_disk_for_the_next_process(monkeypatch, tmp_path) -> None:
@@ -141,32 +103,34 @@ def test_a_measured_choice_is_kept_on_disk_for_the_next_process(monkeypatch, tmp
 
     def measure(ws, rows):
         measured.append(rows)
-        return {"linear": 2.0, "packed": 1.0}
+        return {"linear": {"64x32": 2.0, "32x64": 2.0}, "packed": {"64x32": 1.0, "32x64": 1.0}}
 
+    packed = {"64x32": "packed", "32x64": "packed"}
     monkeypatch.setattr(packed_linear, "measure_paths", measure)
     monkeypatch.setattr(packed_linear, "_CHOICES", {})
     monkeypatch.setenv("LIGHTNING_SDM_CACHE", str(tmp_path))
-    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2]
+    assert fastest_paths(weights, 2) == packed and measured == [2]
     stored = json.loads((tmp_path / "matmul_paths.json").read_text())
     key = next(iter(stored))
-    assert stored[key] == "packed" and "torch" in key and "cpu" in key
+    assert stored[key] == packed and "torch" in key and "cpu" in key
     monkeypatch.setattr(packed_linear, "_CHOICES", {})  # a new process
-    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2]
+    assert fastest_paths(weights, 2) == packed and measured == [2]
     (tmp_path / "matmul_paths.json").write_text('{"torn')  # a file cut short: measure again
     monkeypatch.setattr(packed_linear, "_CHOICES", {})
-    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2, 2]
+    assert fastest_paths(weights, 2) == packed and measured == [2, 2]
+    # A file from an older version (one path per key) or edited by hand: measured again.
+    (tmp_path / "matmul_paths.json").write_text(json.dumps({key: "packed", "x": {"a": "fast"}}))
+    monkeypatch.setattr(packed_linear, "_CHOICES", {})
+    assert fastest_paths(weights, 2) == packed and measured == [2, 2, 2]
     monkeypatch.setenv("LIGHTNING_SDM_CACHE", "off")
     monkeypatch.setattr(packed_linear, "_CHOICES", {})
-    assert packed_linear.fastest_path(weights, 2) == "packed" and measured == [2, 2, 2]
+    assert fastest_paths(weights, 2) == packed and measured == [2, 2, 2, 2]
 
 
-def test_measuring_times_both_paths_on_the_given_weights() -> None:
+def test_measuring_times_both_paths_for_each_shape_on_the_given_weights() -> None:
     from lightning_sdm.nn.packed_linear import measure_paths
 
     timings = measure_paths([torch.randn(256, 128), torch.randn(128, 256)], rows=4)
-    assert set(timings) == {"linear", "packed"} and all(t > 0 for t in timings.values())
-
-
-def test_plain_linear_layers_are_the_ones_packed() -> None:
-    network = tiny_network()
-    assert plain_linear_layers(network) == [network[0], network[3]]
+    assert set(timings) == {"linear", "packed"}
+    for per_shape in timings.values():
+        assert set(per_shape) == {"256x128", "128x256"} and all(t > 0 for t in per_shape.values())

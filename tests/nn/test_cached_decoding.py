@@ -1,0 +1,69 @@
+"""The decoder's cached path over prepared weights: the teacher-forced logits, whatever the
+projections are, and nothing shared with the model or between decodes."""
+
+import pytest
+import torch
+
+from lightning_sdm.models.adapters import AdapterConfig, hold_frozen_projections_in
+from lightning_sdm.nn.cached_decoding import StepDecoder
+from tests.conftest import tiny_model
+from tests.models.test_adapters import trained_adapter
+
+CAPTIONS = ["warm rhodes chords", "fast techno"]
+
+
+def codes_for(model, frames: int = 9) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, model.cardinality, (2, model.num_levels, frames), generator=generator)
+
+
+@pytest.mark.parametrize("pack_weights", [True, False])
+@pytest.mark.parametrize(
+    "targets", [("self_attention",), ("self_attention", "cross_attention", "ffn")]
+)
+def test_unmerged_adapters_decode_to_the_teacher_forced_logits(pack_weights, targets):
+    """LoRA layers are called as they are; the plain layers around them are prepared."""
+    model = trained_adapter(tiny_model("delay", 1).add_adapter(AdapterConfig(r=4, targets=targets)))
+    codes = codes_for(model)
+    teacher_forced = model(codes, CAPTIONS)
+    cached = model.score_cached(codes, CAPTIONS, pack_weights=pack_weights)
+    assert (cached - teacher_forced).abs().max() <= 1e-4
+    reduced = model.score_cached(codes, CAPTIONS, precision="bf16")
+    assert (reduced - teacher_forced).abs().max() <= 0.05 * teacher_forced.abs().max()
+
+
+def test_low_precision_frozen_projections_decode_in_the_models_own_dtype():
+    """A fine-tuning run holds frozen layers in bf16; its sample decodes go through them."""
+    model = trained_adapter(tiny_model("stack_delay", 3).add_adapter(AdapterConfig(r=4)))
+    hold_frozen_projections_in(model.lm.decoder, torch.bfloat16)
+    codes = codes_for(model)
+    teacher_forced = model(codes, CAPTIONS)
+    cached = model.score_cached(codes, CAPTIONS)
+    assert cached.dtype == torch.float32
+    assert (cached - teacher_forced).abs().max() <= 0.02 * teacher_forced.abs().max()
+
+
+def test_decodes_at_two_precisions_interleaved_share_nothing():
+    """Prepared weights live apart from the model: an fp32 decode stepping alongside a bf16
+    one of the same model (two requests of a server) gets exactly the fp32 logits."""
+    model = tiny_model("stack_delay", 3)
+    codes = codes_for(model)
+    alone = model.score_cached(codes, CAPTIONS)
+    states = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    bf16 = model.lm.step_decoder(2, 9, precision="bf16")
+    fp32 = model.lm.step_decoder(2, 9, precision="fp32")
+    assert bf16.dtype == torch.bfloat16 and fp32.dtype == torch.float32
+    assert model.lm.head_weight.dtype == torch.float32
+    assert torch.equal(model.score_cached(codes, CAPTIONS), alone)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, states[name]) and tensor.dtype == states[name].dtype, name
+
+
+def test_a_decoder_with_rotary_attention_is_refused_not_decoded_wrong():
+    model = tiny_model("delay", 1)
+    from lightning_sdm.nn.rotary import RotaryEmbedding
+
+    layer = model.lm.decoder.layers[0]
+    layer.self_attention.rotary = RotaryEmbedding(layer.self_attention.head_dim)
+    with pytest.raises(ValueError, match="rotary"):
+        StepDecoder(model.lm.decoder, 2, torch.float32, torch.float32)
