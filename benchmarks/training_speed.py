@@ -15,8 +15,11 @@ block-sparse path where it skips at least half the scores, else the dense mask.
 
 `--transformers` times our delay LM against transformers' `MusicgenForCausalLM` at the same
 decoder config (MusicGen's layout options, so the parameter counts are equal: checked),
-fp32, same batch and frames (their input is the delayed grid, T + 3 positions, as ours),
-each side in its own process, alternating for `--rounds` rounds; the median of each side.
+same batch and frames (their input is the delayed grid, T + 3 positions, as ours), each
+side in its own process, alternating for `--rounds` rounds; the median of each side. Each
+`--precisions` entry is a pair of rows: fp32, or bf16 autocast of the forward (weights,
+gradients and AdamW stay fp32, as Lightning's `bf16-mixed` does; on a CPU without bf16
+units it is slower).
 Their cross-attention reads 4 random encoder states; ours runs its tiny random T5 on a
 4-token caption first (a few ms).
 
@@ -94,7 +97,8 @@ def transformers_child(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
-    if args.child == "ours":
+    side, precision = args.child.split(":")
+    if side == "ours":
         text = TextConditionerConfig(pretrained="random", cfg_dropout=0.0)
         net = TextToMusicLM(TextToMusicConfig(lm=musicgen_layout_lm(args), text=text)).train()
         mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
@@ -120,8 +124,12 @@ def transformers_child(args: argparse.Namespace) -> None:
 
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
 
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
     def step() -> None:
-        loss().backward()
+        with autocast:
+            value = loss()
+        value.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -132,9 +140,10 @@ def transformers_child(args: argparse.Namespace) -> None:
 def compare_with_transformers(args: argparse.Namespace) -> dict:
     names = ("dim", "layers", "heads", "frames", "batch", "steps")
     options = {name: getattr(args, name) for name in names}
-    runs: dict[str, list[dict]] = {"ours": [], "transformers": []}
+    sides = [f"{side}:{p}" for p in args.precisions for side in ("ours", "transformers")]
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     for round_index in range(args.rounds):
-        for side in ("ours", "transformers") if round_index % 2 == 0 else ("transformers", "ours"):
+        for side in sides if round_index % 2 == 0 else sides[::-1]:
             runs[side].append(run_child(__file__, side, options))
             print(f"  round {round_index + 1}: {side} {runs[side][-1]['step_s']:.3f} s", flush=True)
     result = {
@@ -145,17 +154,25 @@ def compare_with_transformers(args: argparse.Namespace) -> dict:
         }
         for side, rows in runs.items()
     }
-    ours, theirs = result["ours"], result["transformers"]
+    reference = result[f"transformers:{args.precisions[0]}"]
+    info = machine()
     print(
         f"\ndelay LM, {args.layers} layers x {args.dim}, batch {args.batch} x {args.frames} frames,"
-        f" fp32, forward + backward + AdamW, median of {args.rounds} rounds; {machine()}"
+        f" forward + backward + AdamW, median of {args.rounds} rounds; {info['cpu']},"
+        f" {info['cores']} cores, {info['threads']} threads, torch {info['torch']}"
     )
-    print(f"{'':<14}{'step s':>9}{'peak MB':>9}{'decoder params':>16}")
+    print(f"{'':<20}{'step s':>9}{'peak MB':>9}{'decoder params':>16}{'vs transformers':>17}")
     for side, row in result.items():
-        print(f"{side:<14}{row['step_s']:>9.3f}{row['peak_mb']:>9.0f}{row['params']:>16,}")
-    print(f"ours is {theirs['step_s'] / ours['step_s']:.2f}x transformers' speed")
-    if ours["params"] != theirs["params"]:
-        print(f"warning: parameter counts differ ({ours['params']} vs {theirs['params']})")
+        speed = reference["step_s"] / row["step_s"]
+        print(
+            f"{side:<20}{row['step_s']:>9.3f}{row['peak_mb']:>9.0f}{row['params']:>16,}"
+            f"{speed:>16.2f}x"
+        )
+    for precision in args.precisions:
+        ours, theirs = result[f"ours:{precision}"], result[f"transformers:{precision}"]
+        print(f"{precision}: ours is {theirs['step_s'] / ours['step_s']:.2f}x transformers' speed")
+        if ours["params"] != theirs["params"]:
+            print(f"warning: parameter counts differ ({ours['params']} vs {theirs['params']})")
     return result
 
 
@@ -274,10 +291,14 @@ def main() -> None:
         help="time our delay LM against transformers' MusicgenForCausalLM, side by side",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="with --transformers")
+    parser.add_argument(
+        "--precisions", nargs="*", default=["fp32"], choices=("fp32", "bf16"),
+        help="with --transformers: fp32 and/or bf16 autocast rows",
+    )  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.child in ("ours", "transformers"):
+    if args.child and args.child.split(":")[0] in ("ours", "transformers"):
         transformers_child(args)
         return
     if args.child:

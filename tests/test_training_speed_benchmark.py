@@ -31,10 +31,13 @@ def test_a_measured_run_writes_rows_with_the_device(tmp_path):
 
 def test_the_transformers_comparison_times_both_sides_at_equal_size(tmp_path):
     out = run(
-        "--transformers", "--frames", "40", "--steps", "1", "--rounds", "2",
-        "--json", str(tmp_path / "sides.json"),
+        "--transformers", "--frames", "40", "--steps", "1", "--rounds", "1",
+        "--precisions", "fp32", "bf16", "--json", str(tmp_path / "sides.json"),
     )  # fmt: skip
     sides = json.loads((tmp_path / "sides.json").read_text())
-    assert sides["ours"]["params"] == sides["transformers"]["params"] > 0
-    assert sides["ours"]["step_s"] > 0 and sides["transformers"]["step_s"] > 0
+    for precision in ("fp32", "bf16"):
+        ours, theirs = sides[f"ours:{precision}"], sides[f"transformers:{precision}"]
+        assert ours["params"] == theirs["params"] > 0
+        assert ours["step_s"] > 0 and theirs["step_s"] > 0
+        assert f"{precision}: ours is" in out
     assert "transformers' speed" in out and sides["machine"]["cpu"]

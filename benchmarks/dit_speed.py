@@ -1,0 +1,197 @@
+"""EzAudio-DiT's training step and sampling step, this checkout against an earlier revision
+(or alone), side by side in one run, with the outputs compared on the same weights.
+
+    python benchmarks/dit_speed.py [--baseline REV --dim 512 --depth 8 --json out.json]
+
+The training step is forward, v-loss, backward and AdamW on random latents and text states
+(`--batch` x `--frames`); the sampling step is one DiT forward under classifier-free
+guidance (`--sample-batch` rows, conditional and unconditional, x `--sample-frames`), as
+each DDIM step makes. `--baseline REV` extracts that revision's package with `git archive`
+and times it in the same rounds: each side runs in its own process, the two alternating
+for `--rounds` rounds, the median per side. Both sides load one set of weights (written by
+this checkout) and get the same inputs; the largest difference of their sampling outputs
+and training losses is printed (fp32 rounding: ~1e-6 of the output's scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXT_TOKENS = 32
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    return {
+        "latent_channels": args.channels, "dim": args.dim, "depth": args.depth,
+        "num_heads": args.heads, "ada_rank": args.rank, "context_dim": args.dim,
+    }  # fmt: skip
+
+
+def inputs(batch: int, frames: int, channels: int, dim: int) -> tuple:
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(batch, channels, frames, generator=generator)
+    given = torch.zeros(batch, channels, frames)
+    to_generate = torch.ones(batch, frames)
+    timesteps = torch.randint(0, 1000, (batch,), generator=generator).float()
+    context = torch.randn(batch, CONTEXT_TOKENS, dim, generator=generator)
+    context_mask = torch.ones(batch, CONTEXT_TOKENS, dtype=torch.bool)
+    return noisy, given, to_generate, timesteps, context, context_mask
+
+
+def child(args: argparse.Namespace) -> None:
+    """One side: time both steps with the package found first on sys.path."""
+    sys.path.insert(0, args.source)
+    from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
+
+    model = EzAudioDiT(DiTConfig(**model_config(args)))
+    model.load_state_dict(torch.load(args.weights, weights_only=True))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    training = inputs(args.batch, args.frames, args.channels, args.dim)
+    target = torch.randn(training[0].shape, generator=torch.Generator().manual_seed(1))
+    sampling = inputs(2 * args.sample_batch, args.sample_frames, args.channels, args.dim)
+    losses: list[float] = []
+
+    def train() -> None:
+        loss = (model(*training) - target).square().mean()
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def sample() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(*sampling)
+
+    first_output = sample()
+    model.train()
+    timings = {"train_ms": median_ms(train, args.steps)}
+    model.eval()
+    timings["sample_ms"] = median_ms(sample, args.steps)
+    torch.save({"output": first_output, "losses": losses}, args.outputs)
+    print(json.dumps(timings))
+
+
+def median_ms(run: Callable[[], object], steps: int) -> float:
+    run()  # warm-up: allocations, kernels
+    seconds = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return 1000 * statistics.median(seconds)
+
+
+def extract(revision: str, folder: Path) -> Path:
+    """The package as it was at `revision`, unpacked into `folder`."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "lightning_sdm"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def run_side(args: argparse.Namespace, source: Path, weights: Path, outputs: Path) -> dict:
+    options = [
+        "--child", "--source", str(source), "--weights", str(weights), "--outputs", str(outputs),
+        "--dim", str(args.dim), "--depth", str(args.depth), "--heads", str(args.heads),
+        "--rank", str(args.rank), "--channels", str(args.channels),
+        "--frames", str(args.frames), "--batch", str(args.batch),
+        "--sample-frames", str(args.sample_frames), "--sample-batch", str(args.sample_batch),
+        "--steps", str(args.steps),
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, __file__, *options], check=True, capture_output=True, text=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="a git revision to time beside this checkout")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=128)
+    parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--sample-frames", type=int, default=500)
+    parser.add_argument("--sample-batch", type=int, default=1, help="prompts; CFG doubles")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per side and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--outputs", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    sys.path.insert(0, str(ROOT))
+    from lightning_sdm.machine import machine
+    from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        torch.manual_seed(0)
+        weights = folder / "weights.pt"
+        torch.save(EzAudioDiT(DiTConfig(**model_config(args))).state_dict(), weights)
+        sources = {"this checkout": ROOT}
+        if args.baseline:
+            (folder / "baseline").mkdir()
+            sources[f"baseline {args.baseline}"] = extract(args.baseline, folder / "baseline")
+        results: dict[str, list[dict]] = {name: [] for name in sources}
+        order = list(sources)
+        for round_index in range(args.rounds):
+            for name in order if round_index % 2 == 0 else order[::-1]:
+                outputs = folder / f"{len(results[name])}-{order.index(name)}.pt"
+                results[name].append(run_side(args, sources[name], weights, outputs))
+                print(f"  round {round_index + 1}: {name} {results[name][-1]}", flush=True)
+        compared = [torch.load(folder / f"0-{i}.pt", weights_only=True) for i in range(len(order))]
+    summary = {
+        name: {key: statistics.median(r[key] for r in rows) for key in ("train_ms", "sample_ms")}
+        for name, rows in results.items()
+    }
+    info = machine()
+    print(
+        f"\nEzAudio-DiT {args.depth} blocks x {args.dim}, training batch {args.batch} x "
+        f"{args.frames} frames, sampling {2 * args.sample_batch} rows (CFG) x "
+        f"{args.sample_frames} frames, fp32, median of {args.rounds} rounds x {args.steps} "
+        f"steps; {info['cpu']}, {info['cores']} cores, {info['threads']} threads, "
+        f"torch {info['torch']}"
+    )
+    print(f"{'':<30}{'train ms':>10}{'sample ms':>11}")
+    for name, row in summary.items():
+        print(f"{name:<30}{row['train_ms']:>10.0f}{row['sample_ms']:>11.0f}")
+    if args.baseline:
+        now, then = summary["this checkout"], summary[order[1]]
+        output_gap = (compared[0]["output"] - compared[1]["output"]).abs().max().item()
+        loss_gap = max(abs(a - b) for a, b in zip(*(c["losses"] for c in compared), strict=True))
+        scale = compared[1]["output"].abs().max().item()
+        print(
+            f"speed-up: training {then['train_ms'] / now['train_ms']:.2f}x, sampling "
+            f"{then['sample_ms'] / now['sample_ms']:.2f}x; outputs differ by at most "
+            f"{output_gap:.2e} (output scale {scale:.2f}), losses by {loss_gap:.2e}"
+        )
+        summary["output_max_abs_difference"] = output_gap  # type: ignore[assignment]
+        summary["loss_max_abs_difference"] = loss_gap  # type: ignore[assignment]
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, **summary}, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

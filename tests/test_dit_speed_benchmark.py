@@ -1,0 +1,21 @@
+"""benchmarks/dit_speed.py at a tiny size: this checkout beside a git revision of itself,
+both timed, their outputs compared on the same weights."""
+
+import json
+
+from tests.benchmark_runs import run_benchmark
+
+
+def test_a_revision_is_timed_beside_this_checkout_on_the_same_weights(tmp_path):
+    tiny = ["--dim", "32", "--depth", "2", "--heads", "4", "--rank", "4", "--channels", "8",
+            "--frames", "12", "--batch", "2", "--sample-frames", "12", "--steps", "1",
+            "--rounds", "2"]  # fmt: skip
+    out = run_benchmark(
+        "dit_speed.py", *tiny, "--baseline", "HEAD", "--json", str(tmp_path / "r.json")
+    )
+    data = json.loads((tmp_path / "r.json").read_text())
+    for side in ("this checkout", "baseline HEAD"):
+        assert data[side]["train_ms"] > 0 and data[side]["sample_ms"] > 0
+    # HEAD's DiT is this checkout's or an earlier one that computes the same function.
+    assert data["output_max_abs_difference"] <= 1e-4
+    assert "speed-up: training" in out and data["machine"]["cpu"]
