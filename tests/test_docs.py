@@ -22,6 +22,9 @@ def test_the_site_builds_strictly(tmp_path):
     assert (tmp_path / "guides" / "families" / "index.html").is_file()
     api = (tmp_path / "reference" / "families" / "index.html").read_text(encoding="utf-8")
     assert "ModelFamily" in api and "sampling_from" in api  # built from the docstrings
+    # The benchmarks page is benchmarks/README.md itself, included whole.
+    page = (tmp_path / "benchmarks" / "index.html").read_text(encoding="utf-8")
+    assert "decoding_speed.py" in page and "dit_speed.py" in page
 
 
 def test_the_readme_links_to_pages_that_exist():

@@ -222,9 +222,12 @@ class CodebookLM(nn.Module):
         self_mask = self.training_attention(num_timesteps, codes.device)
         hidden = self.decoder(x, self_mask, context, context_mask)
         predicting = hidden[:, tensors["prediction_position"]]  # [B, C, T, D]
-        return (
-            torch.einsum("bctd,cvd->bctv", predicting, self.head_weight) + self.head_bias[:, None]
-        )
+        logits = torch.einsum("bctd,cvd->bctv", predicting, self.head_weight)
+        if not self.config.head_bias:  # zeros: adding them is a pass over the largest tensor
+            return logits
+        # In place: the product's backward does not need it, and the logits are the largest
+        # activation of a step (B x C x T x V).
+        return logits.add_(self.head_bias[:, None])
 
     def training_attention(self, num_timesteps: int, device: torch.device) -> AttentionMask:
         """The self-attention mask the teacher-forced pass runs under, as `attention` picks
