@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_sdm.conditioning import TextConditionerConfig
-from lightning_sdm.machine import machine
+from lightning_sdm.machine import machine, machine_line
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
@@ -395,11 +395,6 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     return {"rows": [asdict(row) for row in rows]} | {
         f"{key}_ms_per_step": floor_ms[suffix] for suffix, key, _ in named_floors
     }
-
-
-def machine_line() -> str:
-    info = machine()
-    return f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, torch {info['torch']}"
 
 
 def main() -> None:

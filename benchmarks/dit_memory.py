@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from process_memory import run_child, time_training_steps  # noqa: E402
 
+from lightning_sdm.machine import machine, machine_line  # noqa: E402
 from lightning_sdm.models.dit import (  # noqa: E402
     MODULATION_KINDS,
     DiTConfig,
@@ -132,7 +133,7 @@ def main() -> None:
     print(
         f"\nEzAudio-DiT {args.depth} blocks + middle x {args.dim}, {args.heads} heads, rank "
         f"{args.rank}, batch {args.batch} x {args.frames} frames of {args.channels} channels; "
-        f"forward + backward + AdamW on {sola.device}"
+        f"forward + backward + AdamW on {sola.device}; {machine_line()}"
     )
     header = (
         f"{'modulation':<12}{'parameters':>12}{'in adaLN':>10}{'vs SOLA':>9}"
@@ -156,7 +157,7 @@ def main() -> None:
         state_gb = count * TRAINING_BYTES_PER_PARAMETER / 2**30
         print(f"{size:<12}{modulation:<12}{count / 1e6:>11.1f}M{state_gb:>14.1f} GB")
     if args.json:
-        data = {"rows": [asdict(r) for r in rows], "paper_sizes": sizes}
+        data = {"machine": machine(), "rows": [asdict(r) for r in rows], "paper_sizes": sizes}
         args.json.write_text(json.dumps(data, indent=2))
         print(f"wrote {args.json}")
 

@@ -141,7 +141,7 @@ def main() -> None:
         child(args)
         return
     sys.path.insert(0, str(ROOT))
-    from lightning_sdm.machine import machine
+    from lightning_sdm.machine import machine, machine_line
     from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -170,8 +170,7 @@ def main() -> None:
         f"\nEzAudio-DiT {args.depth} blocks x {args.dim}, training batch {args.batch} x "
         f"{args.frames} frames, sampling {2 * args.sample_batch} rows (CFG) x "
         f"{args.sample_frames} frames, fp32, median of {args.rounds} rounds x {args.steps} "
-        f"steps; {info['cpu']}, {info['cores']} cores, {info['threads']} threads, "
-        f"torch {info['torch']}"
+        f"steps; {machine_line()}"
     )
     print(f"{'':<30}{'train ms':>10}{'sample ms':>11}")
     for name, row in summary.items():

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_memory import peak_rss_mb, rss_mb, run_child  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
+from lightning_sdm.machine import machine, machine_line  # noqa: E402
 from lightning_sdm.models.lm import LMConfig  # noqa: E402
 from lightning_sdm.tasks.lm_task import (  # noqa: E402
     TextToMusicTask,
@@ -281,7 +282,7 @@ def main() -> None:
     device = rows[0].device
     print(
         f"\n{args.layers} layers x {args.dim}, {args.pattern}, batch {args.batch} x "
-        f"{args.frames} frames ({n} positions), AdamW; measured on {device}"
+        f"{args.frames} frames ({n} positions), AdamW; measured on {device}, {machine_line()}"
     )
     header = (
         f"{'option':<34}{'params':>9}{'trainable':>11}{'weights MB':>11}{'step s':>8}"
@@ -316,6 +317,7 @@ def main() -> None:
     print(musicgen_table(per_unit, ratios))
     if args.json:
         payload = {
+            "machine": machine(),
             "rows": [asdict(row) for row in rows],
             "check": asdict(check),
             "activation_bytes_per_position_dim_layer": per_unit,

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.data.synthetic import HiddenMarkovSource, pattern_floor
+from lightning_sdm.machine import machine, machine_line
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
@@ -176,11 +177,16 @@ def main() -> None:
     print(
         f"\nsource: {args.states} states, C = {args.levels} x {args.cardinality}, "
         f"T = {args.frames}; {args.train_grids} training grids, {args.heldout_grids} held out; "
-        f"{args.layers} layers x {args.dim}, {args.steps} steps of {args.batch}; NLL in nats/token"
+        f"{args.layers} layers x {args.dim}, {args.steps} steps of {args.batch}; NLL in nats/token;"
+        f" {machine_line()}"
     )
     print(table)
     (args.out / "table.md").write_text(table + "\n")
-    payload = {"entropy_floor": entropy, "rows": [asdict(r) for r in results]}
+    payload = {
+        "machine": machine(),
+        "entropy_floor": entropy,
+        "rows": [asdict(r) for r in results],
+    }
     json_path = args.json or args.out / "results.json"
     json_path.write_text(json.dumps(payload, indent=2))
     plot(results, entropy, args.out / "quality_vs_time.png")

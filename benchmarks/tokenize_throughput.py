@@ -24,6 +24,7 @@ from lightning_sdm.codecs import TINY_ENCODEC_32KHZ, CodecConfig, EncodecCodec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
+from lightning_sdm.machine import machine_line
 
 FULL_SIZE = {**TINY_ENCODEC_32KHZ, "num_filters": 64, "hidden_size": 128, "codebook_dim": 128}
 
@@ -98,7 +99,7 @@ def main() -> None:
     print(
         f"{args.files} files x {args.seconds:.0f} s (44.1/48/16 kHz stereo flac), codec "
         f"{args.codec_size if not args.codec_dir else args.codec_dir}, "
-        f"{torch.get_num_threads()} torch threads, {args.workers} decode worker(s)"
+        f"{args.workers} decode worker(s); {machine_line()}"
     )
     print(f"{'stage':<34}{'audio s / s':>12}")
     print(f"{'bare codec encode (in memory)':<34}{bare:>12.1f}")

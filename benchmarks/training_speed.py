@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_memory import run_child, time_training_steps  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
-from lightning_sdm.machine import machine  # noqa: E402
+from lightning_sdm.machine import machine, machine_line  # noqa: E402
 from lightning_sdm.models.lm import CodebookLM, LMConfig  # noqa: E402
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM  # noqa: E402
 from lightning_sdm.nn.sparse_attention import BlockSparseMask  # noqa: E402
@@ -155,11 +155,9 @@ def compare_with_transformers(args: argparse.Namespace) -> dict:
         for side, rows in runs.items()
     }
     reference = result[f"transformers:{args.precisions[0]}"]
-    info = machine()
     print(
         f"\ndelay LM, {args.layers} layers x {args.dim}, batch {args.batch} x {args.frames} frames,"
-        f" forward + backward + AdamW, median of {args.rounds} rounds; {info['cpu']},"
-        f" {info['cores']} cores, {info['threads']} threads, torch {info['torch']}"
+        f" forward + backward + AdamW, median of {args.rounds} rounds; {machine_line()}"
     )
     print(f"{'':<20}{'step s':>9}{'peak MB':>9}{'decoder params':>16}{'vs transformers':>17}")
     for side, row in result.items():
@@ -321,7 +319,8 @@ def main() -> None:
     delay_dense = next((r for r in rows if r.pattern == "delay" and r.backend == "dense"), rows[0])
     print(
         f"\n{args.layers} layers x {args.dim}, {args.heads} heads, batch {args.batch} x "
-        f"{args.frames} frames, forward + backward + AdamW; measured on {rows[0].device}"
+        f"{args.frames} frames, forward + backward + AdamW; measured on {rows[0].device}, "
+        f"{machine_line()}"
     )
     header = (
         f"{'pattern':<16}{'backend':>8}{'runs':>12}{'positions':>10}{'step s':>8}"
@@ -348,7 +347,8 @@ def main() -> None:
         " blocks)."
     )
     if args.json:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2))
+        payload = {"machine": machine(), "rows": [asdict(r) for r in rows]}
+        args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
 
 

@@ -28,3 +28,9 @@ def machine() -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def machine_line() -> str:
+    """The machine in a benchmark table's heading: CPU, cores, threads, torch."""
+    info = machine()
+    return f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, torch {info['torch']}"

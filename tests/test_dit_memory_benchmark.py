@@ -10,6 +10,7 @@ def test_both_modulations_are_measured_side_by_side(tmp_path):
             "--frames", "20", "--batch", "1", "--steps", "1"]  # fmt: skip
     out = run_benchmark("dit_memory.py", *tiny, "--json", str(tmp_path / "rows.json"))
     data = json.loads((tmp_path / "rows.json").read_text())
+    assert data["machine"]["cpu"] and data["machine"]["torch"] and "threads, torch" in out
     sola, per_block = data["rows"]
     assert (sola["modulation"], per_block["modulation"]) == ("sola", "per_block")
     # 3 blocks: SOLA's shared Linear(32, 192) and 3 x (rank-4 adjustment + bias) against

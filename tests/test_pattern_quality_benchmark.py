@@ -13,6 +13,7 @@ from tests.benchmark_runs import run_benchmark
 def test_the_quick_run_writes_a_row_per_pattern_and_recomputable_floors(tmp_path):
     run_benchmark("pattern_quality.py", "--quick", "--out", str(tmp_path))
     payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["machine"]["cpu"] and payload["machine"]["threads"] >= 1
     rows = payload["rows"]
     assert {r["label"] for r in rows} >= {"delay", "flat", "stack", "stack_delay k=3"}
     for field in ("pattern", "k", "nll", "floor", "gap", "steps", "gen_seconds",

@@ -23,7 +23,9 @@ def test_a_measured_run_writes_rows_with_the_device(tmp_path):
         "--frames", "260", "--steps", "1", "--patterns", "stack_delay:3",
         "--backends", "dense", "block_sparse", "--json", str(tmp_path / "rows.json"),
     )  # fmt: skip
-    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    data = json.loads((tmp_path / "rows.json").read_text())
+    rows = data["rows"]
+    assert data["machine"]["cpu"] and "threads, torch" in out
     assert [r["uses"] for r in rows] == ["dense mask", "sparse"]
     assert rows[1]["scores_computed"] < 0.5 and rows[1]["device"].startswith("cpu")
     assert "GPU est." in out
