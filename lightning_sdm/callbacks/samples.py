@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.callbacks.averaging import averaged_weights
-from lightning_sdm.codecs import CodecConfig, CodecIdentity, EncodecCodec
+from lightning_sdm.codecs import Codec, CodecConfig, CodecIdentity, load_codec
 from lightning_sdm.data.interface import training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_of
@@ -79,7 +79,7 @@ class SampleGeneration(Callback):
         self.codec_config = codec
         self.sampling_options = dict(sampling or {})
         self.seed = seed
-        self._codec: EncodecCodec | None = None
+        self._codec: Codec | None = None
         self._last_step = -1
         self.written: list[Path] = []
 
@@ -92,7 +92,7 @@ class SampleGeneration(Callback):
         data = training_data(trainer)
         if self.codec_config is None:
             self.codec_config = _codec_of_shards(data.codec if data is not None else None)
-        self._codec = EncodecCodec(self.codec_config)
+        self._codec = load_codec(self.codec_config)
         if data is not None:
             data.check_codec(self._codec.identity(), "SampleGeneration codec")
 
@@ -138,14 +138,14 @@ class SampleGeneration(Callback):
                 self._generate_on_this_rank(trainer, pl_module, step_folder)
             trainer.strategy.barrier("sample_generation")
 
-    def _codec_on(self, device: torch.device) -> EncodecCodec:
+    def _codec_on(self, device: torch.device) -> Codec:
         if self._codec is None:  # used without fit's setup (e.g. called directly)
-            self._codec = EncodecCodec(self.codec_config or CodecConfig(pretrained=RANDOM_WEIGHTS))
+            self._codec = load_codec(self.codec_config or CodecConfig(pretrained=RANDOM_WEIGHTS))
         return self._codec.to(device)
 
     def _sample(
         self, trainer: L.Trainer, pl_module: L.LightningModule, prompts: list[str]
-    ) -> tuple[torch.Tensor, float, EncodecCodec, int]:
+    ) -> tuple[torch.Tensor, float, Codec, int]:
         """Audio [B, N] for `prompts` from the (EMA) weights, the wall time of generating
         and decoding it, the codec and the frames per prompt."""
         with averaged_weights(trainer, pl_module) as module:

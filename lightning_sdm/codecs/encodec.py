@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import EncodecConfig, EncodecModel
 
+from lightning_sdm.codecs.chunking import encode_in_chunks
 from lightning_sdm.codecs.identity import CodecIdentity
 from lightning_sdm.presets import is_random
 
@@ -159,24 +160,18 @@ class EncodecCodec(nn.Module):
         if wav.dim() != 2:
             raise ValueError(f"expected mono audio [B, N], got shape {tuple(wav.shape)}")
         wav = wav.to(self.device, torch.float32)
-        hop = self.hop_length
-        chunk = max(hop, int(self.config.chunk_seconds * self.sample_rate) // hop * hop)
-        context = int(self.config.context_seconds * self.sample_rate) // hop * hop
-        codes, latents = [], []
-        for start in range(0, wav.shape[-1], chunk):
-            if before_chunk is not None:
-                before_chunk()
-            end = min(start + chunk, wav.shape[-1])
-            left = max(0, start - context)
-            right = min(wav.shape[-1], end + context)
-            embeddings = self.model.encoder(wav[:, None, left:right])
-            first = (start - left) // hop
-            kept = slice(first, first + self.num_frames(end - start))
-            embeddings = embeddings[..., kept]
-            codes.append(self.model.quantizer.encode(embeddings, self.bandwidth).transpose(0, 1))
-            if keep_latents:
-                latents.append(embeddings)
-        return torch.cat(codes, dim=-1), torch.cat(latents, dim=-1) if keep_latents else None
+
+        def encode_window(window: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            embeddings = self.model.encoder(window[:, None])
+            codes = self.model.quantizer.encode(embeddings, self.bandwidth).transpose(0, 1)
+            return (codes, embeddings) if keep_latents else (codes,)
+
+        rate = self.sample_rate
+        outputs = encode_in_chunks(
+            wav, self.hop_length, int(self.config.chunk_seconds * rate),
+            int(self.config.context_seconds * rate), encode_window, before_chunk,
+        )  # fmt: skip
+        return outputs[0], outputs[1] if keep_latents else None
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lightning_sdm.atomic import write_directory
-from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.codecs import CodecConfig, load_codec
 from lightning_sdm.errors import UserInputError
 
 CODEC_DIR = "codec"
@@ -57,11 +57,12 @@ def export_checkpoint(
 def _export_into(
     checkpoint: dict, checkpoint_path: Path, output: Path, codec_dir: str | None, merge: bool
 ) -> Path:
-    from lightning_sdm.families import checkpoint_family_name, family_of_checkpoint
-    from lightning_sdm.tasks.codec_task import CodecTask
+    from lightning_sdm.families import family_of_checkpoint
+    from lightning_sdm.tasks.autoencoder_task import export_autoencoder
 
-    if checkpoint_family_name(checkpoint) == CodecTask.family:
-        return _export_codec(checkpoint, output)
+    exported = export_autoencoder(checkpoint, output)  # a codec's or a VAE's checkpoint
+    if exported is not None:
+        return exported
     family = family_of_checkpoint(checkpoint, checkpoint_path)
     task = family.task_class.from_checkpoint(checkpoint)
     try:
@@ -78,7 +79,7 @@ def _finish_export(
     from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
     if codec_dir is not None:
-        EncodecCodec(CodecConfig(pretrained=codec_dir)).save_pretrained(output / CODEC_DIR)
+        load_codec(CodecConfig(pretrained=codec_dir)).save_pretrained(output / CODEC_DIR)
     provenance = {
         "checkpoint": str(checkpoint_path.resolve()),
         "global_step": checkpoint.get("global_step"),
@@ -87,12 +88,3 @@ def _finish_export(
     }
     (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
     return output
-
-
-def _export_codec(checkpoint: dict, output: str | Path) -> Path:
-    """A codec task's checkpoint becomes an EncodecModel directory (EMA weights when kept)."""
-    from lightning_sdm.tasks.codec_task import CodecTask
-
-    task = CodecTask(**checkpoint["hyper_parameters"])
-    task.load_state_dict(checkpoint["state_dict"])
-    return task.save_codec(output)

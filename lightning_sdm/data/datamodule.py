@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_sdm.codecs import (
     CodecConfig,
     CodecIdentity,
-    EncodecCodec,
+    load_codec,
 )
 from lightning_sdm.codecs.encodec import RANDOM_CODEC_FILE
 from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index, shard_problem
@@ -215,7 +215,7 @@ class TokenShardsDataModule(L.LightningDataModule):
         self._load()
         pretrained = self.codec_config.pretrained
         if not is_random(pretrained) and Path(str(pretrained)).is_dir():
-            self.check_codec(EncodecCodec(self.codec_config).identity(), "data.codec")
+            self.check_codec(load_codec(self.codec_config).identity(), "data.codec")
         if stage == "fit" and not self._summarised:
             self._summarised = True
             rank_zero_info(self.summary())

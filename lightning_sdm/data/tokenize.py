@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lightning_sdm.codecs import (
+    Codec,
     CodecConfig,
     CodecIdentity,
-    EncodecCodec,
+    load_codec,
     save_random_codec,
 )
 from lightning_sdm.data.audio_datamodule import AudioTokenizeDataModule
@@ -110,7 +111,7 @@ class EncodeModule(L.LightningModule):
 
     def __init__(
         self,
-        codec: EncodecCodec,
+        codec: Codec,
         keep_latents: bool,
         stop_check: Callable[[], None] = lambda: None,
     ) -> None:
@@ -279,7 +280,7 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     data.discover()  # before anything is written: a wrong input leaves no folder
     _make_writable_folder(output)
     clean_incomplete(output)
-    codec = EncodecCodec(_codec_config(config, output))
+    codec = load_codec(_codec_config(config, output))
     identity = codec.identity()
     data.sample_rate = codec.sample_rate
     data.setup("predict")

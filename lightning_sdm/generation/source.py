@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.codecs import Codec, CodecConfig, load_codec
 from lightning_sdm.convert.export import CODEC_DIR, trained_segment_frames
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import (
@@ -36,7 +36,7 @@ DEFAULT_FRAME_RATE = 50.0  # EnCodec 32 kHz, when no codec says otherwise
 @dataclass
 class GenerationSource:
     model: GenerativeModel  # a model of a registered family
-    codec: EncodecCodec | None
+    codec: Codec | None
     trained_segment_frames: int | None  # the crop length seen in training, when known
     identity: dict[str, Any] = field(default_factory=dict)
 
@@ -75,7 +75,7 @@ def load_source(
     if codec_path is not None:
         if not (codec_path / "config.json").is_file():
             raise UserInputError(f"codec directory {codec_path} has no config.json")
-        codec = EncodecCodec(CodecConfig(pretrained=str(codec_path)))
+        codec = load_codec(CodecConfig(pretrained=str(codec_path)))
         family_of(model).check_codec(codec, model)
         identity["codec"] = str(codec_path)
     return GenerationSource(model.eval(), codec, trained, identity)

@@ -65,7 +65,7 @@ def read_clips(
 def read_shard_clips(
     directory: Path, what: str, limit: int | None, codec_dir: str | None
 ) -> list[Clip]:
-    from lightning_sdm.codecs import CodecConfig, EncodecCodec
+    from lightning_sdm.codecs import CodecConfig, load_codec
     from lightning_sdm.data.shards import load_index, read_shard
     from lightning_sdm.metrics.embedders import resample
 
@@ -76,7 +76,7 @@ def read_shard_clips(
             f"{what}: {directory} holds tokens; decoding them needs their codec "
             f"({named or 'not named in index.json'} is not at hand): pass --codec_dir"
         )
-    codec = EncodecCodec(CodecConfig(pretrained=str(path)))
+    codec = load_codec(CodecConfig(pretrained=str(path)))
     clips: list[Clip] = []
     for shard in sorted(directory.glob("shard-*.tar")):
         for sample in read_shard(shard):
@@ -151,7 +151,7 @@ def evaluate_folders(
 
 def fad_embedder(kind: str, path: str):
     """The FAD embedder: "vggish" (weights file), "clap" or "codec" (directories)."""
-    from lightning_sdm.codecs import CodecConfig, EncodecCodec
+    from lightning_sdm.codecs import CodecConfig, load_codec
     from lightning_sdm.metrics.embedders import ClapEmbedder, CodecLatentEmbedder
     from lightning_sdm.metrics.vggish import VGGishEmbedder
 
@@ -159,7 +159,7 @@ def fad_embedder(kind: str, path: str):
         return VGGishEmbedder(path)
     if kind == "clap":
         return ClapEmbedder(path)
-    return CodecLatentEmbedder(EncodecCodec(CodecConfig(pretrained=path)))
+    return CodecLatentEmbedder(load_codec(CodecConfig(pretrained=path)))
 
 
 def _classifier(directory: str):

@@ -13,16 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from transformers import EncodecConfig, EncodecModel
 
-from lightning_sdm.codecs.discriminator import (
-    DiscriminatorConfig,
-    MultiScaleSTFTDiscriminator,
-    discriminator_hinge_loss,
-    generator_losses,
-)
+from lightning_sdm.codecs.discriminator import DiscriminatorConfig
 from lightning_sdm.codecs.encodec import TINY_ENCODEC_32KHZ
 from lightning_sdm.codecs.rvq import (
     QuantizedLatents,
@@ -32,11 +26,10 @@ from lightning_sdm.codecs.rvq import (
     codebook_usage,
 )
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, si_snr
-from lightning_sdm.models.saving import FAMILY_KEY
 from lightning_sdm.nn.spectral import MultiScaleMelLoss
+from lightning_sdm.tasks.autoencoder_task import AudioAutoencoderTask
 from lightning_sdm.tasks.configs import config_from
-from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.optim import OptimConfig
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,7 @@ def build_encodec(encodec_config: dict[str, Any], init_from: str | None) -> Enco
     return EncodecModel.from_pretrained(path, local_files_only=True)
 
 
-class CodecTask(L.LightningModule):
+class CodecTask(AudioAutoencoderTask):
     """Reconstruction, quantizer and (optionally) adversarial training of an EncodecModel.
 
     Args:
@@ -95,12 +88,12 @@ class CodecTask(L.LightningModule):
         ),
         seed: int = 0,
     ) -> None:
-        super().__init__()
         encodec_config = dict(encodec_config or TINY_ENCODEC_32KHZ)
         quantizer = config_from(quantizer, QuantizerTraining)
         losses = config_from(losses, CodecLosses)
         discriminator = config_from(discriminator, DiscriminatorConfig)
         optim = config_from(optim, OptimConfig)
+        super().__init__(discriminator, optim)
         self.save_hyperparameters(
             {
                 "encodec_config": encodec_config,
@@ -126,22 +119,17 @@ class CodecTask(L.LightningModule):
             )
         self.quantizer_config = quantizer
         self.losses = losses
-        self.optim_config = optim
-        self.discriminator_config = discriminator
         self.rvq = ResidualQuantizerTrainer(
             self.model.quantizer, quantizer, list(config.target_bandwidths), seed
         )
         if init_from is None:
             self.rvq.reset()  # k-means on the first batch that reaches each level
         self.mel_loss = MultiScaleMelLoss(config.sampling_rate, losses.mel_n_ffts)
-        self.discriminator = (
-            MultiScaleSTFTDiscriminator(discriminator) if discriminator is not None else None
-        )
-        self.automatic_optimization = discriminator is None
         self._val_codes: list[torch.Tensor] = []
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[FAMILY_KEY] = self.family
+    @property
+    def autoencoder(self) -> EncodecModel:
+        return self.model
 
     @property
     def sample_rate(self) -> int:
@@ -150,16 +138,6 @@ class CodecTask(L.LightningModule):
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / math.prod(self.model.config.upsampling_ratios)
-
-    def setup(self, stage: str) -> None:
-        """Stop before training when the data's sample rate is not the codec's."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        rate = getattr(datamodule, "sample_rate", None)
-        if rate is not None and int(rate) != self.sample_rate:
-            raise UserInputError(
-                f"data.sample_rate is {rate} but the codec runs at {self.sample_rate} Hz: "
-                "set data.sample_rate to the codec's"
-            )
 
     def reconstruct(
         self,
@@ -201,75 +179,19 @@ class CodecTask(L.LightningModule):
         )
         return terms
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        wav = batch["audio"]
+    def training_terms(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         levels = self.rvq.sample_levels(self.global_step)
         warming_up = self.global_step < self.quantizer_config.warmup_steps
         decoded, quantized = self.reconstruct(wav, levels, update=True, bypass=warming_up)
         terms = self._reconstruction_losses(wav, decoded, quantized, warming_up)
-        if self.discriminator is not None:
-            terms.update(self._adversarial_step(wav, decoded, terms["loss"]))
-        size = wav.shape[0]
-        for name, value in terms.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
-        self.log("train/levels", float(levels), batch_size=size)
-        self.log("train/replaced_codes", float(quantized.replaced_codes), batch_size=size)
-        return terms["loss"]
+        terms["levels"] = torch.tensor(float(levels))
+        terms["replaced_codes"] = torch.tensor(float(quantized.replaced_codes))
+        return decoded, terms
 
-    def _adversarial_step(
-        self, wav: torch.Tensor, decoded: torch.Tensor, reconstruction: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """One discriminator step, then the codec's step with the adversarial terms."""
-        assert self.discriminator is not None and self.discriminator_config is not None
-        codec_optimizer, discriminator_optimizer = self.optimizers()
-        d_loss = discriminator_hinge_loss(
-            self.discriminator(wav), self.discriminator(decoded.detach())
-        )
-        discriminator_optimizer.zero_grad()
-        self.manual_backward(d_loss)
-        discriminator_optimizer.step()
-        adversarial, matching = generator_losses(
-            self.discriminator(wav), self.discriminator(decoded)
-        )
-        total = (
-            reconstruction
-            + self.discriminator_config.adversarial_weight * adversarial
-            + self.discriminator_config.feature_weight * matching
-        )
-        codec_optimizer.zero_grad()
-        self.manual_backward(total)
-        codec_optimizer.step()
-        schedule = self.lr_schedulers()
-        schedule = schedule[0] if isinstance(schedule, list) else schedule
-        schedule.step()
-        return {
-            "discriminator": d_loss.detach(),
-            "adversarial": adversarial.detach(),
-            "feature_matching": matching.detach(),
-            "loss": total.detach(),
-        }
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        wav, lengths = batch["audio"], batch["lengths"]
+    def validation_terms(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         decoded, quantized = self.reconstruct(wav)
-        terms = self._reconstruction_losses(wav, decoded, quantized)
-        size = wav.shape[0]
-        self.log("val/loss", terms["loss"], sync_dist=True, batch_size=size)
-        measures: dict[str, list[torch.Tensor]] = {
-            "val/si_snr_db": [], "val/mel_distance_db": [], "val/chroma_similarity": []
-        }  # fmt: skip
-        rate = self.sample_rate
-        for index, length in enumerate(lengths.tolist()):
-            estimate, target = decoded[index, :length], wav[index, :length]
-            measures["val/si_snr_db"].append(si_snr(estimate, target)[0])
-            measures["val/mel_distance_db"].append(log_mel_distance(estimate, target, rate)[0])
-            measures["val/chroma_similarity"].append(chroma_similarity(estimate, target, rate)[0])
-        for name, values in measures.items():
-            shown = name == "val/si_snr_db"  # on the progress line
-            self.log(
-                name, torch.stack(values).mean(), sync_dist=True, batch_size=size, prog_bar=shown
-            )
         self._val_codes.append(quantized.codes.detach().cpu())
+        return decoded, self._reconstruction_losses(wav, decoded, quantized)
 
     def on_validation_epoch_end(self) -> None:
         """Codebook usage on the held-out audio, and the dead codes of training."""
@@ -287,20 +209,6 @@ class CodecTask(L.LightningModule):
         self.log(
             "val/kbps", bits_per_second(self.rvq.full_levels, cardinality, self.frame_rate) / 1e3
         )
-
-    def configure_optimizers(self) -> Any:
-        total = int(self.trainer.estimated_stepping_batches)
-        optimizer, schedule = build_optimizer(self.model, self.optim_config, total)
-        step = {"scheduler": schedule, "interval": "step"}
-        if self.discriminator is None:
-            return {"optimizer": optimizer, "lr_scheduler": step}
-        assert self.discriminator_config is not None
-        discriminator_optimizer = torch.optim.Adam(
-            self.discriminator.parameters(),
-            lr=self.discriminator_config.lr,
-            betas=self.discriminator_config.betas,
-        )
-        return [optimizer, discriminator_optimizer], [step]
 
     def save_codec(self, directory: str | Path) -> Path:
         """The codec alone, as transformers' save_pretrained directory."""
