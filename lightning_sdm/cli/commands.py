@@ -39,19 +39,21 @@ def tokenize(
     strategy: str = "auto",
     progress: bool = True,
 ) -> int:
-    """Encode audio + captions into EnCodec token shards (resumable: a rerun adds only what
-    is new). Input: a folder of x.wav + x.txt/x.json sidecars, an audiocraft JSONL manifest
+    """Encode audio + captions into token (EnCodec) or latent (EnCodec, waveform VAE) shards
+    (resumable: a rerun adds only what is new). Input: a folder of x.wav + x.txt/x.json sidecars, an audiocraft JSONL manifest
     or a CSV with path,caption columns. Output: shard-NNNNNN.tar + index.json.
 
     Args:
         input: Folder, .jsonl or .csv.
         output: Folder for the shards and index.json.
         codec: The codec; codec.pretrained (alias --codec-dir) is a local copy of
-            facebook/encodec_32khz.
+            facebook/encodec_32khz, another EnCodec directory, or a waveform VAE directory
+            (latents only: with --latents true).
         random_codec: Instead, a small random codec from this seed, saved in OUTPUT/codec
             and reused on reruns (tests and demos: its tokens are not music).
         min_seconds: Reject shorter audio.
-        latents: Also store the continuous pre-quantization latents.
+        latents: Also store continuous latents (EnCodec's pre-quantization ones, a VAE's
+            posterior mean), float16.
         allow_missing_captions: Keep audio without captions.
         shard_items: Items per shard at most.
         shard_mb: Shard size bound in MB.
