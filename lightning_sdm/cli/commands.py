@@ -40,8 +40,9 @@ def tokenize(
     progress: bool = True,
 ) -> int:
     """Encode audio + captions into token (EnCodec) or latent (EnCodec, waveform VAE) shards
-    (resumable: a rerun adds only what is new). Input: a folder of x.wav + x.txt/x.json sidecars, an audiocraft JSONL manifest
-    or a CSV with path,caption columns. Output: shard-NNNNNN.tar + index.json.
+    (resumable: a rerun adds only what is new). Input: a folder of x.wav + x.txt/x.json
+    sidecars, an audiocraft JSONL manifest or a CSV with path,caption columns. Output:
+    shard-NNNNNN.tar + index.json.
 
     Args:
         input: Folder, .jsonl or .csv.
