@@ -483,7 +483,7 @@ def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, mon
     monkeypatch.setenv("WANDB_MODE", "offline")
     codec = shortened(ROOT / "configs" / "codec_demo.yaml", tmp_path / "codec.yaml", max_steps=4)
     lm = shortened(ROOT / "configs" / "demo.yaml", tmp_path / "lm.yaml", max_steps=3)
-    assert main(["demo", "--codec_config", str(codec), "--lm_config", str(lm)]) == 0
+    assert main(["demo", "--codec_config", str(codec), "--model_config", str(lm)]) == 0
     assert len(list((tmp_path / "data" / "demo" / "audio").glob("*.wav"))) == 128
     assert (tmp_path / "data" / "demo" / "shards" / "index.json").is_file()
     assert (tmp_path / "assets" / "demo_codec" / "config.json").is_file()
@@ -494,15 +494,35 @@ def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, mon
     assert {"si_snr_db", "chroma_similarity"} <= set(codec_part["trained"])
     clarity = report["generation"]["pitch_clarity"]
     prompts = demo_prompts(lm)
-    assert len(clarity["per_prompt"]) == len(prompts) and clarity["random_tokens"] > 0
+    assert len(clarity["per_prompt"]) == len(prompts) and clarity["random_output"] > 0
     assert report["generation"]["prompt_distance"]["between_prompts_samples_db"] >= 0
     samples = report_path.parent / "samples"
     assert len(list(samples.rglob("*.wav"))) == len(list(samples.rglob("*.png"))) == len(prompts)
     out = capsys.readouterr().out
     assert "Demo report" in out and "target chroma similarity" in out
     # a second run reuses the codec and its shards
-    assert main(["demo", "--codec_config", str(codec), "--lm_config", str(lm)]) == 0
-    assert "using the demo codec at assets/demo_codec" in capsys.readouterr().out
+    assert main(["demo", "--codec_config", str(codec), "--model_config", str(lm)]) == 0
+    assert "using the demo's autoencoder at assets/demo_codec" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_diffusion_demo_trains_the_vae_then_the_dit_and_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    vae = shortened(ROOT / "configs" / "vae_demo.yaml", tmp_path / "vae.yaml", max_steps=3)
+    dit = shortened(ROOT / "configs" / "ezaudio_demo.yaml", tmp_path / "dit.yaml", max_steps=3)
+    argv = ["demo", "--family", "diffusion", "--codec_config", str(vae), "--model_config", str(dit)]
+    assert main(argv) == 0
+    assert (tmp_path / "assets" / "demo_vae" / "config.json").is_file()
+    assert (tmp_path / "data" / "demo" / "vae_latent_shards" / "index.json").is_file()
+    (report_path,) = (tmp_path / "runs" / "ezaudio_demo").rglob("demo_report.json")
+    report = json.loads(report_path.read_text())
+    assert report["autoencoder"] == "waveform VAE"
+    clarity = report["generation"]["pitch_clarity"]
+    assert clarity["random_output_kind"] == "random latents through the VAE"
+    assert len(clarity["per_prompt"]) == len(demo_prompts(dit)) and clarity["random_output"] > 0
+    out = capsys.readouterr().out
+    assert "waveform VAE on 12 held-out clips" in out and "random latents through the VAE" in out
 
 
 def test_the_lm_demo_config_without_its_codec_says_what_to_run(tmp_path, monkeypatch, capsys):

@@ -350,28 +350,33 @@ def import_musicgen(source: str, output: str) -> int:
 
 
 def demo(
-    codec_config: str = "configs/codec_demo.yaml",
-    lm_config: str = "configs/demo.yaml",
+    family: Literal["lm", "diffusion"] = "lm",
+    codec_config: str | None = None,
+    model_config: str | None = None,
     retrain_codec: bool = False,
     audio_only: bool = False,
 ) -> int:
-    """The CPU demo: write its captioned clips, train the demo codec (once), train the LM
-    on its tokens, then measure the codec's reconstructions and the samples
+    """The CPU demo: write its captioned clips, train the demo's autoencoder (once), train
+    the model on its shards, then measure the autoencoder's reconstructions and the samples
     (RUN/demo_report.json).
 
     Args:
-        codec_config: The codec's fit config (it saves the codec where the LM config reads it).
-        lm_config: The LM's fit config.
-        retrain_codec: Train the codec again even if it is already saved.
+        family: lm (the demo codec, a stack-delay LM on its tokens) or diffusion (the demo
+            waveform VAE, an EzAudio-DiT on its latents).
+        codec_config: The autoencoder's fit config (it saves the codec or VAE where the
+            model's config reads it); default: the family's demo config.
+        model_config: The model's fit config; default: the family's demo config.
+        retrain_codec: Train the autoencoder again even if it is already saved.
         audio_only: Only write the demo's clips (data/demo/audio), e.g. for
             configs/ezaudio_tiny.yaml, and stop.
     """
-    from lightning_sdm.demo.run import run_demo, write_demo_audio
+    from lightning_sdm.demo.run import DEMO_CONFIGS, run_demo, write_demo_audio
 
     if audio_only:
         print(f"the demo's clips are in {write_demo_audio()}")
         return 0
-    run_demo(codec_config, lm_config, retrain_codec)
+    default_codec, default_model = DEMO_CONFIGS[family]
+    run_demo(codec_config or default_codec, model_config or default_model, retrain_codec)
     return 0
 
 

@@ -7,7 +7,6 @@ input). Long tracks are encoded in chunks with context on both sides.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from torch import nn
 from transformers import EncodecConfig, EncodecModel
 
 from lightning_sdm.codecs.chunking import encode_in_chunks
-from lightning_sdm.codecs.identity import CodecIdentity
+from lightning_sdm.codecs.identity import CodecIdentity, weights_fingerprint
 from lightning_sdm.presets import is_random
 
 # Shaped like facebook/encodec_32khz (32 kHz, hop 640 = 50 Hz, 4 x 2048 codes at 2.2 kbps)
@@ -111,15 +110,9 @@ class EncodecCodec(nn.Module):
         return next(self.model.parameters()).device
 
     def fingerprint(self) -> str:
-        """A hash of the weights: two randomly built codecs never pass for one another."""
+        """A hash of the weights (made once): two random codecs never pass for one another."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.model.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(
-                    tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                )
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = weights_fingerprint(self.model)
         return self._fingerprint
 
     def identity(self) -> CodecIdentity:
@@ -197,6 +190,28 @@ class EncodecCodec(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(Path(directory))
+
+    # What the demo measures against: the codec's round trip, a random codec of its shape,
+    # and audio decoded from random points of its space.
+    display_name = "codec"
+    random_audio_kind = "random codes through the codec"
+
+    def round_trip(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, N] -> encoded to codes and decoded, [B, N]."""
+        return self.decode(self.encode(wav))[:, : wav.shape[-1]]
+
+    def random_like(self) -> EncodecCodec:
+        """A codec of this architecture with random weights (seed with torch first)."""
+        architecture = self.model.config.to_dict()
+        shape = {name: architecture[name] for name in CodecConfig().encodec_config}
+        return EncodecCodec(CodecConfig(encodec_config=shape))
+
+    def random_audio(
+        self, count: int, frames: int, generator: torch.Generator, reference: torch.Tensor
+    ) -> torch.Tensor:
+        """[count, frames x hop]: uniformly random codes, decoded (`reference` unused)."""
+        shape = (count, self.num_codebooks, frames)
+        return self.decode(torch.randint(0, self.cardinality, shape, generator=generator))
 
 
 RANDOM_CODEC_FILE = "random_codec.json"

@@ -4,11 +4,25 @@ before training, sampling and adding shards, so codecs are never mixed."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import nn
+
 from lightning_sdm.errors import UserInputError
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A hash of a module's weights (names and bytes, 16 hex): two randomly built codecs of
+    one architecture never pass for one another."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ latents back to audio. The saved directory is diffusers' own `save_pretrained` l
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.codecs.chunking import encode_in_chunks
-from lightning_sdm.codecs.identity import CodecIdentity
+from lightning_sdm.codecs.identity import CodecIdentity, weights_fingerprint
 
 # Shaped like a 32 kHz, 50 Hz VAE (hop 640) but tiny: for tests and the CPU demo.
 # Oobleck's encoder ends in 2 x latent channels (the posterior's mean and scale), and its
@@ -108,6 +107,11 @@ def in_saved_form(model: nn.Module) -> nn.Module:
     return saved
 
 
+def architecture(model: nn.Module) -> dict[str, Any]:
+    """The AutoencoderOobleck fields that build `model` (diffusers' own keys left out)."""
+    return {key: value for key, value in dict(model.config).items() if not key.startswith("_")}
+
+
 def hop_length(model: nn.Module) -> int:
     return int(math.prod(model.config.downsampling_ratios))
 
@@ -168,15 +172,9 @@ class WaveformVAE(nn.Module):
         return math.ceil(num_samples / self.hop_length)
 
     def fingerprint(self) -> str:
-        """A hash of the weights: two VAEs never pass for one another."""
+        """A hash of the weights (made once): two VAEs never pass for one another."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.model.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(
-                    tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                )
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = weights_fingerprint(self.model)
         return self._fingerprint
 
     def identity(self) -> CodecIdentity:
@@ -246,3 +244,25 @@ class WaveformVAE(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(Path(directory))
+
+    display_name = "waveform VAE"
+    random_audio_kind = "random latents through the VAE"
+
+    def round_trip(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, N] -> the posterior mean, decoded, [B, N]."""
+        return self.decode_latents(self.encode_latents(wav))[:, : wav.shape[-1]]
+
+    def random_like(self) -> WaveformVAE:
+        """A VAE of this architecture with random weights (seed with torch first)."""
+        return WaveformVAE(build_oobleck(architecture(self.model)))
+
+    def random_audio(
+        self, count: int, frames: int, generator: torch.Generator, reference: torch.Tensor
+    ) -> torch.Tensor:
+        """[count, frames x hop]: Gaussian latents with the per-channel mean and spread of
+        `reference` audio's latents [B, N], decoded."""
+        real = self.encode_latents(reference)
+        mean = real.mean(dim=(0, 2))[None, :, None]
+        spread = real.std(dim=(0, 2))[None, :, None]
+        noise = torch.randn(count, self.latent_dim, frames, generator=generator)
+        return self.decode_latents(mean.cpu() + spread.cpu() * noise)

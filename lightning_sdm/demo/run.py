@@ -1,4 +1,5 @@
-"""The CPU demo end to end: train the demo codec, train the LM on its tokens, then measure
+"""The CPU demo end to end: train the demo's autoencoder (the codec for the LM, the waveform
+VAE for the diffusion family), train the model on its tokens or latents, then measure
 whether what came out sounds like the demo's music, in numbers anyone can check.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from lightning_sdm.codecs import CodecConfig, EncodecCodec
+from lightning_sdm.codecs import Codec, CodecConfig, load_codec
 from lightning_sdm.data.audio import load_mono
 from lightning_sdm.data.audio_crops import AudioCropsDataModule
 from lightning_sdm.data.sources import discover
@@ -85,20 +86,18 @@ def _mean(values: Sequence[float]) -> float:
     return float(statistics.fmean(values)) if values else float("nan")
 
 
-def codec_section(codec: EncodecCodec, held_out: list[Clip], seed: int = 0) -> dict[str, Any]:
-    """Reconstruction of the held-out clips by the trained codec and by a random one of the
-    same architecture."""
+def codec_section(codec: Codec, held_out: list[Clip], seed: int = 0) -> dict[str, Any]:
+    """Reconstruction of the held-out clips by the trained codec (or VAE) and by a random
+    one of the same architecture."""
     rate = codec.sample_rate
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        architecture = codec.model.config.to_dict()
-        shape = {name: architecture[name] for name in CodecConfig().encodec_config}
-        random_codec = EncodecCodec(CodecConfig(encodec_config=shape))
+        random_codec = codec.random_like()
     rows = {}
     for name, model in (("trained", codec), ("random", random_codec)):
         snr, chroma = [], []
         for clip in held_out:
-            decoded = model.decode(model.encode(clip.wav[None]))[0, : clip.wav.shape[0]]
+            decoded = model.round_trip(clip.wav[None])[0]
             snr.append(float(si_snr(decoded, clip.wav)[0]))
             chroma.append(float(chroma_similarity(decoded, clip.wav, rate)[0]))
         rows[name] = {"si_snr_db": _mean(snr), "chroma_similarity": _mean(chroma)}
@@ -119,18 +118,19 @@ def _reference_clarity(prompt: str, training: list[Clip], clarity: dict[str, flo
 
 
 def generation_section(
-    codec: EncodecCodec, samples: list[Clip], training: list[Clip], seed: int = 0
+    codec: Codec, samples: list[Clip], training: list[Clip], seed: int = 0
 ) -> dict[str, Any]:
-    """Pitch clarity of the samples between random tokens' and the training clips', and how
+    """Pitch clarity of the samples between the codec's random output (random codes, or
+    random latents at the training clips' statistics) and the training clips', and how
     different the prompts' samples are."""
     rate = codec.sample_rate
     clarity_of_training = {c.name: float(pitch_clarity(c.wav, rate)[0]) for c in training}
     frames = codec.num_frames(max(s.wav.shape[0] for s in samples))
     generator = torch.Generator().manual_seed(seed)
-    random_codes = torch.randint(
-        0, codec.cardinality, (len(samples), codec.num_codebooks, frames), generator=generator
-    )
-    random_clarity = [float(v) for v in pitch_clarity(codec.decode(random_codes), rate)]
+    shortest = min(c.wav.shape[0] for c in training[:16])
+    reference = torch.stack([c.wav[:shortest] for c in training[:16]])
+    random_audio = codec.random_audio(len(samples), frames, generator, reference)
+    random_clarity = [float(v) for v in pitch_clarity(random_audio, rate)]
     per_prompt = []
     for sample, noise in zip(samples, random_clarity, strict=True):
         per_prompt.append(
@@ -141,7 +141,7 @@ def generation_section(
                 "training_clips_of_this_kind": _reference_clarity(
                     sample.caption, training, clarity_of_training
                 ),
-                "random_tokens": noise,
+                "random_output": noise,
             }
         )
     generated = _mean([p["pitch_clarity"] for p in per_prompt])
@@ -153,7 +153,8 @@ def generation_section(
             "generated": generated,
             "training_clips_of_the_prompts_kinds": reference,
             "training_clips_all": _mean(list(clarity_of_training.values())),
-            "random_tokens": random_mean,
+            "random_output": random_mean,
+            "random_output_kind": codec.random_audio_kind,
             "target_halfway": halfway,
             "met": generated >= halfway,
             "per_prompt": per_prompt,
@@ -186,7 +187,7 @@ def demo_report(
 ) -> dict[str, Any]:
     """Every number the demo promises, written to RUN/demo_report.json; held out are the
     clips the LM and codec configs hold out (`val_fraction` by key hash)."""
-    codec = EncodecCodec(CodecConfig(pretrained=str(codec_dir)))
+    codec = load_codec(CodecConfig(pretrained=str(codec_dir)))
     crops = AudioCropsDataModule(
         str(audio_dir), val_fraction=val_fraction, sample_rate=codec.sample_rate
     )
@@ -204,6 +205,7 @@ def demo_report(
     report = {
         "run": str(run_dir),
         "codec": str(codec_dir),
+        "autoencoder": codec.display_name,
         "samples": str(sample_dir),
         "codec_reconstruction": codec_section(codec, held_out),
         "generation": generation_section(codec, samples, training),
@@ -224,23 +226,24 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         "",
         f"Demo report ({Path(report['run']) / REPORT_FILE})",
-        f"  codec on {len(codec['held_out_clips'])} held-out clips      SI-SNR    chroma sim.",
-        f"    trained codec                     {codec['trained']['si_snr_db']:6.2f} dB"
+        f"  {report['autoencoder']} on {len(codec['held_out_clips'])} held-out clips"
+        "      SI-SNR    chroma sim.",
+        f"    trained                           {codec['trained']['si_snr_db']:6.2f} dB"
         f"   {codec['trained']['chroma_similarity']:.3f}",
-        f"    random codec, same shape          {codec['random']['si_snr_db']:6.2f} dB"
+        f"    random weights, same shape        {codec['random']['si_snr_db']:6.2f} dB"
         f"   {codec['random']['chroma_similarity']:.3f}",
         f"    target chroma similarity >= {CHROMA_TARGET}: {verdict[codec['met']]}",
         "  pitch clarity (chroma peak-to-mean; 12 = one pitch class, ~1 = noise)",
         f"    generated samples                 {clarity['generated']:.2f}",
         f"    training clips of the same kinds  {same_kind:.2f}"
         f"   (all training clips {clarity['training_clips_all']:.2f})",
-        f"    random tokens through the codec   {clarity['random_tokens']:.2f}",
+        f"    {clarity['random_output_kind']:<34}{clarity['random_output']:.2f}",
         f"    target >= halfway {clarity['target_halfway']:.2f}: {verdict[clarity['met']]}",
     ]
     for row in clarity["per_prompt"]:
         lines.append(
             f"      {row['pitch_clarity']:5.2f} (training "
-            f"{row['training_clips_of_this_kind']:5.2f}, random {row['random_tokens']:4.2f})"
+            f"{row['training_clips_of_this_kind']:5.2f}, random {row['random_output']:4.2f})"
             f"  {row['prompt']}"
         )
     lines += [
@@ -251,49 +254,61 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The demo of each family: its autoencoder's fit config (which saves it where the model's
+# config reads it) and the model's fit config.
+DEMO_CONFIGS = {
+    "lm": ("configs/codec_demo.yaml", "configs/demo.yaml"),
+    "diffusion": ("configs/vae_demo.yaml", "configs/ezaudio_demo.yaml"),
+}
+
+
 def run_demo(
-    codec_config: str = "configs/codec_demo.yaml",
-    lm_config: str = "configs/demo.yaml",
+    codec_config: str = DEMO_CONFIGS["lm"][0],
+    model_config: str = DEMO_CONFIGS["lm"][1],
     retrain_codec: bool = False,
 ) -> dict[str, Any]:
-    """Demo audio, codec (trained once, then reused), LM, report; returns the report."""
+    """Demo audio, autoencoder (trained once, then reused), model, report; returns the
+    report."""
     import sys
 
     arguments = sys.argv
     sys.argv = sys.argv[:1]  # the fits below get their own arguments, not `demo`'s
     try:
-        return _run_demo(codec_config, lm_config, retrain_codec)
+        return _run_demo(codec_config, model_config, retrain_codec)
     finally:
         sys.argv = arguments
 
 
-def _run_demo(codec_config: str, lm_config: str, retrain_codec: bool) -> dict[str, Any]:
+def _run_demo(codec_config: str, model_config: str, retrain_codec: bool) -> dict[str, Any]:
     import shutil
 
     from lightning_sdm.callbacks.samples import SampleGeneration
     from lightning_sdm.cli.fit import run_training_cli
 
-    codec_path, lm_path = find_config(codec_config), find_config(lm_config)
+    codec_path, model_path = find_config(codec_config), find_config(model_config)
     codec_dir = codec_target(codec_path)
-    lm = yaml.safe_load(lm_path.read_text(encoding="utf-8"))
-    data = _init_args(lm, "data")
+    model = yaml.safe_load(model_path.read_text(encoding="utf-8"))
+    data = _init_args(model, "data")
     shards = Path(data["train_dir"])
     write_demo_audio(Path(data["prepare_from"]))
     if retrain_codec or not (codec_dir / "config.json").is_file():
-        print(f"== 1/3 training the demo codec ({codec_path})", flush=True)
+        print(f"== 1/3 training the demo's autoencoder ({codec_path})", flush=True)
         run_training_cli(["fit", "--config", str(codec_path)])
-        if shards.exists():  # tokens of an earlier codec: tokenized again below
+        if shards.exists():  # an earlier autoencoder's shards: made again below
             shutil.rmtree(shards)
     else:
-        print(f"== 1/3 using the demo codec at {codec_dir} (--retrain_codec to train it again)")
-    print(f"== 2/3 training the LM on its tokens ({lm_path})", flush=True)
-    cli = run_training_cli(["fit", "--config", str(lm_path)])
+        print(
+            f"== 1/3 using the demo's autoencoder at {codec_dir} (--retrain_codec to train it "
+            "again)"
+        )
+    print(f"== 2/3 training the model on its shards ({model_path})", flush=True)
+    cli = run_training_cli(["fit", "--config", str(model_path)])
     sampler = next(c for c in cli.trainer.callbacks if isinstance(c, SampleGeneration))
     if not sampler.written:
-        raise RuntimeError("the LM run wrote no samples to report on")
+        raise RuntimeError("the model's run wrote no samples to report on")
     sample_dir = Path(sampler.written[-1]).parent
     run_dir = sample_dir.parent.parent
-    print("== 3/3 measuring the codec and the samples", flush=True)
+    print("== 3/3 measuring the autoencoder and the samples", flush=True)
     report = demo_report(
         run_dir,
         codec_dir,
