@@ -84,3 +84,15 @@ def test_the_lm_family_refuses_a_vae_in_one_line(tmp_path, capsys):
     assert main(generate) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "codebook" in error[0].lower()
+
+
+def test_the_demo_measures_a_vae_by_its_round_trip_and_random_latents(tmp_path):
+    vae = WaveformVAE.from_pretrained(saved_vae(tmp_path / "vae"))
+    wav = 0.3 * torch.sin(torch.arange(1000) / 8000 * 2 * torch.pi * 440)[None]
+    assert vae.round_trip(wav).shape == wav.shape
+    torch.manual_seed(1)
+    other = vae.random_like()
+    assert other.fingerprint() != vae.fingerprint() and other.latent_dim == vae.latent_dim
+    generator = torch.Generator().manual_seed(0)
+    noise = vae.random_audio(3, 20, generator, wav.repeat(2, 1))
+    assert noise.shape == (3, 20 * 80) and bool(torch.isfinite(noise).all())
