@@ -511,6 +511,11 @@ def test_the_diffusion_demo_trains_the_vae_then_the_dit_and_reports(tmp_path, mo
     monkeypatch.setenv("WANDB_MODE", "offline")
     vae = shortened(ROOT / "configs" / "vae_demo.yaml", tmp_path / "vae.yaml", max_steps=3)
     dit = shortened(ROOT / "configs" / "ezaudio_demo.yaml", tmp_path / "dit.yaml", max_steps=3)
+    config = yaml.safe_load(dit.read_text())
+    for callback in config["trainer"]["callbacks"]:
+        if callback["class_path"].endswith("SampleGeneration"):  # fewer DDIM steps, one window
+            callback["init_args"].update(seconds=2.0, sampling={"steps": 2})
+    dit.write_text(yaml.safe_dump(config))
     argv = ["demo", "--family", "diffusion", "--codec_config", str(vae), "--model_config", str(dit)]
     assert main(argv) == 0
     assert (tmp_path / "assets" / "demo_vae" / "config.json").is_file()

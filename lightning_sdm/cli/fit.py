@@ -82,7 +82,8 @@ class RunSummary(Callback):
                 lines.append(f"  samples:     {Path(callback.written[-1]).parent}")
             if isinstance(callback, SaveCodec):
                 target = callback.target(run_dir)
-                lines.append(f"  codec:       {target}  (EncodecModel; use as codec.pretrained)")
+                saved = getattr(trainer.lightning_module, "saved_format", "a codec directory")
+                lines.append(f"  codec:       {target}  ({saved}; use as codec.pretrained)")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 offline = os.environ.get("WANDB_MODE", "offline") != "online"

@@ -32,6 +32,7 @@ class AudioAutoencoderTask(L.LightningModule):
     `validation_terms` and `save_codec`; `family` names them in checkpoints."""
 
     family: ClassVar[str]
+    saved_format: ClassVar[str]  # what `save_codec` writes, for the run's summary
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

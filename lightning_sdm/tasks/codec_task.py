@@ -75,6 +75,7 @@ class CodecTask(AudioAutoencoderTask):
     """
 
     family = "codec"  # recorded in its checkpoints: a codec, not a text-to-audio model
+    saved_format = "EncodecModel"  # what save_codec writes
 
     def __init__(
         self,

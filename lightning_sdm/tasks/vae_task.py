@@ -96,6 +96,7 @@ class WaveformVAETask(AudioAutoencoderTask):
     """
 
     family = "waveform_vae"
+    saved_format = "AutoencoderOobleck"  # what save_codec writes
 
     def __init__(
         self,
