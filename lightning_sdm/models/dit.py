@@ -4,6 +4,7 @@ One token per latent frame; its input is the noisy latent, the clean latent wher
 given (masked modelling, inpainting, continuation) and a channel saying which frames are
 to be generated. No absolute positions: self-attention carries RoPE. The timestep
 modulates every block through adaLN-SOLA; long skips join the input and output halves.
+Each of these can be set back to the plain DiT's choice (DiTConfig) to measure what it buys.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lightning_sdm.nn.dit_block import DiTBlock
 
 TIME_FEATURES = 256  # sinusoidal features of the diffusion timestep
 MODULATION_KINDS = ("sola", "per_block")
+POSITION_KINDS = ("rope", "learned")
 
 
 @dataclass(frozen=True)
@@ -46,18 +48,33 @@ class DiTConfig:
     # next stage adds it fresh, its output projections at zero, so it starts where the
     # first stage ended.
     text_path: bool = True
+    # EzAudio's choices, each of which can be turned back to the plain DiT's (the ablations
+    # of benchmarks/dit_convergence.py): U-ViT long skips between the halves; positions by
+    # RoPE in self-attention ("rope") or a learned table added at the input ("learned",
+    # `max_frames` long); LayerNorm over each head's queries and keys.
+    long_skips: bool = True
+    positions: str = "rope"
+    max_frames: int = 1500  # the learned table's length (30 s at 50 Hz); unused with RoPE
+    qk_norm: bool = True
 
     def __post_init__(self) -> None:
         if self.modulation not in MODULATION_KINDS:
             raise UserInputError(
                 f"modulation must be one of {', '.join(MODULATION_KINDS)}, got {self.modulation!r}"
             )
+        if self.positions not in POSITION_KINDS:
+            raise UserInputError(
+                f"positions must be one of {', '.join(POSITION_KINDS)}, got {self.positions!r}"
+            )
+        require_positive("dit", max_frames=self.max_frames)
         require_positive("dit", dim=self.dim, depth=self.depth, num_heads=self.num_heads)
         if self.depth % 2:
             raise UserInputError(
-                f"depth must be even (two halves joined by skips), got {self.depth}"
+                f"depth must be even (two halves around a middle block), got {self.depth}"
             )
-        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+        if self.dim % self.num_heads:
+            raise UserInputError(f"dim {self.dim} must split into {self.num_heads} heads")
+        if self.positions == "rope" and (self.dim // self.num_heads) % 2:
             raise UserInputError(
                 f"dim {self.dim} must split into {self.num_heads} heads of even size (RoPE)"
             )
@@ -95,17 +112,20 @@ class EzAudioDiT(nn.Module):
             else None
         )
         half = config.depth // 2
+        rotary = config.positions == "rope"
+        self.positions = None if rotary else nn.Parameter(torch.zeros(config.max_frames, dim))
 
         def block(skip: bool) -> DiTBlock:
             return DiTBlock(
                 dim, config.num_heads, config.mlp_ratio, config.ada_rank, config.ada_alpha,
                 skip=skip, checkpointing=config.activation_checkpointing,
                 shared_modulation=sola, text_path=config.text_path,
+                rotary=rotary, qk_norm=config.qk_norm,
             )  # fmt: skip
 
         self.in_blocks = nn.ModuleList(block(False) for _ in range(half))
         self.mid_block = block(False)
-        self.out_blocks = nn.ModuleList(block(True) for _ in range(half))
+        self.out_blocks = nn.ModuleList(block(config.long_skips) for _ in range(half))
         self.final_norm = nn.LayerNorm(dim)
         self.final_linear = nn.Linear(dim, channels)
         self.final_conv = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
@@ -142,6 +162,8 @@ class EzAudioDiT(nn.Module):
                 nn.init.zeros_(linear.bias)
         nn.init.xavier_uniform_(self.final_conv.weight)
         nn.init.zeros_(self.final_conv.bias)
+        if self.positions is not None:
+            nn.init.normal_(self.positions, std=0.02)
 
     def forward(
         self,
@@ -159,6 +181,13 @@ class EzAudioDiT(nn.Module):
         all). -> prediction [B, C, T]."""
         flags = to_generate.to(noisy.dtype)[:, None]
         x = self.input(torch.cat([noisy, given, flags], dim=1)).transpose(1, 2)
+        if self.positions is not None:
+            if x.shape[1] > len(self.positions):
+                raise UserInputError(
+                    f"{x.shape[1]} frames exceed the learned positions' {len(self.positions)}: "
+                    "raise dit.max_frames or use positions: rope"
+                )
+            x = x + self.positions[: x.shape[1]]
         time = F.silu(self.time_embed(timestep_features(timesteps).to(x.dtype)))
         shared = self.shared_modulation(time) if self.shared_modulation is not None else None
         context_keys = None
@@ -175,7 +204,7 @@ class EzAudioDiT(nn.Module):
             skips.append(x)
         x = self.mid_block(x, *common)
         for block in self.out_blocks:
-            x = block(x, *common, skip=skips.pop())
+            x = block(x, *common, skip=skips.pop() if self.config.long_skips else None)
         shift, scale = self.final_modulation(time)[:, None].chunk(2, dim=-1)
         x = self.final_linear(modulate(self.final_norm(x), shift, scale))
         return self.final_conv(x.transpose(1, 2))

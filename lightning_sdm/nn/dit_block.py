@@ -24,6 +24,8 @@ class DiTBlock(nn.Module):
         checkpointing: bool = False,
         shared_modulation: bool = True,
         text_path: bool = True,
+        rotary: bool = True,
+        qk_norm: bool = True,
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
@@ -32,14 +34,16 @@ class DiTBlock(nn.Module):
         self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
         self.self_norm = nn.LayerNorm(dim)
         self.self_attention = MultiHeadAttention(
-            dim, num_heads, qk_norm=True, rotary=True, out_bias=True
+            dim, num_heads, qk_norm=qk_norm, rotary=rotary, out_bias=True
         )
         # Cross-attention to the text (none without a text path). Its output projection
         # starts at zero (the model's init): text enters gradually.
         self.cross_norm = nn.LayerNorm(dim) if text_path else None
         self.context_norm = nn.LayerNorm(dim) if text_path else None
         self.cross_attention = (
-            MultiHeadAttention(dim, num_heads, qk_norm=True, out_bias=True) if text_path else None
+            MultiHeadAttention(dim, num_heads, qk_norm=qk_norm, out_bias=True)
+            if text_path
+            else None
         )
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = GEGLUFeedForward(dim, mlp_ratio)

@@ -139,3 +139,41 @@ def test_the_fused_key_value_projection_starts_as_two_xavier_projections():
             for half in block.self_attention.key_value.weight.chunk(2):
                 assert half.abs().max() <= bound
                 assert half.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+
+
+def test_each_ezaudio_choice_turns_back_to_the_plain_dits():
+    """The ablations' switches: no long skips drops each output block's skip projection;
+    learned positions add a [max_frames, D] table and take RoPE out; no QK-norm drops the
+    per-head norms. Every variant runs forward and backward."""
+    base = tiny()
+    count = trainable_parameters
+    no_skips = tiny(long_skips=False)
+    dim = 32
+    assert count(base) - count(no_skips) == 2 * dim * 2 + (2 * dim * dim + dim)  # norm + linear
+    learned = tiny(positions="learned", max_frames=40)
+    assert count(learned) - count(base) == 40 * dim
+    assert not any(isinstance(m, RotaryEmbedding) for m in learned.modules())
+    assert any(isinstance(m, RotaryEmbedding) for m in base.modules())
+    no_qk = tiny(qk_norm=False)
+    assert all(m.query_norm is None for m in no_qk.modules() if isinstance(m, MultiHeadAttention))
+    plain = tiny(modulation="per_block", long_skips=False, positions="learned", qk_norm=False)
+    for model in (no_skips, learned, no_qk, plain):
+        output = model(**inputs())
+        assert output.shape == (2, 6, 12)
+        output.square().mean().backward()
+
+
+def test_learned_positions_make_the_model_position_aware_and_refuse_longer_inputs():
+    model = tiny(positions="learned", max_frames=12, long_skips=False)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    args = inputs(batch=1)
+    same = {**args, "noisy": args["noisy"][..., :1].expand(-1, -1, 12).contiguous()}
+    same["given"] = args["given"][..., :1].expand(-1, -1, 12).contiguous()
+    output = model(**same)
+    # identical frames everywhere: only the positions tell them apart
+    assert not torch.allclose(output[..., 3], output[..., 8], atol=1e-4)
+    with pytest.raises(ValueError, match="exceed the learned positions' 12"):
+        model(**inputs(frames=13))
+    with pytest.raises(ValueError, match="positions must be one of rope, learned"):
+        DiTConfig(positions="absolute")
