@@ -23,6 +23,16 @@ class TrainingData(Protocol):
         ...
 
 
+@runtime_checkable
+class LatentMoments(Protocol):
+    """Data that can measure its latents' statistics over many batches (the diffusion task
+    standardises with them)."""
+
+    def latent_moments(self, max_batches: int = 64) -> Any:
+        """[sum, sum of squares, count] over this rank's share of the training split."""
+        ...
+
+
 def training_data(trainer: Any) -> TrainingData | None:
     """The trainer's DataModule when it is one of ours (None: dataloaders given directly)."""
     datamodule = getattr(trainer, "datamodule", None)

@@ -3,6 +3,8 @@ crops and padding, with latents always loaded."""
 
 from __future__ import annotations
 
+import torch
+
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 
 
@@ -12,3 +14,20 @@ class LatentShardsDataModule(TokenShardsDataModule):
     DataModule's, and `prepare_from` tokenizes with latents."""
 
     always_loads_latents = True
+
+    def latent_moments(self, max_batches: int = 64) -> torch.Tensor:
+        """[sum, sum of squares, count] of the latent values over the real frames of up to
+        `max_batches` of this rank's training batches (their random crops, read apart from
+        the training loader). A diffusion model standardises with them: one batch can be
+        far off when loudness or instruments differ across the catalogue."""
+        if max_batches < 1:
+            raise ValueError(f"max_batches must be >= 1, got {max_batches}")
+        moments = torch.zeros(3, dtype=torch.float64)
+        for index, batch in enumerate(self.make_loader("train", *self._rank_and_world())):
+            if index >= max_batches:
+                break
+            real = batch["latents"].double().transpose(1, 2)[batch["padding_mask"]]
+            moments += torch.stack(
+                [real.sum(), real.square().sum(), torch.tensor(float(real.numel()))]
+            )
+        return moments

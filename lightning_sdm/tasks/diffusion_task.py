@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_sdm.conditioning import EMPTY_CONDITION, TextConditionerConfig
-from lightning_sdm.data.interface import TrainingData
+from lightning_sdm.data.interface import LatentMoments, TrainingData, training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
 from lightning_sdm.models.masking import MaskingConfig
@@ -31,6 +31,9 @@ TRAINING_OPTIONS = {
 }
 
 
+LATENT_STATS_BATCHES = 64  # training batches per rank that latent statistics are measured on
+
+
 class TextToAudioDiffusionTask(TextConditionedTask):
     """Masked-modelling v-prediction loss, optimizer and schedule around the latent
     diffusion model (EzAudio-DiT).
@@ -48,7 +51,8 @@ class TextToAudioDiffusionTask(TextConditionedTask):
             has a text path and trains with use_text false reads the empty caption.
         init_from: Start from a model directory (the previous stage's export).
         latent_mean: Standardise latents with this mean and `latent_std`; unset, both are
-            measured on the first training batch (across ranks) and kept in the weights.
+            measured over up to 64 training batches of every rank before the first step
+            (the first batch, for data that cannot measure) and kept in the weights.
         latent_std: See latent_mean.
     """
 
@@ -126,15 +130,36 @@ class TextToAudioDiffusionTask(TextConditionedTask):
             return self.dropped_captions(captions)
         return list(captions)
 
+    def on_fit_start(self) -> None:
+        """Unset latent statistics are measured over up to LATENT_STATS_BATCHES training
+        batches of every rank before the first step (one batch can be far off)."""
+        super().on_fit_start()
+        data = training_data(self.trainer)
+        if bool(self.model.latent_stats_known) or not isinstance(data, LatentMoments):
+            return
+        moments = data.latent_moments(LATENT_STATS_BATCHES).to(self.device, torch.float64)
+        self._set_latent_stats(moments, "the training data")
+
     def _measure_latent_stats(self, latents: torch.Tensor, frame_mask: torch.Tensor) -> None:
-        """Mean and std over the real frames of the first batch, averaged over ranks."""
-        real = latents.float().transpose(1, 2)[frame_mask]
-        moments = torch.stack([real.mean(), real.square().mean()])
-        moments = self.trainer.strategy.reduce(moments, reduce_op="mean")
-        mean, second = (float(x) for x in moments)
-        std = max(second - mean**2, 1e-12) ** 0.5
+        """Statistics of the first batch: for data that cannot measure more."""
+        real = latents.double().transpose(1, 2)[frame_mask]
+        count = torch.tensor(float(real.numel()), dtype=torch.float64, device=real.device)
+        self._set_latent_stats(
+            torch.stack([real.sum(), real.square().sum(), count]), "the first batch"
+        )
+
+    def _set_latent_stats(self, moments: torch.Tensor, source: str) -> None:
+        """Standardise with [sum, sum of squares, count] summed over ranks."""
+        total, squares, count = (float(x) for x in self.trainer.strategy.reduce(moments, "sum"))
+        if count == 0:
+            raise UserInputError("no latent frames to measure the latents' statistics on")
+        mean = total / count
+        std = max(squares / count - mean**2, 1e-12) ** 0.5
         self.model.set_latent_stats(mean, std)
-        rank_zero_info(f"latent statistics from the first batch: mean {mean:.4g}, std {std:.4g}")
+        rank_zero_info(
+            f"latent statistics over {source} ({int(count):,} values): mean {mean:.4g}, "
+            f"std {std:.4g}"
+        )
 
     def _latents(self, batch: dict[str, Any]) -> torch.Tensor:
         if "latents" not in batch:

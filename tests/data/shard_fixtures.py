@@ -11,9 +11,9 @@ from lightning_sdm.data.tokenize import TokenizeConfig, write_index
 CODEC = CodecIdentity(frame_rate=50.0, num_codebooks=4, sample_rate=32000, cardinality=2048)
 
 
-def write_shards(folder, frames_per_item, items_per_shard, seed=0, latent_dim=0):
-    """Synthetic shards with random codes (and `latent_dim`-channel latents); returns key
-    -> codes."""
+def write_shards(folder, frames_per_item, items_per_shard, seed=0, latent_dim=0, gains=None):
+    """Synthetic shards with random codes (and `latent_dim`-channel latents, item i's
+    scaled by `gains[i]`); returns key -> codes."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     writer = ShardWriter(folder, itertools.count(), items_per_shard, 1 << 30, CODEC)
@@ -24,7 +24,8 @@ def write_shards(folder, frames_per_item, items_per_shard, seed=0, latent_dim=0)
         latents = None
         if latent_dim:  # a slow sine per channel, so there is something to learn
             phase = rng.uniform(0, 6.28, (latent_dim, 1))
-            latents = (3 * np.sin(phase + np.arange(frames) / 5) + 1).astype(np.float16)
+            gain = 1.0 if gains is None else gains[number]
+            latents = (gain * (3 * np.sin(phase + np.arange(frames) / 5) + 1)).astype(np.float16)
         writer.write(
             TokenizedItem(
                 key, codes[key], f"caption of {key}", {}, frames / 50, key, 32000, latents

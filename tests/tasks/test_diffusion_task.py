@@ -9,6 +9,7 @@ import yaml
 
 from lightning_sdm.cli import main
 from lightning_sdm.conditioning import TextConditionerConfig
+from lightning_sdm.data.latent_datamodule import LatentShardsDataModule
 from lightning_sdm.demo.audio import write_demo_clips
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
@@ -211,3 +212,25 @@ def test_stage_one_has_no_text_path_and_stage_two_adds_it_where_stage_one_ended(
     assert torch.allclose(before, after, atol=1e-6)
     with pytest.raises(UserInputError, match=r"set model\.use_text: false"):
         TextToAudioDiffusionTask(dit=DiTConfig(text_path=False), text=text)
+
+
+def test_latent_statistics_are_measured_over_the_training_split_not_one_batch(tmp_path):
+    """Items 10x apart in scale: one batch of 4 can be far off the catalogue's statistics;
+    fit standardises with those of the whole training split (the held-out shard left out)."""
+    shards = tmp_path / "shards"
+    gains = [1.0] * 8 + [10.0] * 8
+    write_shards(shards, [20] * 16, items_per_shard=4, latent_dim=LATENT_DIM, gains=gains)
+    config = stage_config(tmp_path, "stats", shards)
+    assert main(["fit", "--config", str(config), "--trainer.max_steps", "1"]) == 0
+    model = torch.load(tmp_path / "stats/ckpt/last.ckpt", weights_only=False)["state_dict"]
+    stats = model["model.latent_stats"].double()
+    data = LatentShardsDataModule(
+        train_dir=str(shards), holdout_shards=1, batch_size=4, num_workers=0,
+        segment_seconds=0.4,
+    )  # fmt: skip
+    data.setup("fit")
+    total, squares, count = data.latent_moments().tolist()
+    mean = total / count
+    assert count == 12 * 20 * LATENT_DIM
+    assert stats[0] == pytest.approx(mean, rel=1e-5)
+    assert stats[1] == pytest.approx((squares / count - mean**2) ** 0.5, rel=1e-5)
