@@ -150,7 +150,9 @@ class TextToAudioDiffusionTask(TextConditionedTask):
 
     def _set_latent_stats(self, moments: torch.Tensor, source: str) -> None:
         """Standardise with [sum, sum of squares, count] summed over ranks."""
-        total, squares, count = (float(x) for x in self.trainer.strategy.reduce(moments, reduce_op="sum"))
+        total, squares, count = (
+            float(x) for x in self.trainer.strategy.reduce(moments, reduce_op="sum")
+        )
         if count == 0:
             raise UserInputError("no latent frames to measure the latents' statistics on")
         mean = total / count
