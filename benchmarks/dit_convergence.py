@@ -95,12 +95,7 @@ def data_module(args: argparse.Namespace) -> LatentShardsDataModule:
 
 def latent_statistics(data: LatentShardsDataModule) -> tuple[float, float]:
     """Mean and std over the real frames of one pass over the training split."""
-    total, squares, count = 0.0, 0.0, 0
-    for batch in data.train_dataloader():
-        real = batch["latents"].float().transpose(1, 2)[batch["padding_mask"]]
-        total += float(real.sum())
-        squares += float(real.square().sum())
-        count += real.numel()
+    total, squares, count = data.latent_moments(max_batches=10**9).tolist()
     mean = total / count
     return mean, (squares / count - mean**2) ** 0.5
 

@@ -8,6 +8,14 @@ import torch
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 
 
+def latent_moments_of(latents: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """[sum, sum of squares, count] of latents [B, D, T] over the real frames of frame_mask
+    [B, T], in float64 (sums that add up across batches and ranks)."""
+    real = latents.double().transpose(1, 2)[frame_mask]
+    count = torch.tensor(float(real.numel()), dtype=torch.float64, device=real.device)
+    return torch.stack([real.sum(), real.square().sum(), count])
+
+
 class LatentShardsDataModule(TokenShardsDataModule):
     """Batches of `latents` [B, D, T] (with codes, padding_mask and captions) from shards
     written by `lightning-sdm tokenize --latents`; the arguments are the token
@@ -26,8 +34,5 @@ class LatentShardsDataModule(TokenShardsDataModule):
         for index, batch in enumerate(self.make_loader("train", *self._rank_and_world())):
             if index >= max_batches:
                 break
-            real = batch["latents"].double().transpose(1, 2)[batch["padding_mask"]]
-            moments += torch.stack(
-                [real.sum(), real.square().sum(), torch.tensor(float(real.numel()))]
-            )
+            moments += latent_moments_of(batch["latents"], batch["padding_mask"])
         return moments

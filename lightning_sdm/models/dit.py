@@ -66,8 +66,10 @@ class DiTConfig:
             raise UserInputError(
                 f"positions must be one of {', '.join(POSITION_KINDS)}, got {self.positions!r}"
             )
-        require_positive("dit", max_frames=self.max_frames)
-        require_positive("dit", dim=self.dim, depth=self.depth, num_heads=self.num_heads)
+        require_positive(
+            "dit", dim=self.dim, depth=self.depth, num_heads=self.num_heads,
+            max_frames=self.max_frames,
+        )  # fmt: skip
         if self.depth % 2:
             raise UserInputError(
                 f"depth must be even (two halves around a middle block), got {self.depth}"

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_sdm.conditioning import EMPTY_CONDITION, TextConditionerConfig
 from lightning_sdm.data.interface import LatentMoments, TrainingData, training_data
+from lightning_sdm.data.latent_datamodule import latent_moments_of
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.dit import DiTConfig
 from lightning_sdm.models.masking import MaskingConfig
@@ -142,11 +143,7 @@ class TextToAudioDiffusionTask(TextConditionedTask):
 
     def _measure_latent_stats(self, latents: torch.Tensor, frame_mask: torch.Tensor) -> None:
         """Statistics of the first batch: for data that cannot measure more."""
-        real = latents.double().transpose(1, 2)[frame_mask]
-        count = torch.tensor(float(real.numel()), dtype=torch.float64, device=real.device)
-        self._set_latent_stats(
-            torch.stack([real.sum(), real.square().sum(), count]), "the first batch"
-        )
+        self._set_latent_stats(latent_moments_of(latents, frame_mask), "the first batch")
 
     def _set_latent_stats(self, moments: torch.Tensor, source: str) -> None:
         """Standardise with [sum, sum of squares, count] summed over ranks."""
