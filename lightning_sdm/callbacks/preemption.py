@@ -5,6 +5,11 @@ every rank; this callback then saves `last.ckpt` so that `--ckpt_path last` cont
 that step. Logged rows are written out before each checkpoint (a resume does not log
 those steps again), and on resume the rows a killed run logged after its last checkpoint
 give way to the resumed run's.
+
+A checkpoint saved at the end of a training batch (`every_n_train_steps`) is written before
+Lightning logs that batch's row; a kill between the two would lose the row for good, since
+the resumed run starts after it. That row is therefore written to metrics.csv ahead, as
+part of saving the checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -25,6 +31,7 @@ class ResumableRun(Callback):
 
     def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self._unlogged_step: int | None = None  # a batch ended whose row is not logged yet
 
     def last_checkpoint_path(self, trainer: L.Trainer) -> Path:
         """Where the checkpoint callback keeps last.ckpt; else this run's checkpoints/."""
@@ -43,13 +50,41 @@ class ResumableRun(Callback):
             if isinstance(logger, RunCSVLogger):
                 logger.forget_from_step(resumed_at)
 
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        self._unlogged_step = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        # Checkpoint callbacks run after this one (Lightning orders them last), and the
+        # loop logs this batch's row only after all of them.
+        self._unlogged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
+
+    def on_validation_start(self, trainer: L.Trainer, *args: object) -> None:
+        self._unlogged_step = None  # validation runs after the batch's row is logged
+
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
         # Rows still buffered in memory would be lost to a kill after this checkpoint, and
         # a resume from it does not log their steps again: write them first.
+        row = self._unlogged_row(trainer)
+        self._unlogged_step = None  # written now: a second save of this step finds it there
         for logger in trainer.loggers:
+            if row is not None and isinstance(logger, RunCSVLogger):
+                logger.write_ahead(*row)
             logger.save()
+
+    def _unlogged_row(self, trainer: L.Trainer) -> tuple[dict[str, float], int] | None:
+        """The row Lightning will log for the batch just ended, if it has not yet."""
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        connector = trainer._logger_connector
+        automatic = trainer.lightning_module.automatic_optimization
+        accumulating = trainer.fit_loop._should_accumulate() and automatic
+        if self._unlogged_step != step or accumulating or not connector.should_update_logs:
+            return None
+        metrics = convert_tensors_to_scalars(connector.metrics["log"])
+        if not metrics or "step" in metrics:  # a user-set step: Lightning logs it elsewhere
+            return None
+        return {**metrics, "epoch": metrics.get("epoch", trainer.current_epoch)}, step
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

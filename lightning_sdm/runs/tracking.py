@@ -103,6 +103,7 @@ class RunCSVLogger(CSVLogger):
     def __init__(self, run_dir: str | Path) -> None:
         run_dir = Path(run_dir)
         super().__init__(save_dir=run_dir.parent, name="", version=run_dir.name)
+        self._written_ahead: tuple[int | None, set[str]] = (None, set())
 
     @property
     @rank_zero_experiment
@@ -116,6 +117,25 @@ class RunCSVLogger(CSVLogger):
     def forget_from_step(self, step: int) -> None:
         """A resumed run logs the steps after its checkpoint again: keep one row each."""
         self.experiment.forget_from_step(step)
+
+    @rank_zero_only
+    def write_ahead(self, metrics: dict[str, float], step: int) -> None:
+        """Write a row now, before Lightning logs it; its later logging of the same keys at
+        that step is then skipped (a checkpoint saved first must not outlive its row)."""
+        super().log_metrics(metrics, step)
+        self.save()
+        self._written_ahead = (step, set(metrics))
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        written_step, written_keys = self._written_ahead
+        if step is not None and step == written_step:
+            metrics = {key: value for key, value in metrics.items() if key not in written_keys}
+            if not metrics:
+                return
+        elif step is not None:
+            self._written_ahead = (None, set())
+        super().log_metrics(metrics, step)
 
 
 def _wandb_run_id(run_dir: Path) -> str:

@@ -84,6 +84,29 @@ def test_fit_killed_repeatedly_resumes_at_its_checkpoint_and_logs_each_step_once
     assert sorted(train_rows(run)) == list(range(MAX_STEPS))  # each step once, none lost
 
 
+def test_a_kill_right_after_a_checkpoint_loses_no_row(tmp_path):
+    # The checkpoint at global step 14 is written before step 13's row is logged.
+    config = preemptible_config(tmp_path)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["max_steps"] = 21
+    settings["trainer"]["callbacks"].append(
+        {
+            "class_path": "tests.callbacks.kill_switch.KillAfterCheckpoint",
+            "init_args": {"at_step": 14, "marker": str(tmp_path / "killed")},
+        }
+    )
+    config.write_text(yaml.safe_dump(settings))
+    run = tmp_path / "run" / "version_0"
+    killed = launch(config, "--ckpt_path", "last")
+    killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert steps_of(run / "checkpoints" / "last.ckpt") == 14
+    resumed = launch(config, "--ckpt_path", "last")
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-3000:]
+    assert sorted(train_rows(run)) == list(range(21))
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_promptly(tmp_path):
     config = preemptible_config(tmp_path)
     last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
