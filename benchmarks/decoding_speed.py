@@ -13,7 +13,9 @@ each layer's attention over the cache at its mean length over the clip. Rows are
 in interleaved rounds (`--rounds`), the median per row, so drift falls on all alike.
 `static shapes` attends over every cache slot under the mask (the
 shape a CUDA graph needs); `bf16` casts the LM's weights, and its logits' deviation from
-fp32 on the same codes is printed with it.
+fp32 on the same codes is printed with it. The depth decoder (a temporal step and C depth
+steps per frame; its depth transformer half the width and a quarter of the layers) has a
+floor of its own per frame, and its "x floor" compares whole frames with it.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.nn.packed_linear import projection
 
-PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 1), ("stack_delay", 3)]
+PATTERNS = [
+    ("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 1), ("stack_delay", 3), ("depth", 1),
+]  # fmt: skip
 FRAME_RATE = 50.0
+DEPTH_FLOOR = ", depth decoder (per frame)"
 FLOOR_REPEATS = 4
 TINY_TEXT = {
     "vocab_size": 384,
@@ -76,9 +81,13 @@ class Row:
 
 
 def lm_config(args: argparse.Namespace, dim: int, layers: int, pattern: str, k: int) -> LMConfig:
+    """The depth decoder's depth transformer: half the width, a quarter of the layers."""
+    depth_dim = dim // 2
     return LMConfig(
         dim=dim, num_layers=layers, num_heads=args.heads if dim <= 512 else 16, ffn_dim=4 * dim,
         num_levels=args.levels, cardinality=args.cardinality, pattern=pattern, interleave=k,
+        depth_dim=depth_dim, depth_layers=max(1, layers // 4), depth_heads=max(1, depth_dim // 64),
+        depth_ffn_dim=4 * depth_dim,
     )  # fmt: skip
 
 
@@ -130,10 +139,8 @@ def prepare_ours(
         model.generate(["a caption"], frames, sampling=sampling, seed=0, **options)
         return time.perf_counter() - start
 
-    layout = model.lm.layout(frames)
     rows = 2 if sampling.uses_guidance else 1
-    bytes_per_value = model.lm.head_weight.element_size()
-    cache = 2 * lm.num_layers * rows * layout.num_slots * lm.dim * bytes_per_value
+    cache = model.lm.cache_values(rows, frames) * model.lm.head_weight.element_size()
     name = f"ours {lm.pattern}" + (f" k={lm.interleave}" if lm.pattern == "stack_delay" else "")
     if precision != "fp32":
         name += f" ({precision})"
@@ -146,8 +153,8 @@ def prepare_ours(
         name += " (packed)"
     row = Row(
         name=name, pattern=lm.pattern, k=lm.interleave, layers=lm.num_layers, dim=lm.dim,
-        precision=precision, steps=layout.num_decoding_steps, wall_s=float("nan"),
-        ms_per_step=float("nan"), rtf=float("nan"), max_cache_keys=layout.num_slots,
+        precision=precision, steps=model.lm.decoding_steps(frames), wall_s=float("nan"),
+        ms_per_step=float("nan"), rtf=float("nan"), max_cache_keys=model.lm.max_cache_keys(frames),
         cache_bytes=cache, static_shapes=static_shapes, pack_weights=pack_weights,
         matmul_path=path,
         logit_max_abs_dev=deviation[0], logit_rel_dev=deviation[1],
@@ -225,14 +232,24 @@ class FloorWeights:
 
     @classmethod
     def like(cls, lm: LMConfig) -> FloorWeights:
+        return cls.of_sizes(lm.dim, lm.ffn_dim, lm.num_layers, lm.num_levels, lm.cardinality)
+
+    @classmethod
+    def of_depth(cls, lm: LMConfig) -> FloorWeights:
+        """The depth decoder's depth transformer and level heads."""
+        return cls.of_sizes(
+            lm.depth_dim, lm.depth_ffn_dim, lm.depth_layers, lm.num_levels, lm.cardinality
+        )
+
+    @classmethod
+    def of_sizes(cls, dim: int, ffn: int, num_layers: int, levels: int, vocab: int) -> FloorWeights:
         torch.manual_seed(0)
-        dim, ffn = lm.dim, lm.ffn_dim
         layers = []
-        for _ in range(lm.num_layers):
+        for _ in range(num_layers):
             layers += [torch.randn(dim, dim), torch.randn(2 * dim, dim), torch.randn(dim, dim)]
             layers += [torch.randn(dim, dim), torch.randn(dim, dim)]  # cross: query, out
             layers += [torch.randn(ffn, dim), torch.randn(dim, ffn)]
-        return cls(layers, list(torch.randn(lm.num_levels, lm.cardinality, dim)))
+        return cls(layers, list(torch.randn(levels, vocab, dim)))
 
 
 def prepare_floor(
@@ -281,6 +298,43 @@ def prepare_floor(
                     project(given)
                 for keys, values in caches:
                     F.scaled_dot_product_attention(query, keys, values)
+            return (time.perf_counter() - start) / FLOOR_REPEATS
+
+    return run
+
+
+def prepare_depth_floor(lm: LMConfig, rows: int, frames: int) -> Callable[[], float]:
+    """The depth decoder's floor for `frames` frames: per frame, the temporal transformer's
+    weight matmuls once and the depth transformer's plus one level head C times, through
+    oneDNN's packed weights (as `prepare_floor`)."""
+    temporal = FloorWeights(FloorWeights.like(lm).layers, heads=[])
+    depth = FloorWeights.of_depth(lm)
+
+    def steps_of(weights: FloorWeights, dim: int, ffn: int) -> Callable[[], None]:
+        x, hidden = torch.randn(rows, 1, dim), torch.randn(rows, 1, ffn)
+        layers = [
+            (projection(w, None, rows), hidden if w.shape[1] == ffn else x) for w in weights.layers
+        ]
+        heads = [(projection(w, None, rows), x[:, 0]) for w in weights.heads]
+
+        def run(level: int | None = None) -> None:
+            for project, given in layers:
+                project(given)
+            if level is not None:
+                project, given = heads[level]
+                project(given)
+
+        return run
+
+    def run() -> float:
+        with torch.inference_mode():
+            temporal_step = steps_of(temporal, lm.dim, lm.ffn_dim)
+            depth_step = steps_of(depth, lm.depth_dim, lm.depth_ffn_dim)
+            start = time.perf_counter()
+            for _ in range(frames * FLOOR_REPEATS):
+                temporal_step()
+                for level in range(lm.num_levels):
+                    depth_step(level)
             return (time.perf_counter() - start) / FLOOR_REPEATS
 
     return run
@@ -359,6 +413,11 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
             "floor_bf16",
             prepare_floor(weights, delay_config, 2, steps, dtype=torch.bfloat16),
         ),
+        (  # per frame, as delay's steps are: one temporal + C depth steps each
+            DEPTH_FLOOR,
+            "floor_depth",
+            prepare_depth_floor(lm_config(args, dim, layers, "depth", 1), 2, steps),
+        ),
     ]
     floors = [run for _, _, run in named_floors]
     print(
@@ -380,6 +439,8 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
     floor = floor_ms[""]
     for row in rows:
         row.floor_multiple = row.ms_per_step / floor
+        if row.pattern == "depth":  # its steps differ in cost: compare whole frames
+            row.floor_multiple = 1000 * row.wall_s / steps / floor_ms[DEPTH_FLOOR]
     print(
         f"\n{layers} layers x {dim}, C = {args.levels} x {args.cardinality}, {args.seconds:g} s "
         f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, on {machine_line()}"

@@ -43,6 +43,7 @@ ROWS = [
     ("stack_delay k=3", "stack_delay", 3, None),
     ("stack_delay k=4", "stack_delay", 4, None),
     ("delay, k=3 schedule", "delay", 3, "interleaved"),
+    ("depth", "depth", 1, None),
 ]
 CAPTION = ["synthetic source"]
 
@@ -61,6 +62,7 @@ class Result:
     gen_seconds: float
     rtf: float
     max_cache_keys: int
+    params: int
     seed: int
 
 
@@ -68,7 +70,8 @@ def lm_config(args, pattern: str, k: int, schedule: str | None) -> LMConfig:
     return LMConfig(
         dim=args.dim, num_layers=args.layers, num_heads=4, ffn_dim=4 * args.dim,
         num_levels=args.levels, cardinality=args.cardinality, pattern=pattern, interleave=k,
-        schedule=schedule,
+        schedule=schedule, depth_dim=args.depth_dim, depth_layers=args.depth_layers,
+        depth_heads=4, depth_ffn_dim=4 * args.depth_dim,
     )  # fmt: skip
 
 
@@ -102,11 +105,12 @@ def train_and_measure(args, row, train: np.ndarray, heldout: np.ndarray, seed: i
     started = time.perf_counter()
     model.generate(CAPTION, args.frames, sampling=SamplingConfig(cfg_scale=1.0), seed=seed)
     gen_seconds = time.perf_counter() - started
-    layout = model.lm.layout(args.frames)
+    lm = model.lm
     return {
-        "nll": nll, "steps": layout.num_decoding_steps, "gen_seconds": gen_seconds,
-        "max_cache_keys": layout.max_live_keys,
-        "token_steps": layout.token_steps.numpy(),
+        "nll": nll, "steps": lm.decoding_steps(args.frames), "gen_seconds": gen_seconds,
+        "max_cache_keys": lm.max_cache_keys(args.frames),
+        "token_steps": lm.token_steps(args.frames).numpy(),
+        "params": sum(p.numel() for p in lm.parameters()),
     }  # fmt: skip
 
 
@@ -120,6 +124,8 @@ def main() -> None:
     parser.add_argument("--heldout-grids", type=int, default=200)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--depth-dim", type=int, default=32, help="the depth decoder's")
+    parser.add_argument("--depth-layers", type=int, default=1, help="the depth decoder's")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -167,6 +173,7 @@ def main() -> None:
                     gen_seconds=measured["gen_seconds"],
                     rtf=measured["gen_seconds"] / (args.frames / args.frame_rate),
                     max_cache_keys=measured["max_cache_keys"],
+                    params=measured["params"],
                     seed=seed,
                 )
             )
@@ -198,8 +205,9 @@ def markdown(results: list[Result], entropy: float) -> str:
     lines = [
         f"entropy rate (flat's floor): {entropy:.4f} nats/token",
         "",
-        "| pattern | floor | floor - entropy | NLL | NLL - floor | steps | gen s | cache keys |",
-        "|---|---|---|---|---|---|---|---|",
+        "| pattern | floor | floor - entropy | NLL | NLL - floor | steps | gen s | cache keys "
+        "| params |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label in dict.fromkeys(r.label for r in results):
         rows = [r for r in results if r.label == label]
@@ -209,7 +217,8 @@ def markdown(results: list[Result], entropy: float) -> str:
         lines.append(
             f"| {label} | {r.floor:.4f} | {r.floor - entropy:.4f} | "
             f"{statistics.mean(nlls):.4f}{spread} | {statistics.mean(nlls) - r.floor:.4f} | "
-            f"{r.steps} | {statistics.mean(x.gen_seconds for x in rows):.3f} | {r.max_cache_keys} |"
+            f"{r.steps} | {statistics.mean(x.gen_seconds for x in rows):.3f} | {r.max_cache_keys} "
+            f"| {r.params:,} |"
         )
     return "\n".join(lines)
 

@@ -84,6 +84,10 @@ def tiny_config(
             pattern=pattern,
             interleave=interleave,
             schedule=schedule,
+            depth_dim=dim // 2,
+            depth_layers=2,
+            depth_heads=2,
+            depth_ffn_dim=dim,
         ),
         text=TextConditionerConfig(cfg_dropout=cfg_dropout),
     )

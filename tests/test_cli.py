@@ -24,6 +24,8 @@ def test_patterns_table_json_is_measured_from_plans(capsys):
     assert rows["stack"]["decoding_steps"] == 6000
     assert rows["stack_delay(k=1)"]["max_cache_keys"] == 1506
     assert set(rows) >= {f"stack_delay(k={k})" for k in (1, 2, 3, 4)}
+    assert rows["depth"]["decoding_steps"] == 1500 + 4 * 1500  # temporal + depth steps
+    assert rows["depth"]["max_cache_keys"] == 1500 + 4
 
 
 def test_patterns_table_text(capsys):

@@ -14,7 +14,8 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     names = [row["name"] for row in data["rows"]]
     assert names == [
         "ours delay", "ours flat", "ours stack", "ours stack_delay k=1",
-        "ours stack_delay k=3", "ours delay (packed)", "ours delay (F.linear)", "ours delay (bf16)",
+        "ours stack_delay k=3", "ours depth", "ours delay (packed)", "ours delay (F.linear)",
+        "ours delay (bf16)",
         "ours stack_delay k=3 (bf16)", "transformers MusicGen",
     ]  # fmt: skip
     rows = {row["name"]: row for row in data["rows"]}
@@ -26,6 +27,9 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     frames = 15  # 0.3 s at 50 Hz
     assert rows["ours delay"]["steps"] == rows["transformers MusicGen"]["steps"] == frames + 3
     assert rows["ours flat"]["steps"] == 4 * frames
+    assert rows["ours depth"]["steps"] == frames * (1 + 4)  # temporal + depth steps
+    assert rows["ours depth"]["max_cache_keys"] == frames + 4
+    assert rows["ours depth"]["floor_multiple"] > 0
     assert rows["ours delay (bf16)"]["logit_max_abs_dev"] > 0
     assert rows["ours delay"]["pack_weights"] == "auto"  # measured on this machine
     # One path for every weight shape, or each shape's ("512x512 packed, 2048x512 linear").
@@ -37,7 +41,9 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     assert machine["cpu"] and machine["cores"] >= 1 and machine["threads"] >= 1
     assert machine["torch"] == __import__("torch").__version__
     assert f"{machine['threads']} threads, torch" in out
-    for floor in ("floor", "floor_with_cache", "floor_f_linear", "floor_stack_delay", "floor_bf16"):
+    for floor in ("floor", "floor_with_cache", "floor_f_linear", "floor_stack_delay", "floor_bf16",
+                  "floor_depth"):  # fmt: skip
         assert data[f"{floor}_ms_per_step"] > 0
-    for label in (" + mean cache reads", ", F.linear", ", stack-delay (3 pos.)", ", bf16"):
+    for label in (" + mean cache reads", ", F.linear", ", stack-delay (3 pos.)", ", bf16",
+                  ", depth decoder (per frame)"):  # fmt: skip
         assert f"floor{label}" in out

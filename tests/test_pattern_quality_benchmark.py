@@ -10,17 +10,24 @@ from lightning_sdm.patterns import make_pattern
 from tests.benchmark_runs import run_benchmark
 
 
+def heldout_frames(folder):
+    return HiddenMarkovSource.load(folder / "source.npz")[1].shape[-1]
+
+
 def test_the_quick_run_writes_a_row_per_pattern_and_recomputable_floors(tmp_path):
     run_benchmark("pattern_quality.py", "--quick", "--out", str(tmp_path))
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["machine"]["cpu"] and payload["machine"]["threads"] >= 1
     rows = payload["rows"]
-    assert {r["label"] for r in rows} >= {"delay", "flat", "stack", "stack_delay k=3"}
+    assert {r["label"] for r in rows} >= {"delay", "flat", "stack", "stack_delay k=3", "depth"}
     for field in ("pattern", "k", "nll", "floor", "gap", "steps", "gen_seconds",
-                  "max_cache_keys", "seed"):  # fmt: skip
+                  "max_cache_keys", "params", "seed"):  # fmt: skip
         assert all(field in r for r in rows), field
     flat = next(r for r in rows if r["label"] == "flat")
     assert abs(flat["floor"] - payload["entropy_floor"]) < 1e-12
+    depth = next(r for r in rows if r["label"] == "depth")  # flat's context: flat's floor
+    assert abs(depth["floor"] - payload["entropy_floor"]) < 1e-12
+    assert depth["steps"] == heldout_frames(tmp_path) * 5 and depth["params"] > 0
     # the saved source and held-out grids give the same floor again
     source, heldout = HiddenMarkovSource.load(tmp_path / "source.npz")
     delay = next(r for r in rows if r["label"] == "delay")

@@ -635,3 +635,22 @@ def test_an_unsharded_ema_fit_does_not_warn_about_sharding(tmp_path, recwarn):
     warnings.simplefilter("always")
     assert main(["fit", "--config", str(tiny_config(tmp_path))]) == 0
     assert not [w for w in recwarn if "WeightAveraging callback" in str(w.message)]
+
+
+def test_the_depth_decoder_fits_samples_exports_and_generates(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    depth = {"pattern": "depth", "depth_dim": 16, "depth_layers": 1, "depth_heads": 2,
+             "depth_ffn_dim": 32}  # fmt: skip
+    options = [f"--model.lm.{key}={value}" for key, value in depth.items()]
+    assert main(["fit", "--config", str(tiny_config(tmp_path)), *options]) in (0, None)
+    run = tmp_path / "run" / "version_0"
+    assert {w.parent.name for w in run.glob("samples/step-*/*.wav")} >= {"step-0000004"}
+    last = run / "checkpoints" / "last.ckpt"
+    assert main(["export", "--ckpt", str(last), "--output", str(tmp_path / "model")]) == 0
+    model = TextToMusicLM.from_pretrained(tmp_path / "model")
+    assert model.config.lm.is_depth
+    out = tmp_path / "generated"
+    command = ["generate", "--model", str(tmp_path / "model"), "--prompt", "caption of item0003",
+               "--timesteps", "7", "--no-progress", "--output_dir", str(out)]  # fmt: skip
+    assert main(command) == 0
+    assert torch.load(out / "codes.pt")["codes"].shape[-1] == 7

@@ -519,7 +519,8 @@ def patterns_show(
 
 
 def patterns_table(T: int = 1500, C: int = 4, json: bool = False) -> int:
-    """Decoding steps and cache keys of every pattern, measured from their plans.
+    """Decoding steps and cache keys of every pattern, measured from their plans, and of
+    the depth decoder (T temporal + C x T depth steps; T + C cache keys).
 
     Args:
         T: Timesteps.
@@ -528,10 +529,11 @@ def patterns_table(T: int = 1500, C: int = 4, json: bool = False) -> int:
     """
     import json as json_module
 
+    from lightning_sdm.models.depth_lm import decoding_plan
     from lightning_sdm.patterns.render import format_table, table_rows
 
     _check_sizes(T, C)
-    rows = table_rows(T, C)
+    rows = [*table_rows(T, C), decoding_plan(T, C)]
     print(json_module.dumps(rows, indent=2) if json else format_table(rows))
     return 0
 

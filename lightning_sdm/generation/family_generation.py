@@ -60,7 +60,7 @@ class LMGeneration:
     steps_name = "decoding_steps"
 
     def steps(self, length: int) -> int:
-        return self.model.lm.layout(length).num_decoding_steps
+        return self.model.lm.decoding_steps(length)
 
     def window_generator(
         self, captions: list[str], seeds: list[int], on_step: Callable[[], None]

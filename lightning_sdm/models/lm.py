@@ -24,7 +24,13 @@ from lightning_sdm.nn.packed_linear import PackChoice, Projection, summary
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
 from lightning_sdm.nn.transformer import TransformerDecoder
-from lightning_sdm.patterns import Pattern, PatternLayout, Representation, make_pattern
+from lightning_sdm.patterns import (
+    PATTERN_NAMES,
+    Pattern,
+    PatternLayout,
+    Representation,
+    make_pattern,
+)
 
 ATTENTION_BACKENDS = ("auto", "dense", "causal", "block_sparse")
 # Earlier names of the backends (configs and saved models keep working).
@@ -32,6 +38,10 @@ OLD_ATTENTION_NAMES = {"flex": "block_sparse"}
 # "auto" takes the block-sparse path when it scores at most this share of the dense mask's
 # scores; above it, gathering key blocks costs more than the skipped scores save.
 SPARSE_SCORES_LIMIT = 0.5
+
+
+# The `pattern` value that selects the depth decoder (`models.depth_lm`) over a pattern.
+DEPTH_DECODER = "depth"
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,12 @@ class LMConfig:
     # layout allows it, else block_sparse where it skips at least half the scores, else
     # dense).
     attention: str = "auto"
+    # The depth decoder (`pattern: depth`, `models.depth_lm`): its transformer over each
+    # frame's levels, much smaller than the temporal one. Unused by the patterns.
+    depth_dim: int = 512
+    depth_layers: int = 4
+    depth_heads: int = 8
+    depth_ffn_dim: int = 2048
 
     def __post_init__(self) -> None:
         require_positive(
@@ -88,6 +104,28 @@ class LMConfig:
             )
         if self.dim % self.num_heads:
             raise UserInputError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.pattern.replace("-", "_") not in (*PATTERN_NAMES, DEPTH_DECODER):
+            raise UserInputError(
+                f"unknown pattern {self.pattern!r}; choose one of {', '.join(PATTERN_NAMES)}, "
+                f"or {DEPTH_DECODER} (the depth decoder)"
+            )
+        if self.is_depth:
+            require_positive(
+                "lm",
+                depth_dim=self.depth_dim,
+                depth_layers=self.depth_layers,
+                depth_heads=self.depth_heads,
+                depth_ffn_dim=self.depth_ffn_dim,
+            )
+            if self.depth_dim % self.depth_heads:
+                raise UserInputError(
+                    f"depth_dim {self.depth_dim} is not divisible by depth_heads {self.depth_heads}"
+                )
+
+    @property
+    def is_depth(self) -> bool:
+        """A temporal + depth transformer instead of an interleaving pattern."""
+        return self.pattern == DEPTH_DECODER
 
     def make_pattern(self) -> Pattern:
         return make_pattern(self.pattern, k=self.interleave, schedule=self.schedule)
@@ -146,6 +184,21 @@ class CodebookLM(nn.Module):
 
     def layout(self, num_timesteps: int) -> PatternLayout:
         return self.pattern.layout(num_timesteps, self.config.num_levels)
+
+    def decoding_steps(self, num_timesteps: int) -> int:
+        return self.layout(num_timesteps).num_decoding_steps
+
+    def token_steps(self, num_timesteps: int) -> torch.Tensor:
+        """[C, T]: the decoding step at which each token is predicted."""
+        return self.layout(num_timesteps).token_steps
+
+    def max_cache_keys(self, num_timesteps: int) -> int:
+        return self.layout(num_timesteps).max_live_keys
+
+    def cache_values(self, rows: int, num_timesteps: int) -> int:
+        """How many values the decoding cache holds (keys and values of every layer)."""
+        config = self.config
+        return 2 * config.num_layers * rows * self.layout(num_timesteps).num_slots * config.dim
 
     def set_inference_precision(self, precision: str) -> CodebookLM:
         """Cast the weights for good ("fp32" or "bf16"), e.g. to keep one bf16 model in

@@ -24,8 +24,9 @@ from lightning_sdm.models.adapters import (
     merge_adapters,
     save_adapter_directory,
 )
+from lightning_sdm.models.depth_lm import build_lm
 from lightning_sdm.models.guidance import guide, guided_captions
-from lightning_sdm.models.lm import CodebookLM, LMConfig
+from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig, sample_tokens
 from lightning_sdm.models.saving import CONFIG_FILE, WEIGHTS_FILE, SavedAsDirectory
 from lightning_sdm.nn.packed_linear import PackChoice
@@ -76,7 +77,7 @@ class TextToMusicLM(SavedAsDirectory, nn.Module):
         """`conditioner`: one already built (an imported checkpoint's T5), else from config."""
         super().__init__()
         self.config = config
-        self.lm = CodebookLM(config.lm)
+        self.lm = build_lm(config.lm)
         self.conditioner = conditioner or T5Conditioner(config.text, output_dim=config.lm.dim)
         if config.adapter is not None:
             add_adapters(self.lm.decoder, config.adapter)

@@ -1,0 +1,275 @@
+"""The depth decoder: a temporal transformer once per frame, a small depth transformer over
+the frame's levels (Moshi's Depformer, UniAudio's local transformer, CSM's depth decoder).
+
+The temporal transformer reads one position per frame, the sum of the previous frame's
+level embeddings plus the frame's sinusoid, and cross-attends to the text as the pattern
+LM does. For each frame, the depth transformer predicts levels 0 … C-1 one after another;
+its input at level k is the temporal output (projected to the depth width), the embedding
+of level k-1's token of the same frame (a start vector at k = 0) and a level embedding.
+Each depth layer also cross-attends to the frame's temporal output, its one context token,
+so the frame's summary reaches every depth layer (a single key: the attention is a learned
+projection of it).
+
+Teacher forcing runs the depth transformer over all frames at once (frames are its batch),
+so a training step is one temporal pass plus one small batched pass; `decode` runs the same
+two networks step by step with a temporal cache of T keys and a depth cache of C keys that
+every frame starts afresh. Both read the same weights the same way, which keeps their logits
+equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_sdm.models.lm import (
+    DEPTH_DECODER,
+    CodebookLM,
+    LMConfig,
+    TokenPicker,
+    _inference_dtype,
+)
+from lightning_sdm.nn.cached_decoding import StepDecoder
+from lightning_sdm.nn.packed_linear import PackChoice, summary
+from lightning_sdm.nn.positional import sinusoidal_encoding
+from lightning_sdm.nn.transformer import TransformerDecoder
+
+
+class DepthLM(nn.Module):
+    """Temporal + depth transformers over codes [B, C, T]; the pattern LM's interface."""
+
+    pattern = None  # no interleaving pattern: frames in time, levels in depth
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.special_token = config.cardinality
+        vocab = config.cardinality + 1
+        levels, width = config.num_levels, config.depth_dim
+        self.token_embedding = nn.Parameter(torch.randn(levels, vocab, config.dim) * 0.02)
+        self.decoder = TransformerDecoder(
+            config.dim,
+            config.num_layers,
+            config.num_heads,
+            config.ffn_dim,
+            config.dropout,
+            config.ffn_bias,
+            config.activation_checkpointing,
+        )
+        self.depth_input = nn.Linear(config.dim, width)
+        self.depth_context = nn.Linear(config.dim, width)
+        # Level k's input carries level k-1's token (row `vocab - 1` of table 0: the start).
+        self.depth_token_embedding = nn.Parameter(torch.randn(levels, vocab, width) * 0.02)
+        self.depth_level_embedding = nn.Parameter(torch.randn(levels, width) * 0.02)
+        self.depth_decoder = TransformerDecoder(
+            width,
+            config.depth_layers,
+            config.depth_heads,
+            config.depth_ffn_dim,
+            config.dropout,
+            config.ffn_bias,
+            config.activation_checkpointing,
+        )
+        self.head_weight = nn.Parameter(
+            torch.randn(levels, config.cardinality, width) * width**-0.5
+        )
+        head_bias = torch.zeros(levels, config.cardinality)
+        if config.head_bias:
+            self.head_bias = nn.Parameter(head_bias)
+        else:
+            self.register_buffer("head_bias", head_bias, persistent=False)
+
+    def decoding_steps(self, num_timesteps: int) -> int:
+        return int(decoding_plan(num_timesteps, self.config.num_levels)["decoding_steps"])
+
+    def token_steps(self, num_timesteps: int) -> torch.Tensor:
+        """[C, T]: the order tokens are predicted in, frame by frame, level by level (the
+        temporal steps between frames predict nothing, so they are not counted)."""
+        levels = self.config.num_levels
+        return torch.arange(num_timesteps)[None] * levels + torch.arange(levels)[:, None]
+
+    def max_cache_keys(self, num_timesteps: int) -> int:
+        return int(decoding_plan(num_timesteps, self.config.num_levels)["max_cache_keys"])
+
+    def cache_values(self, rows: int, num_timesteps: int) -> int:
+        """Values the two caches hold: T keys and values per temporal layer, C per depth one."""
+        config = self.config
+        temporal = config.num_layers * num_timesteps * config.dim
+        depth = config.depth_layers * config.num_levels * config.depth_dim
+        return 2 * rows * (temporal + depth)
+
+    def set_inference_precision(self, precision: str) -> DepthLM:
+        return self.to(_inference_dtype(precision))
+
+    def _frame_inputs(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, C, T] -> temporal inputs [B, T, D]: frame t reads frame t-1's tokens."""
+        batch, levels, frames = codes.shape
+        start = codes.new_full((batch, levels, 1), self.special_token)
+        previous = torch.cat([start, codes[:, :, :-1]], dim=2)
+        x = sinusoidal_encoding(
+            torch.arange(frames, device=codes.device), self.config.dim, kind=self.config.positional
+        ).to(self.token_embedding.dtype)
+        for level in range(levels):
+            x = x + F.embedding(previous[:, level], self.token_embedding[level])
+        return x
+
+    def _depth_inputs(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """hidden [N, D], codes [N, C] of N frames -> depth inputs [N, C, d]."""
+        frames = codes.shape[0]
+        start = codes.new_full((frames, 1), self.special_token)
+        previous = torch.cat([start, codes[:, :-1]], dim=1)  # level k reads level k-1
+        tokens = torch.stack(
+            [
+                F.embedding(previous[:, level], self.depth_token_embedding[level])
+                for level in range(self.config.num_levels)
+            ],
+            dim=1,
+        )
+        return self.depth_input(hidden)[:, None] + tokens + self.depth_level_embedding
+
+    def forward(
+        self, codes: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced logits. codes [B, C, T] -> logits [B, C, T, V]."""
+        batch, num_levels, frames = codes.shape
+        if num_levels != self.config.num_levels:
+            raise ValueError(
+                f"codes have {num_levels} levels, model expects {self.config.num_levels}"
+            )
+        hidden = self.decoder(self._frame_inputs(codes), None, context, context_mask)
+        hidden = hidden.reshape(batch * frames, -1)  # frames become the depth pass's batch
+        per_frame = codes.permute(0, 2, 1).reshape(batch * frames, num_levels)
+        depth_context = self.depth_context(hidden)[:, None]
+        one_key = depth_context.new_ones(batch * frames, 1, dtype=torch.bool)
+        depth = self.depth_decoder(
+            self._depth_inputs(hidden, per_frame), None, depth_context, one_key
+        )  # [B*T, C, d]
+        logits = torch.einsum("ncd,cvd->ncv", depth, self.head_weight)
+        if self.config.head_bias:
+            logits = logits + self.head_bias
+        return logits.view(batch, frames, num_levels, -1).permute(0, 2, 1, 3)
+
+    def step_decoders(
+        self,
+        batch_rows: int,
+        pack_weights: PackChoice = "auto",
+        precision: str | None = None,
+    ) -> tuple[StepDecoder, StepDecoder]:
+        """The temporal and depth transformers prepared for decoding `batch_rows` rows (the
+        depth one with the level heads); the model's own weights are read, never changed."""
+        own_dtype = self.token_embedding.dtype
+        dtype = own_dtype if precision is None else _inference_dtype(precision)
+        temporal = StepDecoder(self.decoder, batch_rows, dtype, own_dtype, pack_weights)
+        heads = list(zip(self.head_weight, self.head_bias, strict=True))
+        depth = StepDecoder(
+            self.depth_decoder, batch_rows, dtype, own_dtype, pack_weights, extra=heads
+        )
+        return temporal, depth
+
+    def matmul_path(
+        self, batch_rows: int, num_timesteps: int, pack_weights: PackChoice = "auto"
+    ) -> str:
+        temporal, depth = self.step_decoders(batch_rows, pack_weights)
+        return summary({**temporal.paths, **depth.paths})
+
+    def decode(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        num_timesteps: int,
+        pick: TokenPicker,
+        on_step: Callable[[], None] | None = None,
+        static_shapes: bool = False,
+        pack_weights: PackChoice = "auto",
+        precision: str | None = None,
+    ) -> torch.Tensor:
+        """Frame by frame: one temporal step, then C depth steps; returns codes [R, C, T].
+        Arguments as `CodebookLM.decode` (`pick` gets one level of one frame per call)."""
+        with torch.inference_mode():
+            temporal, depth = self.step_decoders(context.shape[0], pack_weights, precision)
+            codes = self._decode(
+                context, context_mask, num_timesteps, pick, on_step, static_shapes,
+                temporal, depth,
+            )  # fmt: skip
+        return codes.clone()
+
+    def _decode(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        num_timesteps: int,
+        pick: TokenPicker,
+        on_step: Callable[[], None] | None,
+        static_shapes: bool,
+        temporal: StepDecoder,
+        depth: StepDecoder,
+    ) -> torch.Tensor:
+        device, rows, levels = context.device, context.shape[0], self.config.num_levels
+        dtype = temporal.dtype
+        codes = torch.full(
+            (rows, levels, num_timesteps), self.special_token, dtype=torch.long, device=device
+        )
+        cache = temporal.new_cache(num_timesteps, context, context_mask)
+        positions = sinusoidal_encoding(
+            torch.arange(num_timesteps, device=device), self.config.dim, kind=self.config.positional
+        ).to(dtype)
+        blocked = torch.tensor(float("-inf"), dtype=dtype, device=device)
+        slot_of = torch.arange(max(num_timesteps, levels), device=device)
+        token_tables = self.token_embedding.to(dtype)
+        depth_tables = self.depth_token_embedding.to(dtype)
+        depth_levels = self.depth_level_embedding.to(dtype)
+        depth_input = (self.depth_input.weight.to(dtype), self.depth_input.bias.to(dtype))
+        depth_context = (self.depth_context.weight.to(dtype), self.depth_context.bias.to(dtype))
+        one_key = torch.ones(rows, 1, dtype=torch.bool, device=device)
+        start = torch.full((rows,), self.special_token, dtype=torch.long, device=device)
+        levels_of = torch.arange(levels, device=device)
+        for frame in range(num_timesteps):
+            previous = codes[:, :, frame - 1] if frame else start[:, None].expand(rows, levels)
+            x = positions[frame] + sum(
+                F.embedding(previous[:, level], token_tables[level]) for level in range(levels)
+            )
+            extent = num_timesteps if static_shapes else frame + 1
+            visible = torch.where(slot_of[:extent] <= frame, 0.0, blocked).to(dtype)
+            hidden = temporal.step(x[:, None], cache, slot_of[frame : frame + 1], visible, extent)
+            if on_step is not None:
+                on_step()
+            hidden = hidden[:, 0]
+            frame_cache = depth.new_cache(
+                levels, F.linear(hidden, *depth_context)[:, None], one_key
+            )
+            frame_input = F.linear(hidden, *depth_input)
+            token = start
+            for level in range(levels):
+                z = frame_input + F.embedding(token, depth_tables[level]) + depth_levels[level]
+                width = levels if static_shapes else level + 1
+                seen = torch.where(slot_of[:width] <= level, 0.0, blocked).to(dtype)
+                out = depth.step(z[:, None], frame_cache, slot_of[level : level + 1], seen, width)
+                if on_step is not None:
+                    on_step()
+                logits = depth.extra_projections[level](out[:, 0]).float()[:, None]
+                token = pick(logits, levels_of[level : level + 1], slot_of[frame : frame + 1])[:, 0]
+                codes[:, level, frame] = token
+        return codes
+
+
+def decoding_plan(num_timesteps: int, num_levels: int) -> dict[str, int | str]:
+    """The depth decoder's row of `patterns table`: T temporal steps plus C depth steps per
+    frame; the temporal cache holds up to T keys, the depth cache C (emptied every frame)."""
+    return {
+        "pattern": DEPTH_DECODER,
+        "schedule": "frame, then level",
+        "representation": "temporal + depth",
+        "T": num_timesteps,
+        "C": num_levels,
+        "decoding_steps": num_timesteps * (1 + num_levels),
+        "positions": num_timesteps * (1 + num_levels),
+        "max_cache_keys": num_timesteps + num_levels,
+    }
+
+
+def build_lm(config: LMConfig) -> CodebookLM | DepthLM:
+    """The decoder `config.pattern` names: the depth decoder, or an interleaving pattern."""
+    return DepthLM(config) if config.is_depth else CodebookLM(config)

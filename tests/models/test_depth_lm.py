@@ -1,0 +1,121 @@
+"""The depth decoder: teacher-forced logits equal cached decoding logits, no prediction sees
+its own frame-level or a later one, and it generates, saves and loads like a pattern LM."""
+
+import pytest
+import torch
+
+from lightning_sdm.conditioning import EMPTY_CONDITION
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.models.depth_lm import DepthLM
+from lightning_sdm.models.lm import LMConfig
+from lightning_sdm.models.sampling import SamplingConfig
+from lightning_sdm.models.text_to_music import TextToMusicLM
+from tests.conftest import tiny_model
+
+CAPTIONS = ["warm rhodes chords at 90 bpm in d minor", "fast techno"]
+
+
+def random_codes(model, batch, frames, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, model.num_levels, frames)
+    return torch.randint(0, model.cardinality, shape, generator=generator)
+
+
+def test_the_depth_pattern_builds_the_depth_decoder():
+    assert isinstance(tiny_model("depth").lm, DepthLM)
+
+
+@pytest.mark.parametrize("frames", [1, 6, 13])
+def test_teacher_forced_logits_equal_cached_decoding(frames):
+    model = tiny_model("depth")
+    codes = random_codes(model, 2, frames)
+    trained = model(codes, CAPTIONS)
+    cached = model.score_cached(codes, CAPTIONS)
+    assert trained.shape == (2, 4, frames, model.cardinality)
+    assert (trained - cached).abs().max() <= 1e-4
+
+
+def test_equality_holds_in_the_cfg_doubled_batch_and_with_static_shapes():
+    model = tiny_model("depth", seed=1)
+    codes = random_codes(model, 2, 7, seed=1)
+    cached = model.score_cached(
+        torch.cat([codes, codes]), CAPTIONS + [EMPTY_CONDITION] * 2, static_shapes=True
+    )
+    conditional, unconditional = model(codes, CAPTIONS), model(codes, [EMPTY_CONDITION] * 2)
+    assert (cached[:2] - conditional).abs().max() <= 1e-4
+    assert (cached[2:] - unconditional).abs().max() <= 1e-4
+    assert (conditional - unconditional).abs().max() > 1e-3  # the text reaches the logits
+
+
+def decoding_order(levels, frames):
+    """The step at which each (level, frame) is predicted: frame by frame, level by level."""
+    return torch.arange(frames)[None] * levels + torch.arange(levels)[:, None]
+
+
+def test_no_prediction_sees_its_own_token_or_a_later_one():
+    model = tiny_model("depth", seed=2)
+    frames, levels = 5, model.num_levels
+    codes = random_codes(model, 1, frames, seed=2)
+    order = decoding_order(levels, frames)
+    base = model(codes, CAPTIONS[:1])
+    generator = torch.Generator().manual_seed(3)
+    for step in range(levels * frames):
+        later = order >= step
+        noise = torch.randint(1, model.cardinality, codes.shape, generator=generator)
+        perturbed = torch.where(later, (codes + noise) % model.cardinality, codes)
+        logits = model(perturbed, CAPTIONS[:1])
+        unchanged = (logits - base).abs().amax(dim=-1)[0] <= 1e-6
+        assert unchanged[order <= step].all(), f"a prediction up to step {step} saw a later token"
+        if step + 1 < levels * frames:  # and the next prediction does see this token
+            assert not unchanged[order == step + 1].all()
+
+
+def test_gradients_reach_only_the_embeddings_of_earlier_tokens():
+    model = tiny_model("depth", seed=4)
+    frames, levels = 4, model.num_levels
+    codes = random_codes(model, 1, frames, seed=4)[0]
+    temporal, depth = model.lm.token_embedding, model.lm.depth_token_embedding
+    for level in range(levels):
+        for frame in range(frames):
+            model.zero_grad()
+            model(codes[None], CAPTIONS[:1])[0, level, frame].sum().backward()
+            # Temporal rows: tokens of earlier frames, and frame 0's start rows.
+            allowed = {(i, int(codes[i, f])) for i in range(levels) for f in range(frame)}
+            allowed |= {(i, model.lm.special_token) for i in range(levels)}
+            touched = {tuple(i) for i in temporal.grad.abs().amax(-1).nonzero().tolist()}
+            assert touched == allowed
+            # Depth rows: the lower levels of this frame (row i + 1 reads level i).
+            allowed = {(i + 1, int(codes[i, frame])) for i in range(level)}
+            allowed.add((0, model.lm.special_token))  # the start of every frame
+            touched = {tuple(i) for i in depth.grad.abs().amax(-1).nonzero().tolist()}
+            assert touched == allowed
+
+
+def test_generation_counts_its_steps_and_keeps_a_prompt():
+    model = tiny_model("depth", seed=5)
+    calls = []
+    prompt = random_codes(model, 2, 3, seed=5)
+    codes = model.generate(
+        CAPTIONS, 6, sampling=SamplingConfig(cfg_scale=3.0), prompt_tokens=prompt, seed=1,
+        on_step=lambda: calls.append(1),
+    )  # fmt: skip
+    assert codes.shape == (2, 4, 6)
+    assert torch.equal(codes[..., :3], prompt)
+    assert len(calls) == model.lm.decoding_steps(6) == 6 * (1 + 4)
+    again = model.generate(CAPTIONS, 6, sampling=SamplingConfig(cfg_scale=3.0),
+                           prompt_tokens=prompt, seed=1)  # fmt: skip
+    assert torch.equal(codes, again)  # per-row seeds: repeatable
+
+
+def test_save_and_load_keep_the_logits(tmp_path):
+    model = tiny_model("depth", seed=6)
+    model.save_pretrained(tmp_path / "depth")
+    loaded = TextToMusicLM.from_pretrained(tmp_path / "depth")
+    codes = random_codes(model, 1, 5)
+    assert isinstance(loaded.lm, DepthLM)
+    assert torch.equal(model(codes, CAPTIONS[:1]), loaded(codes, CAPTIONS[:1]))
+
+
+def test_a_depth_width_the_heads_do_not_divide_is_refused_in_one_line():
+    with pytest.raises(UserInputError, match="depth_dim 30 is not divisible by depth_heads 4"):
+        LMConfig(pattern="depth", depth_dim=30, depth_heads=4)
