@@ -41,8 +41,6 @@ from lightning_sdm.nn.transformer import TransformerDecoder
 class DepthLM(nn.Module):
     """Temporal + depth transformers over codes [B, C, T]; the pattern LM's interface."""
 
-    pattern = None  # no interleaving pattern: frames in time, levels in depth
-
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
         self.config = config
