@@ -20,6 +20,10 @@ side in its own process, alternating for `--rounds` rounds; the median of each s
 `--precisions` entry is a pair of rows: fp32, or bf16 autocast of the forward (weights,
 gradients and AdamW stay fp32, as Lightning's `bf16-mixed` does; on a CPU without bf16
 units it is slower).
+Ours trains as the task does: the level heads fused with the loss (`nn.level_cross_entropy`);
+`--variants logits` adds a row through the full logits and `F.cross_entropy` (the path it
+replaced), `--variants compiled` one with the decoder under `torch.compile` (compile time is
+in the warm-up step, not the timed ones).
 Their cross-attention reads 4 random encoder states; ours runs its tiny random T5 on a
 4-token caption first (a few ms).
 
@@ -51,7 +55,7 @@ from lightning_sdm.models.lm import CodebookLM, LMConfig  # noqa: E402
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM  # noqa: E402
 from lightning_sdm.nn.sparse_attention import BlockSparseMask  # noqa: E402
 from lightning_sdm.patterns import PatternLayout  # noqa: E402
-from lightning_sdm.tasks.lm_task import masked_level_cross_entropy  # noqa: E402
+from lightning_sdm.tasks.lm_task import masked_level_cross_entropy, masked_level_mean  # noqa: E402
 
 PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 3)]
 BACKENDS = ("dense", "auto", "block_sparse")
@@ -98,15 +102,20 @@ def transformers_child(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
     side, precision = args.child.split(":")
-    if side == "ours":
+    if side.startswith("ours"):
         text = TextConditionerConfig(pretrained="random", cfg_dropout=0.0)
         net = TextToMusicLM(TextToMusicConfig(lm=musicgen_layout_lm(args), text=text)).train()
         mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
         captions = ["a caption"] * args.batch
         size = sum(p.numel() for p in net.lm.parameters())
+        variant = side.partition("-")[2] or "fused"
+        if variant == "compiled":  # the decoder; the fused loss stays as it is
+            net.lm.head_inputs = torch.compile(net.lm.head_inputs)
 
         def loss() -> torch.Tensor:
-            return masked_level_cross_entropy(net(codes, captions), codes, mask)[0]
+            if variant == "logits":  # heads, then F.cross_entropy over the full logits
+                return masked_level_cross_entropy(net(codes, captions), codes, mask)[0]
+            return masked_level_mean(net.token_losses(codes, captions), mask)[0]
     else:
         config = MusicgenDecoderConfig(
             vocab_size=2048, hidden_size=args.dim, num_hidden_layers=args.layers,
@@ -122,7 +131,10 @@ def transformers_child(args: argparse.Namespace) -> None:
         def loss() -> torch.Tensor:
             return net(labels=delayed, encoder_hidden_states=states).loss
 
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    # Fused AdamW on both sides: our tasks' optimizer and transformers' Trainer default.
+    optimizer = torch.optim.AdamW(
+        [p for p in net.parameters() if p.requires_grad], lr=1e-4, fused=True
+    )
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -140,7 +152,8 @@ def transformers_child(args: argparse.Namespace) -> None:
 def compare_with_transformers(args: argparse.Namespace) -> dict:
     names = ("dim", "layers", "heads", "frames", "batch", "steps")
     options = {name: getattr(args, name) for name in names}
-    sides = [f"{side}:{p}" for p in args.precisions for side in ("ours", "transformers")]
+    ours = ["ours"] + [f"ours-{variant}" for variant in args.variants]
+    sides = [f"{side}:{p}" for p in args.precisions for side in (*ours, "transformers")]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for round_index in range(args.rounds):
         for side in sides if round_index % 2 == 0 else sides[::-1]:
@@ -157,13 +170,13 @@ def compare_with_transformers(args: argparse.Namespace) -> dict:
     reference = result[f"transformers:{args.precisions[0]}"]
     print(
         f"\ndelay LM, {args.layers} layers x {args.dim}, batch {args.batch} x {args.frames} frames,"
-        f" forward + backward + AdamW, median of {args.rounds} rounds; {machine_line()}"
+        f" forward + backward + fused AdamW, median of {args.rounds} rounds; {machine_line()}"
     )
-    print(f"{'':<20}{'step s':>9}{'peak MB':>9}{'decoder params':>16}{'vs transformers':>17}")
+    print(f"{'':<24}{'step s':>9}{'peak MB':>9}{'decoder params':>16}{'vs transformers':>17}")
     for side, row in result.items():
         speed = reference["step_s"] / row["step_s"]
         print(
-            f"{side:<20}{row['step_s']:>9.3f}{row['peak_mb']:>9.0f}{row['params']:>16,}"
+            f"{side:<24}{row['step_s']:>9.3f}{row['peak_mb']:>9.0f}{row['params']:>16,}"
             f"{speed:>16.2f}x"
         )
     for precision in args.precisions:
@@ -243,10 +256,13 @@ def child(args: argparse.Namespace) -> None:
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
     mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
     captions = ["a caption"] * args.batch
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    # Fused AdamW, as the tasks train.
+    optimizer = torch.optim.AdamW(
+        [p for p in net.parameters() if p.requires_grad], lr=1e-4, fused=True
+    )
 
     def step() -> None:
-        loss, _ = masked_level_cross_entropy(net(codes, captions), codes, mask)
+        loss, _ = masked_level_mean(net.token_losses(codes, captions), mask)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -293,10 +309,15 @@ def main() -> None:
         "--precisions", nargs="*", default=["fp32"], choices=("fp32", "bf16"),
         help="with --transformers: fp32 and/or bf16 autocast rows",
     )  # fmt: skip
+    parser.add_argument(
+        "--variants", nargs="*", default=[], choices=("logits", "compiled"),
+        help="with --transformers: extra rows of ours: `logits` (full logits, then "
+        "F.cross_entropy, instead of the fused heads + loss), `compiled` (torch.compile)",
+    )  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.child and args.child.split(":")[0] in ("ours", "transformers"):
+    if args.child and args.child.split(":")[0].split("-")[0] in ("ours", "transformers"):
         transformers_child(args)
         return
     if args.child:

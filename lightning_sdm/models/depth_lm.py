@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.models.level_heads import LevelHeads
 from lightning_sdm.models.lm import (
     DEPTH_DECODER,
     CodebookLM,
@@ -38,7 +39,7 @@ from lightning_sdm.nn.positional import sinusoidal_encoding
 from lightning_sdm.nn.transformer import TransformerDecoder
 
 
-class DepthLM(nn.Module):
+class DepthLM(LevelHeads):
     """Temporal + depth transformers over codes [B, C, T]; the pattern LM's interface."""
 
     def __init__(self, config: LMConfig) -> None:
@@ -71,14 +72,7 @@ class DepthLM(nn.Module):
             config.ffn_bias,
             config.activation_checkpointing,
         )
-        self.head_weight = nn.Parameter(
-            torch.randn(levels, config.cardinality, width) * width**-0.5
-        )
-        head_bias = torch.zeros(levels, config.cardinality)
-        if config.head_bias:
-            self.head_bias = nn.Parameter(head_bias)
-        else:
-            self.register_buffer("head_bias", head_bias, persistent=False)
+        self.init_level_heads(levels, config.cardinality, width, config.head_bias)
 
     def decoding_steps(self, num_timesteps: int) -> int:
         return int(decoding_plan(num_timesteps, self.config.num_levels)["decoding_steps"])
@@ -128,10 +122,10 @@ class DepthLM(nn.Module):
         )
         return self.depth_input(hidden)[:, None] + tokens + self.depth_level_embedding
 
-    def forward(
+    def head_inputs(
         self, codes: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Teacher-forced logits. codes [B, C, T] -> logits [B, C, T, V]."""
+        """codes [B, C, T] -> the depth state predicting each of them, [B, C, T, depth_dim]."""
         batch, num_levels, frames = codes.shape
         if num_levels != self.config.num_levels:
             raise ValueError(
@@ -145,10 +139,7 @@ class DepthLM(nn.Module):
         depth = self.depth_decoder(
             self._depth_inputs(hidden, per_frame), None, depth_context, one_key
         )  # [B*T, C, d]
-        logits = torch.einsum("ncd,cvd->ncv", depth, self.head_weight)
-        if self.config.head_bias:
-            logits = logits + self.head_bias
-        return logits.view(batch, frames, num_levels, -1).permute(0, 2, 1, 3)
+        return depth.view(batch, frames, num_levels, -1).transpose(1, 2)
 
     def step_decoders(
         self,

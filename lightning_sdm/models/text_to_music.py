@@ -114,6 +114,12 @@ class TextToMusicLM(SavedAsDirectory, nn.Module):
         condition = self.condition(texts)
         return self.lm(codes, condition.states, condition.mask)
 
+    def token_losses(self, codes: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Teacher-forced cross-entropy of every token, fp32 [B, C, T] (the training loss:
+        the heads fused with it, the logits never held in full)."""
+        condition = self.condition(texts)
+        return self.lm.token_losses(codes, condition.states, condition.mask)
+
     @torch.no_grad()
     def score_cached(
         self,

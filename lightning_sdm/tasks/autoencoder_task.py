@@ -21,7 +21,7 @@ from lightning_sdm.codecs.discriminator import (
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, si_snr
 from lightning_sdm.models.saving import FAMILY_KEY
-from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.optim import OptimConfig, build_optimizer, trainer_allows_fused
 
 Terms = dict[str, torch.Tensor]
 _TASKS: dict[str, type[AudioAutoencoderTask]] = {}
@@ -143,7 +143,8 @@ class AudioAutoencoderTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         total = int(self.trainer.estimated_stepping_batches)
-        optimizer, schedule = build_optimizer(self.autoencoder, self.optim_config, total)
+        fused = trainer_allows_fused(self.trainer)
+        optimizer, schedule = build_optimizer(self.autoencoder, self.optim_config, total, fused)
         step = {"scheduler": schedule, "interval": "step"}
         if self.discriminator is None:
             return {"optimizer": optimizer, "lr_scheduler": step}

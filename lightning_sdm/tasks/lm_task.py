@@ -35,19 +35,25 @@ __all__ = ["NonFiniteLossError", "TextToMusicTask"]
 ADAPTER_BASE_KEY = "adapter_base"  # the directory an adapter run started from
 
 
-def masked_level_cross_entropy(
-    logits: torch.Tensor, codes: torch.Tensor, padding_mask: torch.Tensor
+def masked_level_mean(
+    per_token: torch.Tensor, padding_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy per level over real frames, and its mean over levels.
+    """Mean per level over real frames, and its mean over levels.
 
-    logits [B, C, T, V], codes [B, C, T], padding_mask [B, T] (True = real frame).
-    The pattern predicts every grid token exactly once, so the grid is its loss mask.
+    per_token [B, C, T] losses, padding_mask [B, T] (True = real frame). The pattern
+    predicts every grid token exactly once, so the grid is its loss mask.
     """
-    per_token = F.cross_entropy(logits.float().flatten(0, 2), codes.flatten(), reduction="none")
-    per_token = per_token.view(codes.shape)
     weights = padding_mask[:, None, :].to(per_token.dtype).expand_as(per_token)
     per_level = (per_token * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp(min=1)
     return per_level.mean(), per_level
+
+
+def masked_level_cross_entropy(
+    logits: torch.Tensor, codes: torch.Tensor, padding_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`masked_level_mean` of the cross-entropy of logits [B, C, T, V] against codes."""
+    per_token = F.cross_entropy(logits.float().flatten(0, 2), codes.flatten(), reduction="none")
+    return masked_level_mean(per_token.view(codes.shape), padding_mask)
 
 
 # What a fine-tuning config may change on a model it starts from; the rest is architecture.
@@ -78,6 +84,7 @@ class TextToMusicTask(TextConditionedTask):
     """
 
     shard_units = (DecoderLayer,)
+    shard_entry_methods = ("token_losses",)  # the training loss enters the model there
     throughput_name = "train/tokens_per_s"
 
     def __init__(
@@ -222,8 +229,8 @@ class TextToMusicTask(TextConditionedTask):
         codes = batch["codes"]
         if self.global_step == 0:  # a data/model mismatch shows at once; later checks would sync
             self._check_batch(codes)
-        logits = self.model(codes, texts)
-        return masked_level_cross_entropy(logits, codes, batch["padding_mask"])
+        per_token = self.model.token_losses(codes, texts)
+        return masked_level_mean(per_token, batch["padding_mask"])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         texts = self.dropped_captions(batch["captions"])

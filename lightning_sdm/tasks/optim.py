@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,14 +62,44 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+# Devices with PyTorch's fused AdamW kernel: one pass over each parameter instead of the
+# foreach path's several (a third of the optimizer's time on a CPU).
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
+def fused_adamw_applies(groups: list[dict]) -> bool:
+    """Plain floating tensors on a device with the fused kernel; sharded (DTensor) or other
+    tensor subclasses take the default path."""
+    parameters = [p for group in groups for p in group["params"]]
+    return bool(parameters) and all(
+        p.device.type in FUSED_ADAMW_DEVICES
+        and p.is_floating_point()
+        and type(p.data) is torch.Tensor
+        for p in parameters
+    )
+
+
+def trainer_allows_fused(trainer: Any) -> bool:
+    """Lightning refuses gradient clipping under mixed precision with an optimizer that
+    unscales its own gradients, as the fused one does; such runs take the foreach path."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    clips = bool(trainer.gradient_clip_val)
+    return not (clips and isinstance(trainer.precision_plugin, MixedPrecision))
+
+
 def build_optimizer(
-    module: nn.Module, config: OptimConfig, total_steps: int
+    module: nn.Module, config: OptimConfig, total_steps: int, fused: bool = True
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (fused where the kernel exists and `fused` allows) on the warm-up + cosine
+    schedule."""
+    groups = parameter_groups(module, config.weight_decay)
     optimizer = torch.optim.AdamW(
-        parameter_groups(module, config.weight_decay),
+        groups,
         lr=config.lr,
         betas=config.betas,
         eps=config.eps,
+        fused=(fused and fused_adamw_applies(groups)) or None,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+from lightning_sdm.tasks.optim import OptimConfig, build_optimizer, trainer_allows_fused
 from lightning_sdm.tasks.sharding import shard_blocks
 
 
@@ -49,5 +49,6 @@ class ScheduledAdamWTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches)
-        optimizer, schedule = build_optimizer(self.model, self.optim_config, total)
+        fused = trainer_allows_fused(self.trainer)
+        optimizer, schedule = build_optimizer(self.model, self.optim_config, total, fused)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

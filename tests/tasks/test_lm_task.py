@@ -19,6 +19,7 @@ from lightning_sdm.tasks.lm_task import (
     NonFiniteLossError,
     TextToMusicTask,
     masked_level_cross_entropy,
+    masked_level_mean,
 )
 from lightning_sdm.tasks.optim import OptimConfig, build_optimizer, parameter_groups, warmup_cosine
 from lightning_sdm.tasks.text_conditioned import caption_dropout_generator
@@ -184,17 +185,15 @@ def test_ema_weights_are_what_validation_samples_and_export_use(tmp_path, monkey
 
 
 def test_non_finite_loss_stops_with_a_message_and_a_checkpoint_from_before(tmp_path, monkeypatch):
-    real_loss = lm_task.masked_level_cross_entropy
+    real_loss = lm_task.masked_level_mean
     calls = {"n": 0}
 
-    def loss_that_explodes_on_the_fourth_step(logits, codes, mask):
-        loss, per_level = real_loss(logits, codes, mask)
+    def loss_that_explodes_on_the_fourth_step(per_token, mask):
+        loss, per_level = real_loss(per_token, mask)
         calls["n"] += 1
         return (loss * float("nan"), per_level) if calls["n"] == 4 else (loss, per_level)
 
-    monkeypatch.setattr(
-        lm_task, "masked_level_cross_entropy", loss_that_explodes_on_the_fourth_step
-    )
+    monkeypatch.setattr(lm_task, "masked_level_mean", loss_that_explodes_on_the_fourth_step)
     weights = {}
 
     class RememberWeights(Callback):
@@ -270,3 +269,32 @@ def test_caption_dropout_differs_between_ranks():
         torch.manual_seed(0)  # what seed_everything does on every rank
         dropped.append(conditioner.cfg_dropout(captions, caption_dropout_generator(rank)))
     assert dropped[0] != dropped[1]
+
+
+def test_the_optimizer_is_fused_adamw_on_cpu_and_steps_as_the_default_path_does():
+    task = tiny_task()
+    fused, _ = build_optimizer(task.model, task.optim_config, total_steps=20)
+    assert fused.defaults["fused"] is True
+    reference_task = tiny_task()
+    reference_task.load_state_dict(task.state_dict())
+    plain, _ = build_optimizer(reference_task.model, task.optim_config, 20, fused=False)
+    assert not plain.defaults["fused"]
+    codes = torch.randint(0, 2048, (2, 4, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    for model, optimizer in ((task.model, fused), (reference_task.model, plain)):
+        for _ in range(3):
+            loss, _ = masked_level_mean(model.token_losses(codes, ["a", "b"]), mask)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for a, b in zip(task.model.parameters(), reference_task.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_under_mixed_precision_takes_the_optimizer_lightning_can_clip(tmp_path):
+    """Lightning refuses to clip gradients of a fused optimizer under mixed precision."""
+    task = tiny_task()
+    run = trainer(tmp_path, max_steps=2, precision="bf16-mixed", gradient_clip_val=1.0)
+    run.fit(task, datamodule=tiny_data(tmp_path))
+    assert run.global_step == 2
+    assert not run.optimizers[0].defaults["fused"]
