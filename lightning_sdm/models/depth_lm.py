@@ -34,6 +34,7 @@ from lightning_sdm.models.lm import (
     _inference_dtype,
 )
 from lightning_sdm.nn.cached_decoding import StepDecoder
+from lightning_sdm.nn.level_embedding import level_lookup, summed_level_embedding
 from lightning_sdm.nn.packed_linear import PackChoice, summary
 from lightning_sdm.nn.positional import sinusoidal_encoding
 from lightning_sdm.nn.transformer import TransformerDecoder
@@ -101,25 +102,18 @@ class DepthLM(LevelHeads):
         batch, levels, frames = codes.shape
         start = codes.new_full((batch, levels, 1), self.special_token)
         previous = torch.cat([start, codes[:, :, :-1]], dim=2)
-        x = sinusoidal_encoding(
+        positions = sinusoidal_encoding(
             torch.arange(frames, device=codes.device), self.config.dim, kind=self.config.positional
-        ).to(self.token_embedding.dtype)
-        for level in range(levels):
-            x = x + F.embedding(previous[:, level], self.token_embedding[level])
-        return x
+        )
+        summed = summed_level_embedding(previous, self.token_embedding)
+        return summed + positions.to(summed.dtype)
 
     def _depth_inputs(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """hidden [N, D], codes [N, C] of N frames -> depth inputs [N, C, d]."""
         frames = codes.shape[0]
         start = codes.new_full((frames, 1), self.special_token)
         previous = torch.cat([start, codes[:, :-1]], dim=1)  # level k reads level k-1
-        tokens = torch.stack(
-            [
-                F.embedding(previous[:, level], self.depth_token_embedding[level])
-                for level in range(self.config.num_levels)
-            ],
-            dim=1,
-        )
+        tokens = level_lookup(previous, self.depth_token_embedding)
         return self.depth_input(hidden)[:, None] + tokens + self.depth_level_embedding
 
     def head_inputs(

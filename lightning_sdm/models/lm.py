@@ -21,6 +21,7 @@ from lightning_sdm.errors import UserInputError, require_positive
 from lightning_sdm.models.level_heads import LevelHeads
 from lightning_sdm.nn.attention import AttentionMask
 from lightning_sdm.nn.cached_decoding import StepDecoder
+from lightning_sdm.nn.level_embedding import summed_level_embedding
 from lightning_sdm.nn.packed_linear import PackChoice, Projection, summary
 from lightning_sdm.nn.positional import POSITIONAL_KINDS, sinusoidal_encoding
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
@@ -242,14 +243,10 @@ class CodebookLM(LevelHeads):
         """grid [R, C*T + 1] (last column = special) -> position inputs [R, P, D];
         `positions` [P, D] are the positions' sinusoids."""
         ids = grid[:, input_index]  # [R, C, P]
-        x = positions.to(self.token_embedding.dtype)
-        # One level at a time: gathering all levels at once would hold a [R, C, P, D] tensor.
-        for level in range(self.config.num_levels):
-            vectors = F.embedding(ids[:, level], self.token_embedding[level])
-            if self.level_embedding is not None:
-                # A stack sums the levels it holds; absent levels contribute nothing.
-                vectors = vectors * (ids[:, level] != self.special_token)[..., None]
-            x = x + vectors
+        # A stack sums the levels it holds; absent levels contribute nothing.
+        present = (ids != self.special_token) if self.level_embedding is not None else None
+        summed = summed_level_embedding(ids, self.token_embedding, present)
+        x = summed + positions.to(summed.dtype)
         if self.level_embedding is not None:
             x = x + self.level_embedding(level_index)
         return x
