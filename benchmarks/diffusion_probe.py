@@ -60,7 +60,9 @@ def main() -> None:
     print(f"{len(captions)} held-out crops of {args.seconds:g} s from {args.shards}; {machine()}")
     print(format_probe(rows))
     if args.json:
-        args.json.write_text(json.dumps([row.to_dict() for row in rows], indent=2))
+        args.json.write_text(
+            json.dumps({"machine": machine(), "rows": [row.to_dict() for row in rows]}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,16 @@ same small decoder trained with each pattern for the same budget, in one table.
 
     python benchmarks/pattern_quality.py [--steps 400 --seeds 3 --out results/pattern_quality]
     python benchmarks/pattern_quality.py --quick   # a smoke run
+    python benchmarks/pattern_quality.py --budget flops   # every row on delay's FLOPs
+    python benchmarks/pattern_quality.py --rows delay depth --depth-dim 12   # matched params
 
 The source is `lightning_sdm.data.synthetic.HiddenMarkovSource` (saved with its held-out
 grids as OUT/source.npz). "floor" is the lowest NLL per token any model decoding with the
 pattern can reach; "entropy" is flat's floor (the source's entropy rate on these grids).
+A row's training FLOPs are counted by PyTorch (`torch.utils.flop_counter`) on one forward +
+backward, times its steps. `--budget steps` trains every row for `--steps` steps;
+`--budget flops` gives every row the FLOPs delay spends in `--steps` steps (a row whose step
+costs more trains for fewer steps).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from lightning_sdm.machine import machine, machine_line
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
-from lightning_sdm.tasks.lm_task import masked_level_cross_entropy
+from lightning_sdm.tasks.lm_task import masked_level_cross_entropy, masked_level_mean
 
 # (label, pattern, k, schedule): delay with the k = 3 interleaved schedule isolates what the
 # schedule does without the stack representation.
@@ -59,6 +65,8 @@ class Result:
     gap: float  # nll - floor
     gap_to_entropy: float  # nll - entropy floor
     steps: int
+    train_steps: int
+    train_flops: float  # forward + backward FLOPs of the whole training run
     gen_seconds: float
     rtf: float
     max_cache_keys: int
@@ -75,11 +83,49 @@ def lm_config(args, pattern: str, k: int, schedule: str | None) -> LMConfig:
     )  # fmt: skip
 
 
-def train_and_measure(args, row, train: np.ndarray, heldout: np.ndarray, seed: int) -> dict:
-    _, pattern, k, schedule = row
+def new_model(args, pattern: str, k: int, schedule: str | None, seed: int) -> TextToMusicLM:
     torch.manual_seed(seed)
     text = TextConditionerConfig(cfg_dropout=0.0)
-    model = TextToMusicLM(TextToMusicConfig(lm=lm_config(args, pattern, k, schedule), text=text))
+    return TextToMusicLM(TextToMusicConfig(lm=lm_config(args, pattern, k, schedule), text=text))
+
+
+def cpu_attention_flops() -> dict:
+    """PyTorch's counter knows SDPA's GPU kernels, not the CPU flash kernel (it counts 0):
+    the same formulas for it. Scores are counted in full, causal or not, as for the others."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def forward(query, key, value, *args, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    return {
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }
+
+
+def step_flops(args, pattern: str, k: int, schedule: str | None) -> float:
+    """Forward + backward FLOPs of one training step, as PyTorch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = new_model(args, pattern, k, schedule, seed=0).train()
+    codes = torch.zeros(args.batch, args.levels, args.frames, dtype=torch.long)
+    mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as counter:
+        loss, _ = masked_level_mean(model.token_losses(codes, CAPTION * args.batch), mask)
+        loss.backward()
+    return float(counter.get_total_flops())
+
+
+def train_and_measure(
+    args, row, train: np.ndarray, heldout: np.ndarray, seed: int, train_steps: int
+) -> dict:
+    _, pattern, k, schedule = row
+    model = new_model(args, pattern, k, schedule, seed)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0
     )
@@ -87,9 +133,9 @@ def train_and_measure(args, row, train: np.ndarray, heldout: np.ndarray, seed: i
     data = torch.from_numpy(train)
     mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
     model.train()
-    for _ in range(args.steps):
+    for _ in range(train_steps):
         codes = data[torch.randint(0, len(data), (args.batch,), generator=generator)]
-        loss, _ = masked_level_cross_entropy(model(codes, CAPTION * args.batch), codes, mask)
+        loss, _ = masked_level_mean(model.token_losses(codes, CAPTION * args.batch), mask)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -128,6 +174,13 @@ def main() -> None:
     parser.add_argument("--depth-layers", type=int, default=1, help="the depth decoder's")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument(
+        "--budget", choices=("steps", "flops"), default="steps",
+        help="steps: --steps for every row; flops: every row gets delay's FLOPs at --steps",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rows", nargs="*", help="only these rows (labels as in the table, e.g. delay depth)"
+    )
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--frame-rate", type=float, default=50.0, help="for the RTF")
@@ -145,12 +198,21 @@ def main() -> None:
     train = source.sample(args.train_grids, args.frames, seed=1)
     heldout = source.sample(args.heldout_grids, args.frames, seed=2)
     source.save(args.out / "source.npz", heldout)
+    rows = [row for row in ROWS if not args.rows or row[0] in args.rows]
+    if args.rows and len(rows) != len(args.rows):
+        known = ", ".join(row[0] for row in ROWS)
+        parser.error(f"--rows takes labels among: {known}")
+    reference_flops = step_flops(args, "delay", 1, None)
     results: list[Result] = []
     floors: dict[str, float] = {}
     entropy = None
-    for row in ROWS:
+    for row in rows:
+        flops = step_flops(args, *row[1:])
+        train_steps = args.steps
+        if args.budget == "flops":
+            train_steps = max(1, round(args.steps * reference_flops / flops))
         for seed in range(args.seeds):
-            measured = train_and_measure(args, row, train, heldout, seed)
+            measured = train_and_measure(args, row, train, heldout, seed, train_steps)
             if row[0] not in floors:  # exact and seed-independent: once per pattern
                 floors[row[0]] = pattern_floor(source, heldout, measured["token_steps"])
             floor = floors[row[0]]
@@ -170,6 +232,8 @@ def main() -> None:
                     gap=measured["nll"] - floor,
                     gap_to_entropy=measured["nll"] - entropy,
                     steps=measured["steps"],
+                    train_steps=train_steps,
+                    train_flops=train_steps * flops,
                     gen_seconds=measured["gen_seconds"],
                     rtf=measured["gen_seconds"] / (args.frames / args.frame_rate),
                     max_cache_keys=measured["max_cache_keys"],
@@ -184,7 +248,7 @@ def main() -> None:
     print(
         f"\nsource: {args.states} states, C = {args.levels} x {args.cardinality}, "
         f"T = {args.frames}; {args.train_grids} training grids, {args.heldout_grids} held out; "
-        f"{args.layers} layers x {args.dim}, {args.steps} steps of {args.batch}; NLL in nats/token;"
+        f"{args.layers} layers x {args.dim}, budget: {budget_line(args)}; NLL in nats/token;"
         f" {machine_line()}"
     )
     print(table)
@@ -201,13 +265,19 @@ def main() -> None:
     print("wrote " + ", ".join(map(str, [*written, args.out / "source.npz"])))
 
 
+def budget_line(args) -> str:
+    if args.budget == "flops":
+        return f"delay's FLOPs at {args.steps} steps of {args.batch} for every row"
+    return f"{args.steps} steps of {args.batch}"
+
+
 def markdown(results: list[Result], entropy: float) -> str:
     lines = [
         f"entropy rate (flat's floor): {entropy:.4f} nats/token",
         "",
         "| pattern | floor | floor - entropy | NLL | NLL - floor | steps | gen s | cache keys "
-        "| params |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| params | train steps | train GFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in dict.fromkeys(r.label for r in results):
         rows = [r for r in results if r.label == label]
@@ -218,7 +288,7 @@ def markdown(results: list[Result], entropy: float) -> str:
             f"| {label} | {r.floor:.4f} | {r.floor - entropy:.4f} | "
             f"{statistics.mean(nlls):.4f}{spread} | {statistics.mean(nlls) - r.floor:.4f} | "
             f"{r.steps} | {statistics.mean(x.gen_seconds for x in rows):.3f} | {r.max_cache_keys} "
-            f"| {r.params:,} |"
+            f"| {r.params:,} | {r.train_steps} | {r.train_flops / 1e9:.1f} |"
         )
     return "\n".join(lines)
 

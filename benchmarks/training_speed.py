@@ -57,7 +57,7 @@ from lightning_sdm.nn.sparse_attention import BlockSparseMask  # noqa: E402
 from lightning_sdm.patterns import PatternLayout  # noqa: E402
 from lightning_sdm.tasks.lm_task import masked_level_cross_entropy, masked_level_mean  # noqa: E402
 
-PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 3)]
+PATTERNS = [("delay", 1), ("flat", 1), ("stack", 1), ("stack_delay", 3), ("depth", 1)]
 BACKENDS = ("dense", "auto", "block_sparse")
 CONTEXT_TOKENS = 4  # "a caption" through T5's tokenizer, with the end token
 
@@ -77,12 +77,21 @@ class Row:
     device: str
 
 
-def model(args: argparse.Namespace, pattern: str, k: int, backend: str) -> TextToMusicLM:
-    torch.manual_seed(0)
-    lm = LMConfig(
+def lm_config(args: argparse.Namespace, pattern: str, k: int, backend: str) -> LMConfig:
+    """The depth decoder's depth transformer is sized as in `decoding_speed.py`: half the
+    width, a quarter of the layers."""
+    depth_dim = args.dim // 2
+    return LMConfig(
         dim=args.dim, num_layers=args.layers, num_heads=args.heads, ffn_dim=4 * args.dim,
         pattern=pattern, interleave=k, attention=backend,
+        depth_dim=depth_dim, depth_layers=max(1, args.layers // 4),
+        depth_heads=max(1, depth_dim // 64), depth_ffn_dim=4 * depth_dim,
     )  # fmt: skip
+
+
+def model(args: argparse.Namespace, pattern: str, k: int, backend: str) -> TextToMusicLM:
+    torch.manual_seed(0)
+    lm = lm_config(args, pattern, k, backend)
     return TextToMusicLM(TextToMusicConfig(lm=lm, text=TextConditionerConfig(cfg_dropout=0.0)))
 
 
@@ -198,6 +207,19 @@ def step_flops(args: argparse.Namespace, positions: int, frames: int, scores: fl
     return 3 * args.batch * forward
 
 
+def depth_step_flops(args: argparse.Namespace, lm: LMConfig) -> float:
+    """`step_flops` of the depth decoder: the temporal transformer over T frames (causal),
+    then the depth transformer over C positions per frame (causal over C, one context
+    key), its input and context projections and the level heads at the depth width."""
+    frames, levels, width = args.frames, lm.num_levels, lm.depth_dim
+    temporal = step_flops(args, frames, 0, frames * (frames + 1) / 2) / 3 / args.batch
+    per_position = 2 * (4 * width * width + 2 * width * width + 2 * width * lm.depth_ffn_dim)
+    scores = levels * (levels + 1) / 2 * frames
+    depth = lm.depth_layers * (levels * frames * per_position + 4 * scores * width)
+    depth += 2 * 2 * frames * args.dim * width + 2 * levels * frames * 2048 * width
+    return 3 * args.batch * (temporal + depth)
+
+
 def gpu_scores(layout: PatternLayout, uses: str) -> float:
     """Scores a GPU computes per row: all for a dense mask, the lower triangle for the
     causal kernels, FlexAttention's visible 128 x 128 blocks for the sparse path."""
@@ -229,14 +251,13 @@ def estimate(args: argparse.Namespace) -> None:
     )
     for entry in args.patterns:
         pattern, k = entry.split(":")
+        if lm_config(args, pattern, int(k), "auto").is_depth:
+            continue  # one attention path (causal over frames): nothing to compare
         cells = []
         for backend in args.backends:
-            lm_config = LMConfig(
-                dim=args.dim, num_layers=args.layers, num_heads=args.heads,
-                ffn_dim=4 * args.dim, pattern=pattern, interleave=int(k), attention=backend,
-            )  # fmt: skip
+            config = lm_config(args, pattern, int(k), backend)
             with torch.device("meta"):
-                lm = CodebookLM(lm_config)
+                lm = CodebookLM(config)
             layout = lm.layout(args.frames)
             uses, _ = attention_used(lm, args.frames)
             flops = step_flops(args, layout.num_positions, args.frames, gpu_scores(layout, uses))
@@ -249,9 +270,15 @@ def estimate(args: argparse.Namespace) -> None:
 def child(args: argparse.Namespace) -> None:
     pattern, k, backend = args.child.split(":")
     net = model(args, pattern, int(k), backend).train()
-    layout = net.lm.layout(args.frames)
-    n = layout.num_positions
-    uses, scores = attention_used(net.lm, args.frames)
+    if net.lm.config.is_depth:  # causal over frames; the depth pass is C positions a frame
+        n = args.frames
+        uses, scores = "causal", (n + 1) / (2 * n)
+        flops = depth_step_flops(args, net.lm.config)
+    else:
+        layout = net.lm.layout(args.frames)
+        n = layout.num_positions
+        uses, scores = attention_used(net.lm, args.frames)
+        flops = step_flops(args, n, args.frames, gpu_scores(layout, uses))
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
     mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
@@ -272,7 +299,7 @@ def child(args: argparse.Namespace) -> None:
         pattern=pattern, k=int(k), backend=backend, uses=uses,
         positions=n, step_s=step_s, tokens_per_s=args.batch * args.frames * 4 / step_s,
         peak_mb=peak_mb, scores_computed=scores,
-        gpu_flops=step_flops(args, n, args.frames, gpu_scores(layout, uses)),
+        gpu_flops=flops,
         device=f"cpu ({torch.get_num_threads()} threads)",
     )  # fmt: skip
     print(json.dumps(asdict(row)))
@@ -334,7 +361,9 @@ def main() -> None:
     rows = []
     for pattern, k in (entry.split(":") for entry in args.patterns):
         k = int(k)
-        for backend in args.backends:
+        # The depth decoder has one attention path (causal over frames): one row.
+        depth = lm_config(args, pattern, k, "auto").is_depth
+        for backend in ("auto",) if depth else args.backends:
             rows.append(measure(args, pattern, k, backend))
             print(f"  measured {pattern} k={k} {backend}: {rows[-1].step_s:.2f} s", flush=True)
     delay_dense = next((r for r in rows if r.pattern == "delay" and r.backend == "dense"), rows[0])

@@ -44,6 +44,22 @@ def test_patterns_show_draws_steps_plan_and_visibility(capsys):
     assert [int(v) for v in level0.split()[1:]] == [t + 2 * (t % 4) for t in range(12)]
 
 
+def test_patterns_show_draws_the_depth_decoders_steps_and_refuses_its_missing_options(capsys):
+    assert main(["patterns", "show", "--pattern", "depth", "--T", "6", "--C", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "6 temporal + 18 depth" in out
+    grid = [line.split() for line in out.splitlines() if re.match(r"\s+[0-2]\s+[0-2]\s", line)]
+    assert [[int(v) for v in row[1:]] for row in grid] == [
+        [3 * t + level for t in range(6)] for level in range(3)
+    ]
+    assert main(["patterns", "show", "--pattern", "depth", "--k", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: the depth decoder has no interleave or schedule: it samples frame by frame, "
+        "level by level (drop --k and --schedule)"
+    ]
+
+
 def test_bad_cli_input_fails_with_a_message(capsys):
     assert (
         main(["patterns", "show", "--pattern", "stack", "--schedule", "parallel", "--T", "4"]) == 2

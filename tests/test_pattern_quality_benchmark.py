@@ -2,12 +2,14 @@
 recompute the numbers from."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
 from lightning_sdm.data.synthetic import HiddenMarkovSource, pattern_floor
 from lightning_sdm.patterns import make_pattern
-from tests.benchmark_runs import run_benchmark
+from tests.benchmark_runs import BENCHMARKS, run_benchmark
 
 
 def heldout_frames(folder):
@@ -36,3 +38,29 @@ def test_the_quick_run_writes_a_row_per_pattern_and_recomputable_floors(tmp_path
     assert (tmp_path / "quality_vs_time.png").stat().st_size > 1000
     assert "| pattern | floor |" in (tmp_path / "table.md").read_text()
     assert np.isfinite([r["nll"] for r in rows]).all()
+
+
+def test_a_flops_budget_gives_every_row_delays_flops_within_one_step(tmp_path):
+    out = run_benchmark(
+        "pattern_quality.py", "--quick", "--budget", "flops", "--rows", "delay", "flat", "depth",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    rows = {r["label"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    assert set(rows) == {"delay", "flat", "depth"} and "delay's FLOPs" in out
+    delay = rows["delay"]
+    assert delay["train_steps"] == 3 and delay["train_flops"] > 0
+    for label in ("flat", "depth"):
+        row = rows[label]
+        per_step = row["train_flops"] / row["train_steps"]
+        assert per_step > delay["train_flops"] / 3  # a costlier step than delay's...
+        assert abs(row["train_flops"] - delay["train_flops"]) <= per_step / 2 + 1  # ...fewer
+    assert rows["flat"]["train_steps"] < 3
+
+
+def test_an_unknown_row_is_named_with_the_known_ones(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pattern_quality.py"), "--quick",
+         "--rows", "delay", "dealy", "--out", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--rows takes labels among: delay, flat" in done.stderr

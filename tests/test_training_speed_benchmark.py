@@ -34,7 +34,8 @@ def test_a_measured_run_writes_rows_with_the_device(tmp_path):
 def test_the_transformers_comparison_times_both_sides_at_equal_size(tmp_path):
     out = run(
         "--transformers", "--frames", "40", "--steps", "1", "--rounds", "1",
-        "--precisions", "fp32", "bf16", "--json", str(tmp_path / "sides.json"),
+        "--precisions", "fp32", "bf16", "--variants", "logits",
+        "--json", str(tmp_path / "sides.json"),
     )  # fmt: skip
     sides = json.loads((tmp_path / "sides.json").read_text())
     for precision in ("fp32", "bf16"):
@@ -43,3 +44,20 @@ def test_the_transformers_comparison_times_both_sides_at_equal_size(tmp_path):
         assert ours["step_s"] > 0 and theirs["step_s"] > 0
         assert f"{precision}: ours is" in out
     assert "transformers' speed" in out and sides["machine"]["cpu"]
+    assert sides["ours-logits:fp32"]["params"] == sides["ours:fp32"]["params"]
+
+
+def test_the_depth_decoder_gets_one_row_beside_the_patterns(tmp_path):
+    out = run(
+        "--frames", "30", "--steps", "1", "--patterns", "delay:1", "depth:1",
+        "--backends", "dense", "auto", "--json", str(tmp_path / "rows.json"),
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert [(r["pattern"], r["backend"]) for r in rows] == [
+        ("delay", "dense"), ("delay", "auto"), ("depth", "auto")
+    ]  # fmt: skip
+    depth = rows[-1]
+    assert depth["uses"] == "causal" and depth["positions"] == 30 and depth["gpu_flops"] > 0
+    assert depth["step_s"] > 0 and "depth" in out
+    estimate = run("--estimate", "--frames", "30", "--patterns", "delay:1", "depth:1")
+    assert "delay k=1" in estimate and "depth" not in estimate

@@ -15,11 +15,13 @@ from typing import Literal
 
 from lightning_sdm.codecs import CodecConfig
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.models.lm import DEPTH_DECODER
 from lightning_sdm.models.sampling import DiffusionSamplingConfig, SamplingConfig
 from lightning_sdm.patterns import PATTERN_NAMES, SCHEDULE_NAMES
 
 PatternName = Literal[tuple(PATTERN_NAMES)]  # type: ignore[valid-type]
 ScheduleName = Literal[tuple(SCHEDULE_NAMES)]  # type: ignore[valid-type]
+DecoderName = Literal[DEPTH_DECODER]  # type: ignore[valid-type]
 
 
 def tokenize(
@@ -492,29 +494,28 @@ def listening_report(answers: str, output: str | None = None) -> int:
 
 
 def patterns_show(
-    pattern: PatternName = "stack_delay",
+    pattern: PatternName | DecoderName = "stack_delay",
     k: int = 1,
     schedule: ScheduleName | None = None,
     T: int = 8,
     C: int = 4,
     matrix: bool = True,
 ) -> int:
-    """Draw a pattern's steps, decoding plan and what each position sees.
+    """Draw a pattern's steps, decoding plan and what each position sees (for the depth
+    decoder: the step at which each token is sampled).
 
     Args:
-        pattern: The codebook pattern.
+        pattern: The codebook pattern, or depth.
         k: Interleave of stack-delay / interleaved schedules.
         schedule: Override the pattern's timestep schedule.
         T: Timesteps.
         C: Codebook levels.
         matrix: Draw the visibility matrix (alias --no-matrix to skip it).
     """
-    from lightning_sdm.patterns import make_pattern
-    from lightning_sdm.patterns.render import render
+    from lightning_sdm.models.depth_lm import draw_decoder
 
     _check_sizes(T, C)
-    built = make_pattern(pattern, k=k, schedule=schedule)
-    print(render(built, built.layout(T, C), show_matrix=matrix))
+    print(draw_decoder(pattern, k, schedule, T, C, matrix))
     return 0
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.level_heads import LevelHeads
 from lightning_sdm.models.lm import (
     DEPTH_DECODER,
@@ -251,6 +252,55 @@ def decoding_plan(num_timesteps: int, num_levels: int) -> dict[str, int | str]:
         "positions": num_timesteps * (1 + num_levels),
         "max_cache_keys": num_timesteps + num_levels,
     }
+
+
+def draw_depth(num_timesteps: int, num_levels: int) -> str:
+    """`patterns show` for the depth decoder: the step at which each token is sampled, and
+    what each step reads."""
+    plan = decoding_plan(num_timesteps, num_levels)
+    width = len(str(num_timesteps * num_levels - 1)) + 1
+    header = "  i\\t" + "".join(f"{t:>{width}}" for t in range(num_timesteps))
+    rows = [
+        f"{level:>5}" + "".join(f"{t * num_levels + level:>{width}}" for t in range(num_timesteps))
+        for level in range(num_levels)
+    ]
+    return "\n".join(
+        [
+            f"{DEPTH_DECODER} [{plan['schedule']}, {plan['representation']}]  "
+            f"T={num_timesteps} C={num_levels}",
+            f"decoding steps: {num_timesteps} temporal + {num_timesteps * num_levels} depth"
+            f"   max cache keys: {num_timesteps} temporal + {num_levels} depth (emptied"
+            " every frame)",
+            "",
+            "Depth step at which each token c[i, t] is sampled:",
+            header,
+            *rows,
+            "",
+            "Each frame t: one temporal step reads frame t-1's tokens (their level embeddings",
+            "summed) and the text; then C depth steps sample c[0, t] ... c[C-1, t], level k",
+            "reading the frame's temporal output and c[k-1, t]. No token waits for a later",
+            "frame, and none sees a token of its own frame above its level.",
+        ]
+    )
+
+
+def draw_decoder(
+    pattern: str, k: int, schedule: str | None, num_timesteps: int, num_levels: int, matrix: bool
+) -> str:
+    """`patterns show` for any `lm.pattern`: a pattern's steps, plan and visibility, or
+    the depth decoder's steps."""
+    if pattern != DEPTH_DECODER:
+        from lightning_sdm.patterns import make_pattern
+        from lightning_sdm.patterns.render import render
+
+        built = make_pattern(pattern, k=k, schedule=schedule)
+        return render(built, built.layout(num_timesteps, num_levels), show_matrix=matrix)
+    if k != 1 or schedule is not None:
+        raise UserInputError(
+            "the depth decoder has no interleave or schedule: it samples frame by frame, "
+            "level by level (drop --k and --schedule)"
+        )
+    return draw_depth(num_timesteps, num_levels)
 
 
 def build_lm(config: LMConfig) -> CodebookLM | DepthLM:

@@ -192,3 +192,19 @@ def test_a_diffusion_model_generates_with_its_own_settings(tmp_path):
         assert settings["sampling"] == {"steps": 3, "cfg_scale": 5.0, "cfg_rescale": 0.75,
                                         "eta": 0.0}  # fmt: skip
         assert job["done_steps"] == job["total_steps"] == 3
+
+
+def test_a_depth_decoder_model_generates_through_the_app_with_its_progress(tmp_path):
+    save_tiny_model_with_codec(tmp_path / "depth", "depth", 1)
+    with TestClient(
+        create_app(models=[str(tmp_path / "depth")], output_dir=tmp_path / "s")
+    ) as client:
+        assert client.get("/api/models").json()["models"][0]["family"] == "lm"
+        body = {"model": str(tmp_path / "depth"), "prompts": ["a", "b"], "seconds": 0.2,
+                "seed": 1, "sampling": {"top_k": 5, "cfg_scale": 2}}  # fmt: skip
+        job = run_job(client, body)
+        assert job["status"] == "done", job["error"]
+        assert job["done_steps"] == job["total_steps"] > 0
+        first, second = job["results"]
+        assert client.get(first["wav"]).content[:4] == b"RIFF"
+        assert client.get(first["wav"]).content != client.get(second["wav"]).content
