@@ -72,6 +72,7 @@ def tiny_config(
     dim: int = 32,
     num_layers: int = 2,
     cfg_dropout: float = 0.0,
+    acoustic_delay: int = 0,
 ) -> TextToMusicConfig:
     return TextToMusicConfig(
         lm=LMConfig(
@@ -88,6 +89,7 @@ def tiny_config(
             depth_layers=2,
             depth_heads=2,
             depth_ffn_dim=dim,
+            depth_acoustic_delay=acoustic_delay,
         ),
         text=TextConditionerConfig(cfg_dropout=cfg_dropout),
     )

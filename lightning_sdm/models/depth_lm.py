@@ -76,27 +76,56 @@ class DepthLM(LevelHeads):
         )
         self.init_level_heads(levels, config.cardinality, width, config.head_bias)
 
+    @property
+    def acoustic_delay(self) -> int:
+        return self.config.depth_acoustic_delay
+
     def decoding_steps(self, num_timesteps: int) -> int:
-        return int(decoding_plan(num_timesteps, self.config.num_levels)["decoding_steps"])
+        plan = decoding_plan(num_timesteps, self.config.num_levels, self.acoustic_delay)
+        return int(plan["decoding_steps"])
 
     def token_steps(self, num_timesteps: int) -> torch.Tensor:
         """[C, T]: the order tokens are predicted in, frame by frame, level by level (the
         temporal steps between frames predict nothing, so they are not counted)."""
         levels = self.config.num_levels
-        return torch.arange(num_timesteps)[None] * levels + torch.arange(levels)[:, None]
+        # Levels >= 1 of frame t come `acoustic_delay` frames after its level 0.
+        frame_of = torch.arange(num_timesteps)[None] + self.acoustic_delay * (
+            torch.arange(levels)[:, None] > 0
+        )
+        return frame_of * levels + torch.arange(levels)[:, None]
 
     def max_cache_keys(self, num_timesteps: int) -> int:
-        return int(decoding_plan(num_timesteps, self.config.num_levels)["max_cache_keys"])
+        plan = decoding_plan(num_timesteps, self.config.num_levels, self.acoustic_delay)
+        return int(plan["max_cache_keys"])
 
     def cache_values(self, rows: int, num_timesteps: int) -> int:
         """Values the two caches hold: T keys and values per temporal layer, C per depth one."""
         config = self.config
-        temporal = config.num_layers * num_timesteps * config.dim
+        temporal = config.num_layers * (num_timesteps + self.acoustic_delay) * config.dim
         depth = config.depth_layers * config.num_levels * config.depth_dim
         return 2 * rows * (temporal + depth)
 
     def set_inference_precision(self, precision: str) -> DepthLM:
         return self.to(_inference_dtype(precision))
+
+    def _to_grid(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, C, T] -> the frames the decoder runs over, [B, C, T + delay]: level 0
+        as it is, levels >= 1 `acoustic_delay` frames later; the special token elsewhere."""
+        delay = self.acoustic_delay
+        if not delay:
+            return codes
+        batch, levels, frames = codes.shape
+        grid = codes.new_full((batch, levels, frames + delay), self.special_token)
+        grid[:, 0, :frames] = codes[:, 0]
+        grid[:, 1:, delay:] = codes[:, 1:]
+        return grid
+
+    def _from_grid(self, grid: torch.Tensor, frames: int) -> torch.Tensor:
+        """The inverse of `_to_grid` on dims 1 (levels) and 2 (frames) of any tensor."""
+        delay = self.acoustic_delay
+        if not delay:
+            return grid
+        return torch.cat([grid[:, :1, :frames], grid[:, 1:, delay : delay + frames]], dim=1)
 
     def _frame_inputs(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, C, T] -> temporal inputs [B, T, D]: frame t reads frame t-1's tokens."""
@@ -121,11 +150,13 @@ class DepthLM(LevelHeads):
         self, codes: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
     ) -> torch.Tensor:
         """codes [B, C, T] -> the depth state predicting each of them, [B, C, T, depth_dim]."""
-        batch, num_levels, frames = codes.shape
-        if num_levels != self.config.num_levels:
+        if codes.shape[1] != self.config.num_levels:
             raise ValueError(
-                f"codes have {num_levels} levels, model expects {self.config.num_levels}"
+                f"codes have {codes.shape[1]} levels, model expects {self.config.num_levels}"
             )
+        real_frames = codes.shape[2]
+        codes = self._to_grid(codes)
+        batch, num_levels, frames = codes.shape
         hidden = self.decoder(self._frame_inputs(codes), None, context, context_mask)
         hidden = hidden.reshape(batch * frames, -1)  # frames become the depth pass's batch
         per_frame = codes.permute(0, 2, 1).reshape(batch * frames, num_levels)
@@ -134,7 +165,9 @@ class DepthLM(LevelHeads):
         depth = self.depth_decoder(
             self._depth_inputs(hidden, per_frame), None, depth_context, one_key
         )  # [B*T, C, d]
-        return depth.view(batch, frames, num_levels, -1).transpose(1, 2)
+        return self._from_grid(
+            depth.view(batch, frames, num_levels, -1).transpose(1, 2), real_frames
+        )
 
     def step_decoders(
         self,
@@ -193,15 +226,17 @@ class DepthLM(LevelHeads):
     ) -> torch.Tensor:
         device, rows, levels = context.device, context.shape[0], self.config.num_levels
         dtype = temporal.dtype
+        delay = self.acoustic_delay
+        grid_frames = num_timesteps + delay  # levels >= 1 run `delay` frames behind level 0
         codes = torch.full(
-            (rows, levels, num_timesteps), self.special_token, dtype=torch.long, device=device
+            (rows, levels, grid_frames), self.special_token, dtype=torch.long, device=device
         )
-        cache = temporal.new_cache(num_timesteps, context, context_mask)
+        cache = temporal.new_cache(grid_frames, context, context_mask)
         positions = sinusoidal_encoding(
-            torch.arange(num_timesteps, device=device), self.config.dim, kind=self.config.positional
+            torch.arange(grid_frames, device=device), self.config.dim, kind=self.config.positional
         ).to(dtype)
         blocked = torch.tensor(float("-inf"), dtype=dtype, device=device)
-        slot_of = torch.arange(max(num_timesteps, levels), device=device)
+        slot_of = torch.arange(max(grid_frames, levels), device=device)
         token_tables = self.token_embedding.to(dtype)
         depth_tables = self.depth_token_embedding.to(dtype)
         depth_levels = self.depth_level_embedding.to(dtype)
@@ -210,12 +245,12 @@ class DepthLM(LevelHeads):
         one_key = torch.ones(rows, 1, dtype=torch.bool, device=device)
         start = torch.full((rows,), self.special_token, dtype=torch.long, device=device)
         levels_of = torch.arange(levels, device=device)
-        for frame in range(num_timesteps):
+        for frame in range(grid_frames):
             previous = codes[:, :, frame - 1] if frame else start[:, None].expand(rows, levels)
             x = positions[frame] + sum(
                 F.embedding(previous[:, level], token_tables[level]) for level in range(levels)
             )
-            extent = num_timesteps if static_shapes else frame + 1
+            extent = grid_frames if static_shapes else frame + 1
             visible = torch.where(slot_of[:extent] <= frame, 0.0, blocked).to(dtype)
             hidden = temporal.step(x[:, None], cache, slot_of[frame : frame + 1], visible, extent)
             if on_step is not None:
@@ -233,24 +268,34 @@ class DepthLM(LevelHeads):
                 out = depth.step(z[:, None], frame_cache, slot_of[level : level + 1], seen, width)
                 if on_step is not None:
                     on_step()
-                logits = depth.extra_projections[level](out[:, 0]).float()[:, None]
-                token = pick(logits, levels_of[level : level + 1], slot_of[frame : frame + 1])[:, 0]
+                clip_frame = frame - delay if level else frame  # the frame the token is of
+                if 0 <= clip_frame < num_timesteps:
+                    logits = depth.extra_projections[level](out[:, 0]).float()[:, None]
+                    levels_now = levels_of[level : level + 1]
+                    times = slot_of[clip_frame : clip_frame + 1]
+                    token = pick(logits, levels_now, times)[:, 0]
+                else:  # outside the clip: the special token, as in training
+                    token = start
                 codes[:, level, frame] = token
-        return codes
+        return self._from_grid(codes, num_timesteps)
 
 
-def decoding_plan(num_timesteps: int, num_levels: int) -> dict[str, int | str]:
+def decoding_plan(
+    num_timesteps: int, num_levels: int, acoustic_delay: int = 0
+) -> dict[str, int | str]:
     """The depth decoder's row of `patterns table`: T temporal steps plus C depth steps per
-    frame; the temporal cache holds up to T keys, the depth cache C (emptied every frame)."""
+    frame; the temporal cache holds up to T keys, the depth cache C (emptied every frame).
+    An acoustic delay d runs T + d frames."""
+    frames = num_timesteps + acoustic_delay
     return {
         "pattern": DEPTH_DECODER,
         "schedule": "frame, then level",
         "representation": "temporal + depth",
         "T": num_timesteps,
         "C": num_levels,
-        "decoding_steps": num_timesteps * (1 + num_levels),
-        "positions": num_timesteps * (1 + num_levels),
-        "max_cache_keys": num_timesteps + num_levels,
+        "decoding_steps": frames * (1 + num_levels),
+        "positions": frames * (1 + num_levels),
+        "max_cache_keys": frames + num_levels,
     }
 
 

@@ -81,6 +81,9 @@ class LMConfig:
     depth_layers: int = 4
     depth_heads: int = 8
     depth_ffn_dim: int = 2048
+    # Acoustic delay (Moshi's): levels >= 1 of a frame are predicted this many frames after
+    # its level 0, so the temporal transformer has read that much of level 0 ahead.
+    depth_acoustic_delay: int = 0
 
     def __post_init__(self) -> None:
         require_positive(
@@ -123,6 +126,15 @@ class LMConfig:
                 raise UserInputError(
                     f"depth_dim {self.depth_dim} is not divisible by depth_heads {self.depth_heads}"
                 )
+        if self.depth_acoustic_delay < 0:
+            raise UserInputError(
+                f"lm.depth_acoustic_delay must be >= 0 frames, got {self.depth_acoustic_delay}"
+            )
+        if self.depth_acoustic_delay and not self.is_depth:
+            raise UserInputError(
+                f"lm.depth_acoustic_delay applies to the depth decoder (pattern: "
+                f"{DEPTH_DECODER}), not to {self.pattern}"
+            )
 
     @property
     def is_depth(self) -> bool:

@@ -119,3 +119,58 @@ def test_save_and_load_keep_the_logits(tmp_path):
 def test_a_depth_width_the_heads_do_not_divide_is_refused_in_one_line():
     with pytest.raises(UserInputError, match="depth_dim 30 is not divisible by depth_heads 4"):
         LMConfig(pattern="depth", depth_dim=30, depth_heads=4)
+
+
+@pytest.mark.parametrize(("frames", "delay"), [(1, 1), (1, 2), (6, 1), (7, 2)])
+def test_with_an_acoustic_delay_teacher_forcing_still_equals_cached_decoding(frames, delay):
+    model = tiny_model("depth", seed=7, acoustic_delay=delay)
+    codes = random_codes(model, 2, frames, seed=7)
+    trained = model(codes, CAPTIONS)
+    assert trained.shape == (2, 4, frames, model.cardinality)
+    doubled = model.score_cached(
+        torch.cat([codes, codes]), CAPTIONS + [EMPTY_CONDITION] * 2, static_shapes=True
+    )
+    assert (doubled[:2] - trained).abs().max() <= 1e-4
+    assert (model.score_cached(codes, CAPTIONS) - trained).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("delay", [0, 2])
+def test_no_prediction_sees_a_token_of_its_own_step_or_later_in_the_delayed_order(delay):
+    model = tiny_model("depth", seed=8, acoustic_delay=delay)
+    frames = 4
+    codes = random_codes(model, 1, frames, seed=8)
+    order = model.lm.token_steps(frames)
+    if delay:  # level 1 of frame 0 waits for level 0 of frame `delay`
+        assert order[1, 0] > order[0, delay]
+    base = model(codes, CAPTIONS[:1])
+    generator = torch.Generator().manual_seed(9)
+    steps = sorted(set(order.flatten().tolist()))
+    for index, step in enumerate(steps):
+        later = order >= step
+        noise = torch.randint(1, model.cardinality, codes.shape, generator=generator)
+        perturbed = torch.where(later, (codes + noise) % model.cardinality, codes)
+        unchanged = (model(perturbed, CAPTIONS[:1]) - base).abs().amax(dim=-1)[0] <= 1e-6
+        assert unchanged[order <= step].all(), f"a prediction up to step {step} saw a later token"
+        if index + 1 < len(steps):  # and the next prediction does see this one
+            assert not unchanged[order == steps[index + 1]].all()
+
+
+def test_a_delayed_decoder_counts_its_extra_frames_and_keeps_a_prompt():
+    model = tiny_model("depth", seed=10, acoustic_delay=2)
+    calls = []
+    prompt = random_codes(model, 2, 3, seed=10)
+    codes = model.generate(
+        CAPTIONS, 5, sampling=SamplingConfig(cfg_scale=3.0), prompt_tokens=prompt, seed=1,
+        on_step=lambda: calls.append(1),
+    )  # fmt: skip
+    assert codes.shape == (2, 4, 5) and torch.equal(codes[..., :3], prompt)
+    assert len(calls) == model.lm.decoding_steps(5) == (5 + 2) * (1 + 4)
+    assert (codes < model.cardinality).all()  # no special token left in the clip
+    assert model.lm.max_cache_keys(5) == 5 + 2 + 4
+
+
+def test_an_acoustic_delay_is_refused_in_one_line_where_it_means_nothing():
+    with pytest.raises(UserInputError, match="applies to the depth decoder"):
+        LMConfig(pattern="delay", depth_acoustic_delay=1)
+    with pytest.raises(UserInputError, match="must be >= 0 frames"):
+        LMConfig(pattern="depth", depth_acoustic_delay=-1)
