@@ -222,6 +222,54 @@ def prepare_transformers(lm: LMConfig, frames: int) -> tuple[Row, Callable[[], f
     return row, timed_run
 
 
+def prepare_csm(lm: LMConfig, frames: int) -> tuple[Row, Callable[[], float]]:
+    """transformers' CSM (a Llama backbone once per frame, its depth decoder over levels
+    1 ... C-1) at our depth decoder's sizes: backbone = temporal transformer (width,
+    layers, heads; SwiGLU of 4 x width, the same parameters per layer as our FFN + text
+    cross-attention), depth decoder = depth transformer. A 4-token text prompt, no CFG (CSM
+    has none), top-k 250 at both stages, its Mimi codec never called."""
+    from transformers import CsmConfig, CsmForConditionalGeneration
+
+    vocab = lm.cardinality + 3  # + CSM's codebook pad and end ids
+    config = CsmConfig(
+        num_codebooks=lm.num_levels, vocab_size=vocab, text_vocab_size=1000,
+        hidden_size=lm.dim, intermediate_size=lm.ffn_dim, num_hidden_layers=lm.num_layers,
+        num_attention_heads=lm.num_heads, num_key_value_heads=lm.num_heads,
+        codebook_pad_token_id=vocab - 1, codebook_eos_token_id=vocab - 2,
+        pad_token_id=2, bos_token_id=1, audio_token_id=3, audio_eos_token_id=4,
+        depth_decoder_config={
+            "num_codebooks": lm.num_levels, "backbone_hidden_size": lm.dim,
+            "vocab_size": vocab, "hidden_size": lm.depth_dim,
+            "intermediate_size": lm.depth_ffn_dim, "num_hidden_layers": lm.depth_layers,
+            "num_attention_heads": lm.depth_heads, "num_key_value_heads": lm.depth_heads,
+            "max_position_embeddings": lm.num_levels + 1,
+        },
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = CsmForConditionalGeneration(config).eval()
+    prompt = torch.tensor([[1, 10, 11, 12]])
+    theirs = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("codec"))
+    ours = sum(p.numel() for p in our_model(lm).lm.parameters())
+    print(f"  CSM backbone + depth decoder: {theirs:,} parameters; our depth decoder {ours:,}")
+
+    def run() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(
+                input_ids=prompt, max_new_tokens=frames, min_new_tokens=frames, do_sample=True,
+                top_k=250, depth_decoder_do_sample=True, depth_decoder_top_k=250,
+            )  # fmt: skip
+        return time.perf_counter() - start
+
+    row = Row(
+        name="transformers CSM (no CFG)", pattern="depth", k=1, layers=lm.num_layers,
+        dim=lm.dim, precision="fp32", steps=frames * lm.num_levels, wall_s=float("nan"),
+        ms_per_step=float("nan"), rtf=float("nan"), max_cache_keys=frames + lm.num_levels,
+        cache_bytes=2 * lm.num_layers * 2 * frames * lm.dim * 4,
+    )  # fmt: skip
+    return row, run
+
+
 @dataclass
 class FloorWeights:
     """Random weights of the decoder's shapes, made once per size and shared by the
@@ -385,6 +433,12 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
             cases.append(prepare_ours(config, frames, sampling, precision))
     if not args.skip_transformers:
         cases.append(prepare_transformers(delay_config, frames))
+    if args.csm:  # the depth decoder without CFG (1 row), beside CSM, which has none
+        depth_config = lm_config(args, dim, layers, "depth", 1)
+        no_cfg = SamplingConfig(temperature=1.0, top_k=250, cfg_scale=1.0)
+        ours_depth, run_depth = prepare_ours(depth_config, frames, no_cfg)
+        ours_depth.name += " (no CFG)"
+        cases += [(ours_depth, run_depth), prepare_csm(depth_config, frames)]
     steps = cases[0][0].steps  # delay's: the floors take as many steps, timed in the rounds
     stack_delay = lm_config(args, dim, layers, "stack_delay", 3).make_pattern()
     stack_delay = stack_delay.layout(frames, args.levels)
@@ -430,7 +484,7 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         row.wall_s, row.ms_per_step = wall, 1000 * wall / row.steps
         row.rtf = wall / (frames / FRAME_RATE)
         rows.append(row)
-    transformers = rows[-1] if not args.skip_transformers else None
+    transformers = next((r for r in rows if r.name == "transformers MusicGen"), None)
     delay = rows[0]
     floor_ms = {
         suffix: 1000 * wall / steps
@@ -446,6 +500,13 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, on {machine_line()}"
     )
     print(table(rows, floor_ms, delay, transformers))
+    csm = next((r for r in rows if r.name.startswith("transformers CSM")), None)
+    if csm is not None:
+        ours_depth = next(r for r in rows if r.name == "ours depth (no CFG)")
+        print(
+            f"depth decoding, 1 row, no CFG: ours {ours_depth.wall_s:.2f} s, transformers' CSM "
+            f"{csm.wall_s:.2f} s ({csm.wall_s / ours_depth.wall_s:.2f}x)"
+        )
     print("matmul path of each row: " + ", ".join(f"{r.name}: {r.matmul_path}" for r in rows))
     for row in rows:
         if row.logit_max_abs_dev is not None:
@@ -472,6 +533,10 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also 24 layers x 1024")
     parser.add_argument("--only-delay", action="store_true", help="skip the other patterns")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument(
+        "--csm", action="store_true",
+        help="also the depth decoder without CFG beside transformers' CSM at its sizes",
+    )  # fmt: skip
     parser.add_argument(
         "--precision", nargs="*", default=["bf16"], help="reduced-precision delay rows"
     )

@@ -47,3 +47,14 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     for label in (" + mean cache reads", ", F.linear", ", stack-delay (3 pos.)", ", bf16",
                   ", depth decoder (per frame)"):  # fmt: skip
         assert f"floor{label}" in out
+
+
+def test_the_depth_decoder_runs_beside_transformers_csm_without_cfg(tmp_path):
+    tiny = ["--seconds", "0.3", "--dim", "32", "--layers", "1", "--heads", "4",
+            "--cardinality", "32", "--rounds", "1", "--no-static-shapes", "--only-delay"]  # fmt: skip
+    out = run_benchmark("decoding_speed.py", *tiny, "--csm", "--json", str(tmp_path / "rows.json"))
+    rows = {row["name"]: row for row in json.loads((tmp_path / "rows.json").read_text())["rows"]}
+    ours, csm = rows["ours depth (no CFG)"], rows["transformers CSM (no CFG)"]
+    assert ours["wall_s"] > 0 and csm["wall_s"] > 0 and csm["steps"] == 15 * 4
+    assert "depth decoding, 1 row, no CFG: ours" in out and "CSM backbone + depth decoder" in out
+    assert rows["transformers MusicGen"]["steps"] == 18  # still the "vs HF" reference
