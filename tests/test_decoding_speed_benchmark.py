@@ -50,8 +50,8 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
 
 
 def test_the_depth_decoder_runs_beside_transformers_csm_without_cfg(tmp_path):
-    tiny = ["--seconds", "0.3", "--dim", "32", "--layers", "1", "--heads", "4",
-            "--cardinality", "32", "--rounds", "1", "--no-static-shapes", "--only-delay"]  # fmt: skip
+    tiny = ["--seconds", "0.3", "--dim", "32", "--layers", "1", "--heads", "4", "--cardinality",
+            "32", "--rounds", "1", "--no-static-shapes", "--only-delay"]  # fmt: skip
     out = run_benchmark("decoding_speed.py", *tiny, "--csm", "--json", str(tmp_path / "rows.json"))
     rows = {row["name"]: row for row in json.loads((tmp_path / "rows.json").read_text())["rows"]}
     ours, csm = rows["ours depth (no CFG)"], rows["transformers CSM (no CFG)"]

@@ -48,6 +48,21 @@ def find_config(path: str) -> Path:
     raise UserInputError(f"config {path} not found (run the demo from the repository root)")
 
 
+def bring_bundled_autoencoder(codec_dir: Path, checkout: Path | None = None) -> bool:
+    """Copy this checkout's bundled autoencoder to `codec_dir` (relative to the working
+    directory, where the demo's configs read it) when it is not there yet, so a demo run
+    from another directory does not train it again. False when there is none to copy."""
+    if (codec_dir / "config.json").is_file() or codec_dir.is_absolute():
+        return False
+    bundled = (checkout or Path(__file__).resolve().parents[2]) / codec_dir
+    if not (bundled / "config.json").is_file():
+        return False
+    import shutil
+
+    shutil.copytree(bundled, codec_dir, dirs_exist_ok=True)
+    return True
+
+
 def _init_args(config: dict[str, Any], section: str) -> dict[str, Any]:
     value = config.get(section) or {}
     return value.get("init_args", value) if isinstance(value, dict) else {}
@@ -291,6 +306,8 @@ def _run_demo(codec_config: str, model_config: str, retrain_codec: bool) -> dict
     data = _init_args(model, "data")
     shards = Path(data["train_dir"])
     write_demo_audio(Path(data["prepare_from"]))
+    if not retrain_codec and bring_bundled_autoencoder(codec_dir):
+        print(f"== copied the checkout's bundled autoencoder to {codec_dir}", flush=True)
     if retrain_codec or not (codec_dir / "config.json").is_file():
         print(f"== 1/3 training the demo's autoencoder ({codec_path})", flush=True)
         run_training_cli(["fit", "--config", str(codec_path)])

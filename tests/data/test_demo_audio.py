@@ -1,4 +1,5 @@
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -37,3 +38,22 @@ def test_kind_of_caption_reads_instrument_and_texture():
     assert kind_of_caption("a slow organ melody in a minor at 75 bpm") == ("organ", "melody")
     assert kind_of_caption("a fast harp chord progression") == ("harp", "chords")
     assert kind_of_caption("a jazz trio") is None
+
+
+def test_a_demo_run_elsewhere_copies_the_bundled_autoencoder_instead_of_training_it(
+    tmp_path, monkeypatch
+):
+    from lightning_sdm.demo.run import bring_bundled_autoencoder
+
+    checkout = tmp_path / "checkout"
+    (checkout / "assets" / "demo_codec").mkdir(parents=True)
+    (checkout / "assets" / "demo_codec" / "config.json").write_text("{}")
+    (checkout / "assets" / "demo_codec" / "model.safetensors").write_bytes(b"weights")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = Path("assets/demo_codec")
+    assert bring_bundled_autoencoder(target, checkout)
+    assert (elsewhere / target / "model.safetensors").read_bytes() == b"weights"
+    assert not bring_bundled_autoencoder(target, checkout)  # already there: left as it is
+    assert not bring_bundled_autoencoder(Path("assets/none"), checkout)  # nothing to copy
