@@ -38,18 +38,19 @@ from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.tasks.lm_task import masked_level_cross_entropy, masked_level_mean
 
-# (label, pattern, k, schedule): delay with the k = 3 interleaved schedule isolates what the
-# schedule does without the stack representation.
+# (label, pattern, k, schedule, the depth decoder's acoustic delay): delay with the k = 3
+# interleaved schedule isolates what the schedule does without the stack representation.
 ROWS = [
-    ("delay", "delay", 1, None),
-    ("flat", "flat", 1, None),
-    ("stack", "stack", 1, None),
-    ("stack_delay k=1", "stack_delay", 1, None),
-    ("stack_delay k=2", "stack_delay", 2, None),
-    ("stack_delay k=3", "stack_delay", 3, None),
-    ("stack_delay k=4", "stack_delay", 4, None),
-    ("delay, k=3 schedule", "delay", 3, "interleaved"),
-    ("depth", "depth", 1, None),
+    ("delay", "delay", 1, None, 0),
+    ("flat", "flat", 1, None, 0),
+    ("stack", "stack", 1, None, 0),
+    ("stack_delay k=1", "stack_delay", 1, None, 0),
+    ("stack_delay k=2", "stack_delay", 2, None, 0),
+    ("stack_delay k=3", "stack_delay", 3, None, 0),
+    ("stack_delay k=4", "stack_delay", 4, None, 0),
+    ("delay, k=3 schedule", "delay", 3, "interleaved", 0),
+    ("depth", "depth", 1, None, 0),
+    ("depth, acoustic delay 1", "depth", 1, None, 1),
 ]
 CAPTION = ["synthetic source"]
 
@@ -74,19 +75,19 @@ class Result:
     seed: int
 
 
-def lm_config(args, pattern: str, k: int, schedule: str | None) -> LMConfig:
+def lm_config(args, pattern: str, k: int, schedule: str | None, delay: int = 0) -> LMConfig:
     return LMConfig(
         dim=args.dim, num_layers=args.layers, num_heads=4, ffn_dim=4 * args.dim,
         num_levels=args.levels, cardinality=args.cardinality, pattern=pattern, interleave=k,
         schedule=schedule, depth_dim=args.depth_dim, depth_layers=args.depth_layers,
-        depth_heads=4, depth_ffn_dim=4 * args.depth_dim,
+        depth_heads=4, depth_ffn_dim=4 * args.depth_dim, depth_acoustic_delay=delay,
     )  # fmt: skip
 
 
-def new_model(args, pattern: str, k: int, schedule: str | None, seed: int) -> TextToMusicLM:
+def new_model(args, row: tuple, seed: int) -> TextToMusicLM:
     torch.manual_seed(seed)
     text = TextConditionerConfig(cfg_dropout=0.0)
-    return TextToMusicLM(TextToMusicConfig(lm=lm_config(args, pattern, k, schedule), text=text))
+    return TextToMusicLM(TextToMusicConfig(lm=lm_config(args, *row[1:]), text=text))
 
 
 def cpu_attention_flops() -> dict:
@@ -108,11 +109,11 @@ def cpu_attention_flops() -> dict:
     }
 
 
-def step_flops(args, pattern: str, k: int, schedule: str | None) -> float:
+def step_flops(args, row: tuple) -> float:
     """Forward + backward FLOPs of one training step, as PyTorch counts them."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = new_model(args, pattern, k, schedule, seed=0).train()
+    model = new_model(args, row, seed=0).train()
     codes = torch.zeros(args.batch, args.levels, args.frames, dtype=torch.long)
     mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
     with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as counter:
@@ -124,8 +125,7 @@ def step_flops(args, pattern: str, k: int, schedule: str | None) -> float:
 def train_and_measure(
     args, row, train: np.ndarray, heldout: np.ndarray, seed: int, train_steps: int
 ) -> dict:
-    _, pattern, k, schedule = row
-    model = new_model(args, pattern, k, schedule, seed)
+    model = new_model(args, row, seed)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0
     )
@@ -202,12 +202,12 @@ def main() -> None:
     if args.rows and len(rows) != len(args.rows):
         known = ", ".join(row[0] for row in ROWS)
         parser.error(f"--rows takes labels among: {known}")
-    reference_flops = step_flops(args, "delay", 1, None)
+    reference_flops = step_flops(args, ROWS[0])
     results: list[Result] = []
     floors: dict[str, float] = {}
     entropy = None
     for row in rows:
-        flops = step_flops(args, *row[1:])
+        flops = step_flops(args, row)
         train_steps = args.steps
         if args.budget == "flops":
             train_steps = max(1, round(args.steps * reference_flops / flops))

@@ -30,6 +30,10 @@ def test_the_quick_run_writes_a_row_per_pattern_and_recomputable_floors(tmp_path
     depth = next(r for r in rows if r["label"] == "depth")  # flat's context: flat's floor
     assert abs(depth["floor"] - payload["entropy_floor"]) < 1e-12
     assert depth["steps"] == heldout_frames(tmp_path) * 5 and depth["params"] > 0
+    # A delayed order still conditions every token on all earlier ones: the same total.
+    delayed = next(r for r in rows if r["label"] == "depth, acoustic delay 1")
+    assert abs(delayed["floor"] - payload["entropy_floor"]) < 1e-9
+    assert delayed["steps"] == (heldout_frames(tmp_path) + 1) * 5
     # the saved source and held-out grids give the same floor again
     source, heldout = HiddenMarkovSource.load(tmp_path / "source.npz")
     delay = next(r for r in rows if r["label"] == "delay")
