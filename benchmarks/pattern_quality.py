@@ -38,19 +38,20 @@ from lightning_sdm.models.sampling import SamplingConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 from lightning_sdm.tasks.lm_task import masked_level_cross_entropy, masked_level_mean
 
-# (label, pattern, k, schedule, the depth decoder's acoustic delay): delay with the k = 3
-# interleaved schedule isolates what the schedule does without the stack representation.
+# (label, pattern, k, schedule, other LM options): delay with the k = 3 interleaved
+# schedule isolates what the schedule does without the stack representation.
 ROWS = [
-    ("delay", "delay", 1, None, 0),
-    ("flat", "flat", 1, None, 0),
-    ("stack", "stack", 1, None, 0),
-    ("stack_delay k=1", "stack_delay", 1, None, 0),
-    ("stack_delay k=2", "stack_delay", 2, None, 0),
-    ("stack_delay k=3", "stack_delay", 3, None, 0),
-    ("stack_delay k=4", "stack_delay", 4, None, 0),
-    ("delay, k=3 schedule", "delay", 3, "interleaved", 0),
-    ("depth", "depth", 1, None, 0),
-    ("depth, acoustic delay 1", "depth", 1, None, 1),
+    ("delay", "delay", 1, None, {}),
+    ("flat", "flat", 1, None, {}),
+    ("stack", "stack", 1, None, {}),
+    ("stack_delay k=1", "stack_delay", 1, None, {}),
+    ("stack_delay k=2", "stack_delay", 2, None, {}),
+    ("stack_delay k=3", "stack_delay", 3, None, {}),
+    ("stack_delay k=4", "stack_delay", 4, None, {}),
+    ("delay, k=3 schedule", "delay", 3, "interleaved", {}),
+    ("depth", "depth", 1, None, {}),
+    ("depth, acoustic delay 1", "depth", 1, None, {"depth_acoustic_delay": 1}),
+    ("depth, weights per level", "depth", 1, None, {"depth_weights_per_level": True}),
 ]
 CAPTION = ["synthetic source"]
 
@@ -75,12 +76,14 @@ class Result:
     seed: int
 
 
-def lm_config(args, pattern: str, k: int, schedule: str | None, delay: int = 0) -> LMConfig:
+def lm_config(
+    args, pattern: str, k: int, schedule: str | None, options: dict | None = None
+) -> LMConfig:
     return LMConfig(
         dim=args.dim, num_layers=args.layers, num_heads=4, ffn_dim=4 * args.dim,
         num_levels=args.levels, cardinality=args.cardinality, pattern=pattern, interleave=k,
         schedule=schedule, depth_dim=args.depth_dim, depth_layers=args.depth_layers,
-        depth_heads=4, depth_ffn_dim=4 * args.depth_dim, depth_acoustic_delay=delay,
+        depth_heads=4, depth_ffn_dim=4 * args.depth_dim, **(options or {}),
     )  # fmt: skip
 
 

@@ -73,6 +73,7 @@ def tiny_config(
     num_layers: int = 2,
     cfg_dropout: float = 0.0,
     acoustic_delay: int = 0,
+    weights_per_level: bool = False,
 ) -> TextToMusicConfig:
     return TextToMusicConfig(
         lm=LMConfig(
@@ -90,6 +91,7 @@ def tiny_config(
             depth_heads=2,
             depth_ffn_dim=dim,
             depth_acoustic_delay=acoustic_delay,
+            depth_weights_per_level=weights_per_level,
         ),
         text=TextConditionerConfig(cfg_dropout=cfg_dropout),
     )

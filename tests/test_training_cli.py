@@ -640,7 +640,8 @@ def test_an_unsharded_ema_fit_does_not_warn_about_sharding(tmp_path, recwarn):
 def test_the_depth_decoder_fits_samples_exports_and_generates(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     depth = {"pattern": "depth", "depth_dim": 16, "depth_layers": 1, "depth_heads": 2,
-             "depth_ffn_dim": 32, "depth_acoustic_delay": 1}  # fmt: skip
+             "depth_ffn_dim": 32, "depth_acoustic_delay": 1,
+             "depth_weights_per_level": True}  # fmt: skip
     options = [f"--model.lm.{key}={value}" for key, value in depth.items()]
     assert main(["fit", "--config", str(tiny_config(tmp_path)), *options]) in (0, None)
     run = tmp_path / "run" / "version_0"
@@ -649,6 +650,7 @@ def test_the_depth_decoder_fits_samples_exports_and_generates(tmp_path, monkeypa
     assert main(["export", "--ckpt", str(last), "--output", str(tmp_path / "model")]) == 0
     model = TextToMusicLM.from_pretrained(tmp_path / "model")
     assert model.config.lm.is_depth and model.config.lm.depth_acoustic_delay == 1
+    assert model.config.lm.depth_weights_per_level
     out = tmp_path / "generated"
     command = ["generate", "--model", str(tmp_path / "model"), "--prompt", "caption of item0003",
                "--timesteps", "7", "--no-progress", "--output_dir", str(out)]  # fmt: skip

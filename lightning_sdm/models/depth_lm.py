@@ -19,6 +19,8 @@ equal.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 
 import torch
@@ -35,9 +37,11 @@ from lightning_sdm.models.lm import (
     _inference_dtype,
 )
 from lightning_sdm.nn.cached_decoding import StepDecoder
+from lightning_sdm.nn.kv_cache import SlotKVCache
 from lightning_sdm.nn.level_embedding import level_lookup, summed_level_embedding
-from lightning_sdm.nn.packed_linear import PackChoice, summary
+from lightning_sdm.nn.packed_linear import PackChoice, Projection, summary
 from lightning_sdm.nn.positional import sinusoidal_encoding
+from lightning_sdm.nn.positionwise_linear import PositionwiseLinear, position_view
 from lightning_sdm.nn.transformer import TransformerDecoder
 
 
@@ -65,6 +69,7 @@ class DepthLM(LevelHeads):
         # Level k's input carries level k-1's token (row `vocab - 1` of table 0: the start).
         self.depth_token_embedding = nn.Parameter(torch.randn(levels, vocab, width) * 0.02)
         self.depth_level_embedding = nn.Parameter(torch.randn(levels, width) * 0.02)
+        per_level = config.depth_weights_per_level
         self.depth_decoder = TransformerDecoder(
             width,
             config.depth_layers,
@@ -73,6 +78,7 @@ class DepthLM(LevelHeads):
             config.dropout,
             config.ffn_bias,
             config.activation_checkpointing,
+            linear=functools.partial(PositionwiseLinear, levels) if per_level else nn.Linear,
         )
         self.init_level_heads(levels, config.cardinality, width, config.head_bias)
 
@@ -162,6 +168,12 @@ class DepthLM(LevelHeads):
         per_frame = codes.permute(0, 2, 1).reshape(batch * frames, num_levels)
         depth_context = self.depth_context(hidden)[:, None]
         one_key = depth_context.new_ones(batch * frames, 1, dtype=torch.bool)
+        if self.config.depth_weights_per_level:
+            # Level k's cross-attention projects the context with its own weights: the
+            # context at every level, each level seeing its own projection only.
+            depth_context = depth_context.expand(-1, num_levels, -1)
+            own = torch.eye(num_levels, dtype=torch.bool, device=codes.device)
+            one_key = own.expand(batch * frames, -1, -1)
         depth = self.depth_decoder(
             self._depth_inputs(hidden, per_frame), None, depth_context, one_key
         )  # [B*T, C, d]
@@ -174,23 +186,38 @@ class DepthLM(LevelHeads):
         batch_rows: int,
         pack_weights: PackChoice = "auto",
         precision: str | None = None,
-    ) -> tuple[StepDecoder, StepDecoder]:
-        """The temporal and depth transformers prepared for decoding `batch_rows` rows (the
-        depth one with the level heads); the model's own weights are read, never changed."""
+    ) -> tuple[StepDecoder, list[StepDecoder], list[Projection]]:
+        """The temporal transformer and, per level, the depth transformer with that level's
+        head, prepared for decoding `batch_rows` rows (one depth decoder for all levels
+        unless each level has its own weights) and the level heads prepared with them; the
+        model's weights are read, never changed."""
         own_dtype = self.token_embedding.dtype
         dtype = own_dtype if precision is None else _inference_dtype(precision)
         temporal = StepDecoder(self.decoder, batch_rows, dtype, own_dtype, pack_weights)
         heads = list(zip(self.head_weight, self.head_bias, strict=True))
-        depth = StepDecoder(
-            self.depth_decoder, batch_rows, dtype, own_dtype, pack_weights, extra=heads
-        )
-        return temporal, depth
+        if not self.config.depth_weights_per_level:
+            depth = StepDecoder(
+                self.depth_decoder, batch_rows, dtype, own_dtype, pack_weights, extra=heads
+            )
+            return temporal, [depth] * len(heads), depth.extra_projections
+        depths = [
+            StepDecoder(
+                position_view(self.depth_decoder, level),
+                batch_rows,
+                dtype,
+                own_dtype,
+                pack_weights,
+                extra=[head],
+            )
+            for level, head in enumerate(heads)
+        ]
+        return temporal, depths, [depth.extra_projections[0] for depth in depths]
 
     def matmul_path(
         self, batch_rows: int, num_timesteps: int, pack_weights: PackChoice = "auto"
     ) -> str:
-        temporal, depth = self.step_decoders(batch_rows, pack_weights)
-        return summary({**temporal.paths, **depth.paths})
+        temporal, depths, _ = self.step_decoders(batch_rows, pack_weights)
+        return summary({**temporal.paths, **depths[0].paths})
 
     def decode(
         self,
@@ -206,10 +233,10 @@ class DepthLM(LevelHeads):
         """Frame by frame: one temporal step, then C depth steps; returns codes [R, C, T].
         Arguments as `CodebookLM.decode` (`pick` gets one level of one frame per call)."""
         with torch.inference_mode():
-            temporal, depth = self.step_decoders(context.shape[0], pack_weights, precision)
+            decoders = self.step_decoders(context.shape[0], pack_weights, precision)
             codes = self._decode(
                 context, context_mask, num_timesteps, pick, on_step, static_shapes,
-                temporal, depth,
+                *decoders,
             )  # fmt: skip
         return codes.clone()
 
@@ -222,7 +249,8 @@ class DepthLM(LevelHeads):
         on_step: Callable[[], None] | None,
         static_shapes: bool,
         temporal: StepDecoder,
-        depth: StepDecoder,
+        depths: list[StepDecoder],
+        heads: list[Projection],
     ) -> torch.Tensor:
         device, rows, levels = context.device, context.shape[0], self.config.num_levels
         dtype = temporal.dtype
@@ -256,8 +284,8 @@ class DepthLM(LevelHeads):
             if on_step is not None:
                 on_step()
             hidden = hidden[:, 0]
-            frame_cache = depth.new_cache(
-                levels, F.linear(hidden, *depth_context)[:, None], one_key
+            frame_caches = frame_depth_caches(
+                depths, levels, F.linear(hidden, *depth_context)[:, None], one_key
             )
             frame_input = F.linear(hidden, *depth_input)
             token = start
@@ -265,12 +293,13 @@ class DepthLM(LevelHeads):
                 z = frame_input + F.embedding(token, depth_tables[level]) + depth_levels[level]
                 width = levels if static_shapes else level + 1
                 seen = torch.where(slot_of[:width] <= level, 0.0, blocked).to(dtype)
+                depth, frame_cache = depths[level], frame_caches[level]
                 out = depth.step(z[:, None], frame_cache, slot_of[level : level + 1], seen, width)
                 if on_step is not None:
                     on_step()
                 clip_frame = frame - delay if level else frame  # the frame the token is of
                 if 0 <= clip_frame < num_timesteps:
-                    logits = depth.extra_projections[level](out[:, 0]).float()[:, None]
+                    logits = heads[level](out[:, 0]).float()[:, None]
                     levels_now = levels_of[level : level + 1]
                     times = slot_of[clip_frame : clip_frame + 1]
                     token = pick(logits, levels_now, times)[:, 0]
@@ -278,6 +307,21 @@ class DepthLM(LevelHeads):
                     token = start
                 codes[:, level, frame] = token
         return self._from_grid(codes, num_timesteps)
+
+
+def frame_depth_caches(
+    depths: list[StepDecoder], levels: int, context: torch.Tensor, context_mask: torch.Tensor
+) -> list[SlotKVCache]:
+    """One frame's depth caches, one per level: the self-attention slots shared by all
+    levels, the cross-attention keys/values of each level's own decoder (one cache for all
+    when the levels share the decoder)."""
+    first = depths[0].new_cache(levels, context, context_mask)
+    caches = {id(depths[0]): first}
+    for depth in depths[1:]:
+        if id(depth) not in caches:
+            own = depth.new_cache(levels, context, context_mask)
+            caches[id(depth)] = dataclasses.replace(own, keys=first.keys, values=first.values)
+    return [caches[id(depth)] for depth in depths]
 
 
 def decoding_plan(

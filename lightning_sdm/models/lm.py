@@ -84,6 +84,9 @@ class LMConfig:
     # Acoustic delay (Moshi's): levels >= 1 of a frame are predicted this many frames after
     # its level 0, so the temporal transformer has read that much of level 0 ahead.
     depth_acoustic_delay: int = 0
+    # Weights per level (Moshi's): every projection of the depth transformer has its own
+    # weights for each level (norms shared), C times its projection parameters.
+    depth_weights_per_level: bool = False
 
     def __post_init__(self) -> None:
         require_positive(
@@ -130,11 +133,12 @@ class LMConfig:
             raise UserInputError(
                 f"lm.depth_acoustic_delay must be >= 0 frames, got {self.depth_acoustic_delay}"
             )
-        if self.depth_acoustic_delay and not self.is_depth:
-            raise UserInputError(
-                f"lm.depth_acoustic_delay applies to the depth decoder (pattern: "
-                f"{DEPTH_DECODER}), not to {self.pattern}"
-            )
+        for option in ("depth_acoustic_delay", "depth_weights_per_level"):
+            if getattr(self, option) and not self.is_depth:
+                raise UserInputError(
+                    f"lm.{option} applies to the depth decoder (pattern: {DEPTH_DECODER}), "
+                    f"not to {self.pattern}"
+                )
 
     @property
     def is_depth(self) -> bool:

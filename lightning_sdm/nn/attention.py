@@ -3,6 +3,8 @@ block-sparse plan."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +14,8 @@ from lightning_sdm.nn.sparse_attention import BlockSparseMask
 
 # True = may attend; None = no mask (or causal); a plan = only its visible key blocks scored.
 AttentionMask = torch.Tensor | BlockSparseMask | None
+# Makes a projection: (in_features, out_features, bias=...) -> module; nn.Linear by default.
+LinearFactory = Callable[..., nn.Module]
 
 
 class MultiHeadAttention(nn.Module):
@@ -30,6 +34,7 @@ class MultiHeadAttention(nn.Module):
         qk_norm: bool = False,
         rotary: bool = False,
         out_bias: bool = False,
+        linear: LinearFactory = nn.Linear,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -37,9 +42,9 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
-        self.query = nn.Linear(dim, dim, bias=False)
-        self.key_value = nn.Linear(dim, 2 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=out_bias)
+        self.query = linear(dim, dim, bias=False)
+        self.key_value = linear(dim, 2 * dim, bias=False)
+        self.out = linear(dim, dim, bias=out_bias)
         self.query_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
         self.key_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
         self.rotary = RotaryEmbedding(self.head_dim) if rotary else None

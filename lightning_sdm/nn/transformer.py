@@ -7,24 +7,30 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lightning_sdm.nn.attention import AttentionMask, MultiHeadAttention
+from lightning_sdm.nn.attention import AttentionMask, LinearFactory, MultiHeadAttention
 
 
 class DecoderLayer(nn.Module):
     def __init__(
-        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, ffn_bias: bool = True
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float = 0.0,
+        ffn_bias: bool = True,
+        linear: LinearFactory = nn.Linear,
     ) -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(dim)
-        self.self_attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.self_attention = MultiHeadAttention(dim, num_heads, dropout, linear=linear)
         self.cross_norm = nn.LayerNorm(dim)
-        self.cross_attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.cross_attention = MultiHeadAttention(dim, num_heads, dropout, linear=linear)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim, bias=ffn_bias),
+            linear(dim, ffn_dim, bias=ffn_bias),
             nn.GELU(),
             nn.Dropout(dropout),
-            nn.Linear(ffn_dim, dim, bias=ffn_bias),
+            linear(ffn_dim, dim, bias=ffn_bias),
         )
         self.residual_dropout = nn.Dropout(dropout)
 
@@ -67,13 +73,15 @@ class TransformerDecoder(nn.Module):
         dropout: float = 0.0,
         ffn_bias: bool = True,
         checkpoint_layers: bool = False,
+        linear: LinearFactory = nn.Linear,
     ) -> None:
         super().__init__()
         self.checkpoint_layers = checkpoint_layers
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.layers = nn.ModuleList(
-            DecoderLayer(dim, num_heads, ffn_dim, dropout, ffn_bias) for _ in range(num_layers)
+            DecoderLayer(dim, num_heads, ffn_dim, dropout, ffn_bias, linear)
+            for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(dim)
 
@@ -85,8 +93,11 @@ class TransformerDecoder(nn.Module):
         context_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Teacher-forced pass. self_mask [N, N], a block-sparse plan of it, or None for
-        plain causal attention; context_mask [B, L] (True = real token)."""
-        cross_mask = context_mask[:, None, None, :]
+        plain causal attention; context_mask [B, L] (True = real token), or [B, N, L] for a
+        mask per query position."""
+        cross_mask = (
+            context_mask[:, None] if context_mask.dim() == 3 else context_mask[:, None, None, :]
+        )
         recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for layer in self.layers:
             if recompute:

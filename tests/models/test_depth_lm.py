@@ -119,9 +119,9 @@ def test_with_an_acoustic_delay_teacher_forcing_still_equals_cached_decoding(fra
     assert (model.score_cached(codes, CAPTIONS) - trained).abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize("delay", [0, 2])
-def test_no_prediction_sees_a_token_of_its_own_step_or_later_in_the_delayed_order(delay):
-    model = tiny_model("depth", seed=8, acoustic_delay=delay)
+@pytest.mark.parametrize(("delay", "per_level"), [(0, False), (2, False), (1, True)])
+def test_no_prediction_sees_a_token_of_its_own_step_or_later_in_the_delayed_order(delay, per_level):
+    model = tiny_model("depth", seed=8, acoustic_delay=delay, weights_per_level=per_level)
     frames = 4
     codes = random_codes(model, 1, frames, seed=8)
     order = model.lm.token_steps(frames)
@@ -145,5 +145,54 @@ def test_no_prediction_sees_a_token_of_its_own_step_or_later_in_the_delayed_orde
 def test_an_acoustic_delay_is_refused_in_one_line_where_it_means_nothing():
     with pytest.raises(UserInputError, match="applies to the depth decoder"):
         LMConfig(pattern="delay", depth_acoustic_delay=1)
+    with pytest.raises(UserInputError, match="depth_weights_per_level applies to the depth"):
+        LMConfig(pattern="stack", depth_weights_per_level=True)
     with pytest.raises(UserInputError, match="must be >= 0 frames"):
         LMConfig(pattern="depth", depth_acoustic_delay=-1)
+
+
+@pytest.mark.parametrize(("frames", "delay"), [(1, 0), (6, 0), (5, 1)])
+def test_with_weights_per_level_teacher_forcing_still_equals_cached_decoding(frames, delay):
+    model = tiny_model("depth", seed=11, acoustic_delay=delay, weights_per_level=True)
+    codes = random_codes(model, 2, frames, seed=11)
+    trained = model(codes, CAPTIONS)
+    doubled = model.score_cached(
+        torch.cat([codes, codes]), CAPTIONS + [EMPTY_CONDITION] * 2, static_shapes=True
+    )
+    assert (doubled[:2] - trained).abs().max() <= 1e-4
+    assert (model.score_cached(codes, CAPTIONS) - trained).abs().max() <= 1e-4
+    unconditional = model(codes, [EMPTY_CONDITION] * 2)
+    assert (doubled[2:] - unconditional).abs().max() <= 1e-4
+
+
+def test_weights_per_level_give_each_level_its_own_projections_and_nothing_else():
+    shared = tiny_model("depth", seed=12)
+    per_level = tiny_model("depth", seed=12, weights_per_level=True)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    projections = sum(
+        m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+        for m in shared.lm.depth_decoder.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+    levels = shared.num_levels
+    assert count(per_level.lm) - count(shared.lm) == (levels - 1) * projections
+    # Changing level 2's weights changes level 2's logits only (nothing below, nothing else).
+    codes = random_codes(per_level, 1, 3, seed=12)
+    before = per_level(codes, CAPTIONS[:1])
+    with torch.no_grad():
+        for module in per_level.lm.depth_decoder.modules():
+            if hasattr(module, "at"):
+                module.weight[2] += 0.05
+    changed = (per_level(codes, CAPTIONS[:1]) - before).abs().amax(dim=(0, 2, 3)) > 1e-6
+    assert changed.tolist() == [False, False, True, True]  # level 3 reads level 2's state
+
+
+def test_a_model_with_weights_per_level_generates_saves_and_loads(tmp_path):
+    model = tiny_model("depth", seed=13, weights_per_level=True)
+    codes = model.generate(CAPTIONS, 4, sampling=SamplingConfig(cfg_scale=3.0), seed=2)
+    assert codes.shape == (2, 4, 4) and (codes < model.cardinality).all()
+    model.save_pretrained(tmp_path / "m")
+    loaded = TextToMusicLM.from_pretrained(tmp_path / "m")
+    assert loaded.config.lm.depth_weights_per_level
+    assert torch.equal(loaded.generate(CAPTIONS, 4, sampling=SamplingConfig(cfg_scale=3.0),
+                                       seed=2), codes)  # fmt: skip
