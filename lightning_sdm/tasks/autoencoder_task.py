@@ -21,7 +21,12 @@ from lightning_sdm.codecs.discriminator import (
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.metrics.audio import chroma_similarity, log_mel_distance, si_snr
 from lightning_sdm.models.saving import FAMILY_KEY
-from lightning_sdm.tasks.optim import OptimConfig, build_optimizer, trainer_allows_fused
+from lightning_sdm.tasks.optim import (
+    OptimConfig,
+    build_optimizer,
+    keep_optimizers_clippable,
+    trainer_allows_fused,
+)
 
 Terms = dict[str, torch.Tensor]
 _TASKS: dict[str, type[AudioAutoencoderTask]] = {}
@@ -140,6 +145,9 @@ class AudioAutoencoderTask(L.LightningModule):
             self.log(
                 name, torch.stack(values).mean(), sync_dist=True, batch_size=size, prog_bar=shown
             )
+
+    def on_train_start(self) -> None:
+        keep_optimizers_clippable(self.trainer)  # after a checkpoint restored its optimizer
 
     def configure_optimizers(self) -> Any:
         total = int(self.trainer.estimated_stepping_batches)

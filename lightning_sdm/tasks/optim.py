@@ -88,6 +88,18 @@ def trainer_allows_fused(trainer: Any) -> bool:
     return not (clips and isinstance(trainer.precision_plugin, MixedPrecision))
 
 
+def keep_optimizers_clippable(trainer: Any) -> None:
+    """A run resumed with clipping under mixed precision from a checkpoint of a fused run:
+    the checkpoint's param groups restore `fused=True`, which Lightning would refuse to clip.
+    Switch those groups to the default path (same state, same update)."""
+    if trainer_allows_fused(trainer):
+        return
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            if group.get("fused"):
+                group["fused"] = False
+
+
 def build_optimizer(
     module: nn.Module, config: OptimConfig, total_steps: int, fused: bool = True
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:

@@ -9,7 +9,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_sdm.tasks.optim import OptimConfig, build_optimizer, trainer_allows_fused
+from lightning_sdm.tasks.optim import (
+    OptimConfig,
+    build_optimizer,
+    keep_optimizers_clippable,
+    trainer_allows_fused,
+)
 from lightning_sdm.tasks.sharding import shard_blocks
 
 
@@ -46,6 +51,9 @@ class ScheduledAdamWTask(L.LightningModule):
         norm = gradient_norm(self.model)
         if norm is not None:
             self.log("train/grad_norm", norm)
+
+    def on_train_start(self) -> None:
+        keep_optimizers_clippable(self.trainer)  # after a checkpoint restored its optimizer
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches)

@@ -298,3 +298,15 @@ def test_clipping_under_mixed_precision_takes_the_optimizer_lightning_can_clip(t
     run.fit(task, datamodule=tiny_data(tmp_path))
     assert run.global_step == 2
     assert not run.optimizers[0].defaults["fused"]
+
+
+def test_a_fused_runs_checkpoint_resumes_with_clipping_under_mixed_precision(tmp_path):
+    data = tiny_data(tmp_path)
+    first = trainer(tmp_path, max_steps=2, callbacks=[ModelCheckpoint(dirpath=tmp_path / "c")])
+    first.fit(tiny_task(), datamodule=data)
+    assert first.optimizers[0].defaults["fused"] is True
+    checkpoint = next((tmp_path / "c").glob("*.ckpt"))
+    resumed = trainer(tmp_path, max_steps=4, precision="bf16-mixed", gradient_clip_val=1.0)
+    resumed.fit(tiny_task(), datamodule=data, ckpt_path=str(checkpoint))
+    assert resumed.global_step == 4
+    assert not any(group["fused"] for group in resumed.optimizers[0].param_groups)
