@@ -80,14 +80,21 @@ class Row:
     logit_rel_dev: float | None = None
 
 
-def lm_config(args: argparse.Namespace, dim: int, layers: int, pattern: str, k: int) -> LMConfig:
-    """The depth decoder's depth transformer: half the width, a quarter of the layers."""
+def depth_sizes(dim: int, layers: int) -> dict[str, int]:
+    """The depth decoder's depth transformer in the speed benchmarks: half the width, a
+    quarter of the layers."""
     depth_dim = dim // 2
+    return {
+        "depth_dim": depth_dim, "depth_layers": max(1, layers // 4),
+        "depth_heads": max(1, depth_dim // 64), "depth_ffn_dim": 4 * depth_dim,
+    }  # fmt: skip
+
+
+def lm_config(args: argparse.Namespace, dim: int, layers: int, pattern: str, k: int) -> LMConfig:
     return LMConfig(
         dim=dim, num_layers=layers, num_heads=args.heads if dim <= 512 else 16, ffn_dim=4 * dim,
         num_levels=args.levels, cardinality=args.cardinality, pattern=pattern, interleave=k,
-        depth_dim=depth_dim, depth_layers=max(1, layers // 4), depth_heads=max(1, depth_dim // 64),
-        depth_ffn_dim=4 * depth_dim,
+        **depth_sizes(dim, layers),
     )  # fmt: skip
 
 

@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from decoding_speed import depth_sizes  # noqa: E402
 from process_memory import run_child, time_training_steps  # noqa: E402
 
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
@@ -78,14 +79,10 @@ class Row:
 
 
 def lm_config(args: argparse.Namespace, pattern: str, k: int, backend: str) -> LMConfig:
-    """The depth decoder's depth transformer is sized as in `decoding_speed.py`: half the
-    width, a quarter of the layers."""
-    depth_dim = args.dim // 2
+    """The depth decoder's depth transformer is sized as in `decoding_speed.py`."""
     return LMConfig(
         dim=args.dim, num_layers=args.layers, num_heads=args.heads, ffn_dim=4 * args.dim,
-        pattern=pattern, interleave=k, attention=backend,
-        depth_dim=depth_dim, depth_layers=max(1, args.layers // 4),
-        depth_heads=max(1, depth_dim // 64), depth_ffn_dim=4 * depth_dim,
+        pattern=pattern, interleave=k, attention=backend, **depth_sizes(args.dim, args.layers),
     )  # fmt: skip
 
 

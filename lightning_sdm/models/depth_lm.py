@@ -275,9 +275,7 @@ class DepthLM(LevelHeads):
         levels_of = torch.arange(levels, device=device)
         for frame in range(grid_frames):
             previous = codes[:, :, frame - 1] if frame else start[:, None].expand(rows, levels)
-            x = positions[frame] + sum(
-                F.embedding(previous[:, level], token_tables[level]) for level in range(levels)
-            )
+            x = positions[frame] + level_lookup(previous, token_tables).sum(dim=1)
             extent = grid_frames if static_shapes else frame + 1
             visible = torch.where(slot_of[:extent] <= frame, 0.0, blocked).to(dtype)
             hidden = temporal.step(x[:, None], cache, slot_of[frame : frame + 1], visible, extent)
