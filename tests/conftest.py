@@ -74,6 +74,7 @@ def tiny_config(
     cfg_dropout: float = 0.0,
     acoustic_delay: int = 0,
     weights_per_level: bool = False,
+    token_positions: str = "step",
 ) -> TextToMusicConfig:
     return TextToMusicConfig(
         lm=LMConfig(
@@ -92,6 +93,7 @@ def tiny_config(
             depth_ffn_dim=dim,
             depth_acoustic_delay=acoustic_delay,
             depth_weights_per_level=weights_per_level,
+            token_positions=token_positions,
         ),
         text=TextConditionerConfig(cfg_dropout=cfg_dropout),
     )

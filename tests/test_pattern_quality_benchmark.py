@@ -68,3 +68,38 @@ def test_an_unknown_row_is_named_with_the_known_ones(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 2 and "--rows takes labels among: delay, flat" in done.stderr
+
+
+def test_the_music_mode_trains_on_demo_tokens_and_reports_curves_levels_and_pitch(tmp_path):
+    out = run_benchmark(
+        "pattern_quality_music.py", "--quick", "--rows", "delay", "flat, frame positions",
+        "depth", "--out", str(tmp_path),
+    )  # fmt: skip
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["machine"]["cpu"]
+    rows = {r["label"]: r for r in payload["rows"]}
+    assert set(rows) == {"delay", "flat, frame positions", "depth"}
+    frames = rows["delay"]["decoding_steps"] - 3  # T + C - 1 steps for delay
+    assert rows["flat, frame positions"]["decoding_steps"] == 4 * frames
+    for row in rows.values():
+        assert [p["step"] for p in row["curve"]] == [2, 4]
+        assert all(len(p["nll_levels"]) == 4 and np.isfinite(p["nll"]) for p in row["curve"])
+        assert row["curve"][1]["flops"] == 2 * row["curve"][0]["flops"] > 0
+        assert row["gen_seconds"] > 0 and row["pitch_clarity"] > 0
+    assert "NLL @ 4" in (tmp_path / "table.md").read_text() and "cores" in out
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    # any folder of shards: the ones just made, prompts taken from their held-out captions
+    again = run_benchmark(
+        "pattern_quality_music.py", "--quick", "--rows", "delay", "--shards",
+        str(tmp_path / "demo" / "shards"), "--out", str(tmp_path / "again"),
+    )  # fmt: skip
+    assert "training items" in again and (tmp_path / "again" / "results.json").is_file()
+
+
+def test_the_music_mode_names_a_folder_without_shards(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pattern_quality_music.py"), "--quick",
+         "--shards", str(tmp_path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1 and "holds no index.json" in done.stderr

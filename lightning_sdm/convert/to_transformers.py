@@ -20,6 +20,7 @@ from lightning_sdm.models.text_to_music import TextToMusicLM
 MUSICGEN_LAYOUT = (
     ("lm", "pattern", "delay", "MusicGen decodes the delay pattern only"),
     ("lm", "positional", "tensor2tensor", "MusicGen's sinusoids are laid out tensor2tensor-style"),
+    ("lm", "token_positions", "step", "MusicGen numbers positions by decoding step"),
     ("lm", "ffn_bias", False, "MusicGen's feed-forward layers have no biases"),
     ("lm", "head_bias", False, "MusicGen's output heads have no biases"),
     ("text", "unconditional", "zeros", "MusicGen's CFG uses zeroed text states"),

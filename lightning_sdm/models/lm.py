@@ -42,6 +42,9 @@ OLD_ATTENTION_NAMES = {"flex": "block_sparse"}
 SPARSE_SCORES_LIMIT = 0.5
 
 
+# How token patterns may number their positions (`LMConfig.token_positions`).
+TOKEN_POSITIONS = ("step", "frame")
+
 # The `pattern` value that selects the depth decoder (`models.depth_lm`) over a pattern.
 DEPTH_DECODER = "depth"
 
@@ -63,6 +66,10 @@ class LMConfig:
     # Layout details that differ between checkpoints (MusicGen: "tensor2tensor", no FFN and
     # no output-head biases).
     positional: str = "sinusoidal"
+    # What a token pattern's position encodes: "step", its decoding step (MusicGen's), or
+    # "frame", the frame of the lowest level it predicts plus a learned embedding of that
+    # level, as stack positions carry (flat's step numbers repeat no frame structure).
+    token_positions: str = "step"
     ffn_bias: bool = True
     head_bias: bool = True
     # Recompute each decoder layer's activations in the backward pass instead of keeping
@@ -110,6 +117,10 @@ class LMConfig:
             raise UserInputError(
                 f"positional must be one of {POSITIONAL_KINDS}, got {self.positional!r}"
             )
+        if self.token_positions not in TOKEN_POSITIONS:
+            raise UserInputError(
+                f"lm.token_positions must be one of {TOKEN_POSITIONS}, got {self.token_positions!r}"
+            )
         if self.dim % self.num_heads:
             raise UserInputError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.pattern.replace("-", "_") not in (*PATTERN_NAMES, DEPTH_DECODER):
@@ -132,6 +143,13 @@ class LMConfig:
         if self.depth_acoustic_delay < 0:
             raise UserInputError(
                 f"lm.depth_acoustic_delay must be >= 0 frames, got {self.depth_acoustic_delay}"
+            )
+        if self.token_positions != "step" and (
+            self.is_depth or self.make_pattern().representation is not Representation.TOKEN
+        ):
+            raise UserInputError(
+                f"lm.token_positions applies to token patterns (delay, flat, parallel), not "
+                f"to {self.pattern}, whose positions already carry frame and level"
             )
         for option in ("depth_acoustic_delay", "depth_weights_per_level"):
             if getattr(self, option) and not self.is_depth:
@@ -171,9 +189,11 @@ class CodebookLM(LevelHeads):
         self.token_embedding = nn.Parameter(
             torch.randn(config.num_levels, vocab, config.dim) * 0.02
         )
+        self.stacks = self.pattern.representation is Representation.STACK
+        self.frame_positions = not self.stacks and config.token_positions == "frame"
         self.level_embedding = (
             nn.Embedding(config.num_levels + 1, config.dim)
-            if self.pattern.representation is Representation.STACK
+            if self.stacks or self.frame_positions
             else None
         )
         self.decoder = TransformerDecoder(
@@ -226,13 +246,18 @@ class CodebookLM(LevelHeads):
     def _move_layout(self, num_timesteps: int, device: torch.device) -> dict[str, torch.Tensor]:
         layout = self.layout(num_timesteps)
         flat_grid = layout.num_levels * layout.num_timesteps
+        time_index, level_index = (
+            layout.frame_positions
+            if self.frame_positions
+            else (layout.time_index, layout.level_index)
+        )
         return {
             # -1 (no token) points at an extra grid column that holds the special id.
             "input_index": torch.where(layout.input_index >= 0, layout.input_index, flat_grid).to(
                 device
             ),
-            "time_index": layout.time_index.to(device),
-            "level_index": layout.level_index.to(device),
+            "time_index": time_index.to(device),
+            "level_index": level_index.to(device),
             "attention_mask": layout.attention_mask.to(device),
             "prediction_position": layout.prediction_position.to(device),
             "slot": layout.slot.to(device),
@@ -245,7 +270,7 @@ class CodebookLM(LevelHeads):
             ),
             # The sinusoids of every position, once: decoding slices them per step.
             "positions": sinusoidal_encoding(
-                layout.time_index.to(device), self.config.dim, kind=self.config.positional
+                time_index.to(device), self.config.dim, kind=self.config.positional
             ),
         }
 
@@ -260,7 +285,7 @@ class CodebookLM(LevelHeads):
         `positions` [P, D] are the positions' sinusoids."""
         ids = grid[:, input_index]  # [R, C, P]
         # A stack sums the levels it holds; absent levels contribute nothing.
-        present = (ids != self.special_token) if self.level_embedding is not None else None
+        present = (ids != self.special_token) if self.stacks else None
         summed = summed_level_embedding(ids, self.token_embedding, present)
         x = summed + positions.to(summed.dtype)
         if self.level_embedding is not None:
@@ -328,12 +353,12 @@ class CodebookLM(LevelHeads):
         ids = grid[:, input_index]  # [R, C, P]
         table = self.token_embedding.view(-1, self.token_embedding.shape[-1])
         vectors = F.embedding(ids + self._level_offsets[:, None], table)  # [R, C, P, D]
-        if self.level_embedding is not None:
+        if self.stacks:
             vectors = vectors * (ids != self.special_token)[..., None]
-            return (
-                vectors.sum(dim=1) + positions.to(vectors.dtype) + self.level_embedding(level_index)
-            )
-        return vectors.sum(dim=1) + positions.to(vectors.dtype)
+        x = vectors.sum(dim=1) + positions.to(vectors.dtype)
+        if self.level_embedding is not None:
+            x = x + self.level_embedding(level_index)
+        return x
 
     def step_logits(
         self, hidden: torch.Tensor, levels: tuple[int, ...], heads: list[Projection]

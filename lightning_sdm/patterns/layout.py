@@ -110,6 +110,20 @@ class PatternLayout:
         return (self.step[None, :] <= query_step) & (self.last_visible[None, :] >= query_step)
 
     @cached_property
+    def frame_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per position, the (timestep, level) of the lowest-level token it predicts: its
+        frame and level, for a model that encodes positions by frame instead of by step.
+        A position predicting nothing takes its predecessor's."""
+        has_target = self.target_index >= 0  # [C, N]
+        level = has_target.int().argmax(dim=0)
+        index = self.target_index.gather(0, level[None])[0]
+        time = torch.where(index >= 0, index % self.num_timesteps, -1)
+        for position in range(1, self.num_positions):  # rare (gaps in a schedule): carry
+            if time[position] < 0:
+                time[position], level[position] = time[position - 1], level[position - 1]
+        return time.clamp(min=0), level.to(torch.int64)
+
+    @cached_property
     def is_causal(self) -> bool:
         """Whether the training mask is plain causal (each position sees itself and every
         earlier one): then attention can run without a mask tensor."""

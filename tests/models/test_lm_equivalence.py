@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from lightning_sdm.conditioning import EMPTY_CONDITION
 from lightning_sdm.nn.cached_decoding import StepDecoder
-from tests.conftest import ALL_PATTERNS, tiny_model
+from tests.conftest import ALL_PATTERNS, tiny_config, tiny_model
 
 CAPTIONS = ["warm rhodes chords at 90 bpm in d minor", "fast techno"]
 
@@ -242,3 +242,44 @@ def test_auto_takes_the_path_measured_faster_for_each_shape_and_a_forced_path_me
     assert (mixed - reference).abs().max() <= 1e-4
     summary = model.lm.matmul_path(1, 11)
     assert f"{model.lm.config.dim}x{model.lm.config.dim} packed" in summary and "linear" in summary
+
+
+@pytest.mark.parametrize("name", ["flat", "delay", "parallel"])
+def test_frame_positions_keep_teacher_forcing_equal_to_cached_decoding_and_leak_nothing(name):
+    model = tiny_model(name, 1, token_positions="frame")
+    for T in (1, 7):
+        codes = random_codes(model, 2, T, seed=T)
+        doubled = torch.cat([codes, codes])
+        cached = model.score_cached(doubled, CAPTIONS + [EMPTY_CONDITION] * 2)
+        assert (model(codes, CAPTIONS) - cached[:2]).abs().max() <= 1e-4
+        assert (model(codes, [EMPTY_CONDITION] * 2) - cached[2:]).abs().max() <= 1e-4
+    T = 7
+    codes = random_codes(model, 1, T, seed=5)
+    steps = model.lm.layout(T).token_steps
+    base = model(codes, CAPTIONS[:1])
+    middle = int(steps.flatten().median())
+    perturbed = codes.clone()
+    perturbed[:, steps >= middle] = (perturbed[:, steps >= middle] + 1) % model.cardinality
+    logits = model(perturbed, CAPTIONS[:1])
+    assert (logits[:, steps <= middle] - base[:, steps <= middle]).abs().max() <= 1e-5
+    assert (logits[:, steps > middle] - base[:, steps > middle]).abs().max() > 1e-4
+
+
+def test_frame_positions_change_what_flat_positions_encode():
+    by_step = tiny_model("flat", 1)
+    by_frame = tiny_model("flat", 1, token_positions="frame")
+    assert by_step.lm.level_embedding is None and by_frame.lm.level_embedding is not None
+    by_frame.lm.level_embedding.weight.data.zero_()  # left: the positions' sinusoids differ
+    by_frame.load_state_dict(by_step.state_dict(), strict=False)
+    codes = random_codes(by_step, 1, 5)
+    assert (by_step(codes, CAPTIONS[:1]) - by_frame(codes, CAPTIONS[:1])).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("pattern", ["stack", "stack_delay", "depth"])
+def test_frame_positions_on_a_pattern_that_has_them_is_one_line(pattern):
+    from lightning_sdm.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="token_positions applies to token patterns"):
+        tiny_config(pattern, 1, token_positions="frame")
+    with pytest.raises(UserInputError, match="token_positions must be one of"):
+        tiny_config("flat", 1, token_positions="time")

@@ -218,3 +218,16 @@ def test_unknown_names_fail_clearly():
 def test_layouts_are_built_once():
     pattern = make_pattern("stack_delay", k=2)
     assert pattern.layout(50, 4) is pattern.layout(50, 4)
+
+
+def test_frame_positions_name_the_frame_and_level_each_position_predicts_first():
+    from lightning_sdm.patterns import make_pattern
+
+    flat = make_pattern("flat").layout(5, 4)
+    time, level = flat.frame_positions
+    assert time.tolist() == [s // 4 for s in range(20)]
+    assert level.tolist() == [s % 4 for s in range(20)]
+    delay = make_pattern("delay").layout(5, 4)  # the tail's steps hold the upper levels
+    time, level = delay.frame_positions
+    assert time.tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+    assert level.tolist() == [0, 0, 0, 0, 0, 1, 2, 3]
