@@ -125,3 +125,13 @@ def test_token_shards_as_the_reference_are_decoded_with_their_codec(folders, tmp
     assert main([*argv, "--codec_dir", codec]) == 0
     (fad,) = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
     assert fad["details"]["real_clips"] == 3 and fad["value"] > 0
+    from tests.data.http_fixtures import FolderServer
+
+    with FolderServer(tmp_path / "shards") as server:  # the same shards, served over HTTP
+        remote = ["evaluate", str(folders / "gen"), "--reference", server.url]
+        remote += ["--metrics", "[fad]", "--output", str(tmp_path / "remote")]
+        assert main([*remote, "--codec_dir", codec]) == 0
+        assert main([*remote[:3], server.url + "/nothing", *remote[4:], "--codec_dir", codec]) == 2
+    assert "/nothing has no index.json" in capsys.readouterr().err
+    (remote_fad,) = json.loads((tmp_path / "remote" / "evaluation.json").read_text())["metrics"]
+    assert remote_fad["value"] == fad["value"]

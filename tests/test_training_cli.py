@@ -656,3 +656,15 @@ def test_the_depth_decoder_fits_samples_exports_and_generates(tmp_path, monkeypa
                "--timesteps", "7", "--no-progress", "--output_dir", str(out)]  # fmt: skip
     assert main(command) == 0
     assert torch.load(out / "codes.pt")["codes"].shape[-1] == 7
+
+
+def test_fit_trains_from_shards_served_over_http(tmp_path, monkeypatch):
+    from tests.data.http_fixtures import FolderServer
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = str(tiny_config(tmp_path))
+    with FolderServer(tmp_path / "shards") as server:
+        main(["fit", "--config", config, "--trainer.max_steps", "2",
+              "--data.train_dir", server.url + "/"])  # fmt: skip
+    assert server.faults.gets["index.json"] >= 1 and server.faults.gets["shard-000000.tar"] >= 1
+    assert list((tmp_path / "run" / "version_0" / "checkpoints").glob("*.ckpt"))

@@ -16,9 +16,10 @@ from lightning_sdm.codecs import (
     load_codec,
 )
 from lightning_sdm.codecs.encodec import RANDOM_CODEC_FILE
-from lightning_sdm.data.shards import INDEX_FILE, completed_shards, load_index, shard_problem
+from lightning_sdm.data.shards import INDEX_FILE, shard_problem, sidecar_name
 from lightning_sdm.data.sources import AUDIO_SUFFIXES
 from lightning_sdm.data.split import KeyFilter, KeySplit
+from lightning_sdm.data.storage import ShardLocation, why
 from lightning_sdm.data.stream import CropConfig, EpochDataLoader, ShardStream
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
 from lightning_sdm.data.workers import die_with_parent
@@ -40,6 +41,10 @@ class SplitShards:
         return len(self.item_frames)
 
 
+def _shown(location: ShardLocation) -> Path | str:
+    return location.location if location.remote else Path(location.location)
+
+
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.0f} s"
@@ -50,8 +55,16 @@ def _tokenize_hint(folder: Path) -> str:
     return f"lightning-sdm tokenize {folder} SHARDS_DIR --codec-dir ENCODEC_DIR"
 
 
-def check_shard_folder(folder: Path, role: str) -> None:
-    """One line saying what is wrong with a shard folder and what to run, before training."""
+def check_shard_folder(folder: Path | ShardLocation, role: str) -> None:
+    """One line saying what is wrong with a shard folder (or URL) and what to run, before
+    training."""
+    if isinstance(folder, ShardLocation):
+        if folder.remote:
+            problem = folder.problem(INDEX_FILE)
+            if problem:
+                raise UserInputError(f"{role} {folder} {problem}")
+            return
+        folder = Path(folder.location)
     if not folder.exists():
         raise UserInputError(f"{role} {folder} does not exist")
     if not folder.is_dir():
@@ -80,9 +93,11 @@ class TokenShardsDataModule(L.LightningDataModule):
     zero-padded and masked. A summary of both splits is printed when fitting starts.
 
     Args:
-        train_dir: Folder of shards and index.json written by `lightning-sdm tokenize`.
-        val_dir: Shards to validate on (a separately tokenized folder); the cheapest split
-            for large catalogues.
+        train_dir: Folder of shards and index.json written by `lightning-sdm tokenize`, or
+            its URL (s3://bucket/prefix, gs://..., https://host/path; read through fsspec
+            with retries, credentials from the environment).
+        val_dir: Shards to validate on (a separately tokenized folder or URL); the
+            cheapest split for large catalogues.
         val_fraction: Hold out this fraction of train_dir's items, chosen by a hash of
             each item's key (the same items on every run; at least one). Works for any
             number of shards; validation reads every shard.
@@ -156,8 +171,11 @@ class TokenShardsDataModule(L.LightningDataModule):
         ]
         if len(chosen) > 1:
             raise UserInputError(f"choose one validation split, not {' and '.join(chosen)}")
-        self.train_dir = Path(train_dir)
-        self.val_dir = Path(val_dir) if val_dir else None
+        self.train_location = ShardLocation(train_dir)
+        self.val_location = ShardLocation(val_dir) if val_dir else None
+        # Paths for local folders, the URL as given for remote ones (messages show them).
+        self.train_dir = _shown(self.train_location)
+        self.val_dir = _shown(self.val_location) if self.val_location else None
         self.val_fraction = val_fraction
         self.holdout_shards = holdout_shards
         self.batch_size = batch_size
@@ -178,8 +196,13 @@ class TokenShardsDataModule(L.LightningDataModule):
         self._summarised = False
 
     def prepare_data(self) -> None:
-        if self.prepare_from is None or (self.train_dir / INDEX_FILE).exists():
+        if self.prepare_from is None or self.train_location.exists(INDEX_FILE):
             return
+        if self.train_location.remote:
+            raise UserInputError(
+                f"data.prepare_from tokenizes into a local folder, but data.train_dir is "
+                f"{self.train_dir}: tokenize into it first (lightning-sdm tokenize AUDIO URL)"
+            )
         source = Path(self.prepare_from)
         codec_dir = self.codec_config.pretrained
         if is_random(codec_dir):
@@ -252,16 +275,17 @@ class TokenShardsDataModule(L.LightningDataModule):
                 f"point {role} at the codec of the shards, or tokenize again with this one"
             )
 
-    def _shards_of(self, folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The index's shards, each checked from its tar headers (a truncated or corrupt one
-        would otherwise pass and crash at its first batch, hours in)."""
-        index = load_index(folder)
+    def _shards_of(self, folder: ShardLocation) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The index's shards, each local one checked from its tar headers (a truncated or
+        corrupt one would otherwise pass and crash at its first batch, hours in); a remote
+        one is checked as it is read (retried, then skipped or failed by on_bad_shard)."""
+        index = folder.read_json(INDEX_FILE)
         shards = []
         for entry in index["shards"]:
-            path = folder / entry["shard"]
-            problem = shard_problem(path, entry["num_samples"])
+            path = folder.path(entry["shard"])
+            problem = None if folder.remote else shard_problem(path, entry["num_samples"])
             if problem is None:
-                shards.append({**entry, "path": str(path), "keys": None})
+                shards.append({**entry, "path": path, "keys": None})
                 continue
             if self.on_bad_shard == "fail":
                 raise UserInputError(
@@ -275,12 +299,12 @@ class TokenShardsDataModule(L.LightningDataModule):
     def _load(self) -> dict[str, SplitShards]:
         if self._splits is not None:
             return self._splits
-        check_shard_folder(self.train_dir, "data.train_dir")
-        index, train = self._shards_of(self.train_dir)
+        check_shard_folder(self.train_location, "data.train_dir")
+        index, train = self._shards_of(self.train_location)
         if not train:
             raise UserInputError(
                 f"data.train_dir {self.train_dir} has an index but no shards (every file was "
-                f"rejected? see 'rejected' in {self.train_dir / INDEX_FILE})"
+                f"rejected? see 'rejected' in {self.train_location.path(INDEX_FILE)})"
             )
         self.codec = CodecIdentity.from_dict(index["codec"])
         if self.load_latents and not index.get("has_latents", False):
@@ -289,9 +313,9 @@ class TokenShardsDataModule(L.LightningDataModule):
                 f"again with --latents (into a new folder) to train on latents"
             )
         whole = lambda shards: [f for s in shards for f in s["sample_frames"]]  # noqa: E731
-        if self.val_dir is not None:
-            check_shard_folder(self.val_dir, "data.val_dir")
-            val_index, val = self._shards_of(self.val_dir)
+        if self.val_location is not None:
+            check_shard_folder(self.val_location, "data.val_dir")
+            val_index, val = self._shards_of(self.val_location)
             differing = self.codec.differences(CodecIdentity.from_dict(val_index["codec"]))
             if differing:
                 raise UserInputError(
@@ -326,7 +350,7 @@ class TokenShardsDataModule(L.LightningDataModule):
 
     def _split_by_key(self, shards: list[dict[str, Any]]) -> dict[str, SplitShards]:
         """Items held out by key hash: the keys come from the shards' sidecars."""
-        sidecars = {s["shard"]: s for s in completed_shards(self.train_dir)}
+        sidecars = {s["shard"]: self._sidecar(s["shard"]) for s in shards}
         pairs = [
             (shard["path"], key, frames)
             for shard in shards
@@ -350,6 +374,16 @@ class TokenShardsDataModule(L.LightningDataModule):
                 f"val_fraction={self.val_fraction} by key hash: {shown}" if validation else "",
             )
         return sides
+
+    def _sidecar(self, shard: str) -> dict[str, Any]:
+        """A shard's sidecar (its keys), from wherever the shards are."""
+        try:
+            return self.train_location.read_json(sidecar_name(shard))
+        except Exception as error:  # local or remote, one line
+            raise UserInputError(
+                f"shard {self.train_location.path(shard)} has no readable sidecar "
+                f"{sidecar_name(shard)} ({why(error)}); the shard folder is damaged"
+            ) from error
 
     def summary(self) -> str:
         """Items, hours and batches per epoch of both splits, and what is held out."""

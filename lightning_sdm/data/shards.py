@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import webdataset as wds
 
 from lightning_sdm.codecs.identity import CodecIdentity
+from lightning_sdm.data.storage import is_url, open_shard
 
 SHARD_FORMAT = "shard-{:06d}.tar"
 INDEX_FILE = "index.json"
@@ -216,10 +218,12 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def read_shard(path: Path) -> Iterator[dict[str, Any]]:
-    """Decoded samples of one shard, in order."""
-    for sample in wds.tariterators.tarfile_samples([{"url": str(path)}]):
-        yield decode_sample(sample)
+def read_shard(path: Path | str) -> Iterator[dict[str, Any]]:
+    """Decoded samples of one shard (a local path or a URL), in order, streamed."""
+    with open_shard(str(path)) as stream:
+        files = wds.tariterators.tar_file_expander([{"stream": stream, "url": str(path)}])
+        for sample in wds.tariterators.group_by_keys(files):
+            yield decode_sample(sample)
 
 
 def shard_problem(path: str | Path, expected_samples: int | None = None) -> str | None:
@@ -242,22 +246,25 @@ def shard_problem(path: str | Path, expected_samples: int | None = None) -> str 
 
 
 def read_shard_resilient(
-    path: Path | str, retries: int = 1, on_failure: Any = None
+    path: Path | str, retries: int = 1, on_failure: Any = None, backoff: float = 0.0
 ) -> Iterator[dict[str, Any]]:
-    """`read_shard`, read again (past what was already given) when it fails; after
-    `retries` failures `on_failure(path, error)` decides: it returns to skip the rest of
-    the shard, or raises."""
+    """`read_shard`, read again (past what was already given, so nothing is given twice)
+    when it fails, after `backoff * 2**attempt` seconds; after `retries` failures
+    `on_failure(path, error)` decides: it returns to skip the rest of the shard, or
+    raises."""
     given = 0
+    where = path if is_url(path) else Path(path)
     for attempt in range(retries + 1):
         try:
-            for index, sample in enumerate(read_shard(Path(path))):
+            for index, sample in enumerate(read_shard(where)):
                 if index >= given:
                     given += 1
                     yield sample
             return
-        except Exception as error:  # tar, npy and JSON errors alike: the shard is damaged
+        except Exception as error:  # tar, npy, JSON and network errors alike
             if attempt == retries:
                 if on_failure is None:
                     raise
                 on_failure(path, error)
                 return
+            time.sleep(backoff * 2**attempt)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lightning_sdm.data import storage
 from lightning_sdm.data.shards import read_shard_resilient
 
 
@@ -170,23 +171,33 @@ class ShardStream(IterableDataset):
             yield item
 
     def _read(self, shard: str) -> Iterator[dict[str, Any]]:
-        """A shard that fails (storage hiccup, damage since the start) is read once more
-        from where it stopped, then skipped with a warning, or stops the run."""
+        """A shard that fails (storage hiccup, damage since the start) is read again from
+        where it stopped (once for a local file; with backoff, a few times, for a URL),
+        then skipped with a warning, or stops the run."""
+        if storage.is_url(shard):
+            return read_shard_resilient(
+                shard, storage.RETRIES, on_failure=self._bad_shard, backoff=storage.BACKOFF_SECONDS
+            )
         return read_shard_resilient(shard, retries=1, on_failure=self._bad_shard)
 
     def _bad_shard(self, shard: str, error: Exception) -> None:
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         if not self.skip_bad_shards:
             raise RuntimeError(
-                f"shard {shard} failed twice ({reason}); stopped (data.on_bad_shard=fail)"
+                f"shard {shard} failed {self._tries(shard)} ({reason}); stopped "
+                "(data.on_bad_shard=fail)"
             )
         self.skipped_shards.append(shard)
         print(
-            f"warning: shard {shard} failed twice ({reason}); skipped the rest of it "
-            f"({len(self.skipped_shards)} skipped by this reader)",
+            f"warning: shard {shard} failed {self._tries(shard)} ({reason}); skipped the rest "
+            f"of it ({len(self.skipped_shards)} skipped by this reader)",
             file=sys.stderr,
             flush=True,
         )
+
+    @staticmethod
+    def _tries(shard: str) -> str:
+        return f"{storage.RETRIES + 1} times" if storage.is_url(shard) else "twice"
 
     def _kept(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if self.key_filter is None:

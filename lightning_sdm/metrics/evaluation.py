@@ -12,6 +12,7 @@ import torch
 
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.data.sources import SourceItem, caption_from_info, discover
+from lightning_sdm.data.storage import ShardLocation, is_url
 from lightning_sdm.errors import UserInputError
 
 METRICS = ("fad", "kld", "clap", "rtf")
@@ -50,8 +51,14 @@ def read_clips(
 ) -> list[Clip]:
     """Clips from a folder of audio, a JSONL/CSV manifest, or token shards (decoded with
     `codec_dir`, else the codec the shards' index names)."""
+    if is_url(source):  # only shards live at URLs
+        location = ShardLocation(source)
+        problem = location.problem("index.json")
+        if problem:
+            raise UserInputError(f"{what}: {source} {problem}")
+        return read_shard_clips(location, what, limit, codec_dir)
     if (Path(source) / "index.json").is_file():
-        return read_shard_clips(Path(source), what, limit, codec_dir)
+        return read_shard_clips(ShardLocation(source), what, limit, codec_dir)
     try:
         items = discover(source, allow_missing_captions=True)
     except (FileNotFoundError, ValueError) as error:
@@ -63,13 +70,14 @@ def read_clips(
 
 
 def read_shard_clips(
-    directory: Path, what: str, limit: int | None, codec_dir: str | None
+    directory: ShardLocation, what: str, limit: int | None, codec_dir: str | None
 ) -> list[Clip]:
     from lightning_sdm.codecs import CodecConfig, load_codec
-    from lightning_sdm.data.shards import load_index, read_shard
+    from lightning_sdm.data.shards import INDEX_FILE, read_shard
     from lightning_sdm.metrics.embedders import resample
 
-    named = load_index(directory).get("codec", {}).get("pretrained")
+    index = directory.read_json(INDEX_FILE)
+    named = index.get("codec", {}).get("pretrained")
     path = codec_dir or named
     if not path or not (Path(path) / "config.json").is_file():
         raise UserInputError(
@@ -78,8 +86,8 @@ def read_shard_clips(
         )
     codec = load_codec(CodecConfig(pretrained=str(path)))
     clips: list[Clip] = []
-    for shard in sorted(directory.glob("shard-*.tar")):
-        for sample in read_shard(shard):
+    for entry in index["shards"]:
+        for sample in read_shard(directory.path(entry["shard"])):
             if limit is not None and len(clips) >= limit:
                 return clips
             codes = torch.from_numpy(sample["codes"].astype("int64"))[None]

@@ -1,0 +1,163 @@
+"""Where a folder of shards lives: a local directory or a URL (s3://, gs://, http(s)://).
+
+fsspec owns the protocols (s3fs and gcsfs for buckets, aiohttp for HTTP); this module only
+joins names onto a location, retries transient failures with backoff, and turns a failure
+into one line that says which: no such location, no index, no credentials, the server's
+answer. Credentials come from the usual places (environment variables, profiles, instance
+roles); nothing here stores or prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from lightning_sdm.errors import UserInputError
+
+# URL schemes read through fsspec, and the package that brings each one's filesystem.
+REMOTE_SCHEMES = {
+    "s3": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
+}
+# Transient failures are retried this many times, waiting BACKOFF_SECONDS * 2**attempt.
+RETRIES = 3
+BACKOFF_SECONDS = 0.5
+
+Result = TypeVar("Result")
+
+
+def is_url(location: str | Path) -> bool:
+    """A URL with a remote scheme (a Windows drive letter or a plain path is not one)."""
+    scheme, separator, _ = str(location).partition("://")
+    return bool(separator) and scheme.lower() in REMOTE_SCHEMES
+
+
+def _missing_package(scheme: str) -> str:
+    package = REMOTE_SCHEMES[scheme]
+    return f"{scheme}:// needs the {package} package: pip install 'lightning_sdm[remote]'"
+
+
+def _permanent(error: BaseException) -> bool:
+    """Failures a retry cannot cure: absent files, refused credentials, missing packages."""
+    if isinstance(error, (FileNotFoundError, PermissionError, ImportError, UserInputError)):
+        return True
+    name = type(error).__name__
+    return name in {"NoCredentialsError", "PartialCredentialsError", "NoSuchBucket"}
+
+
+def why(error: BaseException) -> str:
+    """A failure in a few words, without the stack (and without any credential)."""
+    name = type(error).__name__
+    if name in {"NoCredentialsError", "PartialCredentialsError"}:
+        return "no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+    if isinstance(error, PermissionError):
+        return "access denied with the credentials found"
+    text = str(error).splitlines()[0] if str(error) else ""
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        return "no such bucket"
+    if isinstance(error, FileNotFoundError):
+        return "not found"
+    return f"{name}: {text}" if text else name
+
+
+def with_retries(
+    action: Callable[[], Result],
+    what: str,
+    retries: int | None = None,
+    backoff: float | None = None,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> Result:
+    """`action()`, tried again after transient failures (connection drops, 5xx answers);
+    RETRIES times, BACKOFF_SECONDS apart and doubling, unless told otherwise."""
+    retries = RETRIES if retries is None else retries
+    backoff = BACKOFF_SECONDS if backoff is None else backoff
+    for attempt in range(retries + 1):
+        try:
+            return action()
+        except Exception as error:  # storage clients raise many types; classified below
+            if _permanent(error) or attempt == retries:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, error)
+            time.sleep(backoff * 2**attempt)
+    raise AssertionError(f"unreachable: {what}")
+
+
+class ShardLocation:
+    """A folder of shards by name: `path(name)`, `exists`, `read_json`, `open`."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = str(location).rstrip("/") if is_url(location) else str(location)
+        self.remote = is_url(self.location)
+        self.scheme = self.location.partition("://")[0].lower() if self.remote else "file"
+        self._fs: Any = None
+
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem of a URL (made on first use, so a local folder needs none)."""
+        if self._fs is None:
+            import fsspec
+
+            try:
+                self._fs = fsspec.filesystem(self.scheme)
+            except ImportError as error:
+                raise UserInputError(_missing_package(self.scheme)) from error
+        return self._fs
+
+    def path(self, name: str) -> str:
+        return f"{self.location}/{name}" if self.remote else str(Path(self.location) / name)
+
+    def exists(self, name: str) -> bool:
+        if not self.remote:
+            return Path(self.path(name)).exists()
+        try:
+            return bool(with_retries(lambda: self.fs.exists(self.path(name)), name))
+        except FileNotFoundError:
+            return False
+
+    def read_bytes(self, name: str) -> bytes:
+        if not self.remote:
+            return Path(self.path(name)).read_bytes()
+        return with_retries(lambda: self.fs.cat_file(self.path(name)), name)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.read_bytes(name).decode("utf-8"))
+
+    def open(self, name: str) -> IO[bytes]:
+        """A binary stream of one file (remote: read in blocks as it is consumed)."""
+        if not self.remote:
+            return open(self.path(name), "rb")
+        # HTTP: one streamed GET (block_size 0) instead of range requests, which plain
+        # servers do not answer; buckets read in ranged blocks as fsspec does.
+        options = {"block_size": 0} if self.scheme in ("http", "https") else {}
+        return with_retries(lambda: self.fs.open(self.path(name), "rb", **options), name)
+
+    def problem(self, index_name: str) -> str | None:
+        """Why this location cannot be read as a shard folder (None: its index is there)."""
+        try:
+            self.read_bytes(index_name)
+        except UserInputError as error:
+            return str(error)
+        except Exception as error:  # one line whatever the client raised
+            reason = why(error)
+            if reason == "not found":
+                return f"has no {index_name} (not a folder of tokenize's shards, or a wrong URL)"
+            return f"cannot be read: {reason}"
+        return None
+
+
+def open_shard(path: str) -> IO[bytes]:
+    """A shard by its full path or URL."""
+    if not is_url(path):
+        return open(path, "rb")
+    folder, _, name = path.rpartition("/")
+    return ShardLocation(folder).open(name)
