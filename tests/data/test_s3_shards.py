@@ -1,0 +1,70 @@
+"""Shards in an S3 bucket (a real S3-compatible server on 127.0.0.1)."""
+
+from collections import Counter
+
+import pytest
+
+from lightning_sdm.data.datamodule import TokenShardsDataModule
+from lightning_sdm.errors import UserInputError
+from tests.data.s3_fixtures import s3, upload  # noqa: F401 - the fixture
+from tests.data.shard_fixtures import write_shards
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bucket_shards_give_two_ranks_every_sample_exactly_once(s3, tmp_path, workers):  # noqa: F811
+    codes = write_shards(tmp_path, frames_per_item=[30] * 24, items_per_shard=3)
+    url = upload(s3, tmp_path, "s3://music/tokens/v1")
+    module = TokenShardsDataModule(url, batch_size=3, num_workers=workers, segment_seconds=0.4)
+    module.setup("fit")
+    assert f"data: {url} " in module.summary()
+    seen, per_rank = Counter(), []
+    for rank in range(2):
+        batches = list(module.make_loader("train", rank, 2))
+        per_rank.append(len(batches))
+        seen.update(key for batch in batches for key in batch["keys"])
+    assert per_rank == [4, 4] and set(seen) == set(codes) and set(seen.values()) == {1}
+
+
+def test_held_out_keys_in_a_bucket_are_the_local_folders(s3, tmp_path):  # noqa: F811
+    write_shards(tmp_path, frames_per_item=[30] * 16, items_per_shard=4)
+    url = upload(s3, tmp_path, "s3://music/tokens")
+    splits = {}
+    for where in (url, str(tmp_path)):
+        module = TokenShardsDataModule(where, batch_size=2, num_workers=0, segment_seconds=0.4,
+                                       val_fraction=0.25)  # fmt: skip
+        module.setup("fit")
+        splits[where] = sorted(k for b in module.make_loader("val", 0, 1) for k in b["keys"])
+    assert splits[url] == splits[str(tmp_path)] and splits[url]
+
+
+def test_a_wrong_bucket_prefix_or_missing_credentials_is_one_line(s3, tmp_path, monkeypatch):  # noqa: F811
+    write_shards(tmp_path, frames_per_item=[30] * 4, items_per_shard=4)
+    upload(s3, tmp_path, "s3://music/tokens")
+    cases = {
+        "s3://nobucket/tokens": "cannot be read: no such bucket",
+        "s3://music/elsewhere": "has no index.json",
+    }
+    for url, message in cases.items():
+        with pytest.raises(UserInputError, match=f"^data.train_dir {url} {message}"):
+            TokenShardsDataModule(url).setup("fit")
+    import s3fs
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.raises(UserInputError, match="cannot be read: no credentials") as error:
+        TokenShardsDataModule("s3://music/tokens").setup("fit")
+    assert "testing" not in str(error.value)
+
+
+def test_fit_trains_from_a_bucket(s3, tmp_path, monkeypatch):  # noqa: F811
+    from lightning_sdm.cli import main
+    from tests.test_training_cli import tiny_config
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = str(tiny_config(tmp_path))
+    url = upload(s3, tmp_path / "shards", "s3://music/demo-tokens")
+    main(["fit", "--config", config, "--trainer.max_steps", "2", "--data.train_dir", url])
+    assert list((tmp_path / "run" / "version_0" / "checkpoints").glob("*.ckpt"))
