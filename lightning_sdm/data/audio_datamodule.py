@@ -15,7 +15,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_sdm.data.audio import AudioRejected, load_mono
-from lightning_sdm.data.shards import completed_shards
+from lightning_sdm.data.shards import published_shards
 from lightning_sdm.data.sources import (
     AUDIO_SUFFIXES,
     Rejection,
@@ -24,6 +24,7 @@ from lightning_sdm.data.sources import (
     legacy_key,
 )
 from lightning_sdm.data.stopping import ignore_stop_signals_in_worker
+from lightning_sdm.data.storage import ShardLocation, is_url
 from lightning_sdm.data.workers import die_with_parent
 
 
@@ -82,7 +83,7 @@ class AudioTokenizeDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.input = input
-        self.output = Path(output)
+        self.output = output if is_url(output) else Path(output)
         self.sample_rate = sample_rate
         self.min_seconds = min_seconds
         self.allow_missing_captions = allow_missing_captions
@@ -121,7 +122,7 @@ class AudioTokenizeDataModule(L.LightningDataModule):
         their sources are matched by their keys. A new source whose key a stored item
         already has gets a hash of its path added.
         """
-        self.existing_shards = completed_shards(self.output) if self.output.is_dir() else []
+        self.existing_shards = published_shards(ShardLocation(self.output))
         stored: dict[str, tuple[dict[str, Any], str, str]] = {}
         legacy: set[str] = set()
         for shard in self.existing_shards:

@@ -12,7 +12,7 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 import webdataset as wds
 
 from lightning_sdm.codecs.identity import CodecIdentity
-from lightning_sdm.data.storage import is_url, open_shard
+from lightning_sdm.data.storage import ShardLocation, is_url, open_shard
 
 SHARD_FORMAT = "shard-{:06d}.tar"
 INDEX_FILE = "index.json"
@@ -101,6 +101,7 @@ class ShardWriter:
         max_items: int,
         max_bytes: int,
         codec_identity: CodecIdentity,
+        on_publish: Callable[[str], None] | None = None,
     ) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("shards need max_items >= 1 and max_bytes >= 1")
@@ -109,6 +110,7 @@ class ShardWriter:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.codec_identity = codec_identity
+        self.on_publish = on_publish  # called with each published shard's name
         self.written: list[str] = []
         self._open: _OpenShard | None = None
 
@@ -158,6 +160,8 @@ class ShardWriter:
         )
         os.replace(current.temp_path, self.directory / name)
         self.written.append(name)
+        if self.on_publish is not None:
+            self.on_publish(name)
 
     def abandon(self) -> None:
         """Drop the open shard (its items were never published and will be redone)."""
@@ -197,6 +201,16 @@ def completed_shards(directory: Path) -> list[dict[str, Any]]:
             raise RuntimeError(f"{tar} has no sidecar {sidecar.name}; the output folder is damaged")
         shards.append(json.loads(sidecar.read_text(encoding="utf-8")))
     return shards
+
+
+def published_shards(location: ShardLocation) -> list[dict[str, Any]]:
+    """Sidecars of every published shard of a folder or URL, in shard order. At a URL a
+    sidecar is uploaded after its shard, so a sidecar there means a whole shard."""
+    if not location.remote:
+        folder = Path(location.location)
+        return completed_shards(folder) if folder.is_dir() else []
+    names = [n for n in location.names("shard-*.json") if n.startswith("shard-")]
+    return [location.read_json(name) for name in names]
 
 
 def load_index(directory: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -140,6 +141,38 @@ class ShardLocation:
         # servers do not answer; buckets read in ranged blocks as fsspec does.
         options = {"block_size": 0} if self.scheme in ("http", "https") else {}
         return with_retries(lambda: self.fs.open(self.path(name), "rb", **options), name)
+
+    def names(self, pattern: str) -> list[str]:
+        """Names of the files matching `pattern` (e.g. shard-*.json), sorted."""
+        if not self.remote:
+            return sorted(p.name for p in Path(self.location).glob(pattern))
+        found = with_retries(lambda: self.fs.glob(self.path(pattern)), pattern)
+        return sorted(str(p).rsplit("/", 1)[-1] for p in found)
+
+    def upload(self, local: Path, name: str) -> None:
+        """A local file to `name` here: whole or not at all (an object store writes an
+        object in one piece)."""
+        with_retries(lambda: self.fs.put_file(str(local), self.path(name)), name)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with_retries(lambda: self.fs.pipe_file(self.path(name), data), name)
+
+    def delete(self, name: str) -> None:
+        with_retries(lambda: self.fs.rm_file(self.path(name)), name)
+
+    def writable_problem(self) -> str | None:
+        """Why shards cannot be written here (None: a probe object was written and removed)."""
+        if self.scheme in ("http", "https"):
+            return "is read-only (HTTP): write shards to a bucket (s3://, gs://) or a folder"
+        probe = f".write-test-{uuid.uuid4().hex}"
+        try:
+            self.write_bytes(probe, b"")
+            self.delete(probe)
+        except UserInputError as error:
+            return str(error)
+        except Exception as error:  # one line whatever the client raised
+            return f"cannot be written: {why(error)}"
+        return None
 
     def problem(self, index_name: str) -> str | None:
         """Why this location cannot be read as a shard folder (None: its index is there)."""

@@ -32,17 +32,19 @@ from lightning_sdm.codecs import (
     save_random_codec,
 )
 from lightning_sdm.data.audio_datamodule import AudioTokenizeDataModule
+from lightning_sdm.data.shard_uploads import ShardUploader
 from lightning_sdm.data.shards import (
     INDEX_FILE,
     ShardWriter,
     TokenizedItem,
     clean_incomplete,
-    completed_shards,
+    published_shards,
     shard_number,
     write_json_atomic,
 )
 from lightning_sdm.data.sources import Rejection, SourceItem
 from lightning_sdm.data.stopping import SignalStop, StopRequested
+from lightning_sdm.data.storage import ShardLocation
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.presets import RANDOM_WEIGHTS
 
@@ -73,7 +75,7 @@ class TokenizeConfig:
 
 @dataclass
 class TokenizeSummary:
-    output: Path
+    output: Path | str
     new_items: int
     already_present: int
     total_items: int
@@ -92,7 +94,7 @@ class TokenizeSummary:
         lines = [
             f"tokenized {self.new_items} new items; {self.already_present} were already present",
             f"output: {self.total_items} items, {self.total_hours:.3f} h of audio in "
-            f"{self.total_shards} shards, index {self.output / INDEX_FILE}",
+            f"{self.total_shards} shards, index {ShardLocation(self.output).path(INDEX_FILE)}",
             f"rejected: {len(self.rejected)}"
             + "".join(f"\n  {count} x {reason}" for reason, count in reasons.most_common()),
         ]
@@ -152,9 +154,17 @@ class EncodeModule(L.LightningModule):
 class ShardPublisher(BasePredictionWriter):
     """Each rank writes its own shard numbers: first, first + world, first + 2 world, ..."""
 
-    def __init__(self, config: TokenizeConfig, first_number: int, codec_identity: CodecIdentity):
+    def __init__(
+        self,
+        config: TokenizeConfig,
+        first_number: int,
+        codec_identity: CodecIdentity,
+        uploader: ShardUploader | None = None,
+    ):
         super().__init__(write_interval="batch")
         self.config = config
+        self.uploader = uploader  # a URL output: shards go up as they are published
+        self.folder = uploader.staging if uploader else Path(config.output)
         self.first_number = first_number
         self.codec_identity = codec_identity
         self.writer: ShardWriter | None = None
@@ -163,11 +173,12 @@ class ShardPublisher(BasePredictionWriter):
 
     def open(self, rank: int, world_size: int) -> None:
         self.writer = ShardWriter(
-            Path(self.config.output),
+            self.folder,
             itertools.count(self.first_number + rank, world_size),
             self.config.max_shard_items,
             self.config.max_shard_bytes,
             self.codec_identity,
+            on_publish=self.uploader,
         )
 
     def consume(self, results: list[Any]) -> None:
@@ -186,8 +197,10 @@ class ShardPublisher(BasePredictionWriter):
 
     def close(self, rank: int) -> None:
         self.publish_open_shard()
-        path = Path(self.config.output) / f"rejections.rank{rank}.json"
+        path = self.folder / f"rejections.rank{rank}.json"
         write_json_atomic(path, [r.to_dict() for r in self.rejections])
+        if self.uploader is not None:
+            self.uploader.put(path.name)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.open(trainer.global_rank, trainer.world_size)
@@ -263,13 +276,14 @@ def _require_codec(config: TokenizeConfig) -> None:
 
 
 def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummary:
-    """Tokenize `config.input` into `config.output`; resumes and skips what is done.
+    """Tokenize `config.input` into `config.output` (a folder, or an s3:// or gs:// URL);
+    resumes and skips what is done.
 
     `use_trainer=False` runs in this process without a Lightning Trainer, for use inside
     another Trainer's `prepare_data`.
     """
     _require_codec(config)
-    output = Path(config.output)
+    location = ShardLocation(config.output)
     data = AudioTokenizeDataModule(
         config.input,
         config.output,
@@ -278,9 +292,42 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
         num_workers=config.num_workers,
     )
     data.discover()  # before anything is written: a wrong input leaves no folder
-    _make_writable_folder(output)
-    clean_incomplete(output)
-    codec = load_codec(_codec_config(config, output))
+    uploader = _prepare_output(location, config)
+    try:
+        return _tokenize_into(config, location, data, uploader, use_trainer)
+    finally:
+        if uploader is not None:
+            uploader.remove_staging()
+
+
+def _prepare_output(location: ShardLocation, config: TokenizeConfig) -> ShardUploader | None:
+    """A local folder made writable and cleared of unpublished files; for a URL, one line
+    when it cannot be written, and the uploader of its shards."""
+    if not location.remote:
+        output = Path(config.output)
+        _make_writable_folder(output)
+        clean_incomplete(output)
+        return None
+    if config.random_codec_seed is not None:
+        raise UserInputError(
+            "--random-codec saves its codec beside the shards, in a local folder; "
+            f"tokenize into a folder, not {location}"
+        )
+    problem = location.writable_problem()
+    if problem:
+        raise UserInputError(f"the output {location} {problem}")
+    return ShardUploader(location)
+
+
+def _tokenize_into(
+    config: TokenizeConfig,
+    location: ShardLocation,
+    data: AudioTokenizeDataModule,
+    uploader: ShardUploader | None,
+    use_trainer: bool,
+) -> TokenizeSummary:
+    output = config.output if location.remote else Path(config.output)
+    codec = load_codec(_codec_config(config, Path(config.output)))
     identity = codec.identity()
     data.sample_rate = codec.sample_rate
     data.setup("predict")
@@ -289,7 +336,7 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     stopped_by = None
     if data.todo:
         first = max((shard_number(s["shard"]) for s in data.existing_shards), default=-1) + 1
-        publisher = ShardPublisher(config, first, identity)
+        publisher = ShardPublisher(config, first, identity, uploader)
         with SignalStop() as stop:
             module = EncodeModule(codec, config.keep_latents, stop.check)
             try:
@@ -304,11 +351,14 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
             except StopRequested as stopped:
                 stopped_by = stopped.signum  # the open shard was published; index what is done
     rejections = data.rejections
-    for rank_file in sorted(output.glob("rejections.rank*.json")):
-        rejections += [Rejection(**r) for r in json.loads(rank_file.read_text(encoding="utf-8"))]
-        rank_file.unlink()
+    for name in location.names("rejections.rank*.json"):
+        rejections += [Rejection(**r) for r in location.read_json(name)]
+        if location.remote:
+            location.delete(name)
+        else:
+            (Path(config.output) / name).unlink()
     summary = write_index(
-        output, identity, rejections, previously_stored, data.already_present, config
+        location, identity, rejections, previously_stored, data.already_present, config
     )
     summary.stopped_by = stopped_by
     return summary
@@ -376,20 +426,20 @@ def _predict_in_process(
 
 
 def write_index(
-    output: Path,
+    output: Path | ShardLocation,
     identity: CodecIdentity,
     rejections: list[Rejection],
     previously_stored: int,
     already: int,
     config: TokenizeConfig,
 ) -> TokenizeSummary:
-    shards = completed_shards(output)
+    """index.json over every published shard (at a URL: every shard whose upload finished)."""
+    location = output if isinstance(output, ShardLocation) else ShardLocation(output)
+    shards = published_shards(location)
     total_items = sum(s["num_samples"] for s in shards)
     hours = sum(s["audio_seconds"] for s in shards) / 3600
     rejected = sorted((r.to_dict() for r in rejections), key=lambda r: r["source"])
-    write_json_atomic(
-        output / INDEX_FILE,
-        {
+    index = {
             "codec": identity.to_dict(),
             "num_samples": total_items,
             "num_frames": sum(s["num_frames"] for s in shards),
@@ -400,7 +450,11 @@ def write_index(
                 for s in shards
             ],
             "rejected": rejected,
-        },
-    )
+        }  # fmt: skip
+    if location.remote:  # an object store writes an object whole: atomic as it stands
+        location.write_bytes(INDEX_FILE, json.dumps(index, indent=2).encode("utf-8"))
+    else:
+        write_json_atomic(Path(location.location) / INDEX_FILE, index)
     new_items = total_items - previously_stored  # counted from the shards: right for any rank count
-    return TokenizeSummary(output, new_items, already, total_items, len(shards), hours, rejected)
+    shown = location.location if location.remote else Path(location.location)
+    return TokenizeSummary(shown, new_items, already, total_items, len(shards), hours, rejected)
