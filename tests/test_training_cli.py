@@ -659,11 +659,11 @@ def test_the_depth_decoder_fits_samples_exports_and_generates(tmp_path, monkeypa
 
 
 def test_fit_trains_from_shards_served_over_http(tmp_path, monkeypatch):
-    from tests.data.http_fixtures import FolderServer
+    from tests.data.http_fixtures import FaultProxy, FolderServer
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     config = str(tiny_config(tmp_path))
-    with FolderServer(tmp_path / "shards") as server:
+    with FolderServer(tmp_path / "shards") as origin, FaultProxy(origin.url) as server:
         main(["fit", "--config", config, "--trainer.max_steps", "2",
               "--data.train_dir", server.url + "/"])  # fmt: skip
     assert server.faults.gets["index.json"] >= 1 and server.faults.gets["shard-000000.tar"] >= 1

@@ -8,7 +8,7 @@ from lightning_sdm.data import storage
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.data.shards import read_shard
 from lightning_sdm.errors import UserInputError
-from tests.data.http_fixtures import Faults, FolderServer
+from tests.data.http_fixtures import FaultProxy, Faults, FolderServer
 from tests.data.shard_fixtures import write_shards
 
 
@@ -59,7 +59,7 @@ def test_a_dropped_connection_and_503s_are_retried_without_losing_or_repeating_a
         unavailable_first={"shard-000000.tar": 2, "index.json": 1},
         dropped_first={"shard-000001.tar": 2},
     )
-    with FolderServer(tmp_path, faults) as server:
+    with FolderServer(tmp_path) as origin, FaultProxy(origin.url, faults) as server:
         module = TokenShardsDataModule(server.url, batch_size=2, num_workers=0,
                                        segment_seconds=0.4)  # fmt: skip
         module.setup("fit")
@@ -71,7 +71,7 @@ def test_a_dropped_connection_and_503s_are_retried_without_losing_or_repeating_a
 def test_a_shard_that_never_arrives_is_named_then_skipped_or_fails_the_run(tmp_path, capsys):
     codes = write_shards(tmp_path, frames_per_item=[30] * 12, items_per_shard=4)
     faults = Faults(always_dropped={"shard-000002.tar"})
-    with FolderServer(tmp_path, faults) as server:
+    with FolderServer(tmp_path) as origin, FaultProxy(origin.url, faults) as server:
         module = TokenShardsDataModule(server.url, batch_size=2, num_workers=0,
                                        segment_seconds=0.4)  # fmt: skip
         module.setup("fit")

@@ -68,3 +68,39 @@ def test_fit_trains_from_a_bucket(s3, tmp_path, monkeypatch):  # noqa: F811
     url = upload(s3, tmp_path / "shards", "s3://music/demo-tokens")
     main(["fit", "--config", config, "--trainer.max_steps", "2", "--data.train_dir", url])
     assert list((tmp_path / "run" / "version_0" / "checkpoints").glob("*.ckpt"))
+
+
+def test_bucket_reads_through_a_faulty_proxy_lose_and_repeat_nothing(
+    s3, tmp_path, monkeypatch, capsys  # noqa: F811
+):
+    import s3fs
+
+    from lightning_sdm.data import storage
+    from tests.data.http_fixtures import FaultProxy, Faults
+
+    monkeypatch.setattr(storage, "BACKOFF_SECONDS", 0.01)
+    codes = write_shards(tmp_path, frames_per_item=[30] * 12, items_per_shard=4)
+    url = upload(s3, tmp_path, "s3://music/flaky")
+    faults = Faults(
+        unavailable_first={"shard-000000.tar": 2},
+        dropped_first={"shard-000001.tar": 1},
+        always_dropped={"shard-000002.tar"},
+    )
+    import os
+
+    with FaultProxy(os.environ["AWS_ENDPOINT_URL"], faults) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        s3fs.S3FileSystem.clear_instance_cache()
+        module = TokenShardsDataModule(url, batch_size=2, num_workers=0, segment_seconds=0.4)
+        module.setup("fit")
+        loader = module.make_loader("train", 0, 1)
+        keys = [k for batch in loader for k in batch["keys"]]
+    firsts = {k for k in codes if k < "item0008"}
+    assert firsts <= set(keys) and "item0011" not in keys  # shard 2 never arrives whole
+    assert faults.gets["shard-000000.tar"] >= 3 and faults.gets["shard-000001.tar"] >= 2
+    # the first pass over the shards: every sample that arrived, each once (then the epoch
+    # wraps around to keep its batch count)
+    assert len(keys) == 2 * len(loader) and set(keys[:8]) == firsts
+    assert f"shard {url}/shard-000002.tar failed {storage.RETRIES + 1} times" in (
+        capsys.readouterr().err
+    )
