@@ -16,6 +16,7 @@ from lightning_sdm.codecs import (
     load_codec,
 )
 from lightning_sdm.codecs.encodec import RANDOM_CODEC_FILE
+from lightning_sdm.data.shard_cache import ShardCache
 from lightning_sdm.data.shards import INDEX_FILE, shard_problem, sidecar_name
 from lightning_sdm.data.sources import AUDIO_SUFFIXES
 from lightning_sdm.data.split import KeyFilter, KeySplit
@@ -120,7 +121,14 @@ class TokenShardsDataModule(L.LightningDataModule):
             music.
         on_bad_shard: A shard whose tar is truncated or corrupt: `skip` leaves it out with
             a warning (checked from the member headers when fitting starts, and again when
-            a read fails twice during training), `fail` stops in one line.
+            a read fails twice during training; a remote one after its retries), `fail`
+            stops in one line.
+        cache_dir: For shards at a URL: keep whole copies in this local folder, so epochs
+            after the first read them from disk (off by default).
+        cache_gb: The cache folder's bound; the least recently read copies go first.
+        resample_shards: Training readers draw shards with replacement instead of each
+            reading its share once (very large catalogues, where a pass is never
+            finished): an epoch is its batch count, no longer one pass.
     """
 
     always_loads_latents = False
@@ -143,6 +151,9 @@ class TokenShardsDataModule(L.LightningDataModule):
         max_shard_items: int = 1000,
         codec: CodecConfig | None = None,
         on_bad_shard: Literal["skip", "fail"] = "skip",
+        cache_dir: str | None = None,
+        cache_gb: float = 50.0,
+        resample_shards: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
@@ -158,6 +169,8 @@ class TokenShardsDataModule(L.LightningDataModule):
             )
         if not 0 <= val_fraction < 1:
             raise UserInputError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if not cache_gb > 0:
+            raise UserInputError(f"data.cache_gb must be positive, got {cache_gb}")
         if on_bad_shard not in ("skip", "fail"):
             raise UserInputError(f"data.on_bad_shard is skip or fail, got {on_bad_shard!r}")
         chosen = [
@@ -190,6 +203,8 @@ class TokenShardsDataModule(L.LightningDataModule):
         self.codec_config = codec or CodecConfig()
         self.max_shard_items = max_shard_items
         self.on_bad_shard = on_bad_shard
+        self.cache = ShardCache(Path(cache_dir), int(cache_gb * 1e9)) if cache_dir else None
+        self.resample_shards = resample_shards
         self.bad_shards: dict[str, str] = {}  # path -> why, found when fitting starts
         self._splits: dict[str, SplitShards] | None = None
         self.codec: CodecIdentity | None = None  # the shards' codec, from index.json
@@ -473,6 +488,8 @@ class TokenShardsDataModule(L.LightningDataModule):
             load_latents=self.load_latents,
             key_filter=side.key_filter,
             skip_bad_shards=self.on_bad_shard == "skip",
+            cache=self.cache,
+            resample=self.resample_shards and training,
         )
         trainer = self.trainer
         epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_sdm.data import storage
+from lightning_sdm.data.shard_cache import ShardCache
 from lightning_sdm.data.shards import read_shard_resilient
 
 
@@ -78,6 +79,8 @@ class ShardStream(IterableDataset):
         load_latents: bool = False,
         key_filter: Callable[[str], bool] | None = None,
         skip_bad_shards: bool = True,
+        cache: ShardCache | None = None,
+        resample: bool = False,
     ) -> None:
         super().__init__()
         if not shards:
@@ -96,6 +99,10 @@ class ShardStream(IterableDataset):
         self.load_latents = load_latents
         self.key_filter = key_filter  # keeps one side of a split by item key
         self.skip_bad_shards = skip_bad_shards
+        self.cache = cache  # local copies of remote shards
+        # Each reader draws shards with replacement from all of them (very large catalogues):
+        # no pass is exact, the epoch is its batch count.
+        self.resample = resample
         self.skipped_shards: list[str] = []  # in this worker, with a warning each
         self.epoch = 0
 
@@ -134,6 +141,9 @@ class ShardStream(IterableDataset):
             self._rng(cycle).shuffle(order)
         readers = self.world_size * workers
         reader = self.rank * workers + worker
+        if self.resample:
+            yield from self._resampled(worker, cycle)
+            return
         # Whole shards per reader read each shard once; but items picked by key from every
         # shard would fall unevenly on readers, so validation of such a split goes sample by
         # sample (each sample exactly once).
@@ -151,29 +161,48 @@ class ShardStream(IterableDataset):
             )
         crop_rng = self._rng(cycle, self.rank, worker, 1)
         for sample in usable:
-            codes, start, real = crop(sample["codes"], self.crop_config, crop_rng)
-            item = {
-                "key": sample["key"],
-                "codes": codes,
-                "caption": sample["info"]["caption"],
-                "crop_start": start,
-                "real_frames": real,
-            }
-            if self.load_latents:
-                if "latents" not in sample:
-                    raise ValueError(
-                        f"sample {sample['key']} has no latents; tokenize with latents"
-                    )
-                latents = sample["latents"][:, start : start + self.crop_config.segment_frames]
-                item["latents"] = np.pad(
-                    latents, ((0, 0), (0, codes.shape[-1] - latents.shape[-1]))
-                )
-            yield item
+            yield self._item(sample, crop_rng)
+
+    def _item(self, sample: dict[str, Any], crop_rng: random.Random) -> dict[str, Any]:
+        """A read sample cropped (and its latents with it) into a training item."""
+        codes, start, real = crop(sample["codes"], self.crop_config, crop_rng)
+        item = {
+            "key": sample["key"],
+            "codes": codes,
+            "caption": sample["info"]["caption"],
+            "crop_start": start,
+            "real_frames": real,
+        }
+        if self.load_latents:
+            if "latents" not in sample:
+                raise ValueError(f"sample {sample['key']} has no latents; tokenize with latents")
+            latents = sample["latents"][:, start : start + self.crop_config.segment_frames]
+            item["latents"] = np.pad(latents, ((0, 0), (0, codes.shape[-1] - latents.shape[-1])))
+        return item
+
+    def _resampled(self, worker: int, cycle: int) -> Iterator[dict[str, Any]]:
+        """Shards drawn with replacement, a sequence of its own for each reader."""
+        draw = self._rng(cycle, self.rank, worker, 2)
+        picks = (draw.choice(self.shards) for _ in range(len(self.shards)))
+        stream = self._kept(s for shard in picks for s in self._read(shard))
+        usable = (s for s in stream if s["codes"].shape[-1] >= self.crop_config.min_frames)
+        crop_rng = self._rng(cycle, self.rank, worker, 1)
+        shuffled = _buffer_shuffle(usable, self.shuffle_buffer, self._rng(cycle, self.rank, worker))
+        for sample in shuffled:
+            yield self._item(sample, crop_rng)
 
     def _read(self, shard: str) -> Iterator[dict[str, Any]]:
         """A shard that fails (storage hiccup, damage since the start) is read again from
         where it stopped (once for a local file; with backoff, a few times, for a URL),
         then skipped with a warning, or stops the run."""
+        if storage.is_url(shard) and self.cache is not None:
+            try:
+                local = self.cache.local_copy(shard)
+            except Exception as error:  # the download failed after its retries
+                self._bad_shard(shard, error)
+                return iter(())
+            if local is not None:
+                return read_shard_resilient(local, retries=1, on_failure=self._bad_shard)
         if storage.is_url(shard):
             return read_shard_resilient(
                 shard, storage.RETRIES, on_failure=self._bad_shard, backoff=storage.BACKOFF_SECONDS

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-moto_server = pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
-s3fs = pytest.importorskip("s3fs", reason="the S3 tests need s3fs")
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -22,6 +19,8 @@ def free_port() -> int:
 @pytest.fixture
 def s3(monkeypatch):
     """A fresh S3 server; yields an s3fs filesystem on it (credentials: moto's test ones)."""
+    moto_server = pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
+    s3fs = pytest.importorskip("s3fs", reason="the S3 tests need s3fs")
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

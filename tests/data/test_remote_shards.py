@@ -115,3 +115,36 @@ def test_what_is_a_url():
     assert storage.is_url("s3://bucket/x") and storage.is_url("HTTPS://host/p")
     assert not storage.is_url("/data/shards") and not storage.is_url("C:\\data")
     assert not storage.is_url("file:///data") and not storage.is_url("runs/s3:/x")
+
+
+def test_a_cache_folder_saves_downloads_after_the_first_epoch_and_keeps_its_bound(tmp_path):
+    write_shards(tmp_path / "shards", frames_per_item=[30] * 16, items_per_shard=4)
+    shard_bytes = (tmp_path / "shards" / "shard-000000.tar").stat().st_size
+    with FolderServer(tmp_path / "shards") as origin, FaultProxy(origin.url) as server:
+        cached = TokenShardsDataModule(server.url, batch_size=2, num_workers=0, segment_seconds=0.4,
+                                       cache_dir=str(tmp_path / "cache"))  # fmt: skip
+        cached.setup("fit")
+        epochs = [keys_over_ranks(cached, world=1)[0] for _ in range(3)]
+        gets = {n: c for n, c in server.faults.gets.items() if n.endswith(".tar")}
+        assert gets == {f"shard-00000{i}.tar": 1 for i in range(4)}  # once, not once an epoch
+        assert all(set(e) == set(epochs[0]) and set(e.values()) == {1} for e in epochs)
+        # a bound of two shards: the least recently read copies go, reads stay exact
+        small = TokenShardsDataModule(server.url, batch_size=2, num_workers=0, segment_seconds=0.4,
+                                      cache_dir=str(tmp_path / "small"),
+                                      cache_gb=2.5 * shard_bytes / 1e9)  # fmt: skip
+        small.setup("fit")
+        seen, _ = keys_over_ranks(small, world=1)
+        assert set(seen.values()) == {1} and len(seen) == 16
+        assert len(list((tmp_path / "small").iterdir())) == 2
+
+
+def test_resampled_shards_keep_the_batch_count_and_draw_with_replacement(tmp_path):
+    codes = write_shards(tmp_path, frames_per_item=[30] * 24, items_per_shard=2)
+    module = TokenShardsDataModule(str(tmp_path), batch_size=2, num_workers=2,
+                                   segment_seconds=0.4, resample_shards=True)  # fmt: skip
+    module.setup("fit")
+    seen, per_rank = keys_over_ranks(module)
+    assert per_rank == [6, 6]  # 24 usable / (2 ranks x 2): the epoch is its batch count
+    assert set(seen) <= set(codes) and max(seen.values()) > 1  # with replacement
+    again, _ = keys_over_ranks(module)
+    assert again == seen  # seeded: the same draw for the same epoch

@@ -6,12 +6,12 @@ import pytest
 
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.errors import UserInputError
-from tests.data.s3_fixtures import s3, upload  # noqa: F401 - the fixture
+from tests.data.s3_fixtures import upload
 from tests.data.shard_fixtures import write_shards
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_bucket_shards_give_two_ranks_every_sample_exactly_once(s3, tmp_path, workers):  # noqa: F811
+def test_bucket_shards_give_two_ranks_every_sample_exactly_once(s3, tmp_path, workers):
     codes = write_shards(tmp_path, frames_per_item=[30] * 24, items_per_shard=3)
     url = upload(s3, tmp_path, "s3://music/tokens/v1")
     module = TokenShardsDataModule(url, batch_size=3, num_workers=workers, segment_seconds=0.4)
@@ -25,7 +25,7 @@ def test_bucket_shards_give_two_ranks_every_sample_exactly_once(s3, tmp_path, wo
     assert per_rank == [4, 4] and set(seen) == set(codes) and set(seen.values()) == {1}
 
 
-def test_held_out_keys_in_a_bucket_are_the_local_folders(s3, tmp_path):  # noqa: F811
+def test_held_out_keys_in_a_bucket_are_the_local_folders(s3, tmp_path):
     write_shards(tmp_path, frames_per_item=[30] * 16, items_per_shard=4)
     url = upload(s3, tmp_path, "s3://music/tokens")
     splits = {}
@@ -37,7 +37,7 @@ def test_held_out_keys_in_a_bucket_are_the_local_folders(s3, tmp_path):  # noqa:
     assert splits[url] == splits[str(tmp_path)] and splits[url]
 
 
-def test_a_wrong_bucket_prefix_or_missing_credentials_is_one_line(s3, tmp_path, monkeypatch):  # noqa: F811
+def test_a_wrong_bucket_prefix_or_missing_credentials_is_one_line(s3, tmp_path, monkeypatch):
     write_shards(tmp_path, frames_per_item=[30] * 4, items_per_shard=4)
     upload(s3, tmp_path, "s3://music/tokens")
     cases = {
@@ -59,7 +59,7 @@ def test_a_wrong_bucket_prefix_or_missing_credentials_is_one_line(s3, tmp_path, 
     assert "testing" not in str(error.value)
 
 
-def test_fit_trains_from_a_bucket(s3, tmp_path, monkeypatch):  # noqa: F811
+def test_fit_trains_from_a_bucket(s3, tmp_path, monkeypatch):
     from lightning_sdm.cli import main
     from tests.test_training_cli import tiny_config
 
@@ -71,7 +71,10 @@ def test_fit_trains_from_a_bucket(s3, tmp_path, monkeypatch):  # noqa: F811
 
 
 def test_bucket_reads_through_a_faulty_proxy_lose_and_repeat_nothing(
-    s3, tmp_path, monkeypatch, capsys  # noqa: F811
+    s3,
+    tmp_path,
+    monkeypatch,
+    capsys,
 ):
     import s3fs
 

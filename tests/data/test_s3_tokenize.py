@@ -15,7 +15,6 @@ from lightning_sdm.cli import main
 from lightning_sdm.codecs import EncodecCodec
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.data.shards import read_shard
-from tests.data.s3_fixtures import s3  # noqa: F401 - the fixture
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def tokenize_argv(folder, url, codec_dir, *extra):
             "--workers", "0", "--no-progress", "--accelerator", "cpu", *extra]  # fmt: skip
 
 
-def test_tokenize_uploads_shards_and_index_that_fit_reads(s3, codec_dir, tmp_path, capsys):  # noqa: F811
+def test_tokenize_uploads_shards_and_index_that_fit_reads(s3, codec_dir, tmp_path, capsys):
     write_clips(tmp_path / "audio", 5)
     s3.mkdir("music")
     url = "s3://music/tokens"
@@ -67,7 +66,7 @@ def test_tokenize_uploads_shards_and_index_that_fit_reads(s3, codec_dir, tmp_pat
     assert "tokenized 0 new items; 5 were already present" in capsys.readouterr().out
 
 
-def test_a_killed_upload_run_resumes_from_what_the_bucket_holds(s3, codec_dir, tmp_path):  # noqa: F811
+def test_a_killed_upload_run_resumes_from_what_the_bucket_holds(s3, codec_dir, tmp_path):
     write_clips(tmp_path / "audio", 12, seconds=2.0)
     s3.mkdir("music")
     url = "s3://music/killed"
@@ -90,7 +89,7 @@ def test_a_killed_upload_run_resumes_from_what_the_bucket_holds(s3, codec_dir, t
     assert index["num_samples"] == 12
 
 
-def test_an_output_url_that_cannot_take_shards_is_one_line(s3, codec_dir, tmp_path, capsys):  # noqa: F811
+def test_an_output_url_that_cannot_take_shards_is_one_line(s3, codec_dir, tmp_path, capsys):
     write_clips(tmp_path / "audio", 1)
     cases = {
         "s3://nobucket/tokens": "the output s3://nobucket/tokens cannot be written: no such bucket",
