@@ -668,3 +668,13 @@ def test_fit_trains_from_shards_served_over_http(tmp_path, monkeypatch):
               "--data.train_dir", server.url + "/"])  # fmt: skip
     assert server.faults.gets["index.json"] >= 1 and server.faults.gets["shard-000000.tar"] >= 1
     assert list((tmp_path / "run" / "version_0" / "checkpoints").glob("*.ckpt"))
+
+
+def test_the_bucket_recipe_composes_with_the_paper_one(capsys):
+    configs = [ROOT / "configs" / "paper" / n for n in ("base.yaml", "delay.yaml", "bucket.yaml")]
+    argv = ["fit", *(a for c in configs for a in ("--config", str(c))), "--print_config"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    assert data["train_dir"].startswith("s3://") and data["val_dir"].startswith("s3://")
+    assert data["cache_dir"] and data["cache_gb"] == 200 and data["segment_seconds"] == 30.0

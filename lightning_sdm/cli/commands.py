@@ -48,7 +48,8 @@ def tokenize(
 
     Args:
         input: Folder, .jsonl or .csv.
-        output: Folder for the shards and index.json.
+        output: Folder for the shards and index.json, or an s3:// or gs:// URL (shards are
+            uploaded as they are made; a rerun resumes from what the bucket holds).
         codec: The codec; codec.pretrained (alias --codec-dir) is a local copy of
             facebook/encodec_32khz, another EnCodec directory, or a waveform VAE directory
             (latents only: with --latents true).

@@ -101,3 +101,25 @@ def test_an_output_url_that_cannot_take_shards_is_one_line(s3, codec_dir, tmp_pa
     argv = tokenize_argv(tmp_path / "audio", "s3://music/x", "unused")[:3]
     assert main([*argv, "--random-codec", "0", "--no-progress"]) == 2
     assert "tokenize into a folder, not s3://music/x" in capsys.readouterr().err
+
+
+def test_two_ranks_tokenize_into_one_bucket_with_disjoint_shards(s3, codec_dir, tmp_path):
+    import os
+    from pathlib import Path
+
+    write_clips(tmp_path / "audio", 7)
+    s3.mkdir("music")
+    url = "s3://music/ddp"
+    argv = tokenize_argv(tmp_path / "audio", url, codec_dir, "--devices", "2", "--strategy", "ddp")
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_sdm", *argv],
+        capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("output: ") == 1 and "output: 7 items" in result.stdout
+    index, keys = bucket_keys(s3, url)
+    assert sorted(keys) == [f"clip{n:02d}" for n in range(7)]
+    numbers = [int(entry["shard"][6:12]) for entry in index["shards"]]
+    assert {n % 2 for n in numbers} == {0, 1}  # both ranks published their own shards
+    assert not s3.glob("music/ddp/rejections*")
