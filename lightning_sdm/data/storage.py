@@ -1,4 +1,6 @@
-"""Where a folder of shards lives: a local directory or a URL (s3://, gs://, http(s)://).
+"""Where a folder of shards lives: a local directory, a URL (s3://, gs://, http(s)://), or
+a `pipe:` command that prints a file named by `{}` (WebDataset's convention, e.g.
+`pipe:aws s3 cp s3://bucket/shards/{} -`).
 
 fsspec owns the protocols (s3fs and gcsfs for buckets, aiohttp for HTTP); this module only
 joins names onto a location, retries transient failures with backoff, and turns a failure
@@ -10,6 +12,8 @@ roles); nothing here stores or prints them.
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -33,8 +37,14 @@ BACKOFF_SECONDS = 0.5
 Result = TypeVar("Result")
 
 
+# A location read through a shell command: PIPE_PREFIX + a command with {} for the name.
+PIPE_PREFIX = "pipe:"
+
+
 def is_url(location: str | Path) -> bool:
-    """A URL with a remote scheme (a Windows drive letter or a plain path is not one)."""
+    """A URL with a remote scheme or a pipe: command (a plain path is neither)."""
+    if str(location).startswith(PIPE_PREFIX):
+        return True
     scheme, separator, _ = str(location).partition("://")
     return bool(separator) and scheme.lower() in REMOTE_SCHEMES
 
@@ -90,13 +100,60 @@ def with_retries(
     raise AssertionError(f"unreachable: {what}")
 
 
+class CommandOutput:
+    """A shell command's stdout as a binary stream. Closing it waits for the command and
+    raises when it failed, so output cut short by a failure is not taken for a whole file."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        # stderr to a file: a pipe could fill and stall the command; closed in close()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.process = subprocess.Popen(
+            command, shell=True, stdout=subprocess.PIPE, stderr=self._stderr
+        )
+
+    def read(self, size: int = -1) -> bytes:
+        assert self.process.stdout is not None
+        return self.process.stdout.read(size)
+
+    def close(self) -> None:
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        code = self.process.wait()
+        self._stderr.seek(0)
+        said = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        self._stderr.close()
+        if code:
+            last = f": {said[-1]}" if said else ""
+            raise OSError(f"`{self.command}` exited with {code}{last}")
+
+    def __enter__(self) -> CommandOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _command_bytes(command: str) -> bytes:
+    with CommandOutput(command) as output:
+        return output.read()
+
+
 class ShardLocation:
     """A folder of shards by name: `path(name)`, `exists`, `read_json`, `open`."""
 
     def __init__(self, location: str | Path) -> None:
         self.location = str(location).rstrip("/") if is_url(location) else str(location)
         self.remote = is_url(self.location)
+        self.pipe = self.location.startswith(PIPE_PREFIX)
         self.scheme = self.location.partition("://")[0].lower() if self.remote else "file"
+        if self.pipe:
+            self.scheme = "pipe"
+            if "{}" not in self.location:
+                raise UserInputError(
+                    f"{self.location}: a pipe: location names each file with {{}}, e.g. "
+                    "pipe:aws s3 cp s3://bucket/shards/{} -"
+                )
         self._fs: Any = None
 
     def __str__(self) -> str:
@@ -115,11 +172,19 @@ class ShardLocation:
         return self._fs
 
     def path(self, name: str) -> str:
+        if self.pipe:
+            return self.location.replace("{}", name)
         return f"{self.location}/{name}" if self.remote else str(Path(self.location) / name)
 
     def exists(self, name: str) -> bool:
         if not self.remote:
             return Path(self.path(name)).exists()
+        if self.pipe:
+            try:
+                self.read_bytes(name)
+            except OSError:
+                return False
+            return True
         try:
             return bool(with_retries(lambda: self.fs.exists(self.path(name)), name))
         except FileNotFoundError:
@@ -128,6 +193,9 @@ class ShardLocation:
     def read_bytes(self, name: str) -> bytes:
         if not self.remote:
             return Path(self.path(name)).read_bytes()
+        if self.pipe:
+            command = self.path(name).removeprefix(PIPE_PREFIX)
+            return with_retries(lambda: _command_bytes(command), name)
         return with_retries(lambda: self.fs.cat_file(self.path(name)), name)
 
     def read_json(self, name: str) -> Any:
@@ -137,6 +205,8 @@ class ShardLocation:
         """A binary stream of one file (remote: read in blocks as it is consumed)."""
         if not self.remote:
             return open(self.path(name), "rb")
+        if self.pipe:
+            return CommandOutput(self.path(name).removeprefix(PIPE_PREFIX))  # type: ignore[return-value]
         # HTTP: one streamed GET (block_size 0) instead of range requests, which plain
         # servers do not answer; buckets read in ranged blocks as fsspec does.
         options = {"block_size": 0} if self.scheme in ("http", "https") else {}
@@ -146,6 +216,8 @@ class ShardLocation:
         """Names of the files matching `pattern` (e.g. shard-*.json), sorted."""
         if not self.remote:
             return sorted(p.name for p in Path(self.location).glob(pattern))
+        if self.pipe:
+            raise UserInputError(f"{self.location} cannot be listed (a pipe: reads named files)")
         found = with_retries(lambda: self.fs.glob(self.path(pattern)), pattern)
         return sorted(str(p).rsplit("/", 1)[-1] for p in found)
 
@@ -162,8 +234,9 @@ class ShardLocation:
 
     def writable_problem(self) -> str | None:
         """Why shards cannot be written here (None: a probe object was written and removed)."""
-        if self.scheme in ("http", "https"):
-            return "is read-only (HTTP): write shards to a bucket (s3://, gs://) or a folder"
+        if self.scheme in ("http", "https", "pipe"):
+            kind = "HTTP" if self.scheme != "pipe" else "a pipe: command"
+            return f"is read-only ({kind}): write shards to a bucket (s3://, gs://) or a folder"
         probe = f".write-test-{uuid.uuid4().hex}"
         try:
             self.write_bytes(probe, b"")
@@ -192,5 +265,7 @@ def open_shard(path: str) -> IO[bytes]:
     """A shard by its full path or URL."""
     if not is_url(path):
         return open(path, "rb")
+    if path.startswith(PIPE_PREFIX):
+        return CommandOutput(path.removeprefix(PIPE_PREFIX))  # type: ignore[return-value]
     folder, _, name = path.rpartition("/")
     return ShardLocation(folder).open(name)

@@ -148,3 +148,30 @@ def test_resampled_shards_keep_the_batch_count_and_draw_with_replacement(tmp_pat
     assert set(seen) <= set(codes) and max(seen.values()) > 1  # with replacement
     again, _ = keys_over_ranks(module)
     assert again == seen  # seeded: the same draw for the same epoch
+
+
+def test_a_pipe_command_location_reads_like_the_folder_it_prints(tmp_path, capsys):
+    codes = write_shards(tmp_path / "shards", frames_per_item=[30] * 12, items_per_shard=3)
+    module = TokenShardsDataModule(f"pipe:cat {tmp_path / 'shards'}/{{}}", batch_size=3,
+                                   num_workers=0, segment_seconds=0.4)  # fmt: skip
+    module.setup("fit")
+    seen, _ = keys_over_ranks(module)
+    assert set(seen) == set(codes) and set(seen.values()) == {1}
+    with pytest.raises(UserInputError, match=r"cannot be read: OSError: `cat .*` exited with 1"):
+        TokenShardsDataModule(f"pipe:cat {tmp_path}/nothing/{{}}").setup("fit")
+    with pytest.raises(UserInputError, match=r"names each file with \{\}"):
+        TokenShardsDataModule("pipe:cat /data/shards")
+    # a command that fails partway through a shard: retried, then named and skipped
+    folder = tmp_path / "shards"
+    flaky = (
+        f"pipe:if [ {{}} = shard-000001.tar ]; then head -c 3000 {folder}/{{}}; exit 1; "
+        f"else cat {folder}/{{}}; fi"
+    )
+    module = TokenShardsDataModule(flaky, batch_size=3, num_workers=0, segment_seconds=0.4)
+    module.setup("fit")
+    seen, _ = keys_over_ranks(module, world=1)
+    err = capsys.readouterr().err
+    assert "failed 4 times (OSError: `if [ shard-000001.tar = shard-000001.tar ]" in err
+    assert {"item0003", "item0004", "item0005"}.isdisjoint(
+        k for k, n in seen.items() if n == 1 and k not in codes
+    )
