@@ -175,3 +175,12 @@ def test_a_pipe_command_location_reads_like_the_folder_it_prints(tmp_path, capsy
     assert {"item0003", "item0004", "item0005"}.isdisjoint(
         k for k, n in seen.items() if n == 1 and k not in codes
     )
+
+
+def test_prepare_from_into_a_url_says_to_tokenize_there_first(tmp_path):
+    with FolderServer(tmp_path) as server:
+        module = TokenShardsDataModule(server.url + "/shards", prepare_from=str(tmp_path))
+        with pytest.raises(
+            UserInputError, match=r"tokenizes into a local folder, but data\.train_dir"
+        ):
+            module.prepare_data()
