@@ -38,7 +38,7 @@ from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.data.shards import load_index, read_shard
 from lightning_sdm.data.split import KeySplit
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
-from lightning_sdm.demo.audio import ensure_demo_clips
+from lightning_sdm.demo.audio import ensure_demo_clips, kind_of_caption
 from lightning_sdm.demo.run import Clip, generation_section
 from lightning_sdm.machine import machine, machine_line
 from lightning_sdm.models.lm import LMConfig
@@ -272,7 +272,11 @@ def prepare(args) -> tuple[dict, Codec]:
     args.frames = round(args.segment_seconds * codec.frame_rate)
     splits = read_splits(shards, args.val_fraction)
     held = windows(splits["val"], args.frames)
-    prompts = DEMO_PROMPTS if args.shards is None else sorted(set(held[1]))[:8]
+    # the demo's prompts for the demo's clips (wherever their shards are), else held-out ones
+    demo = all(kind_of_caption(caption) for caption in held[1])
+    prompts = DEMO_PROMPTS if demo else sorted(set(held[1]))[:8]
+    if args.quick:
+        prompts = prompts[:2]
     reference = Crops(splits["train"], args.frames, seed=1234).batch(args.reference_clips)
     print(
         f"{shards}: {len(splits['train'].keys)} training items, {len(splits['val'].keys)} "
