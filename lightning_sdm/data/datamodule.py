@@ -211,7 +211,12 @@ class TokenShardsDataModule(L.LightningDataModule):
         self._summarised = False
 
     def prepare_data(self) -> None:
-        if self.prepare_from is None or self.train_location.exists(INDEX_FILE):
+        if self.prepare_from is None:
+            return
+        try:
+            if self.train_location.exists(INDEX_FILE):
+                return
+        except Exception:  # unreadable (credentials, network): setup says so in one line
             return
         if self.train_location.remote:
             raise UserInputError(
