@@ -310,6 +310,7 @@ def main() -> None:
     parser.add_argument("--cfg-scale", type=float, default=3.0)
     parser.add_argument("--reference-clips", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here on")
     parser.add_argument("--rows", nargs="*", default=DEFAULT_ROWS, help="labels of ROWS")
     parser.add_argument("--quick", action="store_true", help="a smoke run (tests)")
     parser.add_argument("--out", type=Path, default=Path("results/pattern_quality_music"))
@@ -327,7 +328,7 @@ def main() -> None:
     data["flops"] = {row[0]: step_flops(args, row, data["held"][1]) for row in rows}
     results = []
     for row in rows:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             model, curve = train_row(args, row, data, seed)
             results.append(
                 {"label": row[0], "seed": seed, "curve": curve,
