@@ -1,3 +1,16 @@
 """Fixtures shared by the data tests."""
 
+import pytest
+import torch
+
+from lightning_sdm.codecs import EncodecCodec
 from tests.data.s3_fixtures import s3  # noqa: F401 - an S3 server on 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory):
+    """One saved random codec: a fresh random codec per run would be another codec."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("codec")
+    EncodecCodec().save_pretrained(path)
+    return str(path)

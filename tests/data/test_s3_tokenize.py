@@ -7,22 +7,11 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import soundfile as sf
-import torch
 
 from lightning_sdm.cli import main
-from lightning_sdm.codecs import EncodecCodec
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.data.shards import read_shard
-
-
-@pytest.fixture(scope="module")
-def codec_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("codec")
-    EncodecCodec().save_pretrained(path)
-    return str(path)
 
 
 def write_clips(folder, count, seconds=1.0):

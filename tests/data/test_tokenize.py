@@ -24,15 +24,6 @@ from lightning_sdm.demo.audio import write_demo_clips
 from tests.data.audio_fixtures import CASES, audio_path, make_folder
 
 
-@pytest.fixture(scope="module")
-def codec_dir(tmp_path_factory):
-    """One saved random codec: a fresh random codec per run would be another codec."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("codec")
-    EncodecCodec().save_pretrained(path)
-    return str(path)
-
-
 def run(input_dir, output_dir, codec_dir, **overrides):
     settings = {
         "num_workers": 0,
