@@ -6,7 +6,7 @@ import soundfile as sf
 
 from lightning_sdm.data.audio_datamodule import AudioTokenizeDataModule
 from tests.data.audio_fixtures import CASES, make_folder
-from tests.data.test_tokenize import codec_dir, run  # noqa: F401 - the module's codec fixture
+from tests.data.test_tokenize import run
 
 
 def test_items_are_served_decoded_at_the_codec_rate(tmp_path):
@@ -39,7 +39,7 @@ def test_ranks_share_the_work_without_overlap(tmp_path):
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
-def test_what_the_output_holds_is_skipped(codec_dir, tmp_path):  # noqa: F811
+def test_what_the_output_holds_is_skipped(codec_dir, tmp_path):
     make_folder(tmp_path / "in")
     run(tmp_path / "in", tmp_path / "out", codec_dir)
     sf.write(tmp_path / "in" / "late.wav", np.zeros(64000), 32000)
