@@ -31,3 +31,13 @@ def test_latent_moments_cover_the_training_split_and_stop_at_max_batches(tmp_pat
     assert data.latent_moments(max_batches=1)[2] == 4 * 20 * DIM
     with pytest.raises(ValueError, match="max_batches must be >= 1"):
         data.latent_moments(max_batches=0)
+
+
+def test_latent_shards_at_a_url_give_the_moments_of_the_same_folder_on_disk(tmp_path):
+    from tests.data.http_fixtures import FolderServer
+
+    shards = tmp_path / "shards"
+    write_shards(shards, [20] * 8, items_per_shard=4, latent_dim=DIM, gains=[1, 10] * 4)
+    with FolderServer(shards) as server:
+        remote = data_over(server.url).latent_moments()
+    assert torch.equal(remote, data_over(shards).latent_moments())
