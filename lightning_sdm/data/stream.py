@@ -141,14 +141,15 @@ class ShardStream(IterableDataset):
             self._rng(cycle).shuffle(order)
         readers = self.world_size * workers
         reader = self.rank * workers + worker
-        if self.resample:
-            yield from self._resampled(worker, cycle)
-            return
         # Whole shards per reader read each shard once; but items picked by key from every
         # shard would fall unevenly on readers, so validation of such a split goes sample by
         # sample (each sample exactly once).
         by_sample = self.key_filter is not None and not self.shuffle
-        if len(order) >= readers and not by_sample:
+        if self.resample:  # drawn with replacement, a sequence of its own for each reader
+            draw = self._rng(cycle, self.rank, worker, 2)
+            picks = (draw.choice(self.shards) for _ in range(len(self.shards)))
+            stream = self._kept(s for shard in picks for s in self._read(shard))
+        elif len(order) >= readers and not by_sample:
             mine = order[self.rank :: self.world_size][worker::workers]
             stream = self._kept(s for shard in mine for s in self._read(shard))
         else:  # too few shards: every reader scans all and keeps every readers-th sample
@@ -179,17 +180,6 @@ class ShardStream(IterableDataset):
             latents = sample["latents"][:, start : start + self.crop_config.segment_frames]
             item["latents"] = np.pad(latents, ((0, 0), (0, codes.shape[-1] - latents.shape[-1])))
         return item
-
-    def _resampled(self, worker: int, cycle: int) -> Iterator[dict[str, Any]]:
-        """Shards drawn with replacement, a sequence of its own for each reader."""
-        draw = self._rng(cycle, self.rank, worker, 2)
-        picks = (draw.choice(self.shards) for _ in range(len(self.shards)))
-        stream = self._kept(s for shard in picks for s in self._read(shard))
-        usable = (s for s in stream if s["codes"].shape[-1] >= self.crop_config.min_frames)
-        crop_rng = self._rng(cycle, self.rank, worker, 1)
-        shuffled = _buffer_shuffle(usable, self.shuffle_buffer, self._rng(cycle, self.rank, worker))
-        for sample in shuffled:
-            yield self._item(sample, crop_rng)
 
     def _read(self, shard: str) -> Iterator[dict[str, Any]]:
         """A shard that fails (storage hiccup, damage since the start) is read again from
