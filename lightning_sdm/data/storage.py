@@ -54,9 +54,25 @@ def _missing_package(scheme: str) -> str:
     return f"{scheme}:// needs the {package} package: pip install 'lightning_sdm[remote]'"
 
 
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status a storage client's error carries (gcsfs: `.code`), if any."""
+    code = getattr(error, "code", None)
+    return code if isinstance(code, int) else None
+
+
+def _refused(error: BaseException) -> bool:
+    """Credentials missing or refused, as a GCS client reports it: 401, or an OSError
+    that says Forbidden (gcsfs's 403)."""
+    return _http_status(error) in (401, 403) or (
+        type(error) is OSError and str(error).startswith("Forbidden")
+    )
+
+
 def _permanent(error: BaseException) -> bool:
     """Failures a retry cannot cure: absent files, refused credentials, missing packages."""
     if isinstance(error, (FileNotFoundError, PermissionError, ImportError, UserInputError)):
+        return True
+    if _refused(error):
         return True
     name = type(error).__name__
     return name in {"NoCredentialsError", "PartialCredentialsError", "NoSuchBucket"}
@@ -67,7 +83,12 @@ def why(error: BaseException) -> str:
     name = type(error).__name__
     if name in {"NoCredentialsError", "PartialCredentialsError"}:
         return "no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
-    if isinstance(error, PermissionError):
+    if _http_status(error) == 401:
+        return (
+            "no credentials accepted (set GOOGLE_APPLICATION_CREDENTIALS, or run "
+            "gcloud auth application-default login)"
+        )
+    if isinstance(error, PermissionError) or _refused(error):
         return "access denied with the credentials found"
     text = str(error).splitlines()[0] if str(error) else ""
     if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
@@ -255,10 +276,23 @@ class ShardLocation:
             return str(error)
         except Exception as error:  # one line whatever the client raised
             reason = why(error)
+            if reason == "not found" and not self._bucket_exists():
+                reason = "no such bucket"
             if reason == "not found":
                 return f"has no {index_name} (not a folder of tokenize's shards, or a wrong URL)"
             return f"cannot be read: {reason}"
         return None
+
+    def _bucket_exists(self) -> bool:
+        """Whether a bucket URL's bucket is there (GCS answers a missing bucket's object as
+        a plain 404); True for other locations, which have no bucket to miss."""
+        if self.scheme not in ("s3", "gs", "gcs"):
+            return True
+        bucket = self.location.partition("://")[2].split("/")[0]
+        try:
+            return bool(self.fs.exists(bucket))
+        except Exception:  # cannot tell: leave the plain "not found"
+            return True
 
 
 def open_shard(path: str) -> IO[bytes]:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lightning_sdm.codecs import EncodecCodec
+from tests.data.gcs_fixtures import gcs  # noqa: F401 - a GCS server on 127.0.0.1
 from tests.data.s3_fixtures import s3  # noqa: F401 - an S3 server on 127.0.0.1
 
 

@@ -121,3 +121,32 @@ class FaultProxy(_Server):
     def __init__(self, upstream: str, faults: Faults | None = None) -> None:
         self.faults = faults or Faults()
         super().__init__(partial(_ProxyHandler, upstream=upstream, faults=self.faults))
+
+
+class _RefusingHandler(_Quiet, BaseHTTPRequestHandler):
+    def __init__(self, *args, status: int, answered: Counter, **kwargs) -> None:
+        self.status = status
+        self.answered = answered
+        super().__init__(*args, **kwargs)
+
+    def _refuse(self) -> None:
+        self.answered[self.command] += 1
+        body = b'{"error": {"code": %d, "message": "Anonymous caller does not have access"}}'
+        body %= self.status
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _refuse
+
+
+class RefusingServer(_Server):
+    """`with RefusingServer(401) as server:` answers every request with that status and a
+    JSON error body, as a storage API does to a caller without (good) credentials;
+    `answered` counts the requests by method."""
+
+    def __init__(self, status: int) -> None:
+        self.answered: Counter = Counter()
+        super().__init__(partial(_RefusingHandler, status=status, answered=self.answered))

@@ -40,8 +40,8 @@ def s3(monkeypatch):
 
 
 def upload(fs, folder: Path, url: str) -> str:
-    """Every file of `folder` to `url` (s3://bucket/prefix); the bucket is made."""
-    bucket = url.removeprefix("s3://").split("/")[0]
+    """Every file of `folder` to `url` (s3:// or gs://bucket/prefix); the bucket is made."""
+    bucket = url.partition("://")[2].split("/")[0]
     if not fs.exists(bucket):
         fs.mkdir(bucket)
     for path in sorted(folder.iterdir()):
