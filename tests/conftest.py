@@ -40,11 +40,11 @@ def packed_layer_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counts: list[int] = []
     original = cached_decoding.projections_for
 
-    def spy(pairs, rows, paths):
+    def spy(pairs, rows, paths, *rest):
         packed = sum(paths.get(packed_linear.shape_name(weight)) == "packed" for weight, _ in pairs)
         if packed:
             counts.append(packed)
-        return original(pairs, rows, paths)
+        return original(pairs, rows, paths, *rest)
 
     monkeypatch.setattr(cached_decoding, "projections_for", spy)
     return counts

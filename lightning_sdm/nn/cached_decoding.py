@@ -12,6 +12,7 @@ different settings share no state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.nn.kv_cache import SlotKVCache
-from lightning_sdm.nn.packed_linear import PackChoice, Projection, chosen_paths, projections_for
+from lightning_sdm.nn.packed_linear import (
+    Epilogue,
+    PackChoice,
+    Projection,
+    ResidualProjection,
+    chosen_paths,
+    projections_for,
+    with_epilogue,
+)
 from lightning_sdm.nn.transformer import DecoderLayer, TransformerDecoder
 
 Pair = tuple[torch.Tensor, torch.Tensor | None]
@@ -46,20 +55,21 @@ class Norm:
 @dataclass(frozen=True)
 class StepLayer:
     """One decoder layer's cached step: `DecoderLayer.forward` for this step's positions
-    against the keys and values in the cache."""
+    against the keys and values in the cache. The output projections add onto the residual
+    stream and the FFN's first projection applies its GELU, each within its matmul where
+    the path allows (`nn.packed_linear`'s epilogues)."""
 
     num_heads: int
     self_norm: Norm
     self_query_key_value: Projection
-    self_out: Projection
+    self_out: ResidualProjection
     cross_norm: Norm
     cross_query: Projection
     cross_key_value: Projection
-    cross_out: Projection
+    cross_out: ResidualProjection
     ffn_norm: Norm
-    ffn_in: Projection
-    ffn_out: Projection
-    gelu: str
+    ffn_in_gelu: Projection
+    ffn_out: ResidualProjection
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         rows, positions, width = x.shape
@@ -87,16 +97,15 @@ class StepLayer:
         attended = F.scaled_dot_product_attention(
             self.heads(queries), cached_keys, cached_values, attn_mask=visible
         )
-        x = x + self.self_out(self.merge(attended))
+        x = self.self_out(self.merge(attended), x)
         crossed = F.scaled_dot_product_attention(
             self.heads(self.cross_query(self.cross_norm(x))),
             cache.cross_keys[layer],
             cache.cross_values[layer],
             attn_mask=cache.cross_mask,
         )
-        x = x + self.cross_out(self.merge(crossed))
-        inner = F.gelu(self.ffn_in(self.ffn_norm(x)), approximate=self.gelu)
-        return x + self.ffn_out(inner)
+        x = self.cross_out(self.merge(crossed), x)
+        return self.ffn_out(self.ffn_in_gelu(self.ffn_norm(x)), x)
 
 
 class StepDecoder:
@@ -125,11 +134,16 @@ class StepDecoder:
         for layer in layers:
             _require_plain_attention(layer)
         entries = [entry for layer in layers for entry in _step_entries(layer, dtype, module_dtype)]
-        entries += _cast_pairs(extra or [], dtype)
-        pairs = [entry for entry in entries if isinstance(entry, tuple)]
-        self.paths = chosen_paths([weight for weight, _ in pairs], rows, pack)
-        prepared = iter(projections_for(pairs, rows, self.paths))
-        resolved = [next(prepared) if isinstance(entry, tuple) else entry for entry in entries]
+        entries += [(pair, "none") for pair in _cast_pairs(extra or [], dtype)]
+        pairs = [(entry, then) for entry, then in entries if isinstance(entry, tuple)]
+        self.paths = chosen_paths([weight for (weight, _), _ in pairs], rows, pack)
+        prepared = iter(
+            projections_for([pair for pair, _ in pairs], rows, self.paths, [e for _, e in pairs])
+        )
+        resolved = [
+            next(prepared) if isinstance(entry, tuple) else with_epilogue(entry, then)
+            for entry, then in entries
+        ]
         count = STEP_PROJECTIONS * len(layers)
         self.extra_projections = resolved[count:]
         self.layers = [
@@ -178,6 +192,8 @@ class StepDecoder:
 # What a layer's step multiplies through, in call order: a weight to prepare (and measure)
 # or a projection used as it is.
 Entry = Pair | Projection
+# An entry and what the step does to its product right after (`nn.packed_linear`).
+Step = tuple[Entry, Epilogue]
 STEP_PROJECTIONS = 7
 
 
@@ -222,9 +238,10 @@ def _fixed(linear: nn.Module, dtype: torch.dtype, module_dtype: torch.dtype) -> 
     return entry
 
 
-def _step_entries(layer: DecoderLayer, dtype: torch.dtype, module_dtype: torch.dtype) -> list:
-    """The layer's projections in the order a step calls them. Self-attention's query and
-    key/value weights are fused into one where both are plain layers."""
+def _step_entries(layer: DecoderLayer, dtype: torch.dtype, module_dtype: torch.dtype) -> list[Step]:
+    """The layer's projections in the order a step calls them, each with its epilogue.
+    Self-attention's query and key/value weights are fused into one where both are plain
+    layers."""
     attention = layer.self_attention
     if _is_plain(attention.query) and _is_plain(attention.key_value):
         fused_bias = None
@@ -238,14 +255,15 @@ def _step_entries(layer: DecoderLayer, dtype: torch.dtype, module_dtype: torch.d
         query = _fixed(attention.query, dtype, module_dtype)
         key_value = _fixed(attention.key_value, dtype, module_dtype)
         query_key_value = lambda x: torch.cat([query(x), key_value(x)], dim=-1)  # noqa: E731
+    gelu: Epilogue = "gelu_tanh" if layer.ffn[1].approximate == "tanh" else "gelu"
     return [
-        query_key_value,
-        _entry(attention.out, dtype, module_dtype),
-        _entry(layer.cross_attention.query, dtype, module_dtype),
-        _fixed(layer.cross_attention.key_value, dtype, module_dtype),
-        _entry(layer.cross_attention.out, dtype, module_dtype),
-        _entry(layer.ffn[0], dtype, module_dtype),
-        _entry(layer.ffn[3], dtype, module_dtype),
+        (query_key_value, "none"),
+        (_entry(attention.out, dtype, module_dtype), "add"),
+        (_entry(layer.cross_attention.query, dtype, module_dtype), "none"),
+        (_fixed(layer.cross_attention.key_value, dtype, module_dtype), "none"),
+        (_entry(layer.cross_attention.out, dtype, module_dtype), "add"),
+        (_entry(layer.ffn[0], dtype, module_dtype), gelu),
+        (_entry(layer.ffn[3], dtype, module_dtype), "add"),
     ]
 
 
@@ -256,9 +274,9 @@ def _bias_or_zeros(linear: nn.Linear) -> torch.Tensor:
 
 
 def _step_layer(
-    layer: DecoderLayer, dtype: torch.dtype, projections: list[Projection]
+    layer: DecoderLayer, dtype: torch.dtype, projections: list[Callable[..., torch.Tensor]]
 ) -> StepLayer:
-    self_qkv, self_out, cross_query, cross_key_value, cross_out, ffn_in, ffn_out = projections
+    self_qkv, self_out, cross_query, cross_key_value, cross_out, ffn_in_gelu, ffn_out = projections
     return StepLayer(
         num_heads=layer.self_attention.num_heads,
         self_norm=Norm.of(layer.self_norm, dtype),
@@ -269,7 +287,6 @@ def _step_layer(
         cross_key_value=cross_key_value,
         cross_out=cross_out,
         ffn_norm=Norm.of(layer.ffn_norm, dtype),
-        ffn_in=ffn_in,
+        ffn_in_gelu=ffn_in_gelu,
         ffn_out=ffn_out,
-        gelu=layer.ffn[1].approximate,
     )

@@ -28,6 +28,14 @@ from lightning_sdm.atomic import write_text_atomically
 from lightning_sdm.machine import machine
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
+# x, residual -> residual + x Wᵀ + b
+ResidualProjection = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# What a decoding step does to a product right after it: nothing, GELU (exact or tanh),
+# or add it to the residual stream. The packed path fuses these into its matmul (oneDNN
+# post-ops): the output is not read again by a separate op after the next weight evicted
+# it from the caches, and there is one call less to dispatch.
+Epilogue = Literal["none", "gelu", "gelu_tanh", "add"]
+GELU_ALGORITHMS = {"gelu": "none", "gelu_tanh": "tanh"}  # epilogue -> F.gelu's approximate
 # Decoding's matmul path: True (packed), False (F.linear) or "auto" (measured).
 PackChoice = bool | Literal["auto"]
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
@@ -90,6 +98,13 @@ def can_pack(weight: torch.Tensor) -> bool:
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     )
+
+
+@functools.cache
+def packs(dtype: torch.dtype) -> bool:
+    """Whether this CPU's oneDNN packs weights of `dtype` at all (bf16 needs AVX-512 or
+    AVX-NE-CONVERT: a CPU with AVX2 alone refuses, and multiplies bf16 slowly)."""
+    return packed_projection(torch.zeros(2, 2, dtype=dtype), None, 2) is not None
 
 
 def shape_name(weight: torch.Tensor) -> str:
@@ -173,10 +188,11 @@ def summary(choices: dict[str, str]) -> str:
 
 
 def packed_projection(
-    weight: torch.Tensor, bias: torch.Tensor | None, rows: int
-) -> Projection | None:
-    """x -> x Wᵀ + b through a copy of `weight` packed for about `rows` rows at a time, or
-    None where this weight cannot be packed."""
+    weight: torch.Tensor, bias: torch.Tensor | None, rows: int, epilogue: Epilogue = "none"
+) -> Callable[..., torch.Tensor] | None:
+    """x -> epilogue(x Wᵀ + b) through a copy of `weight` packed for about `rows` rows at a
+    time (with "add": x, residual -> residual + x Wᵀ + b), or None where this weight cannot
+    be packed."""
     if not can_pack(weight):
         return None
     try:
@@ -184,19 +200,57 @@ def packed_projection(
     except RuntimeError:  # a build or CPU whose oneDNN refuses this weight
         return None
     bias = None if bias is None else bias.detach()
+    if epilogue == "add":
+
+        def project_onto(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, packed, bias, "add")
+
+        return project_onto
+    attribute, algorithm = (
+        ("gelu", GELU_ALGORITHMS[epilogue]) if epilogue != "none" else ("none", "")
+    )
 
     def project(x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, attribute, [], algorithm)
 
+    return project
+
+
+def plain_projection(
+    weight: torch.Tensor, bias: torch.Tensor | None, epilogue: Epilogue = "none"
+) -> Callable[..., torch.Tensor]:
+    """`packed_projection`'s computation through `F.linear` over the weight as it is (the
+    residual added inside the matmul, by addmm, where there is no bias)."""
+    if epilogue == "add":
+        if bias is not None:
+            return lambda x, residual: residual + F.linear(x, weight, bias)
+        transposed = weight.t()
+
+        def project_onto(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+            width = residual.shape[-1]
+            flat = torch.addmm(residual.reshape(-1, width), x.reshape(-1, x.shape[-1]), transposed)
+            return flat.view(residual.shape)
+
+        return project_onto
+    if epilogue != "none":
+        approximate = GELU_ALGORITHMS[epilogue]
+        return lambda x: F.gelu(F.linear(x, weight, bias), approximate=approximate)
+    return functools.partial(F.linear, weight=weight, bias=bias)
+
+
+def with_epilogue(project: Projection, epilogue: Epilogue) -> Callable[..., torch.Tensor]:
+    """An opaque projection (a LoRA adapter, say) followed by the epilogue as separate ops."""
+    if epilogue == "add":
+        return lambda x, residual: residual + project(x)
+    if epilogue != "none":
+        approximate = GELU_ALGORITHMS[epilogue]
+        return lambda x: F.gelu(project(x), approximate=approximate)
     return project
 
 
 def projection(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Projection:
     """The packed projection where possible, else `F.linear` over the weight as it is."""
-    packed = packed_projection(weight, bias, rows)
-    if packed is not None:
-        return packed
-    return lambda x: F.linear(x, weight, bias)
+    return packed_projection(weight, bias, rows) or plain_projection(weight, bias)
 
 
 def chosen_paths(weights: list[torch.Tensor], rows: int, pack: PackChoice) -> dict[str, str]:
@@ -208,13 +262,18 @@ def chosen_paths(weights: list[torch.Tensor], rows: int, pack: PackChoice) -> di
 
 
 def projections_for(
-    pairs: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, paths: dict[str, str]
-) -> list[Projection]:
-    """x -> x Wᵀ + b for each (weight, bias), through the path chosen for its shape
+    pairs: list[tuple[torch.Tensor, torch.Tensor | None]],
+    rows: int,
+    paths: dict[str, str],
+    epilogues: list[Epilogue] | None = None,
+) -> list[Callable[..., torch.Tensor]]:
+    """epilogue(x Wᵀ + b) for each (weight, bias), through the path chosen for its shape
     (packed where that is possible, else `F.linear` over the weight as it is)."""
-    return [
-        projection(weight, bias, rows)
-        if paths.get(shape_name(weight)) == "packed"
-        else functools.partial(F.linear, weight=weight, bias=bias)
-        for weight, bias in pairs
-    ]
+    epilogues = epilogues or ["none"] * len(pairs)
+    prepared = []
+    for (weight, bias), epilogue in zip(pairs, epilogues, strict=True):
+        packed = None
+        if paths.get(shape_name(weight)) == "packed":
+            packed = packed_projection(weight, bias, rows, epilogue)
+        prepared.append(packed or plain_projection(weight, bias, epilogue))
+    return prepared

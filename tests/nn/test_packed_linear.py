@@ -9,8 +9,15 @@ from lightning_sdm.nn.packed_linear import (
     can_pack,
     fastest_paths,  # the measuring one: the tests' fixture makes decoding's pack all
     packed_projection,
+    packs,
+    plain_projection,
     projection,
 )
+
+
+def require_packing(dtype: torch.dtype) -> None:
+    if not packs(dtype):
+        pytest.skip(f"this CPU's oneDNN does not pack {dtype} weights (AVX2 alone: no bf16)")
 
 
 def test_this_machine_packs() -> None:
@@ -24,6 +31,7 @@ def test_this_machine_packs() -> None:
 def test_packed_projection_computes_the_linear_layer(
     dtype: torch.dtype, rows: int, with_bias: bool
 ) -> None:
+    require_packing(dtype)
     torch.manual_seed(0)
     weight = torch.randn(96, 64).to(dtype)
     bias = torch.randn(96).to(dtype) if with_bias else None
@@ -38,6 +46,38 @@ def test_packed_projection_computes_the_linear_layer(
         # bf16 rounds its output: compare against the fp32 result at bf16's resolution.
         limit = (1e-4 if dtype == torch.float32 else 1e-2) * scale
         assert (got.float() - expected).abs().max().item() <= limit
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("path", ["packed", "linear"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_epilogues_apply_gelu_or_add_the_residual_as_separate_ops_would(
+    dtype: torch.dtype, path: str, with_bias: bool
+) -> None:
+    if path == "packed":
+        require_packing(dtype)
+    torch.manual_seed(0)
+    weight = torch.randn(96, 64).to(dtype)
+    bias = torch.randn(96).to(dtype) if with_bias else None
+    x, residual = torch.randn(2, 3, 64).to(dtype), torch.randn(2, 3, 96).to(dtype)
+    product = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
+    expected = {
+        "gelu": F.gelu(product),
+        "gelu_tanh": F.gelu(product, approximate="tanh"),
+        "add": residual.float() + product,
+    }
+    limit = (1e-5 if dtype == torch.float32 else 1e-2) * product.abs().max().item()
+    for epilogue, wanted in expected.items():
+        if path == "packed":
+            project = packed_projection(weight, bias, 6, epilogue)
+            assert project is not None
+        else:
+            project = plain_projection(weight, bias, epilogue)
+        got = project(x, residual) if epilogue == "add" else project(x)
+        assert got.shape == wanted.shape and got.dtype == dtype
+        assert (got.float() - wanted).abs().max().item() <= limit, epilogue
+    if dtype == torch.float32:  # exact and tanh GELU differ by more than fp32's tolerance
+        assert (expected["gelu"] - expected["gelu_tanh"]).abs().max().item() > limit
 
 
 def test_a_strided_input_is_multiplied_as_its_values() -> None:
