@@ -1,7 +1,7 @@
 """EzAudio-DiT's training step and sampling step, this checkout against an earlier revision
 (or alone), side by side in one run, with the outputs compared on the same weights.
 
-    python benchmarks/dit_speed.py [--baseline REV --dim 512 --depth 8 --json out.json]
+    python benchmarks/dit_speed.py [--baseline REV] [--compile] [--dim 512 --json out.json]
 
 The training step is forward, v-loss, backward and AdamW on random latents and text states
 (`--batch` x `--frames`); the sampling step is one DiT forward under classifier-free
@@ -10,7 +10,9 @@ each DDIM step makes. `--baseline REV` extracts that revision's package with `gi
 and times it in the same rounds: each side runs in its own process, the two alternating
 for `--rounds` rounds, the median per side. Both sides load one set of weights (written by
 this checkout) and get the same inputs; the largest difference of their sampling outputs
-and training losses is printed (fp32 rounding: ~1e-6 of the output's scale).
+and training losses is printed (fp32 rounding: ~1e-6 of the output's scale). `--compile`
+adds a side that is this checkout with its DiT blocks compiled (`model.compile: true`, one
+block at a time); its first steps, which wait for the compiler, are not timed.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ def child(args: argparse.Namespace) -> None:
 
     model = EzAudioDiT(DiTConfig(**model_config(args)))
     model.load_state_dict(torch.load(args.weights, weights_only=True))
+    if args.compile_blocks:
+        from lightning_sdm.nn.dit_block import DiTBlock
+        from lightning_sdm.tasks.compiling import compile_blocks
+
+        compile_blocks(model, (DiTBlock,))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     training = inputs(args.batch, args.frames, args.channels, args.dim)
     target = torch.randn(training[0].shape, generator=torch.Generator().manual_seed(1))
@@ -102,8 +109,10 @@ def extract(revision: str, folder: Path) -> Path:
     return folder
 
 
-def run_side(args: argparse.Namespace, source: Path, weights: Path, outputs: Path) -> dict:
-    options = [
+def run_side(
+    args: argparse.Namespace, source: Path, compiled: bool, weights: Path, outputs: Path
+) -> dict:
+    options = [*(["--compile-blocks"] if compiled else []),
         "--child", "--source", str(source), "--weights", str(weights), "--outputs", str(outputs),
         "--dim", str(args.dim), "--depth", str(args.depth), "--heads", str(args.heads),
         "--rank", str(args.rank), "--channels", str(args.channels),
@@ -131,8 +140,10 @@ def main() -> None:
     parser.add_argument("--sample-batch", type=int, default=1, help="prompts; CFG doubles")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also this checkout compiled")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-blocks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
@@ -149,16 +160,19 @@ def main() -> None:
         torch.manual_seed(0)
         weights = folder / "weights.pt"
         torch.save(EzAudioDiT(DiTConfig(**model_config(args))).state_dict(), weights)
-        sources = {"this checkout": ROOT}
+        sources = {"this checkout": (ROOT, False)}
+        if args.compile:
+            sources["this checkout, compiled"] = (ROOT, True)
         if args.baseline:
             (folder / "baseline").mkdir()
-            sources[f"baseline {args.baseline}"] = extract(args.baseline, folder / "baseline")
+            baseline = extract(args.baseline, folder / "baseline")
+            sources[f"baseline {args.baseline}"] = (baseline, False)
         results: dict[str, list[dict]] = {name: [] for name in sources}
         order = list(sources)
         for round_index in range(args.rounds):
             for name in order if round_index % 2 == 0 else order[::-1]:
                 outputs = folder / f"{len(results[name])}-{order.index(name)}.pt"
-                results[name].append(run_side(args, sources[name], weights, outputs))
+                results[name].append(run_side(args, *sources[name], weights, outputs))
                 print(f"  round {round_index + 1}: {name} {results[name][-1]}", flush=True)
         compared = [torch.load(folder / f"0-{i}.pt", weights_only=True) for i in range(len(order))]
     summary = {
@@ -175,18 +189,21 @@ def main() -> None:
     print(f"{'':<30}{'train ms':>10}{'sample ms':>11}")
     for name, row in summary.items():
         print(f"{name:<30}{row['train_ms']:>10.0f}{row['sample_ms']:>11.0f}")
-    if args.baseline:
-        now, then = summary["this checkout"], summary[order[1]]
-        output_gap = (compared[0]["output"] - compared[1]["output"]).abs().max().item()
-        loss_gap = max(abs(a - b) for a, b in zip(*(c["losses"] for c in compared), strict=True))
-        scale = compared[1]["output"].abs().max().item()
+    now = summary["this checkout"]
+    for index, name in enumerate(order[1:], start=1):
+        other = summary[name]
+        output_gap = (compared[0]["output"] - compared[index]["output"]).abs().max().item()
+        losses = (compared[0]["losses"], compared[index]["losses"])
+        loss_gap = max(abs(a - b) for a, b in zip(*losses, strict=True))
+        scale = compared[0]["output"].abs().max().item()
         print(
-            f"speed-up: training {then['train_ms'] / now['train_ms']:.2f}x, sampling "
-            f"{then['sample_ms'] / now['sample_ms']:.2f}x; outputs differ by at most "
-            f"{output_gap:.2e} (output scale {scale:.2f}), losses by {loss_gap:.2e}"
+            f"{name} against this checkout: training {now['train_ms'] / other['train_ms']:.2f}x "
+            f"and sampling {now['sample_ms'] / other['sample_ms']:.2f}x its speed; outputs "
+            f"differ by at most {output_gap:.2e} (output scale {scale:.2f}), losses by "
+            f"{loss_gap:.2e}"
         )
-        summary["output_max_abs_difference"] = output_gap  # type: ignore[assignment]
-        summary["loss_max_abs_difference"] = loss_gap  # type: ignore[assignment]
+        other["output_max_abs_difference"] = output_gap
+        other["loss_max_abs_difference"] = loss_gap
     if args.json:
         args.json.write_text(json.dumps({"machine": info, **summary}, indent=2))
         print(f"wrote {args.json}")

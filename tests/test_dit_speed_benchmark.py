@@ -17,5 +17,5 @@ def test_a_revision_is_timed_beside_this_checkout_on_the_same_weights(tmp_path):
     for side in ("this checkout", "baseline HEAD"):
         assert data[side]["train_ms"] > 0 and data[side]["sample_ms"] > 0
     # HEAD's DiT is this checkout's or an earlier one that computes the same function.
-    assert data["output_max_abs_difference"] <= 1e-4
-    assert "speed-up: training" in out and data["machine"]["cpu"]
+    assert data["baseline HEAD"]["output_max_abs_difference"] <= 1e-4
+    assert "baseline HEAD against this checkout: training" in out and data["machine"]["cpu"]

@@ -81,6 +81,9 @@ class TextToMusicTask(TextConditionedTask):
         adapter: Train LoRA adapters on the decoder's projections instead of the model:
             everything else is frozen (and gets no optimizer state). `export --merge`
             folds them in; plain `export` writes the adapter alone.
+        compile: Compile each decoder layer with torch.compile (`tasks.compiling`): the
+            first steps wait for the compiler; measure before keeping it
+            (`benchmarks/training_speed.py --variants compiled`).
     """
 
     shard_units = (DecoderLayer,)
@@ -94,8 +97,10 @@ class TextToMusicTask(TextConditionedTask):
         optim: OptimConfig = OptimConfig(),  # noqa: B008
         init_from: str | None = None,
         adapter: AdapterConfig | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
+        self.compile_blocks = compile  # the decoder layers, in configure_model
         lm = config_from(lm, LMConfig)
         adapter = config_from(adapter, AdapterConfig)
         text = config_from(text, TextConditionerConfig)

@@ -7,8 +7,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lightning_sdm.tasks.compiling import compile_blocks
 from lightning_sdm.tasks.optim import (
     OptimConfig,
     build_optimizer,
@@ -41,11 +43,20 @@ class ScheduledAdamWTask(L.LightningModule):
     optim_config: OptimConfig
     shard_units: tuple[type[nn.Module], ...] = ()
     shard_entry_methods: tuple[str, ...] = ()  # model methods, besides forward, steps call
+    compile_blocks: bool = False  # `model.compile`: the shard units compiled one by one
 
     def configure_model(self) -> None:
-        """Under `ModelParallelStrategy` (FSDP2), shard the model one block at a time."""
+        """Under `ModelParallelStrategy` (FSDP2), shard the model one block at a time; with
+        `compile_blocks`, then compile each block (`tasks.compiling`)."""
         if self.device_mesh is not None:
             shard_blocks(self.model, self.device_mesh, self.shard_units, self.shard_entry_methods)
+        if self.compile_blocks:
+            count = compile_blocks(self.model, self.shard_units)
+            if count:
+                rank_zero_info(
+                    f"model.compile: {count} blocks compiled with torch.compile (the first "
+                    "steps of training and of validation wait for the compiler)"
+                )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norm = gradient_norm(self.model)
