@@ -12,6 +12,7 @@ different settings share no state.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,12 +27,31 @@ from lightning_sdm.nn.packed_linear import (
     Projection,
     ResidualProjection,
     chosen_paths,
+    packs,
     projections_for,
     with_epilogue,
 )
 from lightning_sdm.nn.transformer import DecoderLayer, TransformerDecoder
 
 Pair = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class SlowPrecisionWarning(UserWarning):
+    """Decoding in a reduced precision that this CPU multiplies no faster than fp32."""
+
+
+def warn_if_emulated(dtype: torch.dtype, device: torch.device) -> None:
+    """bf16 on a CPU whose oneDNN has no bf16 matmul (AVX2 alone) is emulated: it halves
+    the weights' memory, but decodes slower than fp32 there. Say so rather than let a
+    user who asked for speed wait longer."""
+    if dtype == torch.bfloat16 and device.type == "cpu" and not packs(dtype):
+        warnings.warn(
+            "precision bf16: this CPU has no bf16 matrix units oneDNN can use (AVX2 alone), "
+            "so bf16 decoding is emulated and slower than fp32 here; it still halves the "
+            "weights' memory. Use precision fp32 for speed.",
+            SlowPrecisionWarning,
+            stacklevel=3,
+        )
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,7 @@ class StepDecoder:
         extra: list[Pair] | None = None,
     ) -> None:
         self.dtype = dtype
+        warn_if_emulated(dtype, decoder.final_norm.weight.device)
         self.num_heads = decoder.num_heads
         self.head_dim = decoder.head_dim
         layers = list(decoder.layers)

@@ -67,3 +67,21 @@ def test_a_decoder_with_rotary_attention_is_refused_not_decoded_wrong():
     layer.self_attention.rotary = RotaryEmbedding(layer.self_attention.head_dim)
     with pytest.raises(ValueError, match="rotary"):
         StepDecoder(model.lm.decoder, 2, torch.float32, torch.float32)
+
+
+@pytest.mark.parametrize("bf16_packs", [True, False])
+def test_bf16_on_a_cpu_without_bf16_matmuls_says_fp32_is_faster(monkeypatch, bf16_packs):
+    import warnings
+
+    from lightning_sdm.nn import cached_decoding
+
+    monkeypatch.setattr(cached_decoding, "packs", lambda dtype: bf16_packs)
+    model = tiny_model("delay", 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.lm.step_decoder(2, 9, precision="fp32")
+        model.lm.step_decoder(2, 9, precision="bf16")
+    said = [w for w in caught if issubclass(w.category, cached_decoding.SlowPrecisionWarning)]
+    assert len(said) == (0 if bf16_packs else 1)
+    if said:
+        assert "Use precision fp32 for speed" in str(said[0].message)
