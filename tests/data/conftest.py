@@ -15,3 +15,11 @@ def codec_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("codec")
     EncodecCodec().save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket(request):
+    """A fresh bucket server of each kind (moto's S3, the GCS emulator): (filesystem, the
+    scheme of its URLs)."""
+    server = request.getfixturevalue("s3" if request.param == "s3" else "gcs")
+    return server, request.param

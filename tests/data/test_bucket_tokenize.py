@@ -1,4 +1,4 @@
-"""`tokenize` into an S3 bucket (a real S3-compatible server on 127.0.0.1)."""
+"""`tokenize` into a bucket (real S3- and GCS-compatible servers on 127.0.0.1)."""
 
 import json
 import signal
@@ -37,15 +37,16 @@ def tokenize_argv(folder, url, codec_dir, *extra):
             "--workers", "0", "--no-progress", "--accelerator", "cpu", *extra]  # fmt: skip
 
 
-def test_tokenize_uploads_shards_and_index_that_fit_reads(s3, codec_dir, tmp_path, capsys):
+def test_tokenize_uploads_shards_and_index_that_fit_reads(bucket, codec_dir, tmp_path, capsys):
+    server, scheme = bucket
     write_clips(tmp_path / "audio", 5)
-    s3.mkdir("music")
-    url = "s3://music/tokens"
+    server.mkdir("music")
+    url = f"{scheme}://music/tokens"
     assert main(tokenize_argv(tmp_path / "audio", url, codec_dir)) == 0
     assert f"index {url}/index.json" in capsys.readouterr().out
-    index, keys = bucket_keys(s3, url)
+    index, keys = bucket_keys(server, url)
     assert index["num_samples"] == 5 and sorted(keys) == [f"clip{n:02d}" for n in range(5)]
-    assert not [p for p in s3.ls("music/tokens") if "rejections" in p or "write-test" in p]
+    assert not [p for p in server.ls("music/tokens") if "rejections" in p or "write-test" in p]
     module = TokenShardsDataModule(url, batch_size=1, num_workers=0, segment_seconds=0.5)
     module.setup("fit")
     captions = {c for b in module.make_loader("train", 0, 1) for c in b["captions"]}

@@ -1,4 +1,4 @@
-"""Shards in an S3 bucket (a real S3-compatible server on 127.0.0.1)."""
+"""Shards in a bucket (real S3- and GCS-compatible servers on 127.0.0.1)."""
 
 from collections import Counter
 
@@ -11,9 +11,10 @@ from tests.data.shard_fixtures import write_shards
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_bucket_shards_give_two_ranks_every_sample_exactly_once(s3, tmp_path, workers):
+def test_bucket_shards_give_two_ranks_every_sample_exactly_once(bucket, tmp_path, workers):
+    server, scheme = bucket
     codes = write_shards(tmp_path, frames_per_item=[30] * 24, items_per_shard=3)
-    url = upload(s3, tmp_path, "s3://music/tokens/v1")
+    url = upload(server, tmp_path, f"{scheme}://music/tokens/v1")
     module = TokenShardsDataModule(url, batch_size=3, num_workers=workers, segment_seconds=0.4)
     module.setup("fit")
     assert f"data: {url} " in module.summary()
@@ -25,9 +26,10 @@ def test_bucket_shards_give_two_ranks_every_sample_exactly_once(s3, tmp_path, wo
     assert per_rank == [4, 4] and set(seen) == set(codes) and set(seen.values()) == {1}
 
 
-def test_held_out_keys_in_a_bucket_are_the_local_folders(s3, tmp_path):
+def test_held_out_keys_in_a_bucket_are_the_local_folders(bucket, tmp_path):
+    server, scheme = bucket
     write_shards(tmp_path, frames_per_item=[30] * 16, items_per_shard=4)
-    url = upload(s3, tmp_path, "s3://music/tokens")
+    url = upload(server, tmp_path, f"{scheme}://music/tokens")
     splits = {}
     for where in (url, str(tmp_path)):
         module = TokenShardsDataModule(where, batch_size=2, num_workers=0, segment_seconds=0.4,
