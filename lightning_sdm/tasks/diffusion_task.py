@@ -56,8 +56,8 @@ class TextToAudioDiffusionTask(TextConditionedTask):
             (the first batch, for data that cannot measure) and kept in the weights.
         latent_std: See latent_mean.
         compile: Compile each DiT block with torch.compile (`tasks.compiling`): the
-            training step runs ~1.5x faster on a 2-core CPU (`benchmarks/dit_speed.py
-            --compile`); the first steps wait ~50 s for the compiler.
+            first steps wait for the compiler (~50 s on 2 CPU cores); measure what it
+            buys on your hardware with `benchmarks/dit_speed.py --compile`.
     """
 
     shard_units = (DiTBlock,)
