@@ -1,6 +1,8 @@
-"""What a speed measurement depends on: the CPU model, its cores, the threads torch uses
+"""What a speed measurement depends on: the CPU model, the vector instructions it offers
+(one model name covers CPUs with and without AVX-512), its cores, the threads torch uses
 and torch's version. Benchmarks record it with every number; measured choices are keyed
-by it."""
+by it, so nodes of a cluster sharing one home folder do not share a choice measured on
+another kind of CPU."""
 
 from __future__ import annotations
 
@@ -21,9 +23,28 @@ def cpu_model() -> str:
     return model
 
 
+def cpu_features() -> str:
+    """The vector instructions torch dispatches to (AVX2, AVX512, ...), and the CPU's bf16
+    matrix units where it has them (e.g. AVX512+amx_bf16)."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return "+".join([isa, *(unit for unit in BF16_UNITS if unit in flags)])
+
+
+# /proc/cpuinfo flags of bf16 matrix units, which decide what bf16 decoding and bf16
+# autocast gain.
+BF16_UNITS = ("avx512_bf16", "amx_bf16")
+
+
 def machine() -> dict[str, object]:
     return {
         "cpu": cpu_model(),
+        "features": cpu_features(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -31,6 +52,9 @@ def machine() -> dict[str, object]:
 
 
 def machine_line() -> str:
-    """The machine in a benchmark table's heading: CPU, cores, threads, torch."""
+    """The machine in a benchmark table's heading: CPU, features, cores, threads, torch."""
     info = machine()
-    return f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, torch {info['torch']}"
+    return (
+        f"{info['cpu']} ({info['features']}), {info['cores']} cores, {info['threads']} "
+        f"threads, torch {info['torch']}"
+    )

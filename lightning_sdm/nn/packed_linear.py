@@ -47,8 +47,9 @@ PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 TIMED_ROUNDS = 5  # passes over all the weights per path, interleaved; the median counts
 PATHS = ("packed", "linear")
 _CHOICES: dict[str, dict[str, str]] = {}  # measured choices of this process
-# Measured choices are also kept on disk, keyed by the CPU model, threads and torch version,
-# so a machine pays for the timing once, not once per process. A folder, or "off".
+# Measured choices are also kept on disk, keyed by `machine()` (CPU model and instructions,
+# threads, torch version), so a machine pays for the timing once, not once per process.
+# A folder, or "off".
 CACHE_ENV = "LIGHTNING_SDM_CACHE"
 CACHE_FILE = "matmul_paths.json"
 

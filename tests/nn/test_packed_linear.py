@@ -174,3 +174,37 @@ def test_measuring_times_both_paths_for_each_shape_on_the_given_weights() -> Non
     assert set(timings) == {"linear", "packed"}
     for per_shape in timings.values():
         assert set(per_shape) == {"256x128", "128x256"} and all(t > 0 for t in per_shape.values())
+
+
+def test_a_choice_measured_on_another_kind_of_cpu_of_the_same_name_is_measured_again(
+    monkeypatch, tmp_path
+) -> None:
+    """Cluster nodes sharing one home folder: an AVX2 EPYC must not take the choice an
+    AVX-512 EPYC of the same model name measured."""
+    from lightning_sdm import machine as machine_module
+    from lightning_sdm.nn import packed_linear
+
+    weights = [torch.randn(64, 32)]
+    measured = []
+
+    def measure(ws, rows):
+        measured.append(rows)
+        return {"linear": {"64x32": 2.0}, "packed": {"64x32": 1.0}}
+
+    monkeypatch.setattr(packed_linear, "measure_paths", measure)
+    monkeypatch.setattr(packed_linear, "_CHOICES", {})
+    monkeypatch.setenv("LIGHTNING_SDM_CACHE", str(tmp_path))
+    monkeypatch.setattr(machine_module, "cpu_model", lambda: "AMD EPYC")
+    for features in ("AVX512+avx512_bf16", "AVX2", "AVX512+avx512_bf16"):
+        monkeypatch.setattr(machine_module, "cpu_features", lambda f=features: f)
+        monkeypatch.setattr(packed_linear, "_CHOICES", {})  # a new process on that node
+        fastest_paths(weights, 2)
+    assert measured == [2, 2]  # the third node's kind was measured by the first
+
+
+def test_the_machine_names_the_instructions_torch_dispatches_to() -> None:
+    from lightning_sdm.machine import machine, machine_line
+
+    features = machine()["features"]
+    assert features.split("+")[0] == torch.backends.cpu.get_cpu_capability()
+    assert f"({features})" in machine_line()
