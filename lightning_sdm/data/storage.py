@@ -265,7 +265,10 @@ class ShardLocation:
         except UserInputError as error:
             return str(error)
         except Exception as error:  # one line whatever the client raised
-            return f"cannot be written: {why(error)}"
+            reason = why(error)
+            if reason == "not found" and not self._bucket_exists():
+                reason = "no such bucket"
+            return f"cannot be written: {reason}"
         return None
 
     def problem(self, index_name: str) -> str | None:
