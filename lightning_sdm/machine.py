@@ -13,6 +13,10 @@ from pathlib import Path
 
 import torch
 
+# /proc/cpuinfo flags of bf16 matrix units, which decide what bf16 decoding and bf16
+# autocast gain.
+BF16_UNITS = ("avx512_bf16", "amx_bf16")
+
 
 def cpu_model() -> str:
     model = platform.processor() or platform.machine()
@@ -34,11 +38,6 @@ def cpu_features() -> str:
                 flags = set(line.split(":", 1)[1].split())
                 break
     return "+".join([isa, *(unit for unit in BF16_UNITS if unit in flags)])
-
-
-# /proc/cpuinfo flags of bf16 matrix units, which decide what bf16 decoding and bf16
-# autocast gain.
-BF16_UNITS = ("avx512_bf16", "amx_bf16")
 
 
 def machine() -> dict[str, object]:

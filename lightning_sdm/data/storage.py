@@ -265,10 +265,7 @@ class ShardLocation:
         except UserInputError as error:
             return str(error)
         except Exception as error:  # one line whatever the client raised
-            reason = why(error)
-            if reason == "not found" and not self._bucket_exists():
-                reason = "no such bucket"
-            return f"cannot be written: {reason}"
+            return f"cannot be written: {self._why(error)}"
         return None
 
     def problem(self, index_name: str) -> str | None:
@@ -278,13 +275,18 @@ class ShardLocation:
         except UserInputError as error:
             return str(error)
         except Exception as error:  # one line whatever the client raised
-            reason = why(error)
-            if reason == "not found" and not self._bucket_exists():
-                reason = "no such bucket"
+            reason = self._why(error)
             if reason == "not found":
                 return f"has no {index_name} (not a folder of tokenize's shards, or a wrong URL)"
             return f"cannot be read: {reason}"
         return None
+
+    def _why(self, error: BaseException) -> str:
+        """`why(error)`, with a plain "not found" told apart from a missing bucket."""
+        reason = why(error)
+        if reason == "not found" and not self._bucket_exists():
+            return "no such bucket"
+        return reason
 
     def _bucket_exists(self) -> bool:
         """Whether a bucket URL's bucket is there (GCS answers a missing bucket's object as
