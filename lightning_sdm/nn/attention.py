@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.nn.folded_attention import folded_attention, folding_pays
 from lightning_sdm.nn.rotary import RotaryEmbedding
 from lightning_sdm.nn.sparse_attention import BlockSparseMask
 
@@ -70,13 +71,19 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
     ) -> torch.Tensor:
         """x [B, P, D] queries against keys/values [B, H, K, Dh] -> [B, P, D]. `is_causal`
-        (with no mask) lets SDPA pick its causal kernels, which skip the masked scores."""
+        (with no mask) lets SDPA pick its causal kernels, which skip the masked scores.
+        Against a short context (a caption's few keys) the projections are folded into the
+        keys and values where that does at most half the work (`nn.folded_attention`)."""
+        dropout = self.dropout if self.training else 0.0
+        if self._folds(x, keys, mask, is_causal):
+            return folded_attention(
+                x, self.query.weight, self.out.weight, self.out.bias, keys, values, mask, dropout
+            )
         queries = self.split_heads(self.query(x))
         if self.query_norm is not None:
             queries = self.query_norm(queries)
         if self.rotary is not None:
             queries = self.rotary(queries)
-        dropout = self.dropout if self.training else 0.0
         if isinstance(mask, BlockSparseMask):
             mixed = mask.attend(queries, keys, values, dropout)
             return self.out(mixed.transpose(1, 2).flatten(-2))
@@ -89,6 +96,25 @@ class MultiHeadAttention(nn.Module):
             is_causal=is_causal,
         )
         return self.out(mixed.transpose(1, 2).flatten(-2))
+
+    def _folds(
+        self, x: torch.Tensor, keys: torch.Tensor, mask: AttentionMask, is_causal: bool
+    ) -> bool:
+        """Folding needs plain linear query/output projections (no LoRA wrapper, no norm or
+        rotation of the queries) and a boolean mask or none."""
+        plain = (
+            type(self.query) is nn.Linear
+            and type(self.out) is nn.Linear
+            and self.query_norm is None
+            and self.rotary is None
+        )
+        mask_ok = mask is None or (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool)
+        return (
+            plain
+            and mask_ok
+            and not is_causal
+            and folding_pays(self.num_heads, keys.shape[-2], x.shape[-1], x.shape[-2])
+        )
 
     def forward(
         self,
