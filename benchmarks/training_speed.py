@@ -24,6 +24,10 @@ Ours trains as the task does: the level heads fused with the loss (`nn.level_cro
 `--variants logits` adds a row through the full logits and `F.cross_entropy` (the path it
 replaced), `--variants compiled` one with each decoder layer compiled, as `model.compile:
 true` does (compile time is in the warm-up step, not the timed ones).
+Ours runs as `lightning-sdm fit` does, keeping freed memory for the next step
+(`lightning_sdm.allocator`); transformers as it runs by default. `--variants allocator`
+adds each side the other way (ours with glibc's default thresholds, transformers with
+freed memory kept), for ratios at equal allocator settings.
 Their cross-attention reads 4 random encoder states; ours runs its tiny random T5 on a
 4-token caption first (a few ms).
 
@@ -50,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoding_speed import depth_sizes  # noqa: E402
 from process_memory import run_child, time_training_steps  # noqa: E402
 
+from lightning_sdm.allocator import keep_freed_memory  # noqa: E402
 from lightning_sdm.conditioning import TextConditionerConfig  # noqa: E402
 from lightning_sdm.machine import machine, machine_line  # noqa: E402
 from lightning_sdm.models.lm import CodebookLM, LMConfig  # noqa: E402
@@ -108,13 +113,17 @@ def transformers_child(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
     side, precision = args.child.split(":")
+    variant = side.partition("-")[2]
+    # Ours as `lightning-sdm fit` runs it (freed memory kept, `lightning_sdm.allocator`)
+    # unless `-glibc`; transformers as it runs by default unless `-kept`.
+    kept = variant == "kept" or (side.startswith("ours") and variant != "glibc")
+    kept = kept and keep_freed_memory()
     if side.startswith("ours"):
         text = TextConditionerConfig(pretrained="random", cfg_dropout=0.0)
         net = TextToMusicLM(TextToMusicConfig(lm=musicgen_layout_lm(args), text=text)).train()
         mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
         captions = ["a caption"] * args.batch
         size = sum(p.numel() for p in net.lm.parameters())
-        variant = side.partition("-")[2] or "fused"
         if variant == "compiled":  # as `model.compile: true` does: each decoder layer
             from lightning_sdm.nn.transformer import DecoderLayer
             from lightning_sdm.tasks.compiling import compile_blocks
@@ -155,14 +164,18 @@ def transformers_child(args: argparse.Namespace) -> None:
         optimizer.zero_grad(set_to_none=True)
 
     step_s, peak_mb = time_training_steps(step, args.steps)
-    print(json.dumps({"side": args.child, "step_s": step_s, "peak_mb": peak_mb, "params": size}))
+    measured = {"side": args.child, "step_s": step_s, "peak_mb": peak_mb, "params": size}
+    print(json.dumps({**measured, "keeps_freed_memory": kept}))
 
 
 def compare_with_transformers(args: argparse.Namespace) -> dict:
     names = ("dim", "layers", "heads", "frames", "batch", "steps")
     options = {name: getattr(args, name) for name in names}
-    ours = ["ours"] + [f"ours-{variant}" for variant in args.variants]
-    sides = [f"{side}:{p}" for p in args.precisions for side in (*ours, "transformers")]
+    ours = ["ours"] + [f"ours-{v}" for v in args.variants if v != "allocator"]
+    theirs = ["transformers"]
+    if "allocator" in args.variants:  # each side with glibc's default thresholds and kept
+        ours, theirs = [*ours, "ours-glibc"], [*theirs, "transformers-kept"]
+    sides = [f"{side}:{p}" for p in args.precisions for side in (*ours, *theirs)]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for round_index in range(args.rounds):
         for side in sides if round_index % 2 == 0 else sides[::-1]:
@@ -173,6 +186,7 @@ def compare_with_transformers(args: argparse.Namespace) -> dict:
             "step_s": statistics.median(r["step_s"] for r in rows),
             "peak_mb": max(r["peak_mb"] for r in rows),
             "params": rows[0]["params"],
+            "keeps_freed_memory": rows[0]["keeps_freed_memory"],
         }
         for side, rows in runs.items()
     }
@@ -190,7 +204,19 @@ def compare_with_transformers(args: argparse.Namespace) -> dict:
         )
     for precision in args.precisions:
         ours, theirs = result[f"ours:{precision}"], result[f"transformers:{precision}"]
-        print(f"{precision}: ours is {theirs['step_s'] / ours['step_s']:.2f}x transformers' speed")
+        print(
+            f"{precision}: ours as `fit` runs it is {theirs['step_s'] / ours['step_s']:.2f}x "
+            "transformers' speed as it runs by default"
+        )
+        if "allocator" in args.variants:
+            kept = result[f"transformers-kept:{precision}"]
+            glibc = result[f"ours-glibc:{precision}"]
+            equal_kept = kept["step_s"] / ours["step_s"]
+            equal_default = theirs["step_s"] / glibc["step_s"]
+            print(
+                f"{precision}: at equal allocator settings, {equal_kept:.2f}x (freed memory "
+                f"kept) and {equal_default:.2f}x (glibc's default)"
+            )
         if ours["params"] != theirs["params"]:
             print(f"warning: parameter counts differ ({ours['params']} vs {theirs['params']})")
     return result
@@ -337,9 +363,11 @@ def main() -> None:
         help="with --transformers: fp32 and/or bf16 autocast rows",
     )  # fmt: skip
     parser.add_argument(
-        "--variants", nargs="*", default=[], choices=("logits", "compiled"),
+        "--variants", nargs="*", default=[], choices=("logits", "compiled", "allocator"),
         help="with --transformers: extra rows of ours: `logits` (full logits, then "
-        "F.cross_entropy, instead of the fused heads + loss), `compiled` (torch.compile)",
+        "F.cross_entropy, instead of the fused heads + loss), `compiled` (torch.compile); "
+        "`allocator`: ours with glibc's default thresholds, and transformers with freed "
+        "memory kept as ours",
     )  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)

@@ -1,6 +1,7 @@
 """benchmarks/training_speed.py: the FLOP estimate and one measured row, at a tiny size."""
 
 import json
+import sys
 
 from tests.benchmark_runs import run_benchmark
 
@@ -34,7 +35,7 @@ def test_a_measured_run_writes_rows_with_the_device(tmp_path):
 def test_the_transformers_comparison_times_both_sides_at_equal_size(tmp_path):
     out = run(
         "--transformers", "--frames", "40", "--steps", "1", "--rounds", "1",
-        "--precisions", "fp32", "bf16", "--variants", "logits",
+        "--precisions", "fp32", "bf16", "--variants", "logits", "allocator",
         "--json", str(tmp_path / "sides.json"),
     )  # fmt: skip
     sides = json.loads((tmp_path / "sides.json").read_text())
@@ -42,9 +43,14 @@ def test_the_transformers_comparison_times_both_sides_at_equal_size(tmp_path):
         ours, theirs = sides[f"ours:{precision}"], sides[f"transformers:{precision}"]
         assert ours["params"] == theirs["params"] > 0
         assert ours["step_s"] > 0 and theirs["step_s"] > 0
-        assert f"{precision}: ours is" in out
+        assert f"{precision}: ours as `fit` runs it is" in out
+        assert f"{precision}: at equal allocator settings" in out
     assert "transformers' speed" in out and sides["machine"]["cpu"]
     assert sides["ours-logits:fp32"]["params"] == sides["ours:fp32"]["params"]
+    kept = {side: row["keeps_freed_memory"] for side, row in sides.items() if side != "machine"}
+    if sys.platform.startswith("linux"):  # ours as `fit` runs it; transformers as by default
+        assert kept["ours:fp32"] and kept["transformers-kept:fp32"]
+        assert not kept["ours-glibc:fp32"] and not kept["transformers:fp32"]
 
 
 def test_the_depth_decoder_gets_one_row_beside_the_patterns(tmp_path):
