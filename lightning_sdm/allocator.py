@@ -1,4 +1,4 @@
-"""Keep freed CPU memory in the process between training steps.
+"""Keep freed CPU memory in the process between training (and sampling) steps.
 
 glibc hands a freed block larger than its mmap threshold (adaptive, at most 32 MB) back to
 the operating system, so the next step's allocation of that size faults every page in
@@ -7,8 +7,8 @@ activations every step: on a 2-core Intel Xeon the faults took 17 % of the LM's 
 training step (`benchmarks/training_speed.py --variants allocator`). Raising glibc's mmap
 and trim thresholds keeps the freed blocks in the heap for the next step. The process
 holds its peak memory between steps instead of returning it; a training step reaches that
-peak every step anyway. Done by glibc's own `mallopt` (PyTorch's CPU tensors come from
-malloc), so there is no allocator to install.
+peak every step anyway. Every `lightning-sdm` command sets it first. Done by glibc's own
+`mallopt` (PyTorch's CPU tensors come from malloc), so there is no allocator to install.
 """
 
 from __future__ import annotations

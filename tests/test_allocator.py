@@ -52,11 +52,11 @@ def test_the_environment_turns_it_off():
     assert probe({KEEP_FREED_MEMORY_ENV: "0"}) == "False True"  # glibc's own default
 
 
-def test_fit_sets_it_before_training(monkeypatch):
-    import lightning_sdm.cli.fit as fit
+def test_every_command_sets_it_first(monkeypatch, capsys):
+    import lightning_sdm.allocator as allocator
+    from lightning_sdm.cli.main import main
 
     calls = []
-    monkeypatch.setattr(fit, "keep_freed_memory", lambda: calls.append(1))
-    monkeypatch.setattr(fit, "SdmCLI", lambda *args, **kwargs: None)
-    fit.run_training_cli(["fit"])
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1))
+    assert main([]) == 2  # no command: an error, after the setting
     assert calls == [1]

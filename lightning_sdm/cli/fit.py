@@ -19,7 +19,6 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lightning_sdm.allocator import keep_freed_memory
 from lightning_sdm.atomic import remove_partials
 from lightning_sdm.callbacks.codec_export import SaveCodec
 from lightning_sdm.callbacks.metrics_plot import MetricsPlot
@@ -266,7 +265,6 @@ def _quiet_unsharded_averaging(trainer: L.Trainer) -> None:
 
 
 def run_training_cli(argv: Sequence[str] | None) -> SdmCLI:
-    keep_freed_memory()  # each step reuses the last step's pages (`allocator`)
     return SdmCLI(
         L.LightningModule,
         L.LightningDataModule,

@@ -157,10 +157,12 @@ def _run(config: Namespace, parser: CommandParser) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lightning_sdm.allocator import keep_freed_memory
     from lightning_sdm.errors import user_error_within
     from lightning_sdm.quiet import quiet_dependencies
 
     quiet_dependencies()
+    keep_freed_memory()  # each training or sampling step reuses the last one's pages
     words = list(sys.argv[1:] if argv is None else argv)
     if words and words[0] in TRAINING_COMMANDS:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
