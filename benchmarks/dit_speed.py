@@ -12,7 +12,9 @@ for `--rounds` rounds, the median per side. Both sides load one set of weights (
 this checkout) and get the same inputs; the largest difference of their sampling outputs
 and training losses is printed (fp32 rounding: ~1e-6 of the output's scale). `--compile`
 adds a side that is this checkout with its DiT blocks compiled (`model.compile: true`, one
-block at a time); its first steps, which wait for the compiler, are not timed.
+block at a time); its first steps, which wait for the compiler, are not timed. Each side
+runs as `lightning-sdm` runs its revision: keeping freed memory for the next step
+(`lightning_sdm.allocator`) where the revision does.
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.source)
     from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
 
+    try:  # as `lightning-sdm` runs this revision: keeping freed memory where it does
+        from lightning_sdm.allocator import keep_freed_memory
+    except ImportError:  # a revision before it
+        kept = False
+    else:
+        kept = keep_freed_memory()
+
     model = EzAudioDiT(DiTConfig(**model_config(args)))
     model.load_state_dict(torch.load(args.weights, weights_only=True))
     if args.compile_blocks:
@@ -82,11 +91,11 @@ def child(args: argparse.Namespace) -> None:
 
     first_output = sample()
     model.train()
-    timings = {"train_ms": median_ms(train, args.steps)}
+    timings: dict[str, float | bool] = {"train_ms": median_ms(train, args.steps)}
     model.eval()
     timings["sample_ms"] = median_ms(sample, args.steps)
     torch.save({"output": first_output, "losses": losses}, args.outputs)
-    print(json.dumps(timings))
+    print(json.dumps({**timings, "keeps_freed_memory": kept}))
 
 
 def median_ms(run: Callable[[], object], steps: int) -> float:
@@ -176,7 +185,10 @@ def main() -> None:
                 print(f"  round {round_index + 1}: {name} {results[name][-1]}", flush=True)
         compared = [torch.load(folder / f"0-{i}.pt", weights_only=True) for i in range(len(order))]
     summary = {
-        name: {key: statistics.median(r[key] for r in rows) for key in ("train_ms", "sample_ms")}
+        name: {
+            **{key: statistics.median(r[key] for r in rows) for key in ("train_ms", "sample_ms")},
+            "keeps_freed_memory": rows[0].get("keeps_freed_memory", False),
+        }
         for name, rows in results.items()
     }
     info = machine()
@@ -186,9 +198,10 @@ def main() -> None:
         f"{args.sample_frames} frames, fp32, median of {args.rounds} rounds x {args.steps} "
         f"steps; {machine_line()}"
     )
-    print(f"{'':<30}{'train ms':>10}{'sample ms':>11}")
+    print(f"{'':<30}{'train ms':>10}{'sample ms':>11}  keeps freed memory")
     for name, row in summary.items():
-        print(f"{name:<30}{row['train_ms']:>10.0f}{row['sample_ms']:>11.0f}")
+        kept = "yes" if row["keeps_freed_memory"] else "no"
+        print(f"{name:<30}{row['train_ms']:>10.0f}{row['sample_ms']:>11.0f}  {kept}")
     now = summary["this checkout"]
     for index, name in enumerate(order[1:], start=1):
         other = summary[name]

@@ -2,6 +2,7 @@
 both timed, their outputs compared on the same weights."""
 
 import json
+import sys
 
 from tests.benchmark_runs import run_benchmark
 
@@ -19,3 +20,5 @@ def test_a_revision_is_timed_beside_this_checkout_on_the_same_weights(tmp_path):
     # HEAD's DiT is this checkout's or an earlier one that computes the same function.
     assert data["baseline HEAD"]["output_max_abs_difference"] <= 1e-4
     assert "baseline HEAD against this checkout: training" in out and data["machine"]["cpu"]
+    # Each side runs as `lightning-sdm` runs its revision: this one keeps freed memory.
+    assert data["this checkout"]["keeps_freed_memory"] is sys.platform.startswith("linux")
