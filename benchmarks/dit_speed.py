@@ -58,11 +58,12 @@ def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.source)
     from lightning_sdm.models.dit import DiTConfig, EzAudioDiT
 
-    try:  # as `lightning-sdm` runs this revision: keeping freed memory where it does
+    # As `lightning-sdm` runs this revision: keeping freed memory where it does. Asked of
+    # the revision's files: the editable install would serve a module it lacks from here.
+    kept = False
+    if (Path(args.source) / "lightning_sdm" / "allocator.py").exists():
         from lightning_sdm.allocator import keep_freed_memory
-    except ImportError:  # a revision before it
-        kept = False
-    else:
+
         kept = keep_freed_memory()
 
     model = EzAudioDiT(DiTConfig(**model_config(args)))
