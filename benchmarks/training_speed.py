@@ -27,7 +27,9 @@ true` does (compile time is in the warm-up step, not the timed ones).
 Ours runs as `lightning-sdm fit` does, keeping freed memory for the next step
 (`lightning_sdm.allocator`); transformers as it runs by default. `--variants allocator`
 adds each side the other way (ours with glibc's default thresholds, transformers with
-freed memory kept), for ratios at equal allocator settings.
+freed memory kept), for ratios at equal allocator settings. `--paired` instead runs both
+sides in one process, their steps alternating, for a timing ratio that a shared machine's
+drift between processes (±10-20 % seen) cannot move; it reports no per-side memory.
 Their cross-attention reads 4 random encoder states; ours runs its tiny random T5 on a
 4-token caption first (a few ms).
 
@@ -42,6 +44,8 @@ import argparse
 import json
 import statistics
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,20 +108,15 @@ def musicgen_layout_lm(args: argparse.Namespace) -> LMConfig:
     )  # fmt: skip
 
 
-def transformers_child(args: argparse.Namespace) -> None:
-    """One side of `--transformers`: forward + backward + AdamW of our delay LM or of
-    transformers' MusicgenForCausalLM at the same config; prints step time, memory, size."""
+def training_step(args: argparse.Namespace, side: str, precision: str) -> tuple[Callable, int]:
+    """A step (forward + backward + AdamW) of our delay LM (`ours`, `ours-<variant>`) or of
+    transformers' MusicgenForCausalLM at the same config, and the decoder's size."""
     from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), generator=generator)
-    side, precision = args.child.split(":")
     variant = side.partition("-")[2]
-    # Ours as `lightning-sdm fit` runs it (freed memory kept, `lightning_sdm.allocator`)
-    # unless `-glibc`; transformers as it runs by default unless `-kept`.
-    kept = variant == "kept" or (side.startswith("ours") and variant != "glibc")
-    kept = kept and keep_freed_memory()
     if side.startswith("ours"):
         text = TextConditionerConfig(pretrained="random", cfg_dropout=0.0)
         net = TextToMusicLM(TextToMusicConfig(lm=musicgen_layout_lm(args), text=text)).train()
@@ -153,7 +152,6 @@ def transformers_child(args: argparse.Namespace) -> None:
     optimizer = torch.optim.AdamW(
         [p for p in net.parameters() if p.requires_grad], lr=1e-4, fused=True
     )
-
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step() -> None:
@@ -163,9 +161,58 @@ def transformers_child(args: argparse.Namespace) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step, size
+
+
+def transformers_child(args: argparse.Namespace) -> None:
+    """One side of `--transformers` in its own process; prints step time, memory, size.
+    Ours runs as `lightning-sdm fit` does (freed memory kept, `lightning_sdm.allocator`)
+    unless `-glibc`; transformers as it runs by default unless `-kept`."""
+    side, precision = args.child.split(":")
+    variant = side.partition("-")[2]
+    kept = variant == "kept" or (side.startswith("ours") and variant != "glibc")
+    kept = kept and keep_freed_memory()
+    step, size = training_step(args, side, precision)
     step_s, peak_mb = time_training_steps(step, args.steps)
     measured = {"side": args.child, "step_s": step_s, "peak_mb": peak_mb, "params": size}
     print(json.dumps({**measured, "keeps_freed_memory": kept}))
+
+
+def compare_in_one_process(args: argparse.Namespace) -> dict:
+    """`--paired`: ours and transformers in this one process, their steps alternating
+    (A B B A ...) for `--rounds` x `--steps` pairs after a warm-up of each, so the drift of
+    a shared machine falls on both alike; the ratio of each pair and of the medians. Peak
+    memory is the process's, not a side's: use the default mode for it. The process keeps
+    freed memory for both sides (as `fit` does)."""
+    kept = keep_freed_memory()
+    result: dict = {"keeps_freed_memory": kept}
+    for precision in args.precisions:
+        steps = {side: training_step(args, side, precision) for side in ("ours", "transformers")}
+        for step, _ in steps.values():
+            step()
+        seconds: dict[str, list[float]] = {side: [] for side in steps}
+        for index in range(args.rounds * args.steps):
+            for side in steps if index % 2 == 0 else list(steps)[::-1]:
+                start = time.perf_counter()
+                steps[side][0]()
+                seconds[side].append(time.perf_counter() - start)
+        ours, theirs = (statistics.median(seconds[side]) for side in ("ours", "transformers"))
+        pairs = [b / a for a, b in zip(seconds["ours"], seconds["transformers"], strict=True)]
+        result[precision] = {
+            "ours_step_s": ours, "transformers_step_s": theirs, "ratio": theirs / ours,
+            "pair_ratios": pairs, "params": [size for _, size in steps.values()],
+        }  # fmt: skip
+        print(
+            f"{precision}: ours {ours:.3f} s/step, transformers {theirs:.3f} s/step: ours is "
+            f"{theirs / ours:.2f}x transformers' speed (pairs {min(pairs):.2f}x-"
+            f"{max(pairs):.2f}x over {len(pairs)})"
+        )
+    print(
+        f"delay LM, {args.layers} layers x {args.dim}, batch {args.batch} x {args.frames} "
+        f"frames, forward + backward + fused AdamW, both in one process (freed memory "
+        f"{'kept' if kept else 'given back'}), steps alternating; {machine_line()}"
+    )
+    return result
 
 
 def compare_with_transformers(args: argparse.Namespace) -> dict:
@@ -359,6 +406,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="with --transformers")
     parser.add_argument(
+        "--paired", action="store_true",
+        help="with --transformers: both sides in one process, steps alternating (timing "
+        "only; robust to a shared machine's drift)",
+    )  # fmt: skip
+    parser.add_argument(
         "--precisions", nargs="*", default=["fp32"], choices=("fp32", "bf16"),
         help="with --transformers: fp32 and/or bf16 autocast rows",
     )  # fmt: skip
@@ -379,7 +431,8 @@ def main() -> None:
         child(args)
         return
     if args.transformers:
-        result = compare_with_transformers(args)
+        compare = compare_in_one_process if args.paired else compare_with_transformers
+        result = compare(args)
         if args.json:
             args.json.write_text(json.dumps({"machine": machine(), **result}, indent=2))
         return

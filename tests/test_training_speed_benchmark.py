@@ -53,6 +53,17 @@ def test_the_transformers_comparison_times_both_sides_at_equal_size(tmp_path):
         assert not kept["ours-glibc:bf16"] and not kept["transformers:bf16"]
 
 
+def test_the_paired_comparison_alternates_both_sides_in_one_process(tmp_path):
+    out = run(
+        "--transformers", "--paired", "--frames", "20", "--steps", "2", "--rounds", "1",
+        "--json", str(tmp_path / "paired.json"),
+    )  # fmt: skip
+    data = json.loads((tmp_path / "paired.json").read_text())["fp32"]
+    assert len(data["pair_ratios"]) == 2 and data["ratio"] > 0
+    assert data["params"][0] == data["params"][1] > 0  # the same model on both sides
+    assert "fp32: ours" in out and "both in one process" in out and "steps alternating" in out
+
+
 def test_the_depth_decoder_gets_one_row_beside_the_patterns(tmp_path):
     out = run(
         "--frames", "30", "--steps", "1", "--patterns", "delay:1", "depth:1",
