@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning_sdm.atomic import remove_partials
 from lightning_sdm.callbacks.codec_export import SaveCodec
 from lightning_sdm.callbacks.metrics_plot import MetricsPlot
+from lightning_sdm.callbacks.precision_check import SlowPrecisionCheck
 from lightning_sdm.callbacks.preemption import ResumableRun
 from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
@@ -274,6 +275,13 @@ def run_training_cli(argv: Sequence[str] | None) -> SdmCLI:
         parser_class=SdmArgumentParser,
         save_config_callback=LogConfigToLoggers,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RefuseUnaskedRandomWeights(), MetricsPlot(), RunSummary()]},
+        trainer_defaults={
+            "callbacks": [
+                RefuseUnaskedRandomWeights(),
+                SlowPrecisionCheck(),
+                MetricsPlot(),
+                RunSummary(),
+            ]
+        },
         seed_everything_default=0,
     )
