@@ -4,7 +4,10 @@ A decoding step multiplies a few rows by every weight, so how the weights are he
 its speed: in the dtype asked for (bf16 halves the bytes a step streams), on the matmul
 path measured fastest on this machine for each weight shape at this row count
 (`nn.packed_linear`), and with each self-attention's query, key and value weights fused
-into one matrix (one call per layer instead of two). The prepared weights live in this
+into one matrix (one call per layer instead of two); for a few rows over a short caption,
+with the cross-attention's query and output weights folded into the caption's keys and
+values once per decode (`nn.folded_attention`: rows × heads × caption tokens ≤ width / 2,
+so a step reads fewer bytes and does fewer multiply-adds). The prepared weights live in this
 object, apart from the module: the module's parameters are never cast or patched, so a
 bf16 decode cannot leave an fp32 caller bf16-rounded weights, and decodes of one model at
 different settings share no state.
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_sdm.nn.folded_attention import attend_folded, fold_context, folding_pays_per_step
 from lightning_sdm.nn.kv_cache import SlotKVCache
 from lightning_sdm.nn.packed_linear import (
     Epilogue,
@@ -90,6 +94,10 @@ class StepLayer:
     ffn_norm: Norm
     ffn_in_gelu: Projection
     ffn_out: ResidualProjection
+    # Cross-attention's query and output weights, where both are plain layers without a
+    # bias (the LM's): what a short caption's keys and values fold with
+    # (`nn.folded_attention`).
+    cross_fold_weights: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         rows, positions, width = x.shape
@@ -101,6 +109,11 @@ class StepLayer:
     def cross_keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.cross_key_value(context).chunk(2, dim=-1)
         return self.heads(keys), self.heads(values)
+
+    def folded(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The caption's scorer and mixer (`fold_context`)."""
+        assert self.cross_fold_weights is not None  # new_cache folds only when all have them
+        return fold_context(*self.cross_fold_weights, keys, values)
 
     def __call__(
         self,
@@ -118,6 +131,9 @@ class StepLayer:
             self.heads(queries), cached_keys, cached_values, attn_mask=visible
         )
         x = self.self_out(self.merge(attended), x)
+        if cache.cross_folded:  # a short caption's projections folded into it
+            x = self._cross_folded(x, cache, layer)
+            return self.ffn_out(self.ffn_in_gelu(self.ffn_norm(x)), x)
         crossed = F.scaled_dot_product_attention(
             self.heads(self.cross_query(self.cross_norm(x))),
             cache.cross_keys[layer],
@@ -126,6 +142,16 @@ class StepLayer:
         )
         x = self.cross_out(self.merge(crossed), x)
         return self.ffn_out(self.ffn_in_gelu(self.ffn_norm(x)), x)
+
+    def _cross_folded(self, x: torch.Tensor, cache: SlotKVCache, layer: int) -> torch.Tensor:
+        return attend_folded(
+            self.cross_norm(x),
+            cache.cross_keys[layer],
+            cache.cross_values[layer],
+            self.num_heads,
+            cache.cross_mask,
+            residual=x,
+        )
 
 
 class StepDecoder:
@@ -179,6 +205,11 @@ class StepDecoder:
         """Preallocate the self-attention slots and compute the cross-attention keys/values."""
         context = context.to(self.dtype)
         cross = [layer.cross_keys_values(context) for layer in self.layers]
+        rows, num_keys = context.shape[:2]
+        folds = all(layer.cross_fold_weights is not None for layer in self.layers)
+        folds = folds and folding_pays_per_step(rows, self.num_heads, num_keys, context.shape[2])
+        if folds:  # the caption's scorer and mixer stand in for its keys and values
+            cross = [layer.folded(*pair) for layer, pair in zip(self.layers, cross, strict=True)]
         return SlotKVCache.allocate(
             num_layers=len(self.layers),
             rows=context.shape[0],
@@ -191,6 +222,7 @@ class StepDecoder:
             cross_mask=torch.zeros_like(context_mask, dtype=self.dtype).masked_fill(
                 ~context_mask, float("-inf")
             )[:, None, None, :],
+            cross_folded=folds,
         )
 
     def step(
@@ -310,4 +342,14 @@ def _step_layer(
         ffn_norm=Norm.of(layer.ffn_norm, dtype),
         ffn_in_gelu=ffn_in_gelu,
         ffn_out=ffn_out,
+        cross_fold_weights=_cross_fold_weights(layer, dtype),
     )
+
+
+def _cross_fold_weights(
+    layer: DecoderLayer, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    query, out = layer.cross_attention.query, layer.cross_attention.out
+    if not (_is_plain(query) and _is_plain(out)) or out.bias is not None:
+        return None  # a wrapped projection (LoRA) is called as it is
+    return _cast(query.weight, dtype), _cast(out.weight, dtype)

@@ -21,6 +21,9 @@ class SlotKVCache:
     cross_values: list[torch.Tensor]
     # [R, 1, 1, L]: True (bool) or 0 (additive) where the text token is real.
     cross_mask: torch.Tensor
+    # True: the cross lists hold each layer's folded caption instead, scorers [R, D, H·L]
+    # and mixers [R, H·L, D] (`nn.folded_attention.fold_context`).
+    cross_folded: bool = False
 
     @classmethod
     def allocate(
@@ -33,6 +36,7 @@ class SlotKVCache:
         cross_keys: list[torch.Tensor],
         cross_values: list[torch.Tensor],
         cross_mask: torch.Tensor,
+        cross_folded: bool = False,
     ) -> SlotKVCache:
         reference = cross_keys[0]
         shape = (num_layers, rows, num_heads, num_slots, head_dim)
@@ -42,6 +46,7 @@ class SlotKVCache:
             cross_keys=cross_keys,
             cross_values=cross_values,
             cross_mask=cross_mask,
+            cross_folded=cross_folded,
         )
 
     @property

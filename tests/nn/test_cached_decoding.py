@@ -85,3 +85,39 @@ def test_bf16_on_a_cpu_without_bf16_matmuls_says_fp32_is_faster(monkeypatch, bf1
     assert len(said) == (0 if bf16_packs else 1)
     if said:
         assert "Use precision fp32 for speed" in str(said[0].message)
+
+
+@pytest.mark.parametrize("pattern", [("delay", 1), ("stack_delay", 3)])
+def test_a_short_caption_folds_into_the_step_and_decodes_to_the_same_logits(pattern, monkeypatch):
+    """A few rows over a short caption: each layer's cross-attention reads the caption's
+    folded scorer and mixer instead of its query and output weights; captions of two
+    lengths exercise the padding mask."""
+    import lightning_sdm.nn.cached_decoding as cached_decoding
+
+    model = tiny_model(*pattern, dim=256)
+    captions = ["a", "soft"]
+    codes = codes_for(model)
+    condition = model.condition(captions)
+    assert not condition.mask.all()  # one caption is padded
+    stepper = model.lm.step_decoder(2, 9)
+    cache = stepper.new_cache(model.lm.layout(9).num_slots, condition.states, condition.mask)
+    assert cache.cross_folded
+    dim, keys = 256, condition.mask.shape[1]
+    assert cache.cross_keys[0].shape == (2, dim, 4 * keys)  # scorer [R, D, H·S]
+
+    teacher_forced = model(codes, captions)
+    folded = model.score_cached(codes, captions)
+    monkeypatch.setattr(cached_decoding, "folding_pays_per_step", lambda *args: False)
+    unfolded = model.score_cached(codes, captions)
+    assert (folded - teacher_forced).abs().max() <= 1e-4
+    assert (folded - unfolded).abs().max() <= 1e-4
+    reduced = model.score_cached(codes, captions, precision="bf16")
+    assert (reduced - teacher_forced).abs().max() <= 0.05 * teacher_forced.abs().max()
+
+
+def test_many_rows_or_a_long_caption_keep_the_projections():
+    model = tiny_model("delay", 1, dim=64)  # rows·H·S > D/2 for any caption here
+    condition = model.condition(["a caption of several words here"] * 2)
+    stepper = model.lm.step_decoder(2, 9)
+    cache = stepper.new_cache(model.lm.layout(9).num_slots, condition.states, condition.mask)
+    assert not cache.cross_folded
