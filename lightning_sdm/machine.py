@@ -13,30 +13,30 @@ from pathlib import Path
 
 import torch
 
-# /proc/cpuinfo flags of bf16 matrix units, which decide what bf16 decoding and bf16
-# autocast gain.
+# /proc/cpuinfo flags of bf16 instructions and matrix units. What bf16 gains depends on
+# them, and is measured where it matters (`callbacks.precision_check`, `nn.packed_linear`):
+# avx512_bf16 alone has multiplied bf16 slower than fp32.
 BF16_UNITS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_model() -> str:
-    model = platform.processor() or platform.machine()
+def _cpuinfo(field: str) -> str | None:
+    """The first value of a /proc/cpuinfo field, or None where there is none."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
-    return model
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_features() -> str:
     """The vector instructions torch dispatches to (AVX2, AVX512, ...), and the CPU's bf16
     matrix units where it has them (e.g. AVX512+amx_bf16)."""
     isa = torch.backends.cpu.get_cpu_capability()
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+    flags = set((_cpuinfo("flags") or "").split())
     return "+".join([isa, *(unit for unit in BF16_UNITS if unit in flags)])
 
 

@@ -212,7 +212,7 @@ class StepDecoder:
             cross = [layer.folded(*pair) for layer, pair in zip(self.layers, cross, strict=True)]
         return SlotKVCache.allocate(
             num_layers=len(self.layers),
-            rows=context.shape[0],
+            rows=rows,
             num_heads=self.num_heads,
             num_slots=num_slots,
             head_dim=self.head_dim,
