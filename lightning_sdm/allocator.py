@@ -19,8 +19,10 @@ import os
 
 __all__ = ["KEEP_FREED_MEMORY_ENV", "keep_freed_memory"]
 
-# "0" turns it off (e.g. a process sharing its node with others that need the memory back).
+# "0" (or false/no/off) turns it off (e.g. a process sharing its node with others that
+# need the memory back).
 KEEP_FREED_MEMORY_ENV = "LIGHTNING_SDM_KEEP_FREED_MEMORY"
+_OFF = ("0", "false", "no", "off")
 # Blocks up to this size are served from (and freed into) the heap. Larger ones, rarer than
 # one per step, still go back to the system.
 _THRESHOLD_BYTES = 1 << 30
@@ -30,8 +32,8 @@ _M_MMAP_THRESHOLD = -3
 
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds for this process; whether they were set (False off glibc, on
-    a refusal, or when the environment variable says 0)."""
-    if os.environ.get(KEEP_FREED_MEMORY_ENV, "1").strip() == "0":
+    a refusal, or when the environment variable says 0, false, no or off)."""
+    if os.environ.get(KEEP_FREED_MEMORY_ENV, "1").strip().lower() in _OFF:
         return False
     name = ctypes.util.find_library("c")
     if name is None:

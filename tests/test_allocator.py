@@ -48,8 +48,9 @@ def test_large_blocks_come_from_the_heap_once_set():
 
 
 @needs_glibc
-def test_the_environment_turns_it_off():
-    assert probe({KEEP_FREED_MEMORY_ENV: "0"}) == "False True"  # glibc's own default
+@pytest.mark.parametrize("off", ["0", "false", " OFF "])
+def test_the_environment_turns_it_off(off):
+    assert probe({KEEP_FREED_MEMORY_ENV: off}) == "False True"  # glibc's own default
 
 
 def test_every_command_sets_it_first(monkeypatch, capsys):
