@@ -11,7 +11,13 @@ from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ["LIGHTNING_SDM_CACHE"] = "off"  # no measured choice kept in the home folder
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores: one thread each, their subprocesses too, so neither
+    # oversubscribes them (OpenMP threads spinning against each other).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=40
