@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 HARMLESS_WARNINGS = (
@@ -46,9 +47,10 @@ def quiet_dependencies() -> None:
     if os.environ.get("WANDB_MODE", "offline") != "online":
         os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # per-file load bars of tiny local models
-    except ImportError:
-        pass
+    # Per-file load bars of tiny local models. Said through the environment where
+    # transformers is not loaded yet, so a command that never needs it does not load it.
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:
+        transformers_logging.disable_progress_bar()
+    else:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

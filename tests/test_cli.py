@@ -231,3 +231,37 @@ def test_an_unknown_option_of_a_command_is_an_error_with_a_suggestion(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--model", "m", "--prompt", "a", "--temprature", "0.5"])
     assert "did you mean --sampling.temperature?" in capsys.readouterr().err
+
+
+def test_help_and_the_pattern_commands_start_without_loading_transformers():
+    """`--help` and `patterns` need only the pattern engine and torch: transformers (and
+    diffusers, lightning) load with the commands that use them, not at start."""
+    script = (
+        "import sys, contextlib, io\n"
+        "from lightning_sdm.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    assert main(['patterns', 'show', '--pattern', 'delay', '--T', '4']) == 0\n"
+        "    assert main(['patterns', 'table', '--T', '20', '--C', '4']) == 0\n"
+        "print(sorted(m for m in ('transformers', 'diffusers', 'lightning') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_model_load_bars_stay_off_when_transformers_loads_after_the_entry_point():
+    script = (
+        "import os\n"
+        "os.environ.pop('HF_HUB_DISABLE_PROGRESS_BARS', None)\n"
+        "from lightning_sdm.quiet import quiet_dependencies\n"
+        "quiet_dependencies()\n"
+        "from transformers.utils import logging\n"
+        "print(logging.is_progress_bar_enabled())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"

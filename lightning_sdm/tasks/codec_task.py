@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from transformers import EncodecConfig, EncodecModel
 
+from lightning_sdm.codecs.config import TINY_ENCODEC_32KHZ
 from lightning_sdm.codecs.discriminator import DiscriminatorConfig
-from lightning_sdm.codecs.encodec import TINY_ENCODEC_32KHZ
 from lightning_sdm.codecs.rvq import (
     QuantizedLatents,
     QuantizerTraining,
