@@ -265,3 +265,16 @@ def test_model_load_bars_stay_off_when_transformers_loads_after_the_entry_point(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_command_list_shows_each_first_sentence_whole(capsys):
+    """A full stop inside parentheses ("(e.g. a copy …)", "(RUN/demo_report.json)") or a
+    file name does not end a command's one-line summary."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "checkpoint (e.g. a copy of facebook/musicgen-small) into a model directory" in listing
+    assert "and the samples (RUN/demo_report.json)" in listing
+    assert "from its metrics.csv (no network needed)" in listing
+    summaries = listing.split("Available subcommands:")[1]
+    assert summaries.count("(") == summaries.count(")")

@@ -86,7 +86,15 @@ def _description(function: Callable[..., int]) -> str:
 
 
 def _summary(path: str) -> str:
-    return _description(COMMANDS[path][0]).split(".")[0]
+    """The description's first sentence: up to the first full stop that ends one outside
+    parentheses ("(e.g. a copy of …)" and "(RUN/demo_report.json)" do not end it)."""
+    text = _description(COMMANDS[path][0])
+    depth = 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "." and depth == 0 and text[index + 1 : index + 2] in ("", " ", "\n"):
+            return text[:index]
+    return text
 
 
 def _alternatives(hint: object) -> set[object]:
