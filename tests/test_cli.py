@@ -276,5 +276,6 @@ def test_the_command_list_shows_each_first_sentence_whole(capsys):
     assert "checkpoint (e.g. a copy of facebook/musicgen-small) into a model directory" in listing
     assert "and the samples (RUN/demo_report.json)" in listing
     assert "from its metrics.csv (no network needed)" in listing
+    assert "patterns commands: show, table" in listing
     summaries = listing.split("Available subcommands:")[1]
     assert summaries.count("(") == summaries.count(")")

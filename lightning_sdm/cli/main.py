@@ -74,7 +74,8 @@ def build_parser() -> CommandParser:
             continue
         if group not in groups:
             group_parser = CommandParser(prog=f"lightning-sdm {group}")
-            top.add_subcommand(group, group_parser, help=f"{group} commands")
+            leaves = ", ".join(o.partition(" ")[2] for o in COMMANDS if o.startswith(f"{group} "))
+            top.add_subcommand(group, group_parser, help=f"{group} commands: {leaves}")
             groups[group] = group_parser.add_subcommands(dest="command")
         groups[group].add_subcommand(leaf, _command_parser(path), help=_summary(path))
     return parser
