@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ import torch
 
 
 def slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "sample"
+    """A file name from a caption: its letters and digits in any script ("café-crème",
+    "雨の日のピアノ"), the rest one hyphen; "sample" when nothing is left (emoji alone)."""
+    words = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFC", text).lower())
+    return words.strip("-")[:limit].strip("-") or "sample"
 
 
 def write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> Path:

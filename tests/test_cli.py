@@ -85,6 +85,19 @@ def test_generate_command_writes_codes(tmp_path, capsys):
     assert [f["prompt"] for f in summary["files"]] == ["a", "b"]
 
 
+def test_a_caption_in_any_script_names_its_files_and_reads_as_written(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    output = tmp_path / "out"
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "雨の日のピアノ"]
+    assert (
+        main([*argv, "--prompt", "café crème", "--timesteps", "4", "--output-dir", str(output)])
+        == 0
+    )
+    first, second = (output / "00-雨の日のピアノ.json"), (output / "01-café-crème.json")
+    assert '"prompt": "雨の日のピアノ"' in first.read_text(encoding="utf-8")
+    assert json.loads(second.read_text(encoding="utf-8"))["prompt"] == "café crème"
+
+
 def test_generate_never_writes_into_earlier_outputs_unless_told_to(tmp_path, capsys):
     tiny_model("delay", 1).save_pretrained(tmp_path / "model")
     out = tmp_path / "out"

@@ -206,7 +206,7 @@ class GenerationJobs:
     def _result(self, job_id: str, row: dict[str, Any]) -> dict[str, Any]:
         name = row["name"]
         base = f"/outputs/{job_id}"
-        sidecar = json.loads((self.job_dir(job_id) / f"{name}.json").read_text())
+        sidecar = json.loads((self.job_dir(job_id) / f"{name}.json").read_text(encoding="utf-8"))
         return {
             "name": name,
             "prompt": row["prompt"],

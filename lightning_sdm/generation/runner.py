@@ -230,7 +230,9 @@ def generate_requests(
                     source, family, request, options, frames, calls, wall, len(batch)
                 )
                 sidecar["name"] = name
-                (output / f"{name}.json").write_text(json.dumps(sidecar, indent=2))
+                (output / f"{name}.json").write_text(
+                    json.dumps(sidecar, indent=2, ensure_ascii=False), encoding="utf-8"
+                )
                 rows.append(sidecar)
     wall = time.perf_counter() - started
     rows.sort(key=lambda row: row["index"])
@@ -244,7 +246,9 @@ def generate_requests(
         family.output_name,
         family.steps_name,
     )
-    (output / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
+    (output / SUMMARY_FILE).write_text(
+        json.dumps(summary.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     return summary
 
 

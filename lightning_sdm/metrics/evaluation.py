@@ -107,7 +107,7 @@ def _load(item: SourceItem, what: str) -> Clip:
     except AudioRejected as error:
         raise UserInputError(f"{what}: {item.path}: {error}") from error
     sidecar_path = item.path.with_suffix(".json")
-    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else {}
     return Clip(item.key, item.caption, torch.from_numpy(audio.samples), sidecar)
 
 

@@ -126,7 +126,7 @@ def test_the_generate_api_runs_a_job_with_progress_and_files(model_dir, tmp_path
         models = client.get("/api/models").json()
         assert models == {"models": [{"path": str(model_dir), "family": "lm"}], "compare": False}
         job = client.post("/api/generate", json={
-            "model": str(model_dir), "prompts": ["calm piano", "", "fast drums"],
+            "model": str(model_dir), "prompts": ["calm piano", "", "雨の日 drums"],
             "seconds": 0.2, "seed": 3, "sampling": {"top_k": 20},
         }).json()  # fmt: skip
         for _ in range(300):
@@ -142,6 +142,7 @@ def test_the_generate_api_runs_a_job_with_progress_and_files(model_dir, tmp_path
         wav = client.get(first["wav"])
         assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
         assert client.get(first["spectrogram"]).content[:4] == b"\x89PNG"
+        assert second["wav"].endswith("/01-雨の日-drums.wav")  # served by its own name
         assert wav.content != client.get(second["wav"]).content
         escape = client.get(f"/outputs/{job['job_id']}/..%2F..%2Fanswers.jsonl")
         assert escape.status_code == 404
