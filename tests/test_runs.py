@@ -70,7 +70,11 @@ def test_a_missing_checkpoint_file_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(b"", "is empty"), (b"PK\x03\x04 torn", "cannot be read"), (None, "not a Lightning")],
+    [
+        (b"", "is empty"),
+        (b"PK\x03\x04 torn", "is not a whole PyTorch checkpoint"),
+        (None, "not a Lightning"),
+    ],
 )
 def test_resuming_from_an_unusable_checkpoint_is_one_line(tmp_path, content, reason):
     path = tmp_path / "model.ckpt"

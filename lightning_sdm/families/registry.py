@@ -157,7 +157,26 @@ def family_of_directory(directory: str | Path) -> ModelFamily:
         raise UserInputError(f"{config_path} is not JSON: {error}") from error
     if not isinstance(config, dict):
         raise UserInputError(f"{config_path} is not a lightning_sdm model config")
+    if FAMILY_KEY not in config and "text" not in config:  # every model of ours has a text section
+        raise UserInputError(f"{directory} is not a saved lightning_sdm model: {_foreign(config)}")
     return family_named(config.get(FAMILY_KEY) or old_directory_family(config))
+
+
+def _foreign(config: Mapping[str, Any]) -> str:
+    """What a directory holding someone else's config.json is, and where it belongs."""
+    kind = config.get("model_type") or config.get("_class_name")
+    if kind is None:
+        return "its config.json has no model family or text section"
+    if kind == "musicgen":
+        return "it is a Hugging Face MusicGen (turn it into one: `lightning-sdm import-musicgen`)"
+    if kind in CODEC_KINDS:
+        return f"it is a codec ({kind}); a codec goes to --codec_dir or codec.pretrained"
+    return f"it holds a {kind!r} model"
+
+
+# What codec directories' configs call themselves (transformers' model_type, diffusers'
+# _class_name): EnCodec, DAC, Mimi, and the waveform VAE.
+CODEC_KINDS = frozenset({"encodec", "dac", "mimi", "AutoencoderOobleck"})
 
 
 def checkpoint_family_name(checkpoint: Mapping[str, Any]) -> str:

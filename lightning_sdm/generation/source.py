@@ -25,6 +25,7 @@ from lightning_sdm.runs.checkpoints import (
     is_checkpoint,
     is_sharded_checkpoint,
     load_checkpoint,
+    load_failure,
 )
 from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
@@ -92,7 +93,7 @@ def source_family(path: str | Path) -> str:
     try:
         checkpoint = checkpoint_extras(path)
     except Exception as error:  # torch raises several types for corrupt files
-        raise UserInputError(f"checkpoint {path} is unreadable: {error}") from error
+        raise UserInputError(f"checkpoint {path} {load_failure(path, error)}") from error
     if not isinstance(checkpoint, dict) or not checkpoint.get("hyper_parameters"):
         raise UserInputError(f"{path} is not a lightning-sdm fit checkpoint")
     return family_of_checkpoint(checkpoint, path).name
@@ -112,6 +113,8 @@ def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict,
         model = family.model_class.from_pretrained(directory)
     except FileNotFoundError as error:
         raise UserInputError(str(error)) from error
+    except UserInputError:
+        raise  # says what is wrong already (a torn weights file)
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise UserInputError(f"{directory}: weights and config do not match ({error})") from error
     base = adapter_base(directory)
@@ -133,7 +136,7 @@ def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Pat
     try:
         checkpoint = load_checkpoint(path)
     except Exception as error:  # torch raises several types for corrupt files
-        raise UserInputError(f"checkpoint {path} is unreadable: {error}") from error
+        raise UserInputError(f"checkpoint {path} {load_failure(path, error)}") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "state_dict" not in checkpoint:
         raise UserInputError(f"{path} is not a lightning-sdm fit checkpoint")

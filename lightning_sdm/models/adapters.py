@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.models.saving import read_weights
 
 # Which decoder projections each target name covers (per layer).
 TARGET_MODULES = {
@@ -194,7 +195,7 @@ def load_adapter_directory(
     description = json.loads((directory / ADAPTER_FILE).read_text(encoding="utf-8"))
     model = load_base(base)
     model.add_adapter(AdapterConfig(**description["adapter"]))
-    state = load_file(directory / ADAPTER_WEIGHTS_FILE, device=map_location)
+    state = read_weights(directory / ADAPTER_WEIGHTS_FILE, map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing_adapter = [name for name in missing if is_adapter_parameter(name)]
     if missing_adapter or unexpected:

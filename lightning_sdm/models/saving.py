@@ -7,10 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lightning_sdm.conditioning import T5Conditioner
+from lightning_sdm.errors import UserInputError
 
 CONFIG_FILE = "config.json"
 FAMILY_KEY = "family"  # config.json's record of the model family that reads the directory
@@ -61,6 +64,19 @@ def read_config_data(
     return data
 
 
+def read_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a torn or foreign file is one line that names it
+    (a copy cut short by a full disk, a download stopped half way)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the directory has no weights")
+    try:
+        return load_file(path, device=map_location)
+    except SafetensorError as error:
+        raise UserInputError(
+            f"{path} is not a whole safetensors file (truncated or damaged: {error})"
+        ) from error
+
+
 def load_weights(
     model: nn.Module,
     directory: str | Path,
@@ -69,7 +85,7 @@ def load_weights(
 ) -> None:
     """The directory's weights into `model`; the T5 encoder came from text_encoder/, and
     parameters `fresh` accepts keep their initialisation (a part the saved model lacks)."""
-    state = load_file(Path(directory) / WEIGHTS_FILE, device=map_location)
+    state = read_weights(Path(directory) / WEIGHTS_FILE, map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [n for n in missing if not n.startswith(ENCODER_PREFIX) and not fresh(n)]
     if missing or unexpected:

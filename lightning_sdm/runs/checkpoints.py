@@ -5,6 +5,7 @@ or the folder of per-rank shards FSDP writes with `save_distributed_checkpoint: 
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -76,18 +77,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, handle)
 
 
+def load_failure(path: str | Path, error: Exception) -> str:
+    """Why `torch.load` could not read a checkpoint, in one line: torch's own messages run
+    to paragraphs and, for a torn file, advise loading it unsafely."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    if path.is_file() and not zipfile.is_zipfile(path):
+        return "is not a whole PyTorch checkpoint (no zip archive: truncated, or another kind of file)"
+    message = str(error).strip()
+    if message.startswith("Weights only load failed"):
+        return "holds objects other than tensors and plain data (refused: loading them runs code)"
+    first_line = message.splitlines()[0] if message else ""
+    return f"cannot be read ({type(error).__name__}: {first_line[:120]})"
+
+
 def unreadable_reason(path: str | Path) -> str | None:
     """Why a checkpoint cannot be resumed from (empty, torn, not ours), or None if it can."""
     path = Path(path)
     if not is_checkpoint(path):
         return "does not exist"
-    if path.is_file() and path.stat().st_size == 0:
-        return "is empty (0 bytes)"
     try:
         extras = checkpoint_extras(path)
     except Exception as error:  # torn zip, pickle errors, foreign objects: all unusable
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"cannot be read ({type(error).__name__}: {first_line[:120]})"
+        return load_failure(path, error)
     if not isinstance(extras, dict) or "global_step" not in extras:
         return "is not a Lightning checkpoint (no global_step)"
     return None

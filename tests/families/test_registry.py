@@ -51,6 +51,23 @@ def test_directories_record_their_family_and_older_ones_are_still_read(tmp_path)
         family_of_directory(tmp_path / "odd")
 
 
+def test_a_codec_or_text_encoder_directory_is_not_taken_for_a_model(tmp_path):
+    """Pointing --model at MODEL/codec once failed as "weights and config do not match
+    ('text')"; it says what the directory is and where it belongs."""
+    dit = save_tiny_dit_with_codec(tmp_path / "dit")
+    with pytest.raises(UserInputError, match=r"codec \(encodec\); a codec goes to --codec_dir"):
+        family_of_directory(dit / "codec")
+    with pytest.raises(UserInputError, match="not a saved lightning_sdm model: it holds a 't5'"):
+        family_of_directory(dit / "text_encoder")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / CONFIG_FILE).write_text(json.dumps({"model_type": "musicgen"}))
+    with pytest.raises(UserInputError, match="lightning-sdm import-musicgen"):
+        family_of_directory(tmp_path / "hf")
+    (tmp_path / "hf" / CONFIG_FILE).write_text(json.dumps({"layers": 2}))
+    with pytest.raises(UserInputError, match="has no model family or text section"):
+        family_of_directory(tmp_path / "hf")
+
+
 def test_checkpoints_without_a_recorded_family_are_told_apart_by_what_they_hold():
     assert checkpoint_family_name({FAMILY_KEY: "diffusion", "hyper_parameters": {}}) == (
         "diffusion"

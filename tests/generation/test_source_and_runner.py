@@ -129,12 +129,44 @@ def test_bad_model_sources_fail_in_one_line(tmp_path, capsys):
         "checkpoint /none.ckpt not found" in run(capsys, "--ckpt", "/none.ckpt", "--prompt", "a")[2]
     )
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    assert "is unreadable" in run(capsys, "--ckpt", tmp_path / "junk.ckpt", "--prompt", "a")[2]
+    said = run(capsys, "--ckpt", tmp_path / "junk.ckpt", "--prompt", "a")[2]
+    assert "junk.ckpt is not a whole PyTorch checkpoint (no zip archive" in said
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     assert (
         "not a lightning-sdm fit checkpoint"
         in run(capsys, "--ckpt", tmp_path / "other.ckpt", "--prompt", "a")[2]
     )
+
+
+class Foreign:  # an object a checkpoint may not hold: unpickling it would run code
+    pass
+
+
+def test_a_torn_or_foreign_checkpoint_is_named_in_one_line_without_unsafe_advice(tmp_path, capsys):
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}}, whole)
+    torn = tmp_path / "torn.ckpt"
+    torn.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a copy cut short
+    code, _, said = run(capsys, "--ckpt", torn, "--prompt", "a")
+    assert code == 2 and "torn.ckpt is not a whole PyTorch checkpoint" in said
+    assert len(said.strip().splitlines()) == 1
+    torch.save({"state_dict": {}, "hyper_parameters": Foreign()}, tmp_path / "foreign.ckpt")
+    code, _, said = run(capsys, "--ckpt", tmp_path / "foreign.ckpt", "--prompt", "a")
+    assert code == 2 and "holds objects other than tensors and plain data" in said
+    assert "weights_only" not in said and len(said.strip().splitlines()) == 1
+
+
+def test_a_model_directory_with_torn_or_missing_weights_says_which_file(tmp_path, capsys):
+    model = save_tiny_model_with_codec(tmp_path / "model", "delay", 1)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])  # a copy cut short by a full disk
+    capsys.readouterr()  # what saving the model printed
+    code, _, said = run(capsys, "--model", model, "--prompt", "a")
+    assert code == 2 and len(said.strip().splitlines()) == 1
+    assert f"{weights} is not a whole safetensors file (truncated or damaged" in said
+    assert "config do not match" not in said
+    weights.unlink()
+    assert f"{weights} not found" in run(capsys, "--model", model, "--prompt", "a")[2]
 
 
 def test_a_checkpoint_whose_config_does_not_match_its_weights(tmp_path, capsys):
