@@ -85,6 +85,31 @@ def test_evaluate_refuses_an_empty_folder(tmp_path, capsys):
     assert "generated: no audio clips found" in capsys.readouterr().err
 
 
+def test_unreadable_files_are_left_out_said_and_named_in_the_report(folders, tmp_path, capsys):
+    """One torn file in a reference set once stopped the whole evaluation."""
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    for wav in (folders / "ref").glob("*.wav"):
+        (reference / wav.name).write_bytes(wav.read_bytes())
+    (reference / "torn.wav").write_bytes((folders / "ref" / "r0.wav").read_bytes()[:30])
+    (reference / "text.wav").write_text("not audio")
+    argv = ["evaluate", str(folders / "gen"), "--reference", str(reference), "--skip_missing"]
+    argv += ["true", "--metrics", "[fad, rtf]", "--codec_dir", str(folders / "model" / "codec")]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 0
+    assert "reference: left out 2 of 5 files that do not read (" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
+    fad, rtf = metrics
+    assert fad["details"]["real_clips"] == 3
+    assert sorted(f.split(":")[0] for f in fad["details"]["left_out"]["reference"]) == [
+        str(reference / "text.wav"), str(reference / "torn.wav"),
+    ]  # fmt: skip
+    assert "left_out" not in rtf["details"]  # it reads no reference
+    for wav in reference.glob("r*.wav"):
+        wav.write_text("not audio either")
+    assert main([*argv, "--output", str(tmp_path / "out2")]) == 2
+    assert "reference: none of the 5 audio files" in capsys.readouterr().err
+
+
 def test_fad_on_vggish_weights(folders, tmp_path, capsys):
     from lightning_sdm.metrics.vggish import VGGish
 

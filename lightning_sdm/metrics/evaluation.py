@@ -47,10 +47,16 @@ class Clip:
 
 
 def read_clips(
-    source: str | Path, what: str, limit: int | None = None, codec_dir: str | None = None
+    source: str | Path,
+    what: str,
+    limit: int | None = None,
+    codec_dir: str | None = None,
+    left_out: list[str] | None = None,
 ) -> list[Clip]:
     """Clips from a folder of audio, a JSONL/CSV manifest, or token shards (decoded with
-    `codec_dir`, else the codec the shards' index names)."""
+    `codec_dir`, else the codec the shards' index names). A file that cannot be read is
+    left out, said, and named in `left_out`: one torn file in a reference set of
+    thousands should not stop an evaluation (as it does not stop tokenize)."""
     if is_url(source):  # only shards live at URLs
         location = ShardLocation(source)
         problem = location.problem("index.json")
@@ -66,7 +72,23 @@ def read_clips(
     usable = [item for item in items if item.problem is None][:limit]
     if not usable:
         raise UserInputError(f"{what}: no audio clips found in {source}")
-    return [_load(item, what) for item in usable]
+    clips, unreadable = [], []
+    for item in usable:
+        try:
+            clips.append(_load(item))
+        except AudioRejected as error:
+            unreadable.append(f"{item.path}: {error}")
+    if not clips:
+        raise UserInputError(f"{what}: none of the {len(usable)} audio files in {source} reads")
+    if unreadable:
+        more = f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        shown = "; ".join(unreadable[:3]) + more
+        print(
+            f"{what}: left out {len(unreadable)} of {len(usable)} files that do not read ({shown})"
+        )
+    if left_out is not None:
+        left_out.extend(unreadable)
+    return clips
 
 
 def read_shard_clips(
@@ -101,11 +123,8 @@ def read_shard_clips(
     return clips
 
 
-def _load(item: SourceItem, what: str) -> Clip:
-    try:
-        audio = load_mono(item.path, LOAD_RATE)
-    except AudioRejected as error:
-        raise UserInputError(f"{what}: {item.path}: {error}") from error
+def _load(item: SourceItem) -> Clip:
+    audio = load_mono(item.path, LOAD_RATE)
     sidecar_path = item.path.with_suffix(".json")
     sidecar = json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else {}
     return Clip(item.key, item.caption, torch.from_numpy(audio.samples), sidecar)
@@ -142,9 +161,14 @@ def evaluate_folders(
         needs = "; ".join(f"{m} needs {BACKENDS[m][0]} ({BACKENDS[m][1]})" for m in missing)
         raise UserInputError(f"{needs}. Pass them, or --skip_missing to leave those out")
     chosen = [m for m in metrics if m not in missing]
-    fakes = read_clips(generated, "generated")
+    left_out: dict[str, list[str]] = {"generated": [], "reference": []}
+    fakes = read_clips(generated, "generated", left_out=left_out["generated"])
     needs_reference = any(m in ("fad", "kld") for m in chosen)
-    reals = read_clips(reference, "reference", codec_dir=codec_dir) if needs_reference else []
+    reals = (
+        read_clips(reference, "reference", codec_dir=codec_dir, left_out=left_out["reference"])
+        if needs_reference
+        else []
+    )
     runs = {
         "fad": lambda: score_fad(fakes, reals, fad_embedder(fad_kind, fad_dir), bootstrap),
         "kld": lambda: score_kld(fakes, reals, _classifier(ast_dir), bootstrap, kld_activation),
@@ -152,6 +176,11 @@ def evaluate_folders(
         "rtf": lambda: score_rtf(fakes, bootstrap),
     }  # fmt: skip
     results = [runs[metric]() for metric in chosen]
+    for result in results:  # the report names the files each number lacks
+        sources = ("generated", "reference") if result.metric in ("fad", "kld") else ("generated",)
+        unread = {what: left_out[what] for what in sources if left_out[what]}
+        if unread:
+            result.details["left_out"] = unread
     for metric in missing:
         print(f"skipped {metric}: no {BACKENDS[metric][0]} given")
     return results
