@@ -32,9 +32,27 @@ def read_musicgen(directory: str | Path) -> MusicgenForConditionalGeneration:
             "of e.g. facebook/musicgen-small (this code never downloads weights)"
         )
     try:
-        model = MusicgenForConditionalGeneration.from_pretrained(path, local_files_only=True)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        kind = config.get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError) as error:
+        raise UserInputError(f"{path}/config.json is not a JSON object ({error})") from error
+    if kind != "musicgen":
+        held = f"a {kind!r} model" if kind else "a config without a model_type"
+        if kind is None and "text" in config:
+            held = "a lightning_sdm model already (generate and fit read it as it is)"
+        raise UserInputError(f"{path} is not a MusicGen directory: it holds {held}")
+    try:
+        model, loading = MusicgenForConditionalGeneration.from_pretrained(
+            path, local_files_only=True, output_loading_info=True
+        )
     except (OSError, ValueError, KeyError) as error:
         raise UserInputError(f"{path}: not a loadable MusicGen checkpoint ({error})") from error
+    missing = loading["missing_keys"]
+    if missing:  # transformers fills them at random: an import would be noise, silently
+        raise UserInputError(
+            f"{path}: its weights lack {len(missing)} of MusicGen's tensors "
+            f"(e.g. {sorted(missing)[0]}): an incomplete copy?"
+        )
     return model.eval()
 
 

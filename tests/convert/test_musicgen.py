@@ -1,10 +1,12 @@
 """Import of a tiny random MusicGen: logits, CFG and greedy tokens equal transformers'."""
 
 import json
+import shutil
 
 import pytest
 import soundfile
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     ByT5Tokenizer,
     EncodecConfig,
@@ -160,6 +162,18 @@ def test_import_command_and_its_errors(imported, tmp_path, capsys):
     assert "imported" in capsys.readouterr().out
     assert main(["import-musicgen", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
     assert "is not a MusicGen directory" in capsys.readouterr().err
+    # our own model directory, or its codec: once loaded as a MusicGen of random weights
+    assert main(["import-musicgen", str(tmp_path / "out"), str(tmp_path / "x")]) == 2
+    assert "it holds a lightning_sdm model already" in capsys.readouterr().err
+    assert main(["import-musicgen", str(tmp_path / "out" / "codec"), str(tmp_path / "x")]) == 2
+    assert "it holds a 'encodec' model" in capsys.readouterr().err
+    partial = tmp_path / "partial"
+    shutil.copytree(root / "musicgen", partial)
+    weights = partial / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if "lm_heads" not in k}, weights)
+    assert main(["import-musicgen", str(partial), str(tmp_path / "x")]) == 2
+    assert "its weights lack 4 of MusicGen's tensors" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_imported_model_fine_tunes_and_its_loss_falls(imported):
