@@ -31,6 +31,8 @@ def load_codec(config: CodecConfig) -> Codec:
     if not is_random(config.pretrained) and is_vae_directory(str(config.pretrained)):
         try:
             return WaveformVAE.from_pretrained(str(config.pretrained))
+        except UserInputError:
+            raise  # names the directory already
         except (OSError, ValueError) as error:
             raise UserInputError(f"waveform VAE {config.pretrained}: {error}") from error
     return EncodecCodec(config)

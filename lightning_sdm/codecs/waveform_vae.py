@@ -19,6 +19,7 @@ from torch import nn
 
 from lightning_sdm.codecs.chunking import encode_in_chunks
 from lightning_sdm.codecs.identity import CodecIdentity, weights_fingerprint
+from lightning_sdm.local_weights import load_whole
 
 # Shaped like a 32 kHz, 50 Hz VAE (hop 640) but tiny: for tests and the CPU demo.
 # Oobleck's encoder ends in 2 x latent channels (the posterior's mean and scale), and its
@@ -71,7 +72,7 @@ def load_oobleck(directory: str | Path) -> nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        model = AutoencoderOobleck.from_pretrained(Path(directory), local_files_only=True)
+        model = load_whole(AutoencoderOobleck, Path(directory), "waveform VAE directory")
     if int(model.config.audio_channels) != 1:
         raise ValueError(f"{directory}: only mono waveform VAEs are supported")
     return model

@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.local_weights import load_whole
 from lightning_sdm.presets import is_random
 
 # The condition the generator uses for its unconditional rows, and CFG dropout's stand-in.
@@ -86,7 +87,7 @@ def load_t5(config: TextConditionerConfig) -> tuple[T5EncoderModel, PreTrainedTo
             f"T5 directory {path} does not exist; download t5-base once and point "
             "`pretrained` at the local copy (this code never fetches weights)"
         )
-    encoder = T5EncoderModel.from_pretrained(path, local_files_only=True)
+    encoder = load_whole(T5EncoderModel, path, "T5 directory")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return encoder, tokenizer
 

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 from lightning_sdm.conditioning import T5Conditioner, TextConditionerConfig
 from lightning_sdm.convert.export import CODEC_DIR, EXPORT_FILE
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.local_weights import load_whole
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 
@@ -41,18 +42,7 @@ def read_musicgen(directory: str | Path) -> MusicgenForConditionalGeneration:
         if kind is None and "text" in config:
             held = "a lightning_sdm model already (generate and fit read it as it is)"
         raise UserInputError(f"{path} is not a MusicGen directory: it holds {held}")
-    try:
-        model, loading = MusicgenForConditionalGeneration.from_pretrained(
-            path, local_files_only=True, output_loading_info=True
-        )
-    except (OSError, ValueError, KeyError) as error:
-        raise UserInputError(f"{path}: not a loadable MusicGen checkpoint ({error})") from error
-    missing = loading["missing_keys"]
-    if missing:  # transformers fills them at random: an import would be noise, silently
-        raise UserInputError(
-            f"{path}: its weights lack {len(missing)} of MusicGen's tensors "
-            f"(e.g. {sorted(missing)[0]}): an incomplete copy?"
-        )
+    model = load_whole(MusicgenForConditionalGeneration, path, "MusicGen directory")
     return model.eval()
 
 

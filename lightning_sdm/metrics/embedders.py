@@ -12,6 +12,7 @@ import soxr
 import torch
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.local_weights import load_whole
 
 
 def resample(wav: torch.Tensor, source_rate: int, target_rate: int) -> torch.Tensor:
@@ -80,7 +81,7 @@ class ClapEmbedder:
         from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
 
         path = _require_directory(directory, "CLAP", "laion/larger_clap_music")
-        self.model = ClapModel.from_pretrained(path, local_files_only=True).eval()
+        self.model = load_whole(ClapModel, path, "CLAP directory").eval()
         self.features = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.sample_rate = int(self.features.sampling_rate)
@@ -127,7 +128,7 @@ class ASTClassifier:
         from transformers import ASTForAudioClassification, AutoFeatureExtractor
 
         path = _require_directory(directory, "KLD", "MIT/ast-finetuned-audioset-10-10-0.4593")
-        self.model = ASTForAudioClassification.from_pretrained(path, local_files_only=True).eval()
+        self.model = load_whole(ASTForAudioClassification, path, "AST directory").eval()
         self.features = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
         self.sample_rate = int(self.features.sampling_rate)
         self.num_labels = int(self.model.config.num_labels)

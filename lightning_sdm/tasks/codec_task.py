@@ -26,6 +26,7 @@ from lightning_sdm.codecs.rvq import (
     codebook_usage,
 )
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.local_weights import load_whole
 from lightning_sdm.nn.spectral import MultiScaleMelLoss
 from lightning_sdm.tasks.autoencoder_task import AudioAutoencoderTask
 from lightning_sdm.tasks.configs import config_from
@@ -53,7 +54,7 @@ def build_encodec(encodec_config: dict[str, Any], init_from: str | None) -> Enco
     path = Path(init_from)
     if not (path / "config.json").is_file():
         raise UserInputError(f"model.init_from {path} is not a saved EncodecModel directory")
-    return EncodecModel.from_pretrained(path, local_files_only=True)
+    return load_whole(EncodecModel, path, "model.init_from")
 
 
 class CodecTask(AudioAutoencoderTask):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from safetensors.torch import load_file, save_file
 
 from lightning_sdm.cli import main
 from lightning_sdm.codecs import CodecConfig, EncodecCodec
@@ -167,6 +168,16 @@ def test_a_model_directory_with_torn_or_missing_weights_says_which_file(tmp_path
     assert "config do not match" not in said
     weights.unlink()
     assert f"{weights} not found" in run(capsys, "--model", model, "--prompt", "a")[2]
+
+
+def test_a_codec_copy_missing_tensors_stops_generate_instead_of_decoding_noise(tmp_path, capsys):
+    model = save_tiny_model_with_codec(tmp_path / "model", "delay", 1)
+    weights = model / "codec" / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if "decoder" not in k}, weights)
+    capsys.readouterr()
+    code, _, said = run(capsys, "--model", model, "--prompt", "a", "--timesteps", "4")
+    assert code == 2 and len(said.strip().splitlines()) == 1
+    assert f"EnCodec directory {model / 'codec'}: its weights lack" in said
 
 
 def test_a_checkpoint_whose_config_does_not_match_its_weights(tmp_path, capsys):

@@ -1,0 +1,43 @@
+"""Hugging Face models from local directories, whole or not at all.
+
+`from_pretrained` fills every tensor a directory's weights lack with a fresh random one and
+only logs it, so a copy cut short (a full disk, a download stopped half way) or the wrong
+folder would encode, condition or score with noise and say nothing. Here it is an error
+that names the folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lightning_sdm.errors import UserInputError
+
+Model = TypeVar("Model")
+
+
+def load_whole(model_class: type[Model], path: str | Path, what: str, **options: Any) -> Model:
+    """`model_class.from_pretrained(path)` from local files only; `what` names the
+    directory's role in the messages ("EnCodec directory", "T5 directory"); a transformers
+    or diffusers class. The library's own load report is kept quiet: what it would list as
+    missing is this error instead."""
+    library = logging.getLogger(model_class.__module__.partition(".")[0])
+    level = library.level
+    library.setLevel(logging.ERROR)
+    try:
+        model, loading = model_class.from_pretrained(  # type: ignore[attr-defined]
+            path, local_files_only=True, output_loading_info=True, **options
+        )
+    except (OSError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(f"{what} {path} does not load ({reason})") from error
+    finally:
+        library.setLevel(level)
+    missing = sorted(loading["missing_keys"])
+    if missing:
+        raise UserInputError(
+            f"{what} {path}: its weights lack {len(missing)} of the model's tensors "
+            f"(e.g. {missing[0]}): an incomplete copy, or another model's folder?"
+        )
+    return model
