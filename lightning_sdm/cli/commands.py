@@ -443,6 +443,15 @@ def serve(
 
     if max_loaded_models < 1:
         raise UserInputError(f"--max_loaded_models must be at least 1, got {max_loaded_models}")
+    if not 1 <= port <= 65535:
+        raise UserInputError(f"--port must be within 1-65535, got {port}")
+    from lightning_sdm.generation.source import source_family
+
+    for path in model or []:  # the page lists them: say now which one cannot load
+        try:
+            source_family(path)
+        except UserInputError as error:
+            raise UserInputError(f"--model {error}") from error
     for folder in models_dir or []:
         if not Path(folder).is_dir():
             raise UserInputError(f"--models_dir {folder} is not a folder")
@@ -461,6 +470,7 @@ def serve(
     elif token is not None:
         print("note: --token is used only off loopback (--host other than 127.0.0.1)")
         token = None
+    _require_free_port(host, port)
     policy = AccessPolicy(bind_host=host, token=token)
     app = create_app(model, test, output_dir, codec_dir, models_dir, policy, max_loaded_models)
     page = "/compare" if test is not None else "/"
@@ -475,6 +485,33 @@ def serve(
     print(f"serving on {address} (Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Bind and release the address first, so a port in use (another server) is one line
+    before anything claims to be serving, not uvicorn's error after it."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise UserInputError(f"--host {host} does not resolve ({error.strerror})") from error
+    family, kind, _, _, address = infos[0]
+    hints = {
+        errno.EADDRINUSE: "another server? pick another --port",
+        errno.EADDRNOTAVAIL: "not an address of this machine: check --host",
+        errno.EACCES: "ports below 1024 need privileges: pick another --port",
+    }
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            hint = hints.get(error.errno or 0, "check --host and --port")
+            raise UserInputError(
+                f"cannot serve on {host}:{port}: {error.strerror or error} ({hint})"
+            ) from error
 
 
 def listening_report(answers: str, output: str | None = None) -> int:

@@ -13,6 +13,10 @@ from tests.listening.systems import write_system
         (["serve", "--prompts", "p.txt"], "--prompts selects the prompts of an A/B test"),
         (["serve", "--compare", "{a}", "{tmp}/none"], "system B: "),
         (["listening-report", "{tmp}/none.jsonl"], "answers file"),
+        (["serve", "--model", "{tmp}/none"], "--model {tmp}/none is neither a model directory"),
+        (["serve", "--model", "{a}"], "--model {a} is not a saved lightning_sdm model"),
+        (["serve", "--port", "99999"], "--port must be within 1-65535, got 99999"),
+        (["serve", "--host", "nowhere.invalid"], "--host nowhere.invalid does not resolve"),
     ],
 )
 def test_bad_arguments_fail_in_one_line(tmp_path, capsys, argv, message):
@@ -20,7 +24,21 @@ def test_bad_arguments_fail_in_one_line(tmp_path, capsys, argv, message):
     words = [w.format(a=a, tmp=tmp_path) for w in argv]
     assert main(words) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and message in err
+    assert err.startswith("error:") and message.format(a=a, tmp=tmp_path) in err
+
+
+def test_a_port_in_use_is_one_line_before_anything_claims_to_serve(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--port", str(port), "--output_dir", str(tmp_path / "served")]
+        assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert f"cannot serve on 127.0.0.1:{port}: " in err and "pick another --port" in err
+    assert "serving on" not in out
 
 
 def test_serving_off_loopback_warns_and_requires_the_printed_token(tmp_path):
