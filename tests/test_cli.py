@@ -261,9 +261,7 @@ def test_help_and_the_pattern_commands_start_without_loading_transformers():
         "    assert main(['patterns', 'table', '--T', '20', '--C', '4']) == 0\n"
         "print(sorted(m for m in ('transformers', 'diffusers', 'lightning') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert last_line_printed(script) == "[]"
 
 
 def test_model_load_bars_stay_off_when_transformers_loads_after_the_entry_point():
@@ -275,9 +273,14 @@ def test_model_load_bars_stay_off_when_transformers_loads_after_the_entry_point(
         "from transformers.utils import logging\n"
         "print(logging.is_progress_bar_enabled())\n"
     )
+    assert last_line_printed(script) == "False"
+
+
+def last_line_printed(script: str) -> str:
+    """What a fresh interpreter running `script` printed last."""
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    return done.stdout.strip().splitlines()[-1]
 
 
 def test_the_command_list_shows_each_first_sentence_whole(capsys):
