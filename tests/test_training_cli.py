@@ -208,6 +208,29 @@ def test_csv_logger_when_wandb_is_disabled(tmp_path, monkeypatch):
     assert "train/tokens_per_s" in metrics
 
 
+@pytest.mark.parametrize(("steps", "every"), [(5, 2), (3, 10)])
+def test_a_run_ending_between_periodic_checkpoints_saves_its_final_step(
+    tmp_path, monkeypatch, steps, every
+):
+    """every_n_train_steps 2 and max_steps 5: last.ckpt once held step 4, and a resume
+    trained step 5 again on weights that had lost it. Before any periodic save (3 of 10),
+    Lightning's own final save held the EMA average as the trained weights."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = yaml.safe_load(tiny_config(tmp_path).read_text())
+    for callback in config["trainer"]["callbacks"]:
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"]["every_n_train_steps"] = every
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    argv = ["fit", "--config", str(tmp_path / "fit.yaml"), "--trainer.max_steps", str(steps)]
+    assert main(argv) == 0
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == steps
+    # saved before EMA copies its average over the trained weights: a resume trains on them
+    raw, averaged = checkpoint["current_model_state"], checkpoint["state_dict"]
+    assert not torch.equal(raw["model.lm.token_embedding"], averaged["model.lm.token_embedding"])
+
+
 def test_every_fresh_fit_gets_its_own_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     config = str(tiny_config(tmp_path))

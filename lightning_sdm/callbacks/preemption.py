@@ -2,7 +2,8 @@
 
 On SIGTERM (a scheduler's preemption, `kill`), Lightning stops at the next step boundary on
 every rank; this callback then saves `last.ckpt` so that `--ckpt_path last` continues from
-that step. Logged rows are written out before each checkpoint (a resume does not log
+that step. A run that ends between two periodic checkpoints saves `last.ckpt` at its final
+step too. Logged rows are written out before each checkpoint (a resume does not log
 those steps again), and on resume the rows a killed run logged after its last checkpoint
 give way to the resumed run's.
 
@@ -85,6 +86,32 @@ class ResumableRun(Callback):
         if not metrics or "step" in metrics:  # a user-set step: Lightning logs it elsewhere
             return None
         return {**metrics, "epoch": metrics.get("epoch", trainer.current_epoch)}, step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning saves `last.ckpt` at the end only if it never saved one: a run whose
+        # max_steps is not a multiple of every_n_train_steps ended with last.ckpt steps
+        # behind its final weights (a demo of 1100 steps kept step 1050). And it saves
+        # after weight averaging has copied the average over the trained weights, so a
+        # resume would train on the average. This runs first (`fit` puts it first) and
+        # saves the final step for the checkpoint callbacks, which then skip it.
+        if trainer.global_step == 0 or trainer.fast_dev_run:
+            return
+        keeping_last = [
+            callback
+            for callback in trainer.checkpoint_callbacks
+            if isinstance(callback, ModelCheckpoint) and callback.save_last
+        ]
+        if not keeping_last or all(
+            getattr(c, "_last_global_step_saved", None) == trainer.global_step for c in keeping_last
+        ):
+            return
+        path = self.last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        for callback in keeping_last:  # Lightning's own end-of-training save skips then
+            callback._last_global_step_saved = trainer.global_step
+            callback._last_checkpoint_saved = str(path)
+            callback.last_model_path = str(path)
+        _say(f"saved {path} at the final step {trainer.global_step}")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

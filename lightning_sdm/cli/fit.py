@@ -234,7 +234,8 @@ class SdmCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         kwargs["plugins"] = _with_atomic_checkpoints(trainer_config)
         if trainer_config.get("logger") not in (None, True):  # the user's own trackers, folders
-            kwargs["callbacks"] = [*_as_list(trainer_config.get("callbacks")), ResumableRun()]
+            # first: its end-of-training save precedes weight averaging's (see ResumableRun)
+            kwargs["callbacks"] = [ResumableRun(), *_as_list(trainer_config.get("callbacks"))]
             trainer = super().instantiate_trainer(**kwargs)
             _quiet_unsharded_averaging(trainer)
             return trainer
@@ -245,7 +246,7 @@ class SdmCLI(LightningCLI):
             remove_partials(plan.run_dir, of=METRICS_FILE)
         kwargs["logger"] = run_loggers(plan.run_dir)
         callbacks = _with_step_progress(trainer_config)
-        kwargs["callbacks"] = [*callbacks, ResumableRun(plan.checkpoint_dir)]
+        kwargs["callbacks"] = [ResumableRun(plan.checkpoint_dir), *callbacks]
         trainer = super().instantiate_trainer(**kwargs)
         _quiet_unsharded_averaging(trainer)
         for callback in trainer.checkpoint_callbacks:
