@@ -231,6 +231,25 @@ def test_a_run_ending_between_periodic_checkpoints_saves_its_final_step(
     assert not torch.equal(raw["model.lm.token_embedding"], averaged["model.lm.token_embedding"])
 
 
+def test_a_resume_refuses_another_architecture_and_takes_new_training_options(
+    tmp_path, monkeypatch, capsys
+):
+    """Lightning put the checkpoint's model options over the given ones: a changed pattern
+    was silently ignored for a file path, and used on the old weights for `last`."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    fit = ["fit", "--config", str(tiny_config(tmp_path))]
+    assert main([*fit, "--trainer.max_steps", "2"]) == 0
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    for where in (str(last), "last"):
+        resumed = [*fit, "--ckpt_path", where, "--trainer.max_steps", "3"]
+        assert main([*resumed, "--model.lm.interleave", "1"]) == 2
+        said = capsys.readouterr().err
+        assert "model.lm.interleave 1 (checkpoint: 3)" in said and "model.init_from" in said
+    assert main([*resumed, "--model.lm.dropout", "0.2"]) == 0
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3 and checkpoint["hyper_parameters"]["lm"]["dropout"] == 0.2
+
+
 def test_every_fresh_fit_gets_its_own_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     config = str(tiny_config(tmp_path))

@@ -193,13 +193,16 @@ class SdmCLI(LightningCLI):
         )
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads a given checkpoint's hyper-parameters first: a torn or empty one
-        is named in one line here instead of failing inside torch.load."""
+        """Lightning would load the whole checkpoint here and put its model options over the
+        ones given, silently (`--model.lm.pattern delay` resumed a stack-delay run as
+        stack-delay; a new dropout was dropped), and only for a file, not for `last` or a
+        folder of shards. The model is built from the config instead; the task checks it
+        against the checkpoint's when the weights load (`TextConditionedTask`), and a torn
+        or empty checkpoint is named in one line here."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():
             require_readable(ckpt_path)
-        super()._parse_ckpt_path()
 
     def _safely(self, method: Any, **kwargs: Any) -> Any:
         # Our checkpoints hold tensors and plain types only, so they load with weights_only.

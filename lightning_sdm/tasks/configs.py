@@ -40,3 +40,28 @@ def training_option_changes(
                 )
             changes[section][name] = value
     return changes
+
+
+# Where the weights of a resumed run come from is the checkpoint, not this path: a moved
+# copy of the same T5 may be named.
+WEIGHTS_SOURCE_OPTIONS = frozenset({"pretrained"})
+
+
+def resume_changes(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    training_options: Mapping[str, tuple[str, ...]],
+) -> list[str]:
+    """The architecture options a resumed run sets away from its checkpoint's, per model
+    section (`training_options` names the sections and what may change in each): a
+    resume continues the same model; another one starts from its weights with init_from."""
+    changes = []
+    for section, may_change in training_options.items():
+        before, now = saved.get(section), current.get(section)
+        if not isinstance(before, Mapping) or not isinstance(now, Mapping):
+            continue
+        for name in sorted(set(before) & set(now) - set(may_change) - WEIGHTS_SOURCE_OPTIONS):
+            if before[name] != now[name]:
+                option = f"model.{section}.{name}"
+                changes.append(f"{option} {now[name]!r} (checkpoint: {before[name]!r})")
+    return changes

@@ -61,6 +61,7 @@ class TextToAudioDiffusionTask(TextConditionedTask):
     """
 
     shard_units = (DiTBlock,)
+    training_options = TRAINING_OPTIONS
     shard_entry_methods = ("training_loss",)
 
     def __init__(

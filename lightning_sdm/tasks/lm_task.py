@@ -89,6 +89,7 @@ class TextToMusicTask(TextConditionedTask):
     shard_units = (DecoderLayer,)
     shard_entry_methods = ("token_losses",)  # the training loss enters the model there
     throughput_name = "train/tokens_per_s"
+    training_options = TRAINING_OPTIONS
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ import torch
 from lightning_sdm.data.interface import TrainingData, training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.saving import FAMILY_KEY
-from lightning_sdm.tasks.configs import training_option_changes
+from lightning_sdm.tasks.configs import resume_changes, training_option_changes
 from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
 
 TRAINED_FRAMES_KEY = "trained_segment_frames"
@@ -65,6 +65,9 @@ class TextConditionedTask(ScheduledAdamWTask):
     must offer in `check_data`."""
 
     throughput_name = "train/frames_per_s"  # the log name of `units_per_batch` per second
+    # The model's config sections and the options in each that may change when training
+    # goes on from saved weights (init_from, a resume); the rest fix the architecture.
+    training_options: Mapping[str, tuple[str, ...]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,6 +131,16 @@ class TextConditionedTask(ScheduledAdamWTask):
             checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        changed = resume_changes(
+            checkpoint.get("hyper_parameters") or {}, self.hparams, self.training_options
+        )
+        if changed:  # the same weights under another pattern or size would train on silently
+            raise UserInputError(
+                f"this run's model differs from its checkpoint's: {'; '.join(changed[:4])}"
+                + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+                + ". Resume with the run's own config (RUN/config.yaml), or export the "
+                "checkpoint and start a new run from it with model.init_from"
+            )
         self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
 
     @classmethod
