@@ -71,6 +71,16 @@ def tokenize(
     from lightning_sdm.data.tokenize import TokenizeConfig
     from lightning_sdm.data.tokenize import tokenize as run_tokenize
 
+    for option, value, least in (
+        ("--shard_items", shard_items, 1), ("--workers", workers, 0),
+        ("--num_nodes", num_nodes, 1), ("--min_seconds", min_seconds, 0),
+    ):  # fmt: skip
+        if value < least:
+            raise UserInputError(f"{option} must be at least {least}, got {value}")
+    if shard_mb <= 0:
+        raise UserInputError(f"--shard_mb must be above 0, got {shard_mb}")
+    if isinstance(devices, int) and (devices == 0 or devices < -1):
+        raise UserInputError(f"--devices must be a count (1 or more), -1 or auto, got {devices}")
     summary = run_tokenize(
         TokenizeConfig(
             input=input,

@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -388,18 +389,24 @@ def _predict_with_trainer(
     callbacks: list[L.Callback] = [publisher]
     if config.progress:
         callbacks.append(AudioThroughputBar())
-    trainer = L.Trainer(
-        accelerator=config.accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=config.progress,
-        callbacks=callbacks,
-        use_distributed_sampler=False,  # the DataModule gives each rank its share
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=config.progress,
+            callbacks=callbacks,
+            use_distributed_sampler=False,  # the DataModule gives each rank its share
+        )
+    except (MisconfigurationException, ModuleNotFoundError) as error:  # hardware it lacks
+        raise UserInputError(
+            f"--accelerator {config.accelerator} --devices {config.devices} --strategy "
+            f"{config.strategy}: {str(error).splitlines()[0]}"
+        ) from error
     trainer.predict(module, datamodule=data, return_predictions=False)
     trainer.strategy.barrier()
     return trainer.is_global_zero

@@ -249,6 +249,25 @@ def test_cli_exits_non_zero_only_when_nothing_was_tokenized(codec_dir, tmp_path,
     assert main([*only_bad, "--codec-dir", codec_dir, "--workers", "0"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--shard_items", "0"], "--shard_items must be at least 1, got 0"),
+        (["--shard_mb", "0"], "--shard_mb must be above 0"),
+        (["--workers", "-2"], "--workers must be at least 0, got -2"),
+        (["--min_seconds", "-1"], "--min_seconds must be at least 0"),
+        (["--devices", "0"], "--devices must be a count (1 or more), -1 or auto, got 0"),
+        (["--accelerator", "gpu"], "--accelerator gpu --devices 1 --strategy auto: No supported"),
+    ],
+)
+def test_settings_tokenize_cannot_run_are_one_line(codec_dir, tmp_path, capsys, options, message):
+    make_folder(tmp_path / "in")
+    argv = ["tokenize", str(tmp_path / "in"), str(tmp_path / "out"), "--codec-dir", codec_dir]
+    assert main([*argv, "--no-progress", *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
 def test_an_output_that_cannot_be_written_is_one_line(codec_dir, tmp_path, capsys):
     make_folder(tmp_path / "in")
     (tmp_path / "a_file").write_text("x")
