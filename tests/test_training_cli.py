@@ -250,6 +250,14 @@ def test_a_resume_refuses_another_architecture_and_takes_new_training_options(
     assert checkpoint["global_step"] == 3 and checkpoint["hyper_parameters"]["lm"]["dropout"] == 0.2
 
 
+def test_trainer_hardware_this_machine_cannot_run_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    fit = ["fit", "--config", str(tiny_config(tmp_path))]
+    assert main([*fit, "--trainer.devices", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: trainer (accelerator 'cpu', devices '0'")
+
+
 def test_every_fresh_fit_gets_its_own_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     config = str(tiny_config(tmp_path))

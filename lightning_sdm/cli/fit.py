@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -239,7 +240,7 @@ class SdmCLI(LightningCLI):
         if trainer_config.get("logger") not in (None, True):  # the user's own trackers, folders
             # first: its end-of-training save precedes weight averaging's (see ResumableRun)
             kwargs["callbacks"] = [ResumableRun(), *_as_list(trainer_config.get("callbacks"))]
-            trainer = super().instantiate_trainer(**kwargs)
+            trainer = self._trainer_from(kwargs, trainer_config)
             _quiet_unsharded_averaging(trainer)
             return trainer
         root = Path(trainer_config.get("default_root_dir") or os.getcwd())
@@ -250,7 +251,7 @@ class SdmCLI(LightningCLI):
         kwargs["logger"] = run_loggers(plan.run_dir)
         callbacks = _with_step_progress(trainer_config)
         kwargs["callbacks"] = [ResumableRun(plan.checkpoint_dir), *callbacks]
-        trainer = super().instantiate_trainer(**kwargs)
+        trainer = self._trainer_from(kwargs, trainer_config)
         _quiet_unsharded_averaging(trainer)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
@@ -260,6 +261,18 @@ class SdmCLI(LightningCLI):
         elif self._get(self.config_init, "ckpt_path") == "last":
             rank_zero_info(f"no last checkpoint under {root} yet: starting {plan.run_dir}")
         return trainer
+
+    def _trainer_from(self, kwargs: dict[str, Any], config: Any) -> L.Trainer:
+        """Lightning's Trainer, with an accelerator, device count or strategy this machine
+        cannot run as one line naming the trainer options, not a traceback."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ModuleNotFoundError) as error:
+            chosen = ", ".join(
+                f"{name} {config.get(name, 'auto')!r}"
+                for name in ("accelerator", "devices", "strategy")
+            )
+            raise UserInputError(f"trainer ({chosen}): {str(error).splitlines()[0]}") from error
 
 
 def _quiet_unsharded_averaging(trainer: L.Trainer) -> None:
