@@ -124,3 +124,36 @@ def test_replacing_one_folder_leaves_a_siblings_work_in_progress_alone(tmp_path)
     own_leftover.mkdir()  # a killed earlier export to "model"
     replace_directory(tmp_path / "model", lambda folder: (folder / "w").write_text("x"))
     assert sibling_partial.is_dir() and not own_leftover.exists()
+
+
+def test_a_checkpoint_that_does_not_fit_on_its_disk_is_one_line_and_the_old_one_stays(
+    tmp_path, monkeypatch
+):
+    """torch reports a full disk as "unexpected pos 32448 vs 32342"."""
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    from lightning_sdm.errors import UserInputError
+    from lightning_sdm.runs import checkpoints
+    from lightning_sdm.runs.checkpoints import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    checkpoint = {"state_dict": {"w": torch.zeros(2**20)}, "global_step": 1}  # 4 MB
+    io.save_checkpoint(checkpoint, path)
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10 * 2**20, 9 * 2**20, 2**20))
+    with pytest.raises(UserInputError, match=r"has 1 MB free and the checkpoint needs about 4 MB"):
+        io.save_checkpoint({**checkpoint, "global_step": 2}, path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 0, 10**12))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # not the disk: as it was
+        io.save_checkpoint({**checkpoint, "global_step": 2}, path)
+    monkeypatch.undo()
+    assert checkpoints.load_checkpoint(path)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -9,6 +9,7 @@ built by jsonargparse from the typed functions in `lightning_sdm.cli.commands`. 
 
 from __future__ import annotations
 
+import errno
 import inspect
 import sys
 import types
@@ -192,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         except SIGTERMException:
             return 128 + 15  # the shell's code for a SIGTERM, so job scripts see the stop
+        except OSError as error:
+            return _disk_full(error)
         return 0
     if not words:
         names = "|".join([*TRAINING_COMMANDS, *dict.fromkeys(p.split()[0] for p in COMMANDS)])
@@ -205,6 +208,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {user_error_within(error) or error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        return _disk_full(error)
+
+
+def _disk_full(error: OSError) -> int:
+    """A full disk in one line (what was written stays whole: every writer here publishes
+    by rename, and a rerun continues); any other OSError is a bug to see in full."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise error
+    where = f" writing {error.filename}" if error.filename else ""
+    print(
+        f"error: the disk is full{where} ({error.strerror}); what was written "
+        "before is whole: free space and run the command again to continue",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ A killed run resumes: published shards are kept, their items skipped, the rest r
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -217,7 +218,10 @@ class ShardPublisher(BasePredictionWriter):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self.publish_open_shard()
+        # The full disk that failed a write fails this one too; raising here would skip
+        # Lightning's teardown, whose decoding workers then kept the process alive.
+        with contextlib.suppress(OSError):
+            self.publish_open_shard()
 
 
 class AudioThroughputBar(TQDMProgressBar):

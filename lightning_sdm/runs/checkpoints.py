@@ -4,6 +4,7 @@ or the folder of per-rank shards FSDP writes with `save_distributed_checkpoint: 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -73,8 +74,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as handle:
-            torch.save(checkpoint, handle)
+        try:
+            with atomic_file(path) as handle:
+                torch.save(checkpoint, handle)
+        except Exception as error:  # torch reports a full disk as "unexpected pos ..."
+            needed, free = tensor_bytes(checkpoint), shutil.disk_usage(path.parent).free
+            if free >= needed:
+                raise
+            raise UserInputError(
+                f"checkpoint {path} could not be written: its disk has {free / 2**20:.0f} MB "
+                f"free and the checkpoint needs about {needed / 2**20:.0f} MB (earlier "
+                "checkpoints are untouched). Free space there, or point the run elsewhere "
+                "(trainer.default_root_dir)"
+            ) from error
+
+
+def tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in a (nested) checkpoint: what writing it needs at least."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
 
 
 def load_failure(path: str | Path, error: Exception) -> str:

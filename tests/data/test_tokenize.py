@@ -437,3 +437,40 @@ def test_a_stop_signal_ends_tokenize_within_seconds_mid_track_and_a_rerun_contin
     assert "tokenized 1 new items; 2 were already present" in rerun.stdout
     keys = sorted(s["key"] for s in all_samples(out))
     assert keys == ["a", "b", "z-long"]
+
+
+FULL_DISK_RUN = """
+import errno, sys
+from lightning_sdm.data.shards import ShardWriter
+from lightning_sdm.cli import main
+written = []
+def full():
+    return OSError(errno.ENOSPC, "No space left on device")
+def write(self, item):
+    if written:  # the second item finds the disk full, and so does every later write
+        self.failed = True
+        raise full()
+    written.append(item)
+    return original_write(self, item)
+def finish(self):
+    if len(written) > 1 or getattr(self, "failed", False):
+        raise full()
+    return original_finish(self)
+original_write, ShardWriter.write = ShardWriter.write, write
+original_finish, ShardWriter.finish = ShardWriter.finish, finish
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_ends_tokenize_in_one_line_with_decoding_workers_running(codec_dir, tmp_path):
+    """A second failed write in the exception hook once skipped Lightning's teardown: the
+    decoding workers, which ignore SIGTERM, kept the process waiting at exit forever."""
+    make_folder(tmp_path / "in")
+    argv = ["tokenize", str(tmp_path / "in"), str(tmp_path / "out"), "--codec-dir", codec_dir]
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_RUN, *argv, "--no-progress", "--workers", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "\nerror: the disk is full (No space left on device); what was written" in done.stderr
+    assert not list((tmp_path / "out").glob("shard-*.tar"))  # nothing torn was published
