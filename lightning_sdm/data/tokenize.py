@@ -297,9 +297,15 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
         num_workers=config.num_workers,
     )
     data.discover()  # before anything is written: a wrong input leaves no folder
+    made_here = not location.remote and not Path(config.output).exists()
     uploader = _prepare_output(location, config)
     try:
         return _tokenize_into(config, location, data, uploader, use_trainer)
+    except UserInputError:
+        if made_here:  # refused settings (an accelerator it lacks) leave no empty folder
+            with contextlib.suppress(OSError):
+                Path(config.output).rmdir()
+        raise
     finally:
         if uploader is not None:
             uploader.remove_staging()

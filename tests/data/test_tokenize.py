@@ -266,6 +266,7 @@ def test_settings_tokenize_cannot_run_are_one_line(codec_dir, tmp_path, capsys, 
     assert main([*argv, "--no-progress", *options]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()  # refused before or after making it: none left
 
 
 def test_an_output_that_cannot_be_written_is_one_line(codec_dir, tmp_path, capsys):
