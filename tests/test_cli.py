@@ -295,3 +295,13 @@ def test_the_command_list_shows_each_first_sentence_whole(capsys):
     assert "patterns commands: show, table" in listing
     summaries = listing.split("Available subcommands:")[1]
     assert summaries.count("(") == summaries.count(")")
+
+
+def test_a_file_where_a_folder_is_needed_is_one_line(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    (tmp_path / "a_file").write_text("x")
+    capsys.readouterr()  # what saving the model printed
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "a", "--timesteps", "4"]
+    assert main([*argv, "--output_dir", str(tmp_path / "a_file" / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'a_file'}: a file is where a folder is needed"]

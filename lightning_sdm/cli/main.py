@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SIGTERMException:
             return 128 + 15  # the shell's code for a SIGTERM, so job scripts see the stop
         except OSError as error:
-            return _disk_full(error)
+            return _os_error(error)
         return 0
     if not words:
         names = "|".join([*TRAINING_COMMANDS, *dict.fromkeys(p.split()[0] for p in COMMANDS)])
@@ -209,21 +209,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {user_error_within(error) or error}", file=sys.stderr)
         return 2
     except OSError as error:
-        return _disk_full(error)
+        return _os_error(error)
 
 
-def _disk_full(error: OSError) -> int:
-    """A full disk in one line (what was written stays whole: every writer here publishes
-    by rename, and a rerun continues); any other OSError is a bug to see in full."""
-    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-        raise error
-    where = f" writing {error.filename}" if error.filename else ""
-    print(
-        f"error: the disk is full{where} ({error.strerror}); what was written "
-        "before is whole: free space and run the command again to continue",
-        file=sys.stderr,
-    )
-    return 1
+# What the file system refuses because of where the user pointed a command: said in one
+# line with the path. Any other OSError is a bug to see in full.
+PATH_ERRORS = {
+    errno.EEXIST: "a file is where a folder is needed",
+    errno.ENOTDIR: "a file is where a folder is needed",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+}
+
+
+def _os_error(error: OSError) -> int:
+    """A full disk or a path the file system refuses, in one line. Writers here publish by
+    rename, so what was written before stays whole and a rerun continues."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {error.filename}" if error.filename else ""
+        print(
+            f"error: the disk is full{where} ({error.strerror}); what was written "
+            "before is whole: free space and run the command again to continue",
+            file=sys.stderr,
+        )
+        return 1
+    if error.errno in PATH_ERRORS and error.filename:
+        print(f"error: {error.filename}: {PATH_ERRORS[error.errno]}", file=sys.stderr)
+        return 2
+    raise error
 
 
 if __name__ == "__main__":
