@@ -4,12 +4,16 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+from transformers.utils import logging as transformers_logging
 
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# As `lightning-sdm` runs for users (`quiet.py`): transformers' save and load bars off in
+# every test, not only after some CLI test ran in the same worker (captured output checks).
+transformers_logging.disable_progress_bar()
 os.environ["LIGHTNING_SDM_CACHE"] = "off"  # no measured choice kept in the home folder
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers share the cores: one thread each, their subprocesses too, so neither
