@@ -5,6 +5,13 @@ class UserInputError(ValueError):
     """The message says what was found and what to do; the command line prints only it."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message ("" when it has none): libraries' messages run
+    to paragraphs, and ours are one line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def user_error_within(error: BaseException) -> UserInputError | None:
     """The UserInputError that `error` wraps, if any: jsonargparse re-raises what a class
     raises while it instantiates it as a ValueError about union subtypes, its cause chained."""

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, first_line
 
 Model = TypeVar("Model")
 
@@ -30,7 +30,7 @@ def load_whole(model_class: type[Model], path: str | Path, what: str, **options:
             path, local_files_only=True, output_loading_info=True, **options
         )
     except (OSError, ValueError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error) or type(error).__name__
         raise UserInputError(f"{what} {path} does not load ({reason})") from error
     finally:
         library.setLevel(level)

@@ -29,7 +29,7 @@ from lightning_sdm.callbacks.progress import StepProgress
 from lightning_sdm.callbacks.samples import SampleGeneration
 from lightning_sdm.cli.parsing import ErrorFirst
 from lightning_sdm.data.datamodule import TokenShardsDataModule
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, first_line
 from lightning_sdm.runs.checkpoints import AtomicCheckpointIO, require_readable
 from lightning_sdm.runs.plan import RUN_DIR_ENV, RunPlan, plan_run
 from lightning_sdm.runs.tracking import METRICS_FILE, run_loggers
@@ -272,7 +272,7 @@ class SdmCLI(LightningCLI):
                 f"{name} {config.get(name, 'auto')!r}"
                 for name in ("accelerator", "devices", "strategy")
             )
-            raise UserInputError(f"trainer ({chosen}): {str(error).splitlines()[0]}") from error
+            raise UserInputError(f"trainer ({chosen}): {first_line(error)}") from error
 
 
 def _quiet_unsharded_averaging(trainer: L.Trainer) -> None:

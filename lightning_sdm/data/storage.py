@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, first_line
 
 # URL schemes read through fsspec, and the package that brings each one's filesystem.
 REMOTE_SCHEMES = {
@@ -90,7 +90,7 @@ def why(error: BaseException) -> str:
         )
     if isinstance(error, PermissionError) or _refused(error):
         return "access denied with the credentials found"
-    text = str(error).splitlines()[0] if str(error) else ""
+    text = first_line(error)
     if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
         return "no such bucket"
     if isinstance(error, FileNotFoundError):

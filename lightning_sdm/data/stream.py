@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from lightning_sdm.data import storage
 from lightning_sdm.data.shard_cache import ShardCache
 from lightning_sdm.data.shards import read_shard_resilient
+from lightning_sdm.errors import first_line
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class ShardStream(IterableDataset):
         return read_shard_resilient(shard, retries=1, on_failure=self._bad_shard)
 
     def _bad_shard(self, shard: str, error: Exception) -> None:
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        reason = f"{type(error).__name__}: {first_line(error)}"
         if not self.skip_bad_shards:
             raise RuntimeError(
                 f"shard {shard} failed {self._tries(shard)} ({reason}); stopped "

@@ -47,7 +47,7 @@ from lightning_sdm.data.shards import (
 from lightning_sdm.data.sources import Rejection, SourceItem
 from lightning_sdm.data.stopping import SignalStop, StopRequested
 from lightning_sdm.data.storage import ShardLocation
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, first_line
 from lightning_sdm.presets import RANDOM_WEIGHTS
 
 RANDOM_CODEC_DIR = "codec"  # where --random-codec saves its codec, inside the output folder
@@ -415,7 +415,7 @@ def _predict_with_trainer(
     except (MisconfigurationException, ModuleNotFoundError) as error:  # hardware it lacks
         raise UserInputError(
             f"--accelerator {config.accelerator} --devices {config.devices} --strategy "
-            f"{config.strategy}: {str(error).splitlines()[0]}"
+            f"{config.strategy}: {first_line(error)}"
         ) from error
     trainer.predict(module, datamodule=data, return_predictions=False)
     trainer.strategy.barrier()

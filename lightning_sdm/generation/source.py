@@ -12,7 +12,7 @@ import yaml
 
 from lightning_sdm.codecs import Codec, CodecConfig, load_codec
 from lightning_sdm.convert.export import CODEC_DIR, trained_segment_frames
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, first_line
 from lightning_sdm.families import (
     family_of,
     family_of_checkpoint,
@@ -147,7 +147,7 @@ def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Pat
         if isinstance(error, UserInputError):
             raise
         raise UserInputError(
-            f"{path}: its weights do not match its config ({str(error).splitlines()[0]})"
+            f"{path}: its weights do not match its config ({first_line(error)})"
         ) from error
     identity = {
         "checkpoint": str(path),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import soundfile
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, first_line
 
 SYSTEMS = ("A", "B")
 
@@ -59,7 +59,7 @@ def _readable(wav: Path) -> str | None:
     try:
         info = soundfile.info(str(wav))
     except Exception as error:  # soundfile raises several types for corrupt files
-        return f"unreadable audio ({str(error).splitlines()[0]})"
+        return f"unreadable audio ({first_line(error)})"
     if info.frames == 0:
         return "empty audio"
     return None

@@ -14,7 +14,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lightning_sdm.atomic import atomic_file
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import UserInputError, first_line
 
 SHARD_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
 SHARDED_EXTRAS = "meta.pt"  # what Lightning keeps beside the shards (hparams, loops, ...)
@@ -111,8 +111,7 @@ def load_failure(path: str | Path, error: Exception) -> str:
     message = str(error).strip()
     if message.startswith("Weights only load failed"):
         return "holds objects other than tensors and plain data (refused: loading them runs code)"
-    first_line = message.splitlines()[0] if message else ""
-    return f"cannot be read ({type(error).__name__}: {first_line[:120]})"
+    return f"cannot be read ({type(error).__name__}: {first_line(error)[:120]})"
 
 
 def unreadable_reason(path: str | Path) -> str | None:
