@@ -142,6 +142,12 @@ def read_audio_prompt(
         audio = load_mono(file, rate)
     except AudioRejected as error:
         raise UserInputError(f"audio prompt {file}: {error}") from error
+    frame_seconds = 1 / source.frame_rate
+    if audio.seconds(rate) < frame_seconds:  # the codec would pad it into a frame of its own
+        raise UserInputError(
+            f"audio prompt {file} is {1000 * audio.seconds(rate):.1f} ms, shorter than one "
+            f"codec frame ({1000 * frame_seconds:.1f} ms): nothing to continue"
+        )
     if audio.source_sample_rate != rate or audio.source_channels != 1:
         channels = "mono" if audio.source_channels == 1 else f"{audio.source_channels} channels"
         print(

@@ -58,6 +58,17 @@ def test_an_audio_prompt_as_long_as_the_request_is_refused(model_with_codec, tmp
     assert code == 2 and "the audio prompt is 1.00 s, not shorter than the 0.5 s" in err
 
 
+def test_an_audio_prompt_shorter_than_a_codec_frame_is_refused(model_with_codec, tmp_path, capsys):
+    soundfile.write(tmp_path / "click.wav", np.full(200, 0.5), 32000)  # 6.25 ms < 20 ms
+    code, _, err = run(
+        capsys, "--model", model_with_codec, "--prompt", "a", "--seconds", 0.5,
+        "--audio_prompt", tmp_path / "click.wav", "--output_dir", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 2
+    assert "is 6.2 ms, shorter than one codec frame (20.0 ms)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_batches_do_not_change_what_a_prompt_generates(model_with_codec, tmp_path, capsys):
     prompts = ["a", "b", "c"]
     argv = ["--model", model_with_codec, "--seconds", 0.2, "--seed", 5]
