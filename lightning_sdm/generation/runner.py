@@ -97,7 +97,7 @@ class GenerationSummary:
             "wav + json per prompt" if self.wrote_audio else f"{self.output_name} only (no codec)"
         )
         lines.append(
-            f"wrote {len(self.rows)} ({audio}) to {self.output}: {self.audio_s:.1f} s of audio "
+            f"wrote {len(self.rows)} ({audio}) to {self.output}: {self.audio_s:.{1 if self.audio_s >= 1 else 2}f} s of audio "
             f"in {self.wall_s:.2f} s (RTF {self.real_time_factor:.2f}); "
             f"summary in {self.output / SUMMARY_FILE}"
         )
@@ -105,10 +105,12 @@ class GenerationSummary:
 
 
 def window_plan(source: GenerationSource, options: GenerationOptions, frames: int) -> WindowPlan:
-    """The window: given, else the training crop length, else the whole request."""
+    """The window: given, else the training crop length, else the whole request. A request
+    longer than its window continues window by window, so there the window must hold at
+    least one frame of context and one new one, and the stride must be shorter than it."""
     rate = source.frame_rate
     if options.window_seconds is not None:
-        window = max(1, round(options.window_seconds * rate))
+        window = round(options.window_seconds * rate)
         if source.trained_segment_frames and window > source.trained_segment_frames:
             warnings.warn(
                 f"a {options.window_seconds:g} s window is longer than the "
@@ -119,12 +121,23 @@ def window_plan(source: GenerationSource, options: GenerationOptions, frames: in
             )
     else:
         window = source.trained_segment_frames or frames
-    if window == 1:
+    if frames <= window or frames == 1:
         return WindowPlan(window=frames + 1, stride=frames)  # one call: nothing to continue
+    if window < 2:
+        raise UserInputError(
+            f"--window_seconds {options.window_seconds:g} is shorter than two codec frames "
+            f"({2 / rate:g} s at {rate:g} Hz): each window continues from at least one frame"
+        )
     if options.extend_stride is None:
         return WindowPlan.continuing(window)
     stride = round(options.extend_stride * rate)
-    return WindowPlan(window=window, stride=min(stride, window - 1))
+    if not 0 < stride < window:
+        raise UserInputError(
+            f"--extend_stride {options.extend_stride:g} s must be at least one codec frame "
+            f"({1 / rate:g} s) and shorter than the {window / rate:g} s window: the rest of "
+            "each window is the next one's context"
+        )
+    return WindowPlan(window=window, stride=stride)
 
 
 def read_audio_prompt(

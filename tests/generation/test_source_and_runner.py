@@ -126,6 +126,17 @@ def test_packed_weights_can_be_turned_off_and_the_sidecar_says_which(
         (["--batch_size", "0"], "--batch_size must be at least 1"),
         (["--audio_prompt", "/nonexistent.wav"], "audio prompt /nonexistent.wav not found"),
         (["--precision", "fp16"], "--precision must be one of fp32, bf16, got 'fp16'"),
+        # a one-frame window continued nothing: it was run as one call over the whole request
+        (
+            ["--seconds", "1", "--window_seconds", "0.01"],
+            "--window_seconds 0.01 is shorter than two codec frames (0.04 s at 50 Hz)",
+        ),
+        # a stride as long as the window was cut to one frame less, silently
+        (
+            ["--seconds", "1", "--window_seconds", "0.3", "--extend_stride", "0.3"],
+            "--extend_stride 0.3 s must be at least one codec frame (0.02 s) and shorter than "
+            "the 0.3 s window",
+        ),
     ],
 )
 def test_bad_generation_options_fail_in_one_line(
