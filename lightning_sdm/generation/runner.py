@@ -96,8 +96,9 @@ class GenerationSummary:
         audio = (
             "wav + json per prompt" if self.wrote_audio else f"{self.output_name} only (no codec)"
         )
+        seconds = f"{self.audio_s:.{1 if self.audio_s >= 1 else 2}f}"  # 0.02 s, not 0.0 s
         lines.append(
-            f"wrote {len(self.rows)} ({audio}) to {self.output}: {self.audio_s:.{1 if self.audio_s >= 1 else 2}f} s of audio "
+            f"wrote {len(self.rows)} ({audio}) to {self.output}: {seconds} s of audio "
             f"in {self.wall_s:.2f} s (RTF {self.real_time_factor:.2f}); "
             f"summary in {self.output / SUMMARY_FILE}"
         )
