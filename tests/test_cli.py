@@ -235,6 +235,31 @@ def test_old_and_typed_spellings_mean_the_same(capsys):
     assert old == typed and old["latents"] is True and old["codec"]["pretrained"] == "c"
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["generate", "--seconds", "nan"], "error: --seconds: expected a number, got 'nan'"),
+        # an optional number: jsonargparse explained a failed union of float and NoneType
+        (
+            ["generate", "--cfg_scale", "x"],
+            "error: --cfg_scale: expected a number or null, got 'x'",
+        ),
+        (["generate", "--batch_size", "1.5"], "error: --batch_size: expected a whole number"),
+        (["generate", "--overwrite", "3"], "error: --overwrite: expected true or false, got '3'"),
+        (["tokenize", "--shard_items", "x"], "error: --shard_items: expected a whole number"),
+        # inside a class's options: was the class's union message and 'did you mean' the
+        # very option given
+        (["fit", "--model.lm.dim", "x"], "error: --model.lm.dim: expected a whole number, got 'x'"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_option(capsys, argv, said):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(said) and len(err) == 2 and err[1].startswith("all options:")
+
+
 def test_an_unknown_option_of_a_command_is_an_error_with_a_suggestion(capsys):
     with pytest.raises(SystemExit) as done:
         main(["generate", "--model", "m", "--prompt", "a", "--timestep", "5"])

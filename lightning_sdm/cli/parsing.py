@@ -41,6 +41,9 @@ def _subclass_problem(message: str) -> tuple[str, list[str]]:
         return message, []
     problem = message.split(f"class_path '{class_path.group(1)}':", 1)[1]
     problem = problem.split("\n    - ", 1)[0].strip()
+    typed = _type_problem(problem)
+    if typed != problem:  # a value of the wrong type for one of the class's options
+        return f"--{key.group(1)}.{typed.removeprefix('--')}", []
     module_name, _, class_name = class_path.group(1).rpartition(".")
     names: list[str] = []
     try:
@@ -53,6 +56,27 @@ def _subclass_problem(message: str) -> tuple[str, list[str]]:
         pass
     message = f"{key.group(1)} ({class_name}): {problem}"
     return message, [f"--{key.group(1)}.{name}" for name in names]
+
+
+# What a plain type of an option accepts, in words.
+TYPE_WORDS = {
+    "float": "a number", "int": "a whole number", "bool": "true or false", "str": "text",
+    "NoneType": "null",
+}  # fmt: skip
+
+
+def _type_problem(message: str) -> str:
+    """jsonargparse explains a value of the wrong plain type over several lines (and an
+    optional number as a failed union of float and NoneType): say it in one."""
+    key = re.search(r'Parser key "([\w.]+)"', message)
+    given = re.search(r"(?:Got value|Given value): (.*)", message)
+    if not (key and given) or "class_path" in message:
+        return message
+    expected = re.findall(r"<class '(\w+)'>", re.sub(r"Given value type: .*", "", message))
+    if not expected or any(kind not in TYPE_WORDS for kind in expected):
+        return message
+    words = " or ".join(dict.fromkeys(TYPE_WORDS[kind] for kind in expected))
+    return f"--{key.group(1)}: expected {words}, got {given.group(1).strip()!r}"
 
 
 class ErrorFirst:
@@ -68,9 +92,10 @@ class ErrorFirst:
             super().error(message, ex)  # type: ignore[misc]
         parser = getattr(ex, "subcommand_parser", None) or self
         options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-        message, class_options = _subclass_problem(message)
+        message, class_options = _subclass_problem(_type_problem(message))
         lines = [f"error: {message.strip()}"]
-        suggestion = did_you_mean(message, options + class_options)
+        wrong_value = message.startswith("--")  # a value of the wrong type: the option exists
+        suggestion = None if wrong_value else did_you_mean(message, options + class_options)
         if suggestion:
             lines.append(f"did you mean {suggestion}?")
         lines.append(f"all options: {parser.prog.replace(' [options]', '')} --help")
