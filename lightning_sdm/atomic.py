@@ -27,6 +27,17 @@ def partial_name(destination: Path, mark: str = PARTIAL_MARK) -> Path:
     return destination.with_name(f".{destination.name}{mark}{uuid.uuid4().hex[:8]}")
 
 
+def destination_of(path: str | Path) -> Path:
+    """The file or folder a temporary name stands for (`partial_name`'s inverse), so that
+    an error names what the user asked for, not `.x.sdm-partial-1a99fcfe`."""
+    path = Path(path)
+    for mark in (PARTIAL_MARK, RETIRED_MARK):
+        name, found, _ = path.name.partition(mark)
+        if found and name.startswith("."):
+            return path.with_name(name[1:])
+    return path
+
+
 def fsync_directory(folder: Path) -> None:
     """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
     with contextlib.suppress(OSError):

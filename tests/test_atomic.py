@@ -13,6 +13,8 @@ from lightning_sdm.atomic import (
     PARTIAL_MARK,
     RETIRED_MARK,
     atomic_file,
+    destination_of,
+    partial_name,
     remove_partials,
     replace_directory,
     write_text_atomically,
@@ -157,3 +159,10 @@ def test_a_checkpoint_that_does_not_fit_on_its_disk_is_one_line_and_the_old_one_
     monkeypatch.undo()
     assert checkpoints.load_checkpoint(path)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_temporary_name_maps_back_to_what_it_stands_for(tmp_path):
+    destination = tmp_path / "out.sdm" / "model.safetensors"
+    assert destination_of(partial_name(destination)) == destination
+    assert destination_of(partial_name(destination, RETIRED_MARK)) == destination
+    assert destination_of(destination) == destination  # not a temporary name: as it is

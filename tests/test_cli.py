@@ -330,3 +330,15 @@ def test_a_file_where_a_folder_is_needed_is_one_line(tmp_path, capsys):
     assert main([*argv, "--output_dir", str(tmp_path / "a_file" / "sub")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'a_file'}: a file is where a folder is needed"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_cannot_be_made_is_named_as_asked_not_by_its_temporary_name(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "a", "--timesteps", "4"]
+    assert main([*argv, "--output_dir", "/proc/lightning-sdm-out"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: /proc/lightning-sdm-out: no such file or folder, or none can be made there"
+    ]

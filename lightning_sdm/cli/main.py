@@ -19,6 +19,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, Namespace
 
+from lightning_sdm.atomic import destination_of
 from lightning_sdm.cli import commands
 from lightning_sdm.cli.parsing import CommandParser
 
@@ -206,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(config, parser)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {user_error_within(error) or error}", file=sys.stderr)
+        user_error = user_error_within(error)
+        if user_error is None and isinstance(error, FileNotFoundError) and error.filename:
+            return _os_error(error)  # the system's, naming a path: said as the others are
+        print(f"error: {user_error or error}", file=sys.stderr)
         return 2
     except OSError as error:
         return _os_error(error)
@@ -220,22 +224,24 @@ PATH_ERRORS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EROFS: "read-only file system",
+    errno.ENOENT: "no such file or folder, or none can be made there",
 }
 
 
 def _os_error(error: OSError) -> int:
     """A full disk or a path the file system refuses, in one line. Writers here publish by
     rename, so what was written before stays whole and a rerun continues."""
+    filename = destination_of(error.filename) if error.filename else None
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" writing {error.filename}" if error.filename else ""
+        where = f" writing {filename}" if filename else ""
         print(
             f"error: the disk is full{where} ({error.strerror}); what was written "
             "before is whole: free space and run the command again to continue",
             file=sys.stderr,
         )
         return 1
-    if error.errno in PATH_ERRORS and error.filename:
-        print(f"error: {error.filename}: {PATH_ERRORS[error.errno]}", file=sys.stderr)
+    if error.errno in PATH_ERRORS and filename:
+        print(f"error: {filename}: {PATH_ERRORS[error.errno]}", file=sys.stderr)
         return 2
     raise error
 
