@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -238,14 +239,15 @@ def create_app(
             return {**state, "done": True, "pair": None}
         pair = remaining[0]
         audio = f"/api/compare/audio/{pair.pair_id}"
+        query = urlencode({"rater": rater})  # a '+' in an id would come back as a space
         return {
             **state,
             "done": False,
             "pair": {
                 "pair_id": pair.pair_id,
                 "prompt": pair.prompt,
-                "first": f"{audio}/first?rater={rater}",
-                "second": f"{audio}/second?rater={rater}",
+                "first": f"{audio}/first?{query}",
+                "second": f"{audio}/second?{query}",
             },
         }
 

@@ -54,7 +54,8 @@ def check_rater(rater: str) -> str:
     rater = rater.strip()
     if not RATER_PATTERN.match(rater):
         raise UserInputError(
-            "a rater id is 1 to 64 letters, digits or . _ - @ + (no spaces), got " + repr(rater)
+            "a rater id is 1 to 64 letters, digits or . _ - @ + (no spaces), got "
+            + (repr(rater) if len(rater) <= 80 else f"{len(rater)} characters")
         )
     return rater
 

@@ -115,6 +115,25 @@ def test_bad_requests_are_refused_with_reasons(compare_client):
     assert forced.status_code == 422 and "forced choice" in forced.json()["detail"]
 
 
+@pytest.mark.parametrize("rater", ["me+test@example.org", "雨の日", "a.b_c-d"])
+def test_any_valid_rater_id_can_listen_and_answer(compare_client, rater):
+    """The audio addresses carry the id encoded: a '+' came back as a space (refused), so
+    such a rater could never hear a pair nor answer."""
+    client, test = compare_client
+    body = client.get("/api/compare/next", params={"rater": rater}).json()
+    first, second = (client.get(body["pair"][slot]) for slot in ("first", "second"))
+    assert first.status_code == second.status_code == 200
+    answer = {"rater": rater, "pair_id": body["pair"]["pair_id"], "choice": "first"}
+    assert client.post("/api/compare/answer", json=answer).status_code == 200
+    assert json.loads(test.answers.path.read_text().splitlines()[-1])["rater"] == rater
+
+
+def test_a_huge_rater_id_is_refused_without_echoing_it(compare_client):
+    client, _ = compare_client
+    reply = client.get("/api/compare/next", params={"rater": "x" * 5000})
+    assert reply.status_code == 422 and "got 5000 characters" in reply.json()["detail"]
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return save_tiny_model_with_codec(tmp_path_factory.mktemp("model"), "delay", 1)
