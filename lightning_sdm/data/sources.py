@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lightning_sdm.errors import UserInputError
+from lightning_sdm.text_files import decode_user_text, read_user_text
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 # Fields of audiocraft's info JSON that describe the music, in caption order.
@@ -99,8 +103,8 @@ def caption_from_info(info: dict[str, Any]) -> str:
 def _read_text(path: Path) -> tuple[str | None, str | None]:
     """(text, problem)."""
     try:
-        return path.read_bytes().decode("utf-8"), None
-    except UnicodeDecodeError:
+        return decode_user_text(path.read_bytes(), path.name), None
+    except UserInputError:
         return None, f"caption file {path.name} is not UTF-8"
     except OSError as error:
         return None, f"caption file {path.name} unreadable: {error}"
@@ -182,7 +186,7 @@ def from_jsonl(manifest: Path, allow_missing_captions: bool = False) -> list[Sou
     The caption comes from the info JSON beside the audio (same name, .json), as in audiocraft.
     """
     items = []
-    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_user_text(manifest).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -211,7 +215,7 @@ def from_jsonl(manifest: Path, allow_missing_captions: bool = False) -> list[Sou
 def from_csv(manifest: Path, allow_missing_captions: bool = False) -> list[SourceItem]:
     """A CSV with a header holding at least `path` and `caption` columns."""
     items = []
-    with manifest.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_user_text(manifest), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "caption"} - set(reader.fieldnames or [])
         if missing:

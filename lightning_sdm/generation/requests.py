@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.text_files import read_user_text
 
 JSONL_KEYS = {"prompt", "seconds", "seed"}
 MAX_SEED = 2**63 - 1  # torch.Generator's seeds are 64-bit; prompt i draws from seed + i
@@ -68,8 +69,8 @@ def _read_file(path: Path) -> list[tuple[str, float | None, int | None]]:
     if not path.is_file():
         raise UserInputError(f"prompt file {path} not found")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
+        lines = read_user_text(path).splitlines()
+    except OSError as error:
         raise UserInputError(f"prompt file {path} is unreadable: {error}") from error
     entries = (
         _read_jsonl(path, lines)

@@ -12,6 +12,7 @@ from pathlib import Path
 import soundfile
 
 from lightning_sdm.errors import UserInputError, first_line
+from lightning_sdm.text_files import UTF8_WITH_OPTIONAL_MARK
 
 SYSTEMS = ("A", "B")
 
@@ -42,14 +43,14 @@ def wav_prompt(wav: Path) -> str | None:
     sidecar = wav.with_suffix(".json")
     if sidecar.is_file():
         try:
-            prompt = json.loads(sidecar.read_text(encoding="utf-8")).get("prompt")
+            prompt = json.loads(sidecar.read_text(encoding=UTF8_WITH_OPTIONAL_MARK)).get("prompt")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             prompt = None
         if isinstance(prompt, str) and prompt.strip():
             return prompt.strip()
     caption = wav.with_suffix(".txt")
     if caption.is_file():
-        text = caption.read_text(encoding="utf-8", errors="replace").strip()
+        text = caption.read_text(encoding=UTF8_WITH_OPTIONAL_MARK, errors="replace").strip()
         return text or None
     return None
 

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from lightning_sdm.data.sources import caption_from_info, discover, sample_key
+from lightning_sdm.errors import UserInputError
 
 
 def _wav(path, seconds=1.0):
@@ -138,3 +139,30 @@ def test_unknown_inputs_fail_clearly(tmp_path):
     (tmp_path / "x.txt").write_text("")
     with pytest.raises(ValueError, match=r"folder, a \.jsonl or a \.csv"):
         discover(tmp_path / "x.txt")
+
+
+MARK = "\ufeff"  # the byte-order mark Windows editors begin UTF-8 files with
+
+
+def test_captions_and_manifests_saved_with_a_byte_order_mark_read_as_written(tmp_path):
+    """Notepad's caption kept the mark in the caption; a JSON sidecar and a JSONL line with
+    it were rejected; Excel's "CSV UTF-8" failed as 'missing column path'."""
+    _wav(tmp_path / "notepad.wav")
+    (tmp_path / "notepad.txt").write_text(MARK + "a quiet harp\n", encoding="utf-8")
+    _wav(tmp_path / "info.wav")
+    (tmp_path / "info.json").write_text(MARK + '{"description": "a loud drum"}', encoding="utf-8")
+    items = {i.key: i for i in discover(tmp_path)}
+    assert items["notepad"].caption == "a quiet harp" and items["info"].caption == "a loud drum"
+    manifest = tmp_path / "data.jsonl"
+    manifest.write_text(MARK + json.dumps({"path": "info.wav"}) + "\n", encoding="utf-8")
+    assert [i.caption for i in discover(manifest)] == ["a loud drum"]
+    table = tmp_path / "excel.csv"
+    table.write_text(MARK + 'path,caption\r\nnotepad.wav,"a harp, quietly"\r\n', encoding="utf-8")
+    assert [i.caption for i in discover(table)] == ["a harp, quietly"]
+
+
+def test_a_manifest_in_another_encoding_is_refused_naming_it(tmp_path):
+    table = tmp_path / "latin.csv"
+    table.write_bytes("path,caption\na.wav,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserInputError, match=r"latin.csv is not UTF-8 text \(byte 0xe9 at offset"):
+        discover(table)

@@ -49,3 +49,19 @@ def test_nothing_to_generate_missing_files_and_bad_durations():
         read_requests(None, "/nonexistent/prompts.txt", 5.0, 0)
     with pytest.raises(UserInputError, match="--seconds: the duration must be positive"):
         read_requests(["a"], None, -1.0, 0)
+
+
+def test_a_prompt_file_with_a_byte_order_mark_reads_its_first_prompt_as_written(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\ufeffwarm pad\nbright marimba\n", encoding="utf-8")
+    assert [r.prompt for r in read_requests(None, str(prompts), 4.0, 0)] == [
+        "warm pad",
+        "bright marimba",
+    ]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('\ufeff{"prompt": "a"}\n', encoding="utf-8")
+    assert [r.prompt for r in read_requests(None, str(jsonl), 4.0, 0)] == ["a"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(UserInputError, match=r"latin\.txt is not UTF-8 text"):
+        read_requests(None, str(latin), 4.0, 0)

@@ -61,3 +61,14 @@ def test_folders_without_pairs_are_refused(tmp_path):
         pair_systems(a, tmp_path / "empty")
     with pytest.raises(UserInputError, match="is not a directory"):
         pair_systems(a, tmp_path / "missing")
+
+
+def test_captions_with_a_byte_order_mark_pair_with_sidecars_without_one(tmp_path):
+    """Another tool's wavs with Notepad captions ('\\ufeffcalm piano') paired with nothing."""
+    a, b = two_systems(tmp_path)
+    for sidecar in b.glob("*.json"):
+        prompt = json.loads(sidecar.read_text())["prompt"]
+        sidecar.unlink()
+        sidecar.with_suffix(".txt").write_text("\ufeff" + prompt, encoding="utf-8")
+    result = pair_systems(a, b)
+    assert len(result.pairs) == len(PROMPTS) and not result.left_out
