@@ -103,3 +103,15 @@ def test_last_passes_over_a_torn_last_checkpoint_to_the_newest_readable(tmp_path
     assert find_last_checkpoint(tmp_path, report=said.append) == older_run
     plan = plan_run(tmp_path, "last")
     assert plan.run_dir == tmp_path / "version_0" and plan.ckpt_path == str(older_run)
+
+
+def test_last_continues_a_run_that_kept_no_last_checkpoint(tmp_path):
+    """Lightning's default checkpoint callback keeps `epoch=E-step=S.ckpt` and no last.ckpt:
+    "last" said there was none and started the run over."""
+    now = time.time()
+    touch(tmp_path / "version_0" / "checkpoints" / "epoch=0-step=2.ckpt", now - 100)
+    newest = touch(tmp_path / "version_1" / "checkpoints" / "epoch=3-step=8.ckpt", now)
+    touch(tmp_path / "version_1" / "checkpoints" / "epoch=1-step=4.ckpt", now - 50)
+    plan = plan_run(tmp_path, "last")
+    assert plan.resumed and plan.ckpt_path == str(newest)
+    assert plan.run_dir == tmp_path / "version_1"

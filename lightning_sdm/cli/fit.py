@@ -77,8 +77,10 @@ class RunSummary(Callback):
         lines = ["", f"Run finished at step {trainer.global_step}: {run_dir}"]
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and getattr(checkpoint, "dirpath", None):
-            last = getattr(checkpoint, "last_model_path", "") or "(none)"
-            lines.append(f"  checkpoints: {checkpoint.dirpath}  (last: {last})")
+            last = getattr(checkpoint, "last_model_path", "")
+            newest = last or getattr(checkpoint, "best_model_path", "")  # no save_last
+            said = f"last: {last}" if last else f"newest: {newest}" if newest else "none saved"
+            lines.append(f"  checkpoints: {checkpoint.dirpath}  ({said})")
         for callback in trainer.callbacks:
             if isinstance(callback, SampleGeneration) and callback.written:
                 lines.append(f"  samples:     {Path(callback.written[-1]).parent}")

@@ -262,6 +262,55 @@ class TokenShardsDataModule(L.LightningDataModule):
         if stage == "fit" and not self._summarised:
             self._summarised = True
             rank_zero_info(self.summary())
+        if stage == "fit":
+            self._check_batches(validating=self._validates())
+
+    def _validates(self) -> bool:
+        """Whether a fit will ask for validation batches (`limit_val_batches: 0` does not;
+        without a trainer, loaders are asked for one by one)."""
+        trainer = self.trainer
+        return trainer is not None and bool(getattr(trainer, "limit_val_batches", 1))
+
+    def _check_batches(self, validating: bool) -> None:
+        """Each split the fit reads fills a batch on every rank: said before the model is
+        built and before Lightning asks for validation (which it asks for first)."""
+        _, world = self._rank_and_world()
+        for split in ("train", "val") if validating else ("train",):
+            problem = self._no_batches(split, world)
+            if problem:
+                raise UserInputError(problem)
+
+    def _no_batches(self, split: str, world_size: int) -> str | None:
+        """Why `split` fills no batch on each of `world_size` ranks (None: it does)."""
+        side = self._load()[split]
+        if not side.shards:
+            return (
+                f"no {split} data: set data.val_fraction (e.g. 0.05), data.val_dir or "
+                "data.holdout_shards"
+            )
+        usable = self.usable_samples(split)
+        if self._batches_per_rank(split, usable, world_size) > 0:
+            return None
+        assert self.codec is not None
+        rate = float(self.codec.frame_rate)
+        shortest_crop = self._crop(True).min_frames / rate
+        longest = max(side.item_frames, default=0) / rate
+        batch, option = (
+            (self.batch_size, "batch_size") if split == "train" else
+            (self.val_batch_size, "val_batch_size")
+        )  # fmt: skip
+        ranks = f" on each of {world_size} ranks" if world_size > 1 else ""
+        if usable == side.items:  # all long enough: too few for the batch
+            return (
+                f"the {usable} {split} items fill not one batch of {batch}{ranks}: "
+                f"lower data.{option}"
+            )
+        return (
+            f"{usable} of the {side.items} {split} items are long enough for "
+            f"{self.segment_seconds:g} s crops (at least {shortest_crop:g} s; the longest is "
+            f"{longest:.1f} s): not one batch of {batch}{ranks}; lower data.segment_seconds "
+            f"or data.{option}"
+        )
 
     def random_codec_unasked(self) -> str | None:
         """Why these shards would train on noise without anyone asking for it: their codec
@@ -466,20 +515,13 @@ class TokenShardsDataModule(L.LightningDataModule):
     def make_loader(self, split: str, rank: int, world_size: int) -> EpochDataLoader:
         """The loader one rank uses; public so ranks can be simulated without a cluster."""
         side = self._load()[split]
-        if not side.shards:
-            raise UserInputError(
-                f"no {split} data: set data.val_fraction (e.g. 0.05), data.val_dir or "
-                "data.holdout_shards"
-            )
+        problem = self._no_batches(split, world_size)
+        if problem:
+            raise UserInputError(problem)
         usable = self.usable_samples(split)
         training = split == "train"
         batch_size = self.batch_size if training else self.val_batch_size
         batches = self._batches_per_rank(split, usable, world_size)
-        if batches == 0:
-            raise UserInputError(
-                f"{usable} usable {split} samples (>= {self._crop(True).min_frames} frames) cannot "
-                f"fill one batch of {batch_size} on each of {world_size} ranks"
-            )
         stream = ShardStream(
             side.shards,
             batch_size=batch_size,

@@ -56,12 +56,13 @@ def _newest_first(paths: Iterator[Path]) -> list[Path]:
 
 def _resume_candidates(root: Path) -> list[Path]:
     """`last*.ckpt` newest first; after the newest, its own run's other checkpoints (what a
-    torn `last.ckpt` falls back to), then the other runs' `last*.ckpt`."""
-    lasts = _newest_first(
-        path for _, run in run_versions(root) for path in (run / "checkpoints").glob("last*.ckpt")
-    )
+    torn `last.ckpt` falls back to), then the other runs' `last*.ckpt`. Runs that kept no
+    `last.ckpt` (a checkpoint callback without `save_last`, Lightning's default one): their
+    checkpoints newest first, so that "last" continues them instead of starting over."""
+    checkpoints = [run / "checkpoints" for _, run in run_versions(root)]
+    lasts = _newest_first(path for folder in checkpoints for path in folder.glob("last*.ckpt"))
     if not lasts:
-        return []
+        return _newest_first(path for folder in checkpoints for path in folder.glob("*.ckpt"))
     same_run = [p for p in _newest_first(lasts[0].parent.glob("*.ckpt")) if p not in lasts]
     return [lasts[0], *same_run, *lasts[1:]]
 

@@ -3,6 +3,7 @@
 import itertools
 import logging
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -104,7 +105,9 @@ def test_validation_is_deterministic_from_held_out_shards(tmp_path):
 
 def test_configuration_errors_are_clear(tmp_path):
     write_shards(tmp_path, frames_per_item=[40] * 4, items_per_shard=4)
-    with pytest.raises(ValueError, match="cannot fill one batch"):
+    with pytest.raises(
+        ValueError, match=r"the 4 train items fill not one batch of 8: lower data\.b"
+    ):
         TokenShardsDataModule(str(tmp_path), batch_size=8, segment_seconds=0.4).make_loader(
             "train", 0, 1
         )
@@ -252,3 +255,28 @@ def test_a_shard_that_fails_while_training_is_retried_then_skipped(tmp_path, cap
     failing.setup("fit")
     with pytest.raises(RuntimeError, match=r"failed twice .* stopped"):
         collect(failing, "train", 0, 1)
+
+
+def test_a_split_that_fills_no_batch_is_said_at_setup_with_the_fix(tmp_path):
+    """Lightning asks for validation first, so items too short for the crops were reported
+    as '0 usable val samples (>= 1200 frames)' after the model was built; a missing val
+    split too."""
+    write_shards(tmp_path, frames_per_item=[40, 60, 100, 100], items_per_shard=4)  # 2 s at most
+    module = TokenShardsDataModule(str(tmp_path), batch_size=2, val_fraction=0.25)
+    with pytest.raises(UserInputError) as raised:
+        module.setup("fit")  # 30 s crops by default
+    assert str(raised.value) == (
+        "0 of the 3 train items are long enough for 30 s crops (at least 24 s; the longest is "
+        "2.0 s): not one batch of 2; lower data.segment_seconds or data.batch_size"
+    )
+    without_val = TokenShardsDataModule(str(tmp_path), batch_size=2, segment_seconds=1.0)
+    without_val.setup("fit")  # alone, a module hands out the loaders asked for
+    without_val.trainer = SimpleNamespace(limit_val_batches=1.0, global_rank=0, world_size=1)
+    with pytest.raises(UserInputError, match=r"no val data: set data\.val_fraction"):
+        without_val.setup("fit")  # a fit that validates
+    without_val.trainer.limit_val_batches = 0
+    without_val.setup("fit")
+    fits = TokenShardsDataModule(
+        str(tmp_path), batch_size=2, segment_seconds=1.0, val_fraction=0.25
+    )
+    fits.setup("fit")
