@@ -38,6 +38,18 @@ def test_plot_of_a_folder_without_metrics_says_so(tmp_path):
     assert main(["plot", str(tmp_path)]) != 0
 
 
+def test_plot_of_a_file_that_is_not_a_run_s_metrics_is_one_line(tmp_path, capsys):
+    """Another CSV drew an empty figure and said 'wrote'; a wav gave the decoder's message
+    without naming the file."""
+    (tmp_path / "table.csv").write_text("name,score\na,1\n")
+    assert main(["plot", str(tmp_path / "table.csv")]) == 2
+    assert "table.csv has no step column: not the metrics.csv" in capsys.readouterr().err
+    assert not (tmp_path / "table.png").exists()
+    (tmp_path / "clip.wav").write_bytes(b"RIFF\x24\xf4\x00\x00WAVEfmt ")
+    assert main(["plot", str(tmp_path / "clip.wav")]) == 2
+    assert "clip.wav is not UTF-8 text (byte 0xf4" in capsys.readouterr().err
+
+
 def test_spectrograms_are_drawn_with_axes_and_a_title(tmp_path):
     import torch
     from PIL import Image

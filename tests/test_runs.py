@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.runs.checkpoints import require_checkpoint
 from lightning_sdm.runs.plan import RUN_DIR_ENV, find_last_checkpoint, plan_run
 
 
@@ -115,3 +116,17 @@ def test_last_continues_a_run_that_kept_no_last_checkpoint(tmp_path):
     plan = plan_run(tmp_path, "last")
     assert plan.resumed and plan.ckpt_path == str(newest)
     assert plan.run_dir == tmp_path / "version_1"
+
+
+def test_a_run_folder_given_as_a_checkpoint_points_at_its_newest(tmp_path):
+    """export and generate said 'checkpoint runs/x not found' of a folder that exists."""
+    now = time.time()
+    touch(tmp_path / "version_0" / "checkpoints" / "epoch=0-step=2.ckpt", now - 10)
+    newest = touch(tmp_path / "version_0" / "checkpoints" / "last.ckpt", now)
+    with pytest.raises(UserInputError) as raised:
+        require_checkpoint(tmp_path)
+    assert str(raised.value) == f"{tmp_path} is a folder, not a checkpoint; its newest is {newest}"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="is a folder, not a checkpoint and holds none"):
+        require_checkpoint(tmp_path / "empty")
+    require_checkpoint(newest)

@@ -39,11 +39,14 @@ def export_checkpoint(
     A LoRA run's checkpoint exports as its adapter alone (over the directory it started
     from), or with `merge` as a whole model with the adapter folded in.
     """
-    from lightning_sdm.runs.checkpoints import is_checkpoint, load_checkpoint, require_readable
+    from lightning_sdm.runs.checkpoints import (
+        load_checkpoint,
+        require_checkpoint,
+        require_readable,
+    )
 
     checkpoint_path = Path(checkpoint_path)
-    if not is_checkpoint(checkpoint_path):
-        raise FileNotFoundError(f"checkpoint {checkpoint_path} not found")
+    require_checkpoint(checkpoint_path)
     require_readable(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path)  # a file, or FSDP's folder of shards
     write_directory(

@@ -26,6 +26,7 @@ from lightning_sdm.runs.checkpoints import (
     is_sharded_checkpoint,
     load_checkpoint,
     load_failure,
+    require_checkpoint,
 )
 from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
@@ -131,8 +132,7 @@ def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict,
 
 
 def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Path | None]:
-    if not is_checkpoint(path):
-        raise UserInputError(f"checkpoint {path} not found")
+    require_checkpoint(path)
     try:
         checkpoint = load_checkpoint(path)
     except Exception as error:  # torch raises several types for corrupt files

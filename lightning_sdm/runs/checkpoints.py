@@ -30,6 +30,19 @@ def is_checkpoint(path: str | Path) -> bool:
     return Path(path).is_file() or is_sharded_checkpoint(path)
 
 
+def require_checkpoint(path: Path) -> None:
+    """A checkpoint file or folder of shards, else one line: a folder given instead (a
+    run's, say) is named as one, with the newest checkpoint under it."""
+    if is_checkpoint(path):
+        return
+    if path.is_dir():
+        files = [file for file in path.rglob("*.ckpt") if file.is_file()]
+        newest = max(files, key=lambda file: file.stat().st_mtime, default=None)
+        hint = f"; its newest is {newest}" if newest else " and holds none"
+        raise UserInputError(f"{path} is a folder, not a checkpoint{hint}")
+    raise UserInputError(f"checkpoint {path} not found")
+
+
 def checkpoint_extras(path: str | Path) -> dict[str, Any]:
     """A checkpoint's non-tensor entries (hyper_parameters, ...) without its weights where
     it can: a sharded folder's side file, or the memory-mapped file."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
 
+from lightning_sdm.errors import UserInputError
 from lightning_sdm.runs.tracking import METRICS_FILE
+from lightning_sdm.text_files import read_user_text
 
 Series = dict[str, list[tuple[int, float]]]
 
@@ -21,8 +24,14 @@ def read_metrics(csv_path: str | Path) -> Series:
     """Every numeric column as (step, value) pairs, the last value kept where a resumed run
     logged a step twice."""
     by_name: dict[str, dict[int, float]] = {}
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
+    with io.StringIO(read_user_text(csv_path), newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is not None and "step" not in reader.fieldnames:
+            raise UserInputError(
+                f"{csv_path} has no step column: not the metrics.csv of a "
+                "`lightning-sdm fit` run"
+            )
+        for row in reader:
             if not row.get("step"):
                 continue
             step = int(float(row["step"]))
