@@ -176,6 +176,10 @@ def test_generate_requests_that_cannot_run_say_why(model_dir, tmp_path):
         assert missing.status_code == 400 and "none not found" in missing.json()["detail"]
         empty = client.post("/api/generate", json={"model": str(model_dir), "prompts": [" "]})
         assert empty.status_code == 400 and "at least one prompt" in empty.json()["detail"]
+        # a negative seed was queued and failed as a job, naming a command-line option
+        negative = {"model": str(model_dir), "prompts": ["a"], "seed": -1}
+        refused = client.post("/api/generate", json=negative)
+        assert refused.status_code == 400 and "the seed must be in [0, " in refused.json()["detail"]
         assert client.get("/compare").status_code == 404
 
 
