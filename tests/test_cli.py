@@ -250,6 +250,18 @@ def test_old_and_typed_spellings_mean_the_same(capsys):
         # inside a class's options: was the class's union message and 'did you mean' the
         # very option given
         (["fit", "--model.lm.dim", "x"], "error: --model.lm.dim: expected a whole number, got 'x'"),
+        # choices: the union of two literal lists, and an optional one (which a first
+        # version of this message called 'expected null')
+        (
+            ["patterns", "show", "--pattern", "foo"],
+            "error: --pattern: expected one of parallel, delay, flat, stack, stack_delay, depth, "
+            "got 'foo'",
+        ),
+        (
+            ["patterns", "show", "--schedule", "foo"],
+            "error: --schedule: expected one of parallel, delay, flat, interleaved; or null, "
+            "got 'foo'",
+        ),
     ],
 )
 def test_a_value_of_the_wrong_type_is_one_line_naming_the_option(capsys, argv, said):

@@ -66,17 +66,29 @@ TYPE_WORDS = {
 
 
 def _type_problem(message: str) -> str:
-    """jsonargparse explains a value of the wrong plain type over several lines (and an
-    optional number as a failed union of float and NoneType): say it in one."""
+    """jsonargparse explains a value of the wrong plain type or not among an option's
+    choices over several lines (an optional one as a failed union with NoneType): say it
+    in one. Any other type in the explanation: left as it is."""
     key = re.search(r'Parser key "([\w.]+)"', message)
     given = re.search(r"(?:Got value|Given value): (.*)", message)
     if not (key and given) or "class_path" in message:
         return message
-    expected = re.findall(r"<class '(\w+)'>", re.sub(r"Given value type: .*", "", message))
-    if not expected or any(kind not in TYPE_WORDS for kind in expected):
+    body = re.sub(r"Given value type: .*", "", message)
+    choices = [
+        value
+        for group in re.findall(r"Literal\[([^\]]*)\]", body)
+        for value in re.findall(r"'([^']*)'", group)
+    ]
+    body = re.sub(r"(?:typing\.)?Literal\[[^\]]*\]", "", body)
+    kinds = re.findall(r"<class '([\w.]+)'>", body)
+    if re.search(r"typing\.\w", body) or any(kind not in TYPE_WORDS for kind in kinds):
         return message
-    words = " or ".join(dict.fromkeys(TYPE_WORDS[kind] for kind in expected))
-    return f"--{key.group(1)}: expected {words}, got {given.group(1).strip()!r}"
+    words = [f"one of {', '.join(dict.fromkeys(choices))}"] if choices else []
+    words += [TYPE_WORDS[kind] for kind in dict.fromkeys(kinds)]
+    if not words:
+        return message
+    expected = "; or ".join(words) if choices else " or ".join(words)  # one of a, b; or null
+    return f"--{key.group(1)}: expected {expected}, got {given.group(1).strip()!r}"
 
 
 class ErrorFirst:
