@@ -44,7 +44,7 @@ class LogConfigToLoggers(SaveConfigCallback):
     """Writes config.yaml beside the logs (as Lightning does) and logs it to the trackers."""
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        config = self.parser.dump(self.config, skip_none=False, format="json")
+        config = self.parser.dump(self.config, skip_unset=False, format="json")
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": json.loads(config)})
 

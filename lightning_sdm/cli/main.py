@@ -160,7 +160,7 @@ def _run(config: Namespace, parser: CommandParser) -> int:
         path.append(node.command)
         node = node[node.command]
     function = COMMANDS[" ".join(path)][0]
-    arguments = parser.instantiate_classes(config)
+    arguments = parser.instantiate(config)
     for name in path:
         arguments = arguments[name]
     values = {k: v for k, v in vars(arguments).items() if k not in ("config", "__path__")}

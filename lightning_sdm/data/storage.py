@@ -55,9 +55,13 @@ def _missing_package(scheme: str) -> str:
 
 
 def _http_status(error: BaseException) -> int | None:
-    """The HTTP status a storage client's error carries (gcsfs: `.code`), if any."""
-    code = getattr(error, "code", None)
-    return code if isinstance(code, int) else None
+    """The HTTP status a storage client's error carries (gcsfs: `.code`, or `.status`
+    where `.code` is deprecated), if any."""
+    for name in ("status", "code"):
+        value = getattr(error, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def _refused(error: BaseException) -> bool:
