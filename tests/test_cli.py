@@ -354,3 +354,35 @@ def test_a_folder_that_cannot_be_made_is_named_as_asked_not_by_its_temporary_nam
     assert err == [
         "error: /proc/lightning-sdm-out: no such file or folder, or none can be made there"
     ]
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "said", "suggested"),
+    [
+        # PyYAML's three lines about a "<unicode string>"
+        (
+            "generate",
+            "sampling:\n\ttop_k: 3\n",
+            "error: a config file is not valid YAML at line 2, column 1: found character that "
+            "cannot start any token (YAML indents with spaces: a tab there?)",
+            None,
+        ),
+        # a misspelt option in a config had no suggestion: fit's options were not looked
+        # at by the root parser that read the file, nor a group's option by its dotted name
+        ("fit", "trainer:\n  max_stepz: 3\n", "does not accept option", "--trainer.max_steps"),
+        ("fit", "model:\n  lm:\n    dimm: 3\n", "does not accept option", "--model.lm.dim"),
+    ],
+)
+def test_a_config_file_that_is_not_yaml_or_misspells_an_option_is_one_line(
+    tmp_path, capsys, command, text, said, suggested
+):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as done:
+        main([command, "--config", str(config)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert said in err[0]
+    if suggested:
+        assert err[1] == f"did you mean {suggested}?"
+    assert err[-1].startswith("all options:") and len(err) == (3 if suggested else 2)

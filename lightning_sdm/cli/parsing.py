@@ -91,6 +91,41 @@ def _type_problem(message: str) -> str:
     return f"--{key.group(1)}: expected {expected}, got {given.group(1).strip()!r}"
 
 
+def _yaml_problem(message: str) -> str:
+    """A config file that is not YAML: what and where in one line (PyYAML's explanation
+    runs over three, about a "<unicode string>")."""
+    if not message.startswith("Problems parsing config"):
+        return message
+    where = re.search(r"line (\d+), column (\d+)", message)
+    details = [line.strip() for line in message.splitlines()[1:] if line.strip()]
+    what = next((line for line in details if not line.startswith("in ")), "")
+    said = "a config file is not valid YAML"
+    if where:
+        said += f" at line {where.group(1)}, column {where.group(2)}"
+    if what:
+        said += f": {what}"
+    if "cannot start any token" in message:
+        said += " (YAML indents with spaces: a tab there?)"
+    return said
+
+
+def _unknown_in_group(message: str) -> str:
+    """The dotted name of an option a config's group does not have ("Group 'trainer' does
+    not accept option 'max_stepz'" -> trainer.max_stepz), for `did_you_mean`."""
+    found = re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message)
+    return f"{found.group(1)}.{found.group(2)}" if found else ""
+
+
+def _options(parser: Any) -> list[str]:
+    """A parser's --options and those of its subcommands (a config read by the root
+    parser of LightningCLI is checked against fit's options)."""
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for action in parser._actions:
+        for subparser in getattr(action, "_name_parser_map", {}).values():
+            options += _options(subparser)
+    return list(dict.fromkeys(options))
+
+
 class ErrorFirst:
     """No abbreviated options (`--trainer.max_step` is an error, not max_steps), and the
     error first, with a suggestion, instead of pages of usage."""
@@ -103,11 +138,14 @@ class ErrorFirst:
         if not self.exit_on_error:
             super().error(message, ex)  # type: ignore[misc]
         parser = getattr(ex, "subcommand_parser", None) or self
-        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-        message, class_options = _subclass_problem(_type_problem(message))
+        options = _options(parser)
+        message, class_options = _subclass_problem(_type_problem(_yaml_problem(message)))
         lines = [f"error: {message.strip()}"]
         wrong_value = message.startswith("--")  # a value of the wrong type: the option exists
-        suggestion = None if wrong_value else did_you_mean(message, options + class_options)
+        unknown = _unknown_in_group(message)
+        suggestion = (
+            None if wrong_value else did_you_mean(f"{message} {unknown}", options + class_options)
+        )
         if suggestion:
             lines.append(f"did you mean {suggestion}?")
         lines.append(f"all options: {parser.prog.replace(' [options]', '')} --help")
