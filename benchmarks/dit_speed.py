@@ -14,7 +14,8 @@ and training losses is printed (fp32 rounding: ~1e-6 of the output's scale). `--
 adds a side that is this checkout with its DiT blocks compiled (`model.compile: true`, one
 block at a time); its first steps, which wait for the compiler, are not timed. Each side
 runs as `lightning-sdm` runs its revision: keeping freed memory for the next step
-(`lightning_sdm.allocator`) where the revision does.
+(`lightning_sdm.allocator`) where the revision does, and training with the AdamW its
+tasks build (fused where the revision fuses it).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def child(args: argparse.Namespace) -> None:
         from lightning_sdm.tasks.compiling import compile_blocks
 
         compile_blocks(model, (DiTBlock,))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = revision_optimizer(model)
     training = inputs(args.batch, args.frames, args.channels, args.dim)
     target = torch.randn(training[0].shape, generator=torch.Generator().manual_seed(1))
     sampling = inputs(2 * args.sample_batch, args.sample_frames, args.channels, args.dim)
@@ -97,6 +98,17 @@ def child(args: argparse.Namespace) -> None:
     timings["sample_ms"] = median_ms(sample, args.steps)
     torch.save({"output": first_output, "losses": losses}, args.outputs)
     print(json.dumps({**timings, "keeps_freed_memory": kept}))
+
+
+def revision_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The AdamW the revision's tasks train with (its parameter groups; fused where that
+    revision fuses it), so the training step is the one `fit` runs; plain AdamW for a
+    revision without the tasks' builder."""
+    try:
+        from lightning_sdm.tasks.optim import OptimConfig, build_optimizer
+    except ImportError:
+        return torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return build_optimizer(model, OptimConfig(lr=1e-4), total_steps=1000)[0]
 
 
 def median_ms(run: Callable[[], object], steps: int) -> float:
