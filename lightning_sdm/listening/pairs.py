@@ -94,6 +94,8 @@ def pair_systems(
     left_out: list[str] = []
     # Absolute: the answers name the systems the same wherever serve was started.
     systems = {"A": str(Path(dir_a).resolve()), "B": str(Path(dir_b).resolve())}
+    if systems["A"] == systems["B"]:  # every answer would compare a file with itself
+        raise UserInputError(f"systems A and B are the same folder, {systems['A']}")
     found = {s: _system_wavs(Path(systems[s]), s, left_out) for s in SYSTEMS}
     wanted = _read_prompts(Path(prompts_file)) if prompts_file is not None else None
     prompts = list(dict.fromkeys([*found["A"], *found["B"]]))

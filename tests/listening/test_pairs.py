@@ -72,3 +72,13 @@ def test_captions_with_a_byte_order_mark_pair_with_sidecars_without_one(tmp_path
         sidecar.with_suffix(".txt").write_text("\ufeff" + prompt, encoding="utf-8")
     result = pair_systems(a, b)
     assert len(result.pairs) == len(PROMPTS) and not result.left_out
+
+
+def test_a_folder_compared_with_itself_is_refused(tmp_path):
+    """It served a test whose every pair played one file twice."""
+    a, _ = two_systems(tmp_path)
+    (tmp_path / "link").symlink_to(a)
+    for other in (a, tmp_path / "link"):
+        with pytest.raises(UserInputError, match="systems A and B are the same folder"):
+            pair_systems(a, other)
+
