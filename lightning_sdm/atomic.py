@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -133,22 +133,41 @@ def replace_directory(destination: str | Path, build: Callable[[Path], None]) ->
     fsync_directory(destination.parent)
 
 
-def check_output_folder(destination: str | Path, overwrite: bool) -> None:
-    """An existing folder that holds anything is refused unless `overwrite`."""
+def check_output_folder(
+    destination: str | Path, overwrite: bool, inputs: Sequence[str | Path | None] = ()
+) -> None:
+    """An existing folder that holds anything is refused unless `overwrite`; and even
+    then when replacing it would delete one of the command's `inputs` (a model, a
+    checkpoint, a codec) or the folder the command runs in."""
     destination = Path(destination)
     if destination.exists() and not destination.is_dir():
         raise UserInputError(f"{destination} is a file; give a folder")
-    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
+    if not destination.is_dir() or not any(destination.iterdir()):
+        return
+    if not overwrite:
         raise UserInputError(
             f"{destination} already holds files: pass --overwrite to replace it whole, or "
             "choose another folder"
         )
+    replaced = destination.resolve()
+    for given in [Path.cwd(), *(Path(i) for i in inputs if i is not None)]:
+        if given.exists() and given.resolve().is_relative_to(replaced):
+            what = "the folder this command runs in" if given == Path.cwd() else str(given)
+            where = "is" if given.resolve() == replaced else "is inside"
+            raise UserInputError(
+                f"--overwrite would delete {what}, which {where} the output folder "
+                f"{destination}: choose another output folder"
+            )
 
 
 def write_directory(
-    destination: str | Path, build: Callable[[Path], None], overwrite: bool
+    destination: str | Path,
+    build: Callable[[Path], None],
+    overwrite: bool,
+    inputs: Sequence[str | Path | None] = (),
 ) -> None:
     """Fill a new folder with `build`; an existing one that holds anything is refused
-    unless `overwrite`, and then replaced whole (no stale file of the old one survives)."""
-    check_output_folder(destination, overwrite)
+    unless `overwrite`, and then replaced whole (no stale file of the old one survives),
+    unless that would delete one of `inputs` (`check_output_folder`)."""
+    check_output_folder(destination, overwrite, inputs)
     replace_directory(destination, build)

@@ -116,6 +116,33 @@ def test_generate_never_writes_into_earlier_outputs_unless_told_to(tmp_path, cap
     assert main([*argv[:-1], str(tmp_path / "file"), "--prompt", "c"]) == 2
 
 
+def test_overwrite_never_deletes_the_model_a_checkpoint_or_the_working_folder(
+    tmp_path, capsys, monkeypatch
+):
+    """`generate --model M --output_dir M --overwrite` replaced the model by its samples;
+    `export --ckpt RUN/.../last.ckpt --output RUN --overwrite` would delete the run."""
+    model = tmp_path / "model"
+    tiny_model("delay", 1).save_pretrained(model)
+    capsys.readouterr()
+    weights = (model / "model.safetensors").read_bytes()
+    argv = ["generate", "--model", str(model), "--prompt", "a", "--timesteps", "4",
+            "--no-progress", "--overwrite"]  # fmt: skip
+    for output, said in (
+        (model, f"--overwrite would delete {model}, which is the output folder {model}"),
+        (tmp_path, f"--overwrite would delete {model}, which is inside the output folder"),
+    ):
+        assert main([*argv, "--output_dir", str(output)]) == 2
+        assert said in capsys.readouterr().err
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    assert main([*argv, "--output_dir", "."]) == 2
+    assert "would delete the folder this command runs in" in capsys.readouterr().err
+    assert (model / "model.safetensors").read_bytes() == weights
+    assert (work / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

@@ -192,7 +192,8 @@ def generate(
     )
     from lightning_sdm.generation.runner import SUMMARY_FILE
 
-    check_output_folder(output_dir, overwrite)  # before loading and decoding for an hour
+    inputs = [model, ckpt, codec_dir, audio_prompt, prompt_file]  # never deleted by overwrite
+    check_output_folder(output_dir, overwrite, inputs)  # before loading and decoding for an hour
     source = load_source(model, ckpt, codec_dir)
     family = family_of(source.model)
     chosen = sampling_from_sections(family, {"sampling": sampling, "diffusion": diffusion})
@@ -224,7 +225,7 @@ def generate(
     with warnings.catch_warnings():
         warnings.simplefilter("always", LongerThanTrainedWarning)
         warnings.showwarning = _one_line_warning  # at once, before the long generation
-        write_directory(output_dir, write, overwrite)
+        write_directory(output_dir, write, overwrite, inputs)
     print(made[0])
     return 0
 
@@ -335,7 +336,12 @@ def export(
             )
         exporter = family.exporters[format]
         codec = source.codec.model if source.codec is not None else None
-        write_directory(output, lambda folder: exporter(source.model, codec, folder), overwrite)
+        write_directory(
+            output,
+            lambda folder: exporter(source.model, codec, folder),
+            overwrite,
+            inputs=[model, ckpt, codec_dir],
+        )
         print(f"exported {model or ckpt} to {output} ({format})")
         return 0
     if ckpt is None:
@@ -347,17 +353,19 @@ def export(
     return 0
 
 
-def import_musicgen(source: str, output: str) -> int:
+def import_musicgen(source: str, output: str, overwrite: bool = False) -> int:
     """Turn a local Hugging Face MusicGen checkpoint (e.g. a copy of facebook/musicgen-small)
     into a model directory that generate, export and fit (model.init_from) read.
 
     Args:
         source: The MusicGen directory (config.json, weights, tokenizer files).
         output: Directory to write (config.json, model.safetensors, text_encoder/, codec/).
+        overwrite: Replace an output folder that already holds files, whole; without it
+            such a folder is refused.
     """
     from lightning_sdm.convert.musicgen import import_musicgen as run_import
 
-    written = run_import(source, output)
+    written = run_import(source, output, overwrite)
     print(f"imported {source} to {written} (delay pattern; its EnCodec in {written}/codec)")
     return 0
 

@@ -53,6 +53,7 @@ def export_checkpoint(
         output,
         lambda folder: _export_into(checkpoint, checkpoint_path, folder, codec_dir, merge),
         overwrite,
+        inputs=[checkpoint_path, codec_dir],
     )
     return Path(output)
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
+from lightning_sdm.atomic import check_output_folder, write_directory
 from lightning_sdm.conditioning import T5Conditioner, TextConditionerConfig
 from lightning_sdm.convert.export import CODEC_DIR, EXPORT_FILE
 from lightning_sdm.errors import UserInputError
@@ -123,10 +124,16 @@ def _projection(model: MusicgenForConditionalGeneration) -> dict[str, torch.Tens
     }
 
 
-def import_musicgen(source: str | Path, output: str | Path) -> Path:
+def import_musicgen(source: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write config.json, model.safetensors, text_encoder/ (T5 + tokenizer), codec/
-    (its EnCodec) and export.json (the 30 s training window) from a MusicGen directory."""
+    (its EnCodec) and export.json (the 30 s training window) from a MusicGen directory.
+
+    The output is built beside its place and moved in whole; one that holds files is
+    refused unless `overwrite`, and never when it is or holds the source (an import into
+    the MusicGen folder itself wrote our config.json and model.safetensors over its own).
+    """
     source, output = Path(source), Path(output)
+    check_output_folder(output, overwrite, inputs=[source])
     musicgen = read_musicgen(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
@@ -139,15 +146,19 @@ def import_musicgen(source: str | Path, output: str | Path) -> Path:
         config.text, config.lm.dim, encoder=musicgen.text_encoder, tokenizer=tokenizer
     )
     model = _assemble(config, conditioner, decoder_state(musicgen))
-    model.save_pretrained(output)
-    musicgen.audio_encoder.save_pretrained(output / CODEC_DIR)
     frame_rate = musicgen.config.audio_encoder.frame_rate
     provenance: dict[str, Any] = {
         "imported_from": str(source.resolve()),
         "kind": "musicgen",
         "trained_segment_frames": round(MUSICGEN_SECONDS * frame_rate),
     }
-    (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        musicgen.audio_encoder.save_pretrained(folder / CODEC_DIR)
+        (folder / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
+
+    write_directory(output, write, overwrite, inputs=[source])
     return output
 
 

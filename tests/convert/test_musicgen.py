@@ -174,6 +174,17 @@ def test_import_command_and_its_errors(imported, tmp_path, capsys):
     assert main(["import-musicgen", str(partial), str(tmp_path / "x")]) == 2
     assert "its weights lack 4 of the model's tensors" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # into a folder that holds files, the MusicGen's own among them: its config.json and
+    # model.safetensors were written over with ours
+    source = tmp_path / "source"
+    shutil.copytree(root / "musicgen", source)
+    config = (source / "config.json").read_bytes()
+    assert main(["import-musicgen", str(source), str(source)]) == 2
+    assert "already holds files: pass --overwrite" in capsys.readouterr().err
+    assert main(["import-musicgen", str(source), str(source), "--overwrite", "true"]) == 2
+    assert "--overwrite would delete" in capsys.readouterr().err
+    assert (source / "config.json").read_bytes() == config
+    assert main(["import-musicgen", str(source), str(tmp_path / "out"), "--overwrite", "true"]) == 0
 
 
 def test_the_imported_model_fine_tunes_and_its_loss_falls(imported):

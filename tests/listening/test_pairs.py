@@ -81,4 +81,3 @@ def test_a_folder_compared_with_itself_is_refused(tmp_path):
     for other in (a, tmp_path / "link"):
         with pytest.raises(UserInputError, match="systems A and B are the same folder"):
             pair_systems(a, other)
-
