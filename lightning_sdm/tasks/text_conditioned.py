@@ -27,6 +27,34 @@ def caption_dropout_generator(rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(torch.initial_seed() + 1000 * rank)
 
 
+def _saved_config(directory: str, model_class: Any) -> Any:
+    """The config of the model directory `init_from` names, or one line saying what the
+    folder is instead (missing, a Hugging Face MusicGen to import first, a codec, another
+    family's model): such folders failed deep in reading the config, as a traceback."""
+    from lightning_sdm.families import family_of, family_of_directory
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise UserInputError(
+            f"model.init_from: {path} not found (a model directory from `lightning-sdm "
+            "export` or `lightning-sdm import-musicgen`)"
+        )
+    try:
+        found, wanted = family_of_directory(path), family_of(model_class)
+    except UserInputError as error:
+        reason = str(error).split("; make one with")[0]  # its advice is generate's
+        raise UserInputError(f"model.init_from: {reason}") from error
+    if found is not wanted:
+        raise UserInputError(
+            f"model.init_from: {path} holds {found.description}; this task trains "
+            f"{wanted.description}"
+        )
+    try:
+        return model_class.read_config(path)
+    except FileNotFoundError as error:
+        raise UserInputError(f"model.init_from: {error}") from error
+
+
 def start_from_directory(
     directory: str,
     model_class: Any,
@@ -38,10 +66,7 @@ def start_from_directory(
     away from their defaults; an architecture option set away from its default and from
     the saved model's is an error, not silently ignored. A section's `pretrained` (where
     the base config reads the text encoder) gives way to the directory's own copy."""
-    try:
-        saved = model_class.read_config(directory)
-    except FileNotFoundError as error:
-        raise UserInputError(f"model.init_from: {error}") from error
+    saved = _saved_config(directory, model_class)
     sections = {
         name: (_without_source(value), type(value)(), getattr(saved, name))
         for name, value in given.items()

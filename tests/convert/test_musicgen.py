@@ -236,6 +236,20 @@ def test_init_from_keeps_the_architecture(imported):
         TextToMusicTask(lm={"dim": 64}, init_from=str(root / "ours"))
     with pytest.raises(UserInputError, match=r"model.init_from: .* not found"):
         TextToMusicTask(init_from=str(root / "nowhere"))
+    # the Hugging Face folder itself, or its codec: a KeyError traceback from the config
+    with pytest.raises(UserInputError, match=r"it is a Hugging Face MusicGen \(turn it into"):
+        TextToMusicTask(init_from=str(root / "musicgen"))
+    with pytest.raises(UserInputError, match=r"it is a codec \(encodec\)"):
+        TextToMusicTask(init_from=str(root / "ours" / "codec"))
+
+
+def test_init_from_another_family_s_model_is_refused(imported):
+    from lightning_sdm.errors import UserInputError
+    from lightning_sdm.tasks.diffusion_task import TextToAudioDiffusionTask
+
+    _, _, root = imported
+    with pytest.raises(UserInputError, match="holds a codebook LM; this task trains a latent"):
+        TextToAudioDiffusionTask(init_from=str(root / "ours"))
 
 
 def test_a_lora_fine_tune_of_imported_musicgen_learns_and_exports_both_ways(
