@@ -5,6 +5,12 @@ class UserInputError(ValueError):
     """The message says what was found and what to do; the command line prints only it."""
 
 
+class MissingFile(UserInputError, FileNotFoundError):
+    """A file or folder the user named (or a config points at) is not there. Also a
+    FileNotFoundError for code that catches those; a UserInputError so that it is one line
+    wherever it is raised, also inside a class LightningCLI builds."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message ("" when it has none): libraries' messages run
     to paragraphs, and ours are one line."""

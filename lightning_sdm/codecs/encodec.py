@@ -20,6 +20,7 @@ from transformers import EncodecConfig, EncodecModel
 from lightning_sdm.codecs.chunking import encode_in_chunks
 from lightning_sdm.codecs.config import CodecConfig
 from lightning_sdm.codecs.identity import CodecIdentity, weights_fingerprint
+from lightning_sdm.errors import MissingFile
 from lightning_sdm.local_weights import load_whole
 from lightning_sdm.presets import is_random
 
@@ -229,7 +230,7 @@ def _load_encodec(config: CodecConfig) -> EncodecModel:
         return model
     path = Path(config.pretrained)
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"EnCodec directory {path} does not exist; download facebook/encodec_32khz once and "
             "point `pretrained` at the local copy (this code never fetches weights)"
         )

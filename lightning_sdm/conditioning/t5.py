@@ -16,7 +16,7 @@ from transformers import (
     T5EncoderModel,
 )
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import MissingFile, UserInputError
 from lightning_sdm.local_weights import load_whole
 from lightning_sdm.presets import is_random
 
@@ -83,9 +83,10 @@ def load_t5(config: TextConditionerConfig) -> tuple[T5EncoderModel, PreTrainedTo
         return T5EncoderModel(T5Config(**config.t5_config)), ByT5Tokenizer()
     path = Path(config.pretrained)
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"T5 directory {path} does not exist; download t5-base once and point "
-            "`pretrained` at the local copy (this code never fetches weights)"
+        raise MissingFile(
+            f"T5 directory {path} does not exist; download the encoder it names (e.g. "
+            "t5-base) once and point `pretrained` at the local copy (this code never fetches "
+            "weights)"
         )
     encoder = load_whole(T5EncoderModel, path, "T5 directory")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

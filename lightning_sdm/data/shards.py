@@ -22,6 +22,7 @@ import webdataset as wds
 
 from lightning_sdm.codecs.identity import CodecIdentity
 from lightning_sdm.data.storage import ShardLocation, is_url, open_shard
+from lightning_sdm.errors import MissingFile
 
 SHARD_FORMAT = "shard-{:06d}.tar"
 INDEX_FILE = "index.json"
@@ -216,7 +217,7 @@ def published_shards(location: ShardLocation) -> list[dict[str, Any]]:
 def load_index(directory: Path) -> dict[str, Any]:
     path = Path(directory) / INDEX_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `lightning-sdm tokenize` to make shards")
+        raise MissingFile(f"{path} not found: run `lightning-sdm tokenize` to make shards")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

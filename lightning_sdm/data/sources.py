@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import MissingFile, UserInputError
 from lightning_sdm.text_files import decode_user_text, read_user_text
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -281,7 +281,7 @@ def discover(source: str | Path, allow_missing_captions: bool = False) -> list[S
     elif source.suffix == ".csv":
         items = from_csv(source, allow_missing_captions)
     elif not source.exists():
-        raise FileNotFoundError(f"input {source} does not exist")
+        raise MissingFile(f"input {source} does not exist")
     else:
         raise ValueError(f"input {source} must be a folder, a .jsonl or a .csv manifest")
     make_keys_distinct(items)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import MissingFile, UserInputError
 from lightning_sdm.models.saving import read_weights
 
 # Which decoder projections each target name covers (per layer).
@@ -189,9 +189,7 @@ def load_adapter_directory(
     base = adapter_base(directory)
     assert base is not None, f"{directory} is not an adapter directory"
     if not (base / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{directory} is an adapter over {base}, which is not a model directory"
-        )
+        raise MissingFile(f"{directory} is an adapter over {base}, which is not a model directory")
     description = json.loads((directory / ADAPTER_FILE).read_text(encoding="utf-8"))
     model = load_base(base)
     model.add_adapter(AdapterConfig(**description["adapter"]))

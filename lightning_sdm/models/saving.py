@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lightning_sdm.conditioning import T5Conditioner
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import MissingFile, UserInputError
 
 CONFIG_FILE = "config.json"
 FAMILY_KEY = "family"  # config.json's record of the model family that reads the directory
@@ -53,7 +53,7 @@ def read_config_data(
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: not a saved lightning_sdm model")
+        raise MissingFile(f"{config_path} not found: not a saved lightning_sdm model")
     data = json.loads(config_path.read_text())
     data.pop(FAMILY_KEY, None)  # which class reads the directory, not one of its options
     text_path = data["text"].get("pretrained")
@@ -68,7 +68,7 @@ def read_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tenso
     """A safetensors file's tensors; a torn or foreign file is one line that names it
     (a copy cut short by a full disk, a download stopped half way)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the directory has no weights")
+        raise MissingFile(f"{path} not found: the directory has no weights")
     try:
         return load_file(path, device=map_location)
     except SafetensorError as error:

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
 
-from lightning_sdm.errors import UserInputError
+from lightning_sdm.errors import MissingFile, UserInputError
 from lightning_sdm.runs.tracking import METRICS_FILE
 from lightning_sdm.text_files import read_user_text
 
@@ -61,7 +61,7 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     if csv_path.is_dir():
         csv_path = csv_path / METRICS_FILE
     if not csv_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{csv_path} not found: is this a run folder of `lightning-sdm fit`?"
         )
     png_path = Path(png_path) if png_path else csv_path.with_suffix(".png")
