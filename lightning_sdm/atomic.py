@@ -96,7 +96,7 @@ def remove_partials(folder: str | Path, of: str | None = None) -> list[Path]:
         if of is not None and not path.name.startswith(f".{of}.sdm-"):
             continue
         if RETIRED_MARK in path.name:
-            original = folder / path.name[1:].split(RETIRED_MARK)[0]
+            original = destination_of(path)
             if not original.exists():
                 os.replace(path, original)
                 continue

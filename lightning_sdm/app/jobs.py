@@ -23,7 +23,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.families import family_named, family_of
 from lightning_sdm.generation import GenerationOptions, generate_requests, read_requests
-from lightning_sdm.generation.requests import MAX_SEED
+from lightning_sdm.generation.requests import check_first_seed
 from lightning_sdm.generation.source import GenerationSource, load_path, source_family
 
 MAX_SECONDS = 120.0  # one request from the page; longer ones belong to the command line
@@ -113,11 +113,7 @@ class GenerationJobs:
             )
         if not 0 < form.seconds <= MAX_SECONDS:
             raise UserInputError(f"the duration must be in (0, {MAX_SECONDS:g}] s")
-        if not 0 <= form.seed <= MAX_SEED - len(prompts):  # refused now, not by a failed job
-            raise UserInputError(
-                f"the seed must be in [0, {MAX_SEED - len(prompts)}] (prompt i uses seed + i), "
-                f"got {form.seed}"
-            )
+        check_first_seed(form.seed, len(prompts), "the seed")  # now, not as a failed job
         if len(prompts) * form.seconds > MAX_TOTAL_SECONDS:
             raise UserInputError(
                 f"at most {MAX_TOTAL_SECONDS:g} s of audio per request (prompts x seconds)"

@@ -137,19 +137,23 @@ def family_of(model: Any) -> ModelFamily:
     raise UserInputError(f"{model_class.__name__} is not a registered model family's model")
 
 
-def family_of_directory(directory: str | Path) -> ModelFamily:
-    """The family a model directory records (an adapter directory: its base model's)."""
+# What to do about a folder without a model, where the model is read for generation.
+MAKE_A_MODEL = "make one with `lightning-sdm export CKPT DIR`, or pass --ckpt"
+
+
+def family_of_directory(directory: str | Path, advice: str = MAKE_A_MODEL) -> ModelFamily:
+    """The family a model directory records (an adapter directory: its base model's);
+    `advice` follows the reason when the folder holds no model."""
     from lightning_sdm.families.old_files import old_directory_family
 
     directory = Path(directory)
     base = adapter_base(directory)
     if base is not None:
-        return family_of_directory(base)
+        return family_of_directory(base, advice)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise UserInputError(
-            f"{directory} is not a saved lightning_sdm model (no {CONFIG_FILE}); "
-            "make one with `lightning-sdm export CKPT DIR`, or pass --ckpt"
+            f"{directory} is not a saved lightning_sdm model (no {CONFIG_FILE}); {advice}"
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

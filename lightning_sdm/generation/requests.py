@@ -23,6 +23,14 @@ class GenerationRequest:
     seed: int
 
 
+def check_first_seed(seed: int, prompts: int, name: str) -> None:
+    """Prompt i draws from seed + i: every one of them must be a seed torch takes."""
+    if not 0 <= seed <= MAX_SEED - prompts:
+        raise UserInputError(
+            f"{name} must be in [0, {MAX_SEED - prompts}] (prompt i uses seed + i), got {seed}"
+        )
+
+
 def read_requests(
     prompts: Sequence[str] | None,
     prompt_file: str | None,
@@ -37,10 +45,7 @@ def read_requests(
     if not entries:
         raise UserInputError("nothing to generate: give --prompt TEXT or --prompt_file FILE")
     _check_seconds(seconds, "--seconds")
-    if not 0 <= seed <= MAX_SEED - len(entries):
-        raise UserInputError(
-            f"--seed must be in [0, {MAX_SEED - len(entries)}] (prompt i uses seed + i), got {seed}"
-        )
+    check_first_seed(seed, len(entries), "--seed")
     requests = []
     for index, (prompt, own_seconds, own_seed) in enumerate(entries):
         if own_seed is not None and not 0 <= own_seed <= MAX_SEED:

@@ -34,16 +34,13 @@ def _saved_config(directory: str, model_class: Any) -> Any:
     from lightning_sdm.families import family_of, family_of_directory
 
     path = Path(directory)
+    where_from = "a model directory from `lightning-sdm export` or `lightning-sdm import-musicgen`"
     if not path.is_dir():
-        raise UserInputError(
-            f"model.init_from: {path} not found (a model directory from `lightning-sdm "
-            "export` or `lightning-sdm import-musicgen`)"
-        )
+        raise UserInputError(f"model.init_from: {path} not found ({where_from})")
     try:
-        found, wanted = family_of_directory(path), family_of(model_class)
+        found, wanted = family_of_directory(path, f"give {where_from}"), family_of(model_class)
     except UserInputError as error:
-        reason = str(error).split("; make one with")[0]  # its advice is generate's
-        raise UserInputError(f"model.init_from: {reason}") from error
+        raise UserInputError(f"model.init_from: {error}") from error
     if found is not wanted:
         raise UserInputError(
             f"model.init_from: {path} holds {found.description}; this task trains "
