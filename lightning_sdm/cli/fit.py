@@ -30,6 +30,7 @@ from lightning_sdm.callbacks.samples import SampleGeneration
 from lightning_sdm.cli.parsing import ErrorFirst
 from lightning_sdm.data.datamodule import TokenShardsDataModule
 from lightning_sdm.errors import UserInputError, first_line
+from lightning_sdm.ranks import is_first_process
 from lightning_sdm.runs.checkpoints import AtomicCheckpointIO, require_readable
 from lightning_sdm.runs.plan import RUN_DIR_ENV, RunPlan, plan_run
 from lightning_sdm.runs.tracking import METRICS_FILE, run_loggers
@@ -122,10 +123,6 @@ def _with_atomic_checkpoints(trainer_config: dict[str, Any]) -> list[Any]:
     if not has_own and not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
     return plugins
-
-
-def _is_rank_zero() -> bool:
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 @contextlib.contextmanager
@@ -247,7 +244,7 @@ class SdmCLI(LightningCLI):
             return trainer
         root = Path(trainer_config.get("default_root_dir") or os.getcwd())
         self.run_plan = plan = plan_run(root, self._get(self.config_init, "ckpt_path"))
-        if _is_rank_zero():  # what a kill during a save left behind
+        if is_first_process():  # what a kill during a save left behind
             remove_partials(plan.checkpoint_dir)
             remove_partials(plan.run_dir, of=METRICS_FILE)
         kwargs["logger"] = run_loggers(plan.run_dir)

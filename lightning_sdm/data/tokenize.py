@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -48,7 +49,9 @@ from lightning_sdm.data.sources import Rejection, SourceItem
 from lightning_sdm.data.stopping import SignalStop, StopRequested
 from lightning_sdm.data.storage import ShardLocation
 from lightning_sdm.errors import UserInputError, first_line
+from lightning_sdm.folder_lock import LOCK_FILE, FolderBusy, folder_lock
 from lightning_sdm.presets import RANDOM_WEIGHTS
+from lightning_sdm.ranks import is_first_process
 
 RANDOM_CODEC_DIR = "codec"  # where --random-codec saves its codec, inside the output folder
 SHOWN_REJECTIONS = 50  # on the console; index.json lists every one
@@ -298,25 +301,38 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     )
     data.discover()  # before anything is written: a wrong input leaves no folder
     made_here = not location.remote and not Path(config.output).exists()
-    uploader = _prepare_output(location, config)
     try:
-        return _tokenize_into(config, location, data, uploader, use_trainer)
+        with contextlib.ExitStack() as held:
+            # In a fit's prepare_data each node's first process tokenizes: the later ones
+            # wait for the first and then find its work done.
+            uploader = _prepare_output(location, config, held, wait=not use_trainer)
+            try:
+                return _tokenize_into(config, location, data, uploader, use_trainer)
+            finally:
+                if uploader is not None:
+                    uploader.remove_staging()
+    except FolderBusy:
+        raise  # the folder is the other run's: nothing of it is ours to remove
     except UserInputError:
         if made_here:  # refused settings (an accelerator it lacks) leave no empty folder
             with contextlib.suppress(OSError):
+                (Path(config.output) / LOCK_FILE).unlink()
                 Path(config.output).rmdir()
         raise
-    finally:
-        if uploader is not None:
-            uploader.remove_staging()
 
 
-def _prepare_output(location: ShardLocation, config: TokenizeConfig) -> ShardUploader | None:
-    """A local folder made writable and cleared of unpublished files; for a URL, one line
-    when it cannot be written, and the uploader of its shards."""
+def _prepare_output(
+    location: ShardLocation, config: TokenizeConfig, held: contextlib.ExitStack, wait: bool
+) -> ShardUploader | None:
+    """A local folder made writable, held against other runs (`folder_lock`) and cleared
+    of unpublished files; for a URL, one line when it cannot be written, and the uploader
+    of its shards. A launch's other ranks neither lock nor clear: its first does."""
     if not location.remote:
         output = Path(config.output)
         _make_writable_folder(output)
+        if not wait and not is_first_process():
+            return None
+        held.enter_context(folder_lock(output, "tokenize", wait=wait, on_wait=_to_stderr))
         clean_incomplete(output)
         return None
     if config.random_codec_seed is not None:
@@ -373,6 +389,10 @@ def _tokenize_into(
     )
     summary.stopped_by = stopped_by
     return summary
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _make_writable_folder(output: Path) -> None:

@@ -22,6 +22,7 @@ from lightning_sdm.data.shards import INDEX_FILE, read_shard
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
 from lightning_sdm.demo.audio import write_demo_clips
 from tests.data.audio_fixtures import CASES, audio_path, make_folder
+from tests.test_folder_lock import hold_in_another_process
 
 
 def run(input_dir, output_dir, codec_dir, **overrides):
@@ -267,6 +268,53 @@ def test_settings_tokenize_cannot_run_are_one_line(codec_dir, tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "out").exists()  # refused before or after making it: none left
+
+
+def test_a_second_tokenize_into_a_folder_being_written_is_one_line_and_harms_nothing(
+    codec_dir, tmp_path, capsys
+):
+    """Two runs into one folder would number their shards alike and clear each other's
+    half-written files: the second is refused while the first holds the folder."""
+    make_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    run(tmp_path / "in", out, codec_dir)
+    shards = {p.name: p.read_bytes() for p in out.glob("shard-*")}
+    holder = hold_in_another_process(out, 60)  # the first run, mid-way
+    (out / "shard-000009.tar.tmp").write_bytes(b"the first run's open shard")
+    try:
+        argv = ["tokenize", str(tmp_path / "in"), str(out), "--codec-dir", codec_dir]
+        assert main([*argv, "--no-progress", "--workers", "0"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and f"{out} is being written by another tokenize (pid {holder.pid}" in err[0]
+    )
+    assert (out / "shard-000009.tar.tmp").read_bytes() == b"the first run's open shard"
+    assert {p.name: p.read_bytes() for p in out.glob("shard-*") if p.suffix != ".tmp"} == shards
+    summary = run(tmp_path / "in", out, codec_dir)  # the holder gone: the folder is free
+    assert summary.new_items == 0 and not list(out.glob("*.tmp"))
+
+
+def test_in_process_tokenize_waits_for_the_folders_writer_then_finds_its_work(
+    codec_dir, tmp_path, capsys
+):
+    """A fit's prepare_data runs on each node's first process: the later ones wait."""
+    make_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    run(tmp_path / "in", out, codec_dir)
+    holder = hold_in_another_process(out, 1.5)
+    config = TokenizeConfig(
+        input=str(tmp_path / "in"), output=str(out), num_workers=0, progress=False,
+        codec=CodecConfig(pretrained=codec_dir),
+    )  # fmt: skip
+    summary = tokenize(config, use_trainer=False)
+    holder.wait()
+    assert summary.new_items == 0 and summary.already_present == len(CASES)
+    assert f"waiting for another tokenize writing into {out} (pid {holder.pid}" in (
+        capsys.readouterr().err
+    )
 
 
 def test_an_output_that_cannot_be_written_is_one_line(codec_dir, tmp_path, capsys):
