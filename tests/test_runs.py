@@ -1,14 +1,19 @@
 """Run folders: one per fit, `--ckpt_path last` finds the newest run's last checkpoint."""
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.ranks import RANK_VARIABLES
 from lightning_sdm.runs.checkpoints import require_checkpoint
-from lightning_sdm.runs.plan import RUN_DIR_ENV, find_last_checkpoint, plan_run
+from lightning_sdm.runs.plan import RUN_DIR_ENV, WANDB_ID_FILE, find_last_checkpoint, plan_run
+from lightning_sdm.runs.tracking import run_loggers
 
 
 def touch(path, mtime=None, step=0):
@@ -22,7 +27,7 @@ def touch(path, mtime=None, step=0):
 
 def test_fresh_fits_count_up_versions(tmp_path):
     assert plan_run(tmp_path, None).run_dir == tmp_path / "version_0"
-    (tmp_path / "version_0").mkdir()
+    assert (tmp_path / "version_0").is_dir()  # claimed as it was chosen
     (tmp_path / "version_3").mkdir()
     (tmp_path / "notes").mkdir()
     plan = plan_run(tmp_path, None)
@@ -57,6 +62,42 @@ def test_a_checkpoint_from_elsewhere_starts_a_new_run(tmp_path):
     elsewhere = touch(tmp_path / "other" / "model.ckpt")
     plan = plan_run(tmp_path / "runs", str(elsewhere))
     assert plan.ckpt_path == str(elsewhere) and plan.run_dir == tmp_path / "runs" / "version_0"
+
+
+CLAIM = """
+import sys, time
+from pathlib import Path
+from lightning_sdm.runs.plan import plan_run
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(plan_run(Path(sys.argv[1]), None).run_dir.name)
+"""
+
+
+def test_fits_started_together_get_a_run_folder_each(tmp_path):
+    """Two fits from two terminals at once chose the same version_N (and wrote each
+    other's checkpoints and W&B run): each claims its own now."""
+    root = Path(__file__).resolve().parents[1]
+    environment = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
+    start = time.time() + 3  # after the imports of all four
+    fits = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIM, str(tmp_path / "runs"), str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=root,
+            env=environment,
+        )
+        for _ in range(4)
+    ]
+    chosen = sorted(fit.communicate(timeout=120)[0].strip() for fit in fits)
+    assert chosen == ["version_0", "version_1", "version_2", "version_3"]
+
+
+def test_a_launchs_other_processes_make_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    plan = plan_run(tmp_path / "runs", None)
+    assert plan.run_dir == tmp_path / "runs" / "version_0"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_spawned_ranks_take_the_run_folder_rank_zero_chose(tmp_path, monkeypatch):
@@ -130,3 +171,15 @@ def test_a_run_folder_given_as_a_checkpoint_points_at_its_newest(tmp_path):
     with pytest.raises(UserInputError, match="is a folder, not a checkpoint and holds none"):
         require_checkpoint(tmp_path / "empty")
     require_checkpoint(newest)
+
+
+def test_a_launchs_other_processes_write_no_tracking_files(tmp_path, monkeypatch):
+    """An srun task other than the first guesses a run folder that may not be rank 0's:
+    it must not make it, nor a W&B id in it."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    run_loggers(tmp_path / "runs" / "version_1")
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    run_loggers(tmp_path / "runs" / "version_1")
+    assert (tmp_path / "runs" / "version_1" / WANDB_ID_FILE).is_file()

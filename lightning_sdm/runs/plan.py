@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_sdm.runs.checkpoints import require_readable, unreadable_reason
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.ranks import is_first_process
+from lightning_sdm.runs.checkpoints import require_readable, unreadable_reason
 
 RUN_DIR_ENV = "LIGHTNING_SDM_RUN_DIR"  # hands rank 0's choice to the ranks Lightning spawns
 WANDB_ID_FILE = "wandb_run_id"
@@ -48,6 +49,24 @@ def run_versions(root: Path) -> list[tuple[int, Path]]:
 def next_run_dir(root: Path) -> Path:
     versions = run_versions(root)
     return root / f"version_{versions[-1][0] + 1 if versions else 0}"
+
+
+def claim_run_dir(root: Path) -> Path:
+    """The next `version_N`, made here. `mkdir` fails for all but one process, so fits
+    started together under one root get a folder each instead of sharing one (its
+    checkpoints, its W&B run). A launch's other processes make nothing: they take the
+    folder rank 0 names (Lightning's spawned ranks through RUN_DIR_ENV; checkpoints and
+    loggers write from rank 0)."""
+    if not is_first_process():
+        return next_run_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        candidate = next_run_dir(root)
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:  # another fit took it a moment ago: take the next
+            continue
 
 
 def _newest_first(paths: Iterator[Path]) -> list[Path]:
@@ -102,7 +121,7 @@ def plan_run(root: str | Path, ckpt_path: str | None) -> RunPlan:
     if ckpt_path == "last":
         last = find_last_checkpoint(root)
         if last is None:
-            return RunPlan(Path(inherited) if inherited else next_run_dir(root), None, False)
+            return RunPlan(Path(inherited) if inherited else claim_run_dir(root), None, False)
         ckpt_path = str(last)
     if ckpt_path is not None:
         checkpoint = Path(ckpt_path)
@@ -112,5 +131,5 @@ def plan_run(root: str | Path, ckpt_path: str | None) -> RunPlan:
         run = _run_dir_of(checkpoint, root)
         if run is not None:
             return RunPlan(run, str(checkpoint), True)
-    run_dir = Path(inherited) if inherited else next_run_dir(root)
+    run_dir = Path(inherited) if inherited else claim_run_dir(root)
     return RunPlan(run_dir, ckpt_path, ckpt_path is not None)

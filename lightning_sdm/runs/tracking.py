@@ -16,6 +16,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_sdm.atomic import atomic_file
+from lightning_sdm.ranks import is_first_process
 from lightning_sdm.runs.plan import WANDB_ID_FILE
 
 METRICS_FILE = "metrics.csv"
@@ -138,11 +139,15 @@ class RunCSVLogger(CSVLogger):
         super().log_metrics(metrics, step)
 
 
-def _wandb_run_id(run_dir: Path) -> str:
-    """One W&B id per run folder, so a resumed run continues the same W&B run."""
+def _wandb_run_id(run_dir: Path) -> str | None:
+    """One W&B id per run folder, so a resumed run continues the same W&B run. A launch's
+    other processes (which log nothing) read it but write nothing: their guess of the run
+    folder may not be rank 0's."""
     path = run_dir / WANDB_ID_FILE
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
+    if not is_first_process():
+        return None
     run_id = uuid.uuid4().hex[:8]
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id, encoding="utf-8")
@@ -164,7 +169,8 @@ def run_loggers(run_dir: str | Path, project: str = "lightning-sdm") -> list[Log
         except ImportError:
             wandb = None
         if wandb is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            if is_first_process():
+                run_dir.mkdir(parents=True, exist_ok=True)
             wandb_logger = WandbLogger(
                 save_dir=str(run_dir),
                 project=os.environ.get("WANDB_PROJECT", project),
