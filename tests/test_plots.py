@@ -1,5 +1,7 @@
 """`lightning-sdm plot`: loss curves from a run's metrics.csv."""
 
+import warnings
+
 import pytest
 
 from lightning_sdm.cli import main
@@ -62,3 +64,55 @@ def test_spectrograms_are_drawn_with_axes_and_a_title(tmp_path):
     image = Image.open(path)
     # a figure (axes, labels, colour bar), not the bare bins x frames array
     assert image.size == (800, 360) and image.mode in ("RGB", "RGBA")
+
+
+def _tone_png(path, title):
+    import torch
+
+    from lightning_sdm.audio_io import spectrogram_png
+
+    rate = 16000
+    tone = torch.sin(2 * torch.pi * 1000 * torch.arange(rate) / rate)
+    return spectrogram_png(path, tone, rate, title)
+
+
+def test_a_title_no_installed_font_draws_is_drawn_without_a_warning_per_character(tmp_path):
+    """A prompt in a script the machine has no font for printed one warning per character
+    and prompt; it is drawn with boxes, quietly (the JSON holds the prompt whole)."""
+    private_use = "\ue000\ue001\ue002"  # characters no font has
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = _tone_png(tmp_path / "x.png", f"drums {private_use}")
+    assert path.is_file()
+
+
+def test_titles_fall_back_to_installed_fonts_of_other_scripts(monkeypatch):
+    from matplotlib import font_manager
+
+    from lightning_sdm.runs import plots
+
+    installed = [font_manager.FontEntry(name=name) for name in ("DejaVu Sans", "Malgun Gothic")]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", installed)
+    plots.title_families.cache_clear()
+    try:
+        assert plots.title_families() == ["DejaVu Sans", "Malgun Gothic"]
+    finally:
+        plots.title_families.cache_clear()
+
+
+@pytest.mark.skipif(
+    len(__import__("lightning_sdm.runs.plots").runs.plots.title_families()) < 2,
+    reason="no font for CJK installed here",
+)
+def test_a_cjk_title_is_drawn_in_an_installed_cjk_font(tmp_path, monkeypatch):
+    """Drawn, not boxed: the title differs from the same title in DejaVu Sans alone."""
+    from PIL import Image, ImageChops
+
+    from lightning_sdm.runs import plots
+
+    drawn = Image.open(_tone_png(tmp_path / "cjk.png", "日本の音楽")).convert("RGB")
+    monkeypatch.setattr(plots, "title_families", lambda: ["DejaVu Sans"])
+    boxed = Image.open(_tone_png(tmp_path / "box.png", "日本の音楽")).convert("RGB")
+    title_band = (0, 0, 800, 30)
+    difference = ImageChops.difference(drawn.crop(title_band), boxed.crop(title_band))
+    assert difference.getbbox() is not None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
+from matplotlib import font_manager
 
 from lightning_sdm.errors import MissingFile, UserInputError
 from lightning_sdm.runs.tracking import METRICS_FILE
@@ -28,8 +31,7 @@ def read_metrics(csv_path: str | Path) -> Series:
         reader = csv.DictReader(handle)
         if reader.fieldnames is not None and "step" not in reader.fieldnames:
             raise UserInputError(
-                f"{csv_path} has no step column: not the metrics.csv of a "
-                "`lightning-sdm fit` run"
+                f"{csv_path} has no step column: not the metrics.csv of a `lightning-sdm fit` run"
             )
         for row in reader:
             if not row.get("step"):
@@ -61,9 +63,7 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     if csv_path.is_dir():
         csv_path = csv_path / METRICS_FILE
     if not csv_path.is_file():
-        raise MissingFile(
-            f"{csv_path} not found: is this a run folder of `lightning-sdm fit`?"
-        )
+        raise MissingFile(f"{csv_path} not found: is this a run folder of `lightning-sdm fit`?")
     png_path = Path(png_path) if png_path else csv_path.with_suffix(".png")
     series = read_metrics(csv_path)
     train = next((series[n] for n in ("train/ce", "train/loss") if n in series), [])
@@ -102,6 +102,27 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     return png_path
 
 
+# Families that draw what DejaVu Sans (matplotlib's own) lacks: CJK, Hangul, other scripts
+# and monochrome emoji, under the names Linux, macOS and Windows install them by. A prompt's
+# title falls back through those present (colour-bitmap emoji fonts do not draw in Agg).
+TITLE_FALLBACKS = (
+    "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR",
+    "Noto Sans JP", "Noto Sans SC", "Noto Sans TC", "Noto Sans KR", "Source Han Sans",
+    "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Hiragino Sans",
+    "PingFang SC", "Apple SD Gothic Neo", "Microsoft YaHei", "Yu Gothic", "Malgun Gothic",
+    "Noto Sans Devanagari", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Thai",
+    "Noto Emoji", "Segoe UI Emoji", "Segoe UI Symbol",
+)  # fmt: skip
+MISSING_GLYPH = r"Glyph \d+ .* missing from font"
+
+
+@functools.cache
+def title_families() -> list[str]:
+    """DejaVu Sans, then the installed fallbacks."""
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(name for name in TITLE_FALLBACKS if name in installed)]
+
+
 def plot_spectrogram(
     png_path: str | Path, decibels: Any, sample_rate: int, hop: int, title: str = ""
 ) -> Path:
@@ -123,9 +144,13 @@ def plot_spectrogram(
     axis.set_xlabel("time (s)")
     axis.set_ylabel("frequency (Hz)")
     shown = title if len(title) <= 100 else title[:97] + "..."  # a huge prompt: one line
-    axis.set_title(shown, fontsize=9)
+    axis.set_title(shown, fontsize=9, fontfamily=title_families())
     figure.colorbar(image, ax=axis, label="magnitude (dB)")
-    figure.tight_layout()
-    figure.savefig(png_path)
+    with warnings.catch_warnings():
+        # A character no installed font has is drawn as a box; a warning per character
+        # and prompt would bury the run's output (the prompt is whole in the JSON).
+        warnings.filterwarnings("ignore", message=MISSING_GLYPH)
+        figure.tight_layout()
+        figure.savefig(png_path)
     plt.close(figure)
     return png_path
