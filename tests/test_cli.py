@@ -77,6 +77,7 @@ def test_generate_command_writes_codes(tmp_path, capsys):
     assert saved["seeds"] == [0, 1]
     printed = capsys.readouterr().out
     assert "codes only (no codec)" in printed and "summary.json" in printed
+    assert "no audio: the model's folder holds no codec; rerun with --codec_dir DIR" in printed
     sidecar = json.loads((output / "01-b.json").read_text())
     assert sidecar["decoding_steps"] == 13 and sidecar["seed"] == 1
     assert sidecar["pattern"] == "delay" and sidecar["sampling"]["top_k"] == 250

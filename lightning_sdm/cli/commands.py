@@ -346,10 +346,15 @@ def export(
         return 0
     if ckpt is None:
         raise UserInputError("export needs --ckpt (a checkpoint written by fit)")
-    from lightning_sdm.convert.export import export_checkpoint
+    from lightning_sdm.convert.export import CODEC_DIR, EXPORT_FILE, export_checkpoint
 
     written = export_checkpoint(ckpt, output, codec_dir, merge, overwrite)
     print(f"exported {ckpt} to {written}")
+    if (written / EXPORT_FILE).is_file() and not (written / CODEC_DIR).is_dir():
+        print(
+            "no codec copied in (--codec_dir DIR): generate from it writes codes or latents "
+            "only, unless given --codec_dir"
+        )
     return 0
 
 

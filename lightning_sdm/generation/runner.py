@@ -102,6 +102,11 @@ class GenerationSummary:
             f"in {self.wall_s:.2f} s (RTF {self.real_time_factor:.2f}); "
             f"summary in {self.output / SUMMARY_FILE}"
         )
+        if not self.wrote_audio:  # what a user who expected wavs needs next
+            lines.append(
+                "no audio: the model's folder holds no codec; rerun with --codec_dir DIR "
+                "to decode, or export the model with --codec_dir so that it keeps one"
+            )
         return "\n".join(lines)
 
 

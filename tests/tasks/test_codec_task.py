@@ -99,7 +99,9 @@ def test_a_short_codec_fit_lowers_the_loss_and_saves_an_encodec_directory(tmp_pa
     assert torch.equal(codec.encode(wav), expected)
     assert len(codec.encode(wav).unique()) > 1
     # `export` turns the checkpoint into the same directory
+    capsys.readouterr()
     assert main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "exported")]) == 0
+    assert "no codec copied in" not in capsys.readouterr().out  # it is one
     exported = EncodecCodec(CodecConfig(pretrained=str(tmp_path / "exported")))
     assert torch.equal(exported.encode(wav), expected)
 

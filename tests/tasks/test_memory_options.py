@@ -113,7 +113,7 @@ def test_a_bf16_frozen_base_keeps_the_first_step_and_trains_the_adapter_alone():
     assert codes.shape == (1, 4, 6)
 
 
-def test_a_bf16_frozen_base_is_for_training_only(tmp_path):
+def test_a_bf16_frozen_base_is_for_training_only(tmp_path, capsys):
     """The run holds the base in bf16; its checkpoint holds the adapter alone, and export
     merges it into the base as saved (fp32), not into the rounded copy."""
     from lightning_sdm.cli import main
@@ -148,7 +148,10 @@ def test_a_bf16_frozen_base_is_for_training_only(tmp_path):
     ffn = "lm.decoder.layers.0.ffn.0.weight"
     assert not torch.equal(merged_state[ffn], base_state[ffn])  # the adapter trained
     # the same adapter merged into the fp32 base by hand
+    capsys.readouterr()
     assert main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "alone")]) == 0
+    # exported without --codec_dir: said, since generate from it then writes no audio
+    assert "no codec copied in (--codec_dir DIR): generate from it" in capsys.readouterr().out
     by_hand = TextToMusicLM.from_pretrained(tmp_path / "alone").merge_adapter().state_dict()
     assert all(torch.equal(by_hand[n], t) for n, t in merged_state.items())
 
