@@ -31,15 +31,15 @@ class ShardCache:
         if target.is_file():
             os.utime(target)  # recently read: evicted last
             return target
-        folder, _, name = url.rpartition("/")
+        folder = url.rpartition("/")[0]
         location = ShardLocation(folder)
-        size = with_retries(lambda: location.fs.size(url), name)
+        size = with_retries(lambda: location.fs.size(url), url)
         if size is None or size > self.max_bytes:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{os.getpid()}.part")
         try:
-            with_retries(lambda: location.fs.get_file(url, str(partial)), name)
+            with_retries(lambda: location.fs.get_file(url, str(partial)), url)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)

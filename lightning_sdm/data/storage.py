@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -110,7 +111,9 @@ def with_retries(
     on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> Result:
     """`action()`, tried again after transient failures (connection drops, 5xx answers);
-    RETRIES times, BACKOFF_SECONDS apart and doubling, unless told otherwise."""
+    RETRIES times, BACKOFF_SECONDS apart and doubling, unless told otherwise. Each retry is
+    said on stderr (`on_retry` replaces that): a client's own retries can take ten seconds
+    an attempt, and an unreachable bucket should not look like a hung command."""
     retries = RETRIES if retries is None else retries
     backoff = BACKOFF_SECONDS if backoff is None else backoff
     for attempt in range(retries + 1):
@@ -119,9 +122,17 @@ def with_retries(
         except Exception as error:  # storage clients raise many types; classified below
             if _permanent(error) or attempt == retries:
                 raise
+            delay = backoff * 2**attempt
             if on_retry is not None:
                 on_retry(attempt, error)
-            time.sleep(backoff * 2**attempt)
+            else:
+                print(
+                    f"{what}: {why(error)}; trying again in {delay:g} s "
+                    f"(retry {attempt + 1} of {retries})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            time.sleep(delay)
     raise AssertionError(f"unreachable: {what}")
 
 
@@ -211,7 +222,7 @@ class ShardLocation:
                 return False
             return True
         try:
-            return bool(with_retries(lambda: self.fs.exists(self.path(name)), name))
+            return bool(with_retries(lambda: self.fs.exists(self.path(name)), self.path(name)))
         except FileNotFoundError:
             return False
 
@@ -220,8 +231,9 @@ class ShardLocation:
             return Path(self.path(name)).read_bytes()
         if self.pipe:
             command = self.path(name).removeprefix(PIPE_PREFIX)
+            # Named by the file, not the command, which may hold a token.
             return with_retries(lambda: _command_bytes(command), name)
-        return with_retries(lambda: self.fs.cat_file(self.path(name)), name)
+        return with_retries(lambda: self.fs.cat_file(self.path(name)), self.path(name))
 
     def read_json(self, name: str) -> Any:
         return json.loads(self.read_bytes(name).decode("utf-8"))
@@ -235,7 +247,7 @@ class ShardLocation:
         # HTTP: one streamed GET (block_size 0) instead of range requests, which plain
         # servers do not answer; buckets read in ranged blocks as fsspec does.
         options = {"block_size": 0} if self.scheme in ("http", "https") else {}
-        return with_retries(lambda: self.fs.open(self.path(name), "rb", **options), name)
+        return with_retries(lambda: self.fs.open(self.path(name), "rb", **options), self.path(name))
 
     def names(self, pattern: str) -> list[str]:
         """Names of the files matching `pattern` (e.g. shard-*.json), sorted."""
@@ -243,19 +255,19 @@ class ShardLocation:
             return sorted(p.name for p in Path(self.location).glob(pattern))
         if self.pipe:
             raise UserInputError(f"{self.location} cannot be listed (a pipe: reads named files)")
-        found = with_retries(lambda: self.fs.glob(self.path(pattern)), pattern)
+        found = with_retries(lambda: self.fs.glob(self.path(pattern)), self.path(pattern))
         return sorted(str(p).rsplit("/", 1)[-1] for p in found)
 
     def upload(self, local: Path, name: str) -> None:
         """A local file to `name` here: whole or not at all (an object store writes an
         object in one piece)."""
-        with_retries(lambda: self.fs.put_file(str(local), self.path(name)), name)
+        with_retries(lambda: self.fs.put_file(str(local), self.path(name)), self.path(name))
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        with_retries(lambda: self.fs.pipe_file(self.path(name), data), name)
+        with_retries(lambda: self.fs.pipe_file(self.path(name), data), self.path(name))
 
     def delete(self, name: str) -> None:
-        with_retries(lambda: self.fs.rm_file(self.path(name)), name)
+        with_retries(lambda: self.fs.rm_file(self.path(name)), self.path(name))
 
     def writable_problem(self) -> str | None:
         """Why shards cannot be written here (None: a probe object was written and removed)."""

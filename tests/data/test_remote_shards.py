@@ -53,7 +53,9 @@ def test_http_shards_give_every_sample_once_per_epoch_as_local_ones_do(tmp_path,
         assert set(seen) == set(codes) and set(seen.values()) == {1}
 
 
-def test_a_dropped_connection_and_503s_are_retried_without_losing_or_repeating_a_sample(tmp_path):
+def test_a_dropped_connection_and_503s_are_retried_without_losing_or_repeating_a_sample(
+    tmp_path, capsys
+):
     codes = write_shards(tmp_path, frames_per_item=[30] * 12, items_per_shard=4)
     faults = Faults(
         unavailable_first={"shard-000000.tar": 2, "index.json": 1},
@@ -66,6 +68,10 @@ def test_a_dropped_connection_and_503s_are_retried_without_losing_or_repeating_a
         seen, _ = keys_over_ranks(module, world=1)
     assert set(seen) == set(codes) and set(seen.values()) == {1}
     assert faults.gets["shard-000000.tar"] == 3 and faults.gets["shard-000001.tar"] == 3
+    # each retry is said, naming the whole URL: a slow retry is not a hung command
+    err = capsys.readouterr().err
+    assert f"{server.url}/index.json: " in err and "; trying again in " in err
+    assert "(retry 1 of 3)" in err
 
 
 def test_a_shard_that_never_arrives_is_named_then_skipped_or_fails_the_run(tmp_path, capsys):
