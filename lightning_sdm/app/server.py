@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, HTTPException, Query
@@ -34,7 +34,7 @@ from lightning_sdm.listening.answers import (
     heard_first,
     rater_order,
 )
-from lightning_sdm.listening.pairs import PairingResult
+from lightning_sdm.listening.pairs import Pair, PairingResult, audio_digest
 from lightning_sdm.runs.checkpoints import is_checkpoint
 
 STATIC = Path(__file__).parent / "static"
@@ -50,7 +50,30 @@ class CompareTest:
     allow_no_preference: bool = False
     # (rater, pair_id) -> the samples this rater fetched: an answer needs both.
     fetched: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    # pair_id -> why it left the test: a wav removed or regenerated since pairing. Its
+    # raters would judge other audio than the answers would name.
+    withdrawn: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def audio_bytes(self, pair: Pair, system: str) -> bytes:
+        """The wav as paired, or 410 (and the pair withdrawn) when it is gone or changed."""
+        wav = pair.wavs[system]
+        try:
+            data = wav.read_bytes()
+        except OSError as error:
+            self.withdraw(pair, f"{wav} cannot be read ({error.strerror or error})")
+        if audio_digest(data) != pair.audio.get(system, audio_digest(data)):
+            self.withdraw(pair, f"{wav} changed")
+        return data
+
+    def withdraw(self, pair: Pair, reason: str) -> NoReturn:
+        with self._lock:
+            self.withdrawn.setdefault(pair.pair_id, reason)
+        raise HTTPException(
+            410,
+            f"this pair left the test: {self.withdrawn[pair.pair_id]} since serve paired "
+            "the folders (restart serve to pair them anew)",
+        )
 
     @property
     def salt(self) -> str:
@@ -224,15 +247,15 @@ def create_app(
     def next_pair(rater: str = Query(...)) -> dict[str, Any]:
         current, rater = test(), rater_id(rater)
         answered = current.answers.answered(rater)
-        total = len(current.pairing.pairs)
         remaining = [
             p
             for p in rater_order(rater, current.pairing.pairs, current.salt)
-            if p.pair_id not in answered
+            if p.pair_id not in answered and p.pair_id not in current.withdrawn
         ]
+        done = sum(p.pair_id in answered for p in current.pairing.pairs)
         state = {
-            "answered": total - len(remaining),
-            "total": total,
+            "answered": done,
+            "total": done + len(remaining),  # withdrawn pairs it did not answer are not due
             "allow_no_preference": current.allow_no_preference,
         }
         if not remaining:
@@ -264,7 +287,7 @@ def create_app(
         # The bytes alone: no file name, modification date or ETag that could tell the
         # systems apart, and nothing a cache could keep.
         return Response(
-            pair.wavs[system].read_bytes(),
+            current.audio_bytes(pair, system),
             media_type="audio/wav",
             headers={"Cache-Control": "no-store"},
         )
@@ -275,6 +298,8 @@ def create_app(
         pair = pair_of(current, body.pair_id)
         if body.choice == "none" and not current.allow_no_preference:
             raise HTTPException(422, "this test is forced choice: pick the first or the second")
+        if pair.pair_id in current.withdrawn:
+            raise HTTPException(410, f"this pair left the test: {current.withdrawn[pair.pair_id]}")
         if not current.heard_both(rater, pair.pair_id):
             raise HTTPException(409, "listen to both samples before answering")
         first = heard_first(rater, pair, current.salt)
@@ -310,6 +335,11 @@ def describe(compare: CompareTest) -> str:
     if compare.answers.bad_lines:
         lines.append(f"  {len(compare.answers.bad_lines)} malformed lines skipped:")
         lines += [f"    {line}" for line in compare.answers.bad_lines]
+    if compare.answers.earlier_audio:
+        lines.append(
+            f"  {compare.answers.earlier_audio} answers in it were given to other audio of "
+            "these folders (regenerated since): kept, asked again, reported apart"
+        )
     if compare.answers.other_tests:
         lines.append(
             f"  {compare.answers.other_tests} answers in it compare other systems (kept; the "

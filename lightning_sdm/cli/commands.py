@@ -483,7 +483,8 @@ def serve(
         if len(compare) != 2:
             raise UserInputError(f"--compare takes two folders, DIR_A DIR_B; got {len(compare)}")
         pairing = pair_systems(compare[0], compare[1], prompts)
-        test = CompareTest(pairing, AnswerLog(answers, pairing.systems), no_preference)
+        log = AnswerLog(answers, pairing.systems, pairing.pairs)
+        test = CompareTest(pairing, log, no_preference)
         print(describe(test))
     elif prompts is not None:
         raise UserInputError("--prompts selects the prompts of an A/B test: add --compare")

@@ -42,6 +42,17 @@ class Answer:
     system_a: str
     system_b: str
     time: str
+    # The digests of the two wavs as heard (`pairs.audio_digest`); empty in answers saved
+    # before they were recorded.
+    audio_a: str = ""
+    audio_b: str = ""
+
+    @property
+    def audio(self) -> tuple[str, str]:
+        return self.audio_a, self.audio_b
+
+
+AUDIO_FIELDS = {"audio_a", "audio_b"}
 
 
 @dataclass
@@ -77,7 +88,7 @@ def read_answers(path: str | Path) -> ReadAnswers:
             except json.JSONDecodeError as error:
                 bad.append(f"{path}:{number}: not JSON ({error.msg})")
                 continue
-            if not isinstance(item, dict) or set(item) != names:
+            if not isinstance(item, dict) or set(item) not in (names, names - AUDIO_FIELDS):
                 bad.append(f"{path}:{number}: expected the keys {sorted(names)}")
                 continue
             if item["choice"] not in CHOICES or item["heard_first"] not in SYSTEMS:
@@ -95,7 +106,9 @@ class AnswerLog:
     `ANSWERS.torn` rather than written onto.
     """
 
-    def __init__(self, path: str | Path, systems: dict[str, str]) -> None:
+    def __init__(
+        self, path: str | Path, systems: dict[str, str], pairs: list[Pair] | None = None
+    ) -> None:
         self.path = Path(path)
         self.systems = systems
         self._lock = threading.Lock()
@@ -103,15 +116,25 @@ class AnswerLog:
         self.bad_lines: list[str] = []
         self.set_aside: str | None = None  # the torn tail found at start, if any
         self.other_tests = 0  # answers in the file that compared other systems
+        # Answers to these systems' folders given to other audio (files regenerated since):
+        # kept in the file, not counted as answered, reported apart.
+        self.earlier_audio = 0
         _check_writable(self.path)
         self.set_aside = _set_aside_torn_tail(self.path)
         read = read_answers(self.path)
         self.bad_lines = read.bad_lines
+        heard = {
+            pair.pair_id: (pair.audio.get("A", ""), pair.audio.get("B", "")) for pair in pairs or []
+        }
         for answer in read.answers:
-            if (answer.system_a, answer.system_b) == (systems["A"], systems["B"]):
-                self._answered.add((answer.rater, answer.pair_id))
-            else:
+            if (answer.system_a, answer.system_b) != (systems["A"], systems["B"]):
                 self.other_tests += 1
+            elif (
+                answer.audio_a and answer.pair_id in heard and answer.audio != heard[answer.pair_id]
+            ):
+                self.earlier_audio += 1
+            else:
+                self._answered.add((answer.rater, answer.pair_id))
 
     def answered(self, rater: str) -> set[str]:
         with self._lock:
@@ -129,6 +152,8 @@ class AnswerLog:
             system_a=self.systems["A"],
             system_b=self.systems["B"],
             time=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            audio_a=pair.audio.get("A", ""),
+            audio_b=pair.audio.get("B", ""),
         )
         line = (json.dumps(asdict(answer), ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:

@@ -22,6 +22,14 @@ class Pair:
     pair_id: str  # stable across restarts: the prompt and its occurrence
     prompt: str
     wavs: dict[str, Path]  # system ("A"/"B") -> wav
+    # system -> `audio_digest` of its wav when the test was paired: what raters hear, so
+    # an answer names the audio it judged and a file regenerated since is noticed.
+    audio: dict[str, str] = field(default_factory=dict)
+
+
+def audio_digest(data: bytes) -> str:
+    """A short content hash of a wav's bytes."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 @dataclass
@@ -110,7 +118,9 @@ def pair_systems(
                 wav, other = (a[k], "B") if k < len(a) else (b[k], "A")
                 left_out.append(f"{wav}: no wav of prompt {prompt!r} in {other} to pair with")
                 continue
-            pairs.append(Pair(_pair_id(prompt, k), prompt, {"A": a[k], "B": b[k]}))
+            wavs = {"A": a[k], "B": b[k]}
+            audio = {system: audio_digest(wav.read_bytes()) for system, wav in wavs.items()}
+            pairs.append(Pair(_pair_id(prompt, k), prompt, wavs, audio))
     for prompt in wanted or []:
         if not found["A"].get(prompt) and not found["B"].get(prompt):
             left_out.append(f"prompt {prompt!r} from {prompts_file}: no wav in either system")

@@ -76,7 +76,10 @@ def build_report(answers_path: str | Path) -> dict[str, Any]:
     for answer in read.answers:
         tests[answer.system_a, answer.system_b].append(answer)
     comparisons = []
-    for (system_a, system_b), answers in tests.items():
+    for (system_a, system_b), given in tests.items():
+        answers, earlier = _split_by_audio(given)
+        if not answers:
+            continue
         by_rater, by_prompt = defaultdict(list), defaultdict(list)
         for answer in answers:
             by_rater[answer.rater].append(answer)
@@ -89,10 +92,21 @@ def build_report(answers_path: str | Path) -> dict[str, Any]:
                 "a_heard_first": sum(a.heard_first == "A" for a in answers) / len(answers),
                 "per_rater": {r: tally(a).to_dict() for r, a in sorted(by_rater.items())},
                 "per_prompt": {p: tally(a).to_dict() for p, a in sorted(by_prompt.items())},
+                "answers_to_earlier_audio": len(earlier),
             }
         )
     return {"answers_file": str(answers_path), "comparisons": comparisons,
             "bad_lines": read.bad_lines}  # fmt: skip
+
+
+def _split_by_audio(answers: list[Answer]) -> tuple[list[Answer], list[Answer]]:
+    """(answers to each pair's latest audio, answers to audio regenerated since). A folder
+    regenerated between sessions keeps its name, so only the wavs' digests tell the two
+    systems apart; answers saved before digests were recorded count as the latest."""
+    latest = {answer.pair_id: answer.audio for answer in answers if answer.audio_a}
+    current = [a for a in answers if not a.audio_a or a.audio == latest[a.pair_id]]
+    earlier = [a for a in answers if a.audio_a and a.audio != latest[a.pair_id]]
+    return current, earlier
 
 
 def _cell(text: str) -> str:
@@ -125,7 +139,8 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"A was preferred in {_percent(overall['a_share'])} of {overall['decided']} answers "
             f"with a preference (95 % CI {_ci_text(overall)}; p = {overall['p_value']:.3g} "
             f"against no preference); {overall['no_preference']} answers had none. "
-            f"A played first in {_percent(comparison['a_heard_first'])} of the answers.",
+            f"A played first in {_percent(comparison['a_heard_first'])} of the answers."
+            + _earlier_text(comparison["answers_to_earlier_audio"]),
             "",
             header,
             _row("all", overall),
@@ -144,6 +159,14 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report["bad_lines"]:
         lines += ["## Lines skipped", "", *(f"- {line}" for line in report["bad_lines"]), ""]
     return "\n".join(lines)
+
+
+def _earlier_text(count: int) -> str:
+    if not count:
+        return ""
+    return (
+        f" Left out: {count} answers given to earlier audio of these folders (regenerated since)."
+    )
 
 
 def _ci_text(entry: dict[str, Any]) -> str:

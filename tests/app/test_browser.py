@@ -168,3 +168,27 @@ def test_an_answer_the_server_could_not_save_is_shown_and_can_be_sent_again(brow
         wait_for(browser, lambda d: progress_text(d) == "Pair 2 of 5")
         assert browser.find_element(By.ID, "error").text == ""
         assert len(answers.read_text().splitlines()) == 1
+
+
+def test_pairs_whose_wavs_were_removed_mid_test_are_skipped_with_a_note(browser, tmp_path):
+    """A player that cannot load its wav left the page stuck (its buttons wait for both
+    samples to play); the page asks the server why and moves on past such pairs."""
+    a, b = two_systems(tmp_path / "systems")
+    answers = tmp_path / "answers.jsonl"
+    with served("--compare", str(a), str(b), "--answers", str(answers)) as (url, _):
+        kept = sorted(b.glob("*.wav"))[0]
+        for wav in sorted(b.glob("*.wav"))[1:]:  # removed after serve paired them
+            wav.unlink()
+        browser.get(f"{url}/compare")
+        browser.find_element(By.ID, "rater").send_keys("rater-09")
+        browser.find_element(By.ID, "begin").click()
+        wait_for(browser, lambda d: progress_text(d) == "Pair 1 of 1")
+        wait_for(browser, lambda d: "A pair was skipped" in d.find_element(By.ID, "error").text)
+        assert "restart serve" in browser.find_element(By.ID, "error").text
+        assert json.loads(kept.with_suffix(".json").read_text())["prompt"] in (
+            browser.find_element(By.ID, "prompt").text
+        )
+        play_both(browser)
+        browser.find_element(By.ID, "choose-first").click()
+        wait_for(browser, lambda d: d.find_element(By.ID, "done").is_displayed())
+        assert len(answers.read_text().splitlines()) == 1

@@ -26,7 +26,8 @@ def listen(client, body):
 @pytest.fixture
 def compare_client(tmp_path):
     pairing = pair_systems(*two_systems(tmp_path / "systems"))
-    test = CompareTest(pairing, AnswerLog(tmp_path / "answers.jsonl", pairing.systems))
+    answers = AnswerLog(tmp_path / "answers.jsonl", pairing.systems, pairing.pairs)
+    test = CompareTest(pairing, answers)
     with TestClient(create_app(compare=test, output_dir=tmp_path / "served")) as client:
         yield client, test
 
@@ -126,6 +127,46 @@ def test_any_valid_rater_id_can_listen_and_answer(compare_client, rater):
     answer = {"rater": rater, "pair_id": body["pair"]["pair_id"], "choice": "first"}
     assert client.post("/api/compare/answer", json=answer).status_code == 200
     assert json.loads(test.answers.path.read_text().splitlines()[-1])["rater"] == rater
+
+
+@pytest.mark.parametrize("change", ["regenerated", "removed"])
+def test_a_wav_changed_or_removed_mid_test_withdraws_its_pair(compare_client, change):
+    """Regenerating a system's folder while raters listen gave them the new audio under
+    answers that named the old; a removed wav was a 500 with a traceback."""
+    import numpy as np
+    import soundfile
+
+    client, test = compare_client
+    body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    pair = next(p for p in test.pairing.pairs if p.pair_id == body["pair"]["pair_id"])
+    listen(client, body)
+    wav = pair.wavs["B"]
+    if change == "regenerated":
+        soundfile.write(wav, 0.3 * np.sin(np.arange(8000) / 3.0), 16000)
+    else:
+        wav.unlink()
+    replies = [client.get(body["pair"][slot]) for slot in ("first", "second")]
+    refused = next(reply for reply in replies if reply.status_code != 200)
+    assert refused.status_code == 410 and str(wav) in refused.json()["detail"]
+    assert "restart serve" in refused.json()["detail"]
+    answer = {"rater": "r1", "pair_id": pair.pair_id, "choice": "first"}
+    reply = client.post("/api/compare/answer", json=answer)
+    assert reply.status_code == 410 and not test.answers.path.read_text()  # nothing saved
+    after = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    assert after["pair"]["pair_id"] != pair.pair_id  # the test goes on without it
+    assert after["total"] == len(test.pairing.pairs) - 1
+
+
+def test_answers_name_the_audio_they_judged(compare_client):
+    from lightning_sdm.listening.pairs import audio_digest
+
+    client, test = compare_client
+    body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    first, second = listen(client, body)
+    answer = {"rater": "r1", "pair_id": body["pair"]["pair_id"], "choice": "first"}
+    assert client.post("/api/compare/answer", json=answer).status_code == 200
+    saved = json.loads(test.answers.path.read_text())
+    assert {saved["audio_a"], saved["audio_b"]} == {audio_digest(first), audio_digest(second)}
 
 
 def test_a_huge_rater_id_is_refused_without_echoing_it(compare_client):

@@ -124,3 +124,32 @@ def test_rater_ids_are_checked():
     for bad in ["", "two words", "x" * 65, "a/b"]:
         with pytest.raises(UserInputError, match="a rater id is 1 to 64"):
             check_rater(bad)
+
+
+def test_answers_to_audio_regenerated_since_are_asked_again_not_resumed(tmp_path, pairing):
+    """A folder regenerated between sessions keeps its name: only the digests tell that an
+    earlier answer judged other audio."""
+    import numpy as np
+    import soundfile
+
+    path = tmp_path / "answers.jsonl"
+    log = AnswerLog(path, pairing.systems, pairing.pairs)
+    first, second = pairing.pairs[:2]
+    log.record("r1", first, "A", "A")
+    log.record("r1", second, "B", "A")
+    soundfile.write(first.wavs["A"], 0.1 * np.sin(np.arange(8000) / 5.0), 16000)
+    regenerated = pair_systems(pairing.systems["A"], pairing.systems["B"])
+    resumed = AnswerLog(path, regenerated.systems, regenerated.pairs)
+    assert resumed.answered("r1") == {second.pair_id}  # the first pair is due again
+    assert resumed.earlier_audio == 1 and resumed.other_tests == 0
+
+
+def test_answers_saved_before_digests_were_recorded_still_read_and_resume(tmp_path, pairing):
+    path = tmp_path / "answers.jsonl"
+    AnswerLog(path, pairing.systems, pairing.pairs).record("r1", pairing.pairs[0], "A", "A")
+    line = json.loads(path.read_text())
+    del line["audio_a"], line["audio_b"]
+    path.write_text(json.dumps(line) + "\n")
+    assert len(read_answers(path).answers) == 1 and not read_answers(path).bad_lines
+    resumed = AnswerLog(path, pairing.systems, pairing.pairs)
+    assert resumed.answered("r1") == {pairing.pairs[0].pair_id}

@@ -64,6 +64,30 @@ def test_the_report_breaks_down_by_rater_and_prompt(tmp_path, capsys):
     assert markdown in printed
 
 
+def test_answers_to_audio_regenerated_since_are_reported_apart(tmp_path):
+    """A folder regenerated between two sessions keeps its name: its earlier answers judged
+    another system and must not be counted with the new ones."""
+    import numpy as np
+    import soundfile
+
+    pairing = pair_systems(*two_systems(tmp_path / "systems"))
+    path = tmp_path / "answers.jsonl"
+    AnswerLog(path, pairing.systems, pairing.pairs).record("r1", pairing.pairs[0], "B", "A")
+    for pair in pairing.pairs:  # system B regenerated
+        soundfile.write(pair.wavs["B"], 0.2 * np.sin(np.arange(8000) / 4.0), 16000)
+    again = pair_systems(pairing.systems["A"], pairing.systems["B"])
+    log = AnswerLog(path, again.systems, again.pairs)
+    for pair in again.pairs:
+        log.record("r1", pair, "A", "A")
+    (comparison,) = build_report(path)["comparisons"]
+    assert comparison["overall"]["a_preferred"] == len(again.pairs)
+    assert comparison["overall"]["b_preferred"] == 0
+    assert comparison["answers_to_earlier_audio"] == 1
+    main(["listening-report", str(path)])
+    markdown = (tmp_path / "answers-report.md").read_text()
+    assert "Left out: 1 answers given to earlier audio of these folders" in markdown
+
+
 def test_an_answers_file_without_answers_is_refused(tmp_path):
     path = tmp_path / "answers.jsonl"
     path.write_text("{}\n")

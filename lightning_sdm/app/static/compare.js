@@ -87,8 +87,29 @@ async function begin() {
   }
 }
 
+// A player that cannot load says only that it failed: ask the server why. A pair whose
+// wav was removed or regenerated since the test began has left it (410): go on to the next.
+async function onPlayerError(slot) {
+  if (!current || !$(slot).src.endsWith(current[slot])) { return; }
+  const response = await fetch(current[slot], { cache: "no-store" });
+  if (response.ok) { return; }
+  const detail = await detailOf(response);
+  if (response.status !== 410) {
+    $("error").textContent = detail;
+    return;
+  }
+  try {
+    await next();
+  } catch (error) {
+    $("error").textContent = error.message;
+    return;
+  }
+  $("error").textContent = `A pair was skipped: ${detail}`;
+}
+
 for (const slot of ["first", "second"]) {
   $(slot).addEventListener("play", () => { heard[slot] = true; updateButtons(); });
+  $(slot).addEventListener("error", () => onPlayerError(slot));
 }
 $("choose-first").addEventListener("click", () => answer("first"));
 $("choose-second").addEventListener("click", () => answer("second"));
