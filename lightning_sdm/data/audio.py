@@ -20,6 +20,7 @@ class LoadedAudio:
     samples: np.ndarray  # float32 [N], mono, at the target rate
     source_sample_rate: int
     source_channels: int
+    peak: float = 0.0  # the largest absolute sample of the file as read (1.0 = full scale)
 
     def seconds(self, sample_rate: int) -> float:
         return self.samples.shape[0] / sample_rate
@@ -86,4 +87,5 @@ def load_mono(path: Path, sample_rate: int, min_seconds: float = 0.0) -> LoadedA
     seconds = mono.shape[0] / sample_rate
     if seconds < min_seconds:
         raise AudioRejected(f"too short: {seconds:.2f} s < {min_seconds:.2f} s")
-    return LoadedAudio(np.ascontiguousarray(mono), int(source_rate), int(data.shape[1]))
+    peak = float(np.abs(data).max())
+    return LoadedAudio(np.ascontiguousarray(mono), int(source_rate), int(data.shape[1]), peak)

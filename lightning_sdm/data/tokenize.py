@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -89,6 +90,8 @@ class TokenizeSummary:
     rejected: list[dict[str, str]]
     reporting: bool = True  # False on ranks other than the one that wrote the index
     stopped_by: int | None = None  # the signal that stopped the run early, if one did
+    # Items encoded as they are although they peak above full scale ({source, peak}).
+    over_full_scale: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -107,10 +110,38 @@ class TokenizeSummary:
         if len(self.rejected) > SHOWN_REJECTIONS:
             hidden = len(self.rejected) - SHOWN_REJECTIONS
             lines.append(f"  ... and {hidden} more (all listed in {INDEX_FILE})")
+        if self.over_full_scale:
+            count = len(self.over_full_scale)
+            items = "1 item peaks" if count == 1 else f"{count} items peak"
+            lines.append(
+                f"over full scale: {items} above 1.0, encoded as they are (the codec was "
+                "trained on audio within ±1: normalise them if that was not meant)"
+            )
+            shown = self.over_full_scale[:SHOWN_REJECTIONS]
+            lines += [f"  {loud['source']}: peak {_peak_text(loud['peak'])}" for loud in shown]
+            if len(self.over_full_scale) > SHOWN_REJECTIONS:
+                hidden = len(self.over_full_scale) - SHOWN_REJECTIONS
+                lines.append(f"  ... and {hidden} more (all listed in {INDEX_FILE})")
         if self.stopped_by is not None:
             name = signal.Signals(self.stopped_by).name
             lines.append(f"stopped by {name}: run the same command again to continue")
         return "\n".join(lines)
+
+
+def _peak_text(peak: float) -> str:
+    return f"{peak:.2f} ({20 * math.log10(peak):+.1f} dB over full scale)"
+
+
+@dataclass(frozen=True)
+class LoudSource:
+    """An item encoded as it is although its samples exceed ±1 (a float file mastered
+    hot): said, not refused, since the loudness may be meant."""
+
+    source: str
+    peak: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "peak": round(self.peak, 4)}
 
 
 class EncodeModule(L.LightningModule):
@@ -153,6 +184,8 @@ class EncodeModule(L.LightningModule):
                     fingerprint=record.get("fingerprint"),
                 )
             )
+            if audio.peak > 1.0:
+                results.append(LoudSource(str(item.path), audio.peak))
         return results
 
 
@@ -174,6 +207,7 @@ class ShardPublisher(BasePredictionWriter):
         self.codec_identity = codec_identity
         self.writer: ShardWriter | None = None
         self.rejections: list[Rejection] = []
+        self.loud: list[LoudSource] = []
         self.new_items = 0
 
     def open(self, rank: int, world_size: int) -> None:
@@ -191,6 +225,8 @@ class ShardPublisher(BasePredictionWriter):
         for result in results:
             if isinstance(result, Rejection):
                 self.rejections.append(result)
+            elif isinstance(result, LoudSource):
+                self.loud.append(result)
             else:
                 self.writer.write(result)
                 self.new_items += 1
@@ -202,10 +238,11 @@ class ShardPublisher(BasePredictionWriter):
 
     def close(self, rank: int) -> None:
         self.publish_open_shard()
-        path = self.folder / f"rejections.rank{rank}.json"
-        write_json_atomic(path, [r.to_dict() for r in self.rejections])
-        if self.uploader is not None:
-            self.uploader.put(path.name)
+        for name, found in (("rejections", self.rejections), ("over_full_scale", self.loud)):
+            path = self.folder / f"{name}.rank{rank}.json"
+            write_json_atomic(path, [r.to_dict() for r in found])
+            if self.uploader is not None:
+                self.uploader.put(path.name)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.open(trainer.global_rank, trainer.world_size)
@@ -377,18 +414,38 @@ def _tokenize_into(
                     _predict_in_process(config, publisher, module, data.loader_for(0, 1))
             except StopRequested as stopped:
                 stopped_by = stopped.signum  # the open shard was published; index what is done
-    rejections = data.rejections
-    for name in location.names("rejections.rank*.json"):
-        rejections += [Rejection(**r) for r in location.read_json(name)]
+    rejections = data.rejections + [
+        Rejection(**r) for r in _take_rank_files(location, "rejections")
+    ]
+    # Kept from earlier runs too: their items are in the shards, skipped by this one.
+    loud = {entry["source"]: entry for entry in _indexed(location, "over_full_scale")}
+    loud |= {entry["source"]: entry for entry in _take_rank_files(location, "over_full_scale")}
+    summary = write_index(
+        location, identity, rejections, previously_stored, data.already_present, config,
+        sorted(loud.values(), key=lambda entry: entry["source"]),
+    )  # fmt: skip
+    summary.stopped_by = stopped_by
+    return summary
+
+
+def _take_rank_files(location: ShardLocation, kind: str) -> list[dict[str, Any]]:
+    """The entries each rank wrote to KIND.rankN.json, the files removed."""
+    entries: list[dict[str, Any]] = []
+    for name in location.names(f"{kind}.rank*.json"):
+        entries += location.read_json(name)
         if location.remote:
             location.delete(name)
         else:
-            (Path(config.output) / name).unlink()
-    summary = write_index(
-        location, identity, rejections, previously_stored, data.already_present, config
-    )
-    summary.stopped_by = stopped_by
-    return summary
+            Path(location.path(name)).unlink()
+    return entries
+
+
+def _indexed(location: ShardLocation, key: str) -> list[dict[str, Any]]:
+    """A list the existing index holds under `key` (none before a first index)."""
+    try:
+        return list(location.read_json(INDEX_FILE).get(key, []))
+    except (OSError, ValueError):
+        return []
 
 
 def _to_stderr(line: str) -> None:
@@ -469,6 +526,7 @@ def write_index(
     previously_stored: int,
     already: int,
     config: TokenizeConfig,
+    over_full_scale: list[dict[str, Any]] | None = None,
 ) -> TokenizeSummary:
     """index.json over every published shard (at a URL: every shard whose upload finished)."""
     location = output if isinstance(output, ShardLocation) else ShardLocation(output)
@@ -487,6 +545,7 @@ def write_index(
                 for s in shards
             ],
             "rejected": rejected,
+            "over_full_scale": over_full_scale or [],
         }  # fmt: skip
     if location.remote:  # an object store writes an object whole: atomic as it stands
         location.write_bytes(INDEX_FILE, json.dumps(index, indent=2).encode("utf-8"))
@@ -494,4 +553,7 @@ def write_index(
         write_json_atomic(Path(location.location) / INDEX_FILE, index)
     new_items = total_items - previously_stored  # counted from the shards: right for any rank count
     shown = location.location if location.remote else Path(location.location)
-    return TokenizeSummary(shown, new_items, already, total_items, len(shards), hours, rejected)
+    return TokenizeSummary(
+        shown, new_items, already, total_items, len(shards), hours, rejected,
+        over_full_scale=over_full_scale or [],
+    )  # fmt: skip

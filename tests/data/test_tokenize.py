@@ -386,6 +386,33 @@ def test_a_truncated_wav_is_reported_with_both_lengths(codec_dir, tmp_path):
     assert summary.total_items == len(CASES)
 
 
+def test_float_audio_beyond_full_scale_is_encoded_and_said_in_the_summary_and_index(
+    codec_dir, tmp_path, capsys
+):
+    """A float WAV mastered hot (peaks at 3.0) went into the shards without a word."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tone = np.sin(2 * np.pi * 220 * np.arange(64000) / 32000).astype(np.float32)
+    for name, gain in (("hot", 3.0), ("fine", 0.5)):
+        sf.write(folder / f"{name}.wav", gain * tone, 32000, subtype="FLOAT")
+        (folder / f"{name}.txt").write_text(name)
+    argv = ["tokenize", str(folder), str(tmp_path / "out"), "--codec-dir", codec_dir]
+    assert main([*argv, "--no-progress", "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "tokenized 2 new items" in printed  # encoded, not refused
+    assert "over full scale: 1 item peaks above 1.0, encoded as they are" in printed
+    assert f"{folder / 'hot.wav'}: peak 3.00 (+9.5 dB over full scale)" in printed
+    assert "fine.wav" not in printed
+    index = json.loads((tmp_path / "out" / INDEX_FILE).read_text())
+    assert index["over_full_scale"] == [{"source": str(folder / "hot.wav"), "peak": 3.0}]
+    assert not list((tmp_path / "out").glob("*.rank*.json"))  # merged into the index
+    sf.write(folder / "late.wav", 0.5 * tone, 32000)
+    (folder / "late.txt").write_text("late")
+    assert main([*argv, "--no-progress", "--workers", "0"]) == 0  # a rerun keeps the note
+    index = json.loads((tmp_path / "out" / INDEX_FILE).read_text())
+    assert [entry["source"] for entry in index["over_full_scale"]] == [str(folder / "hot.wav")]
+
+
 def test_txt_caption_and_json_metadata_are_both_kept(codec_dir, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
