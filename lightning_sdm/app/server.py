@@ -61,19 +61,31 @@ class CompareTest:
         try:
             data = wav.read_bytes()
         except OSError as error:
-            self.withdraw(pair, f"{wav} cannot be read ({error.strerror or error})")
+            self.refuse(pair, f"{wav} cannot be read ({error.strerror or error})")
         if audio_digest(data) != pair.audio.get(system, audio_digest(data)):
-            self.withdraw(pair, f"{wav} changed")
+            self.refuse(pair, f"{wav} changed")
         return data
 
-    def withdraw(self, pair: Pair, reason: str) -> NoReturn:
+    def still_paired(self, pair: Pair) -> bool:
+        """Whether the pair's wavs are those paired; a pair whose are not is withdrawn."""
+        if pair.pair_id in self.withdrawn:
+            return False
+        reason = pair.changed()
+        if reason is not None:
+            self.withdraw(pair, reason)
+        return reason is None
+
+    def withdraw(self, pair: Pair, reason: str) -> str:
+        """Take the pair out of the test; the message that says so."""
         with self._lock:
-            self.withdrawn.setdefault(pair.pair_id, reason)
-        raise HTTPException(
-            410,
-            f"this pair left the test: {self.withdrawn[pair.pair_id]} since serve paired "
-            "the folders (restart serve to pair them anew)",
+            reason = self.withdrawn.setdefault(pair.pair_id, reason)
+        return (
+            f"this pair left the test: {reason} since serve paired the folders (restart "
+            "serve to pair them anew)"
         )
+
+    def refuse(self, pair: Pair, reason: str) -> NoReturn:
+        raise HTTPException(410, self.withdraw(pair, reason))
 
     @property
     def salt(self) -> str:
@@ -252,11 +264,16 @@ def create_app(
             for p in rater_order(rater, current.pairing.pairs, current.salt)
             if p.pair_id not in answered and p.pair_id not in current.withdrawn
         ]
+        # Pairs whose wavs were removed or rewritten since pairing (a stat each) leave the
+        # test here, said once, rather than when a player fails to load them.
+        skipped = [current.withdraw(p, "") for p in remaining if not current.still_paired(p)]
+        remaining = [p for p in remaining if p.pair_id not in current.withdrawn]
         done = sum(p.pair_id in answered for p in current.pairing.pairs)
         state = {
             "answered": done,
             "total": done + len(remaining),  # withdrawn pairs it did not answer are not due
             "allow_no_preference": current.allow_no_preference,
+            "skipped": skipped,
         }
         if not remaining:
             return {**state, "done": True, "pair": None}
@@ -298,8 +315,8 @@ def create_app(
         pair = pair_of(current, body.pair_id)
         if body.choice == "none" and not current.allow_no_preference:
             raise HTTPException(422, "this test is forced choice: pick the first or the second")
-        if pair.pair_id in current.withdrawn:
-            raise HTTPException(410, f"this pair left the test: {current.withdrawn[pair.pair_id]}")
+        if not current.still_paired(pair):
+            current.refuse(pair, "")
         if not current.heard_both(rater, pair.pair_id):
             raise HTTPException(409, "listen to both samples before answering")
         first = heard_first(rater, pair, current.salt)

@@ -353,7 +353,7 @@ def tokenize(config: TokenizeConfig, use_trainer: bool = True) -> TokenizeSummar
     except UserInputError:
         if made_here:  # refused settings (an accelerator it lacks) leave no empty folder
             with contextlib.suppress(OSError):
-                (Path(config.output) / LOCK_FILE).unlink()
+                (Path(config.output) / LOCK_FILE).unlink(missing_ok=True)
                 Path(config.output).rmdir()
         raise
 

@@ -25,6 +25,19 @@ class Pair:
     # system -> `audio_digest` of its wav when the test was paired: what raters hear, so
     # an answer names the audio it judged and a file regenerated since is noticed.
     audio: dict[str, str] = field(default_factory=dict)
+    # system -> (size, modification time) of its wav then: a cheap check before offering it.
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def changed(self) -> str | None:
+        """Why a wav of this pair is no longer the one paired (removed, rewritten), or None."""
+        for system, wav in self.wavs.items():
+            try:
+                now = wav.stat()
+            except OSError as error:
+                return f"{wav} cannot be read ({error.strerror or error})"
+            if self.stamps and (now.st_size, now.st_mtime_ns) != self.stamps[system]:
+                return f"{wav} changed"
+        return None
 
 
 def audio_digest(data: bytes) -> str:
@@ -119,8 +132,9 @@ def pair_systems(
                 left_out.append(f"{wav}: no wav of prompt {prompt!r} in {other} to pair with")
                 continue
             wavs = {"A": a[k], "B": b[k]}
+            stamps = {system: _stamp(wav) for system, wav in wavs.items()}
             audio = {system: audio_digest(wav.read_bytes()) for system, wav in wavs.items()}
-            pairs.append(Pair(_pair_id(prompt, k), prompt, wavs, audio))
+            pairs.append(Pair(_pair_id(prompt, k), prompt, wavs, audio, stamps))
     for prompt in wanted or []:
         if not found["A"].get(prompt) and not found["B"].get(prompt):
             left_out.append(f"prompt {prompt!r} from {prompts_file}: no wav in either system")
@@ -130,6 +144,11 @@ def pair_systems(
             + "\n".join(f"  {line}" for line in left_out)
         )
     return PairingResult(pairs, systems, left_out)
+
+
+def _stamp(wav: Path) -> tuple[int, int]:
+    status = wav.stat()
+    return status.st_size, status.st_mtime_ns
 
 
 def _pair_id(prompt: str, occurrence: int) -> str:

@@ -157,6 +157,23 @@ def test_a_wav_changed_or_removed_mid_test_withdraws_its_pair(compare_client, ch
     assert after["total"] == len(test.pairing.pairs) - 1
 
 
+def test_pairs_whose_wavs_changed_are_skipped_before_they_are_offered(compare_client):
+    """Checked when a pair is handed out, not only when its audio is fetched: a page whose
+    players load lazily never fetched it, and waited for a pair that could not play."""
+    client, test = compare_client
+    removed = [pair.wavs["B"] for pair in test.pairing.pairs[1:]]
+    for wav in removed:
+        wav.unlink()
+    body = client.get("/api/compare/next", params={"rater": "r1"}).json()
+    assert body["pair"]["pair_id"] == test.pairing.pairs[0].pair_id and body["total"] == 1
+    skipped = client.get("/api/compare/next", params={"rater": "r2"}).json()["skipped"]
+    assert not skipped  # said once, to the rater who met them
+    assert len(body["skipped"]) == len(removed)
+    for wav in removed:  # each named in one reason
+        assert sum(str(wav) in reason for reason in body["skipped"]) == 1
+    assert all("restart serve" in reason for reason in body["skipped"])
+
+
 def test_answers_name_the_audio_they_judged(compare_client):
     from lightning_sdm.listening.pairs import audio_digest
 

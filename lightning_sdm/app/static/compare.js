@@ -10,11 +10,14 @@ function updateButtons() {
   $("listen-hint").classList.toggle("hidden", ready);
 }
 
-async function next() {
+async function next(fetched = null) {
   $("error").textContent = "";
-  const response = await fetch(`/api/compare/next?rater=${encodeURIComponent(rater)}`);
+  const response = fetched || await fetch(`/api/compare/next?rater=${encodeURIComponent(rater)}`);
   if (!response.ok) { throw new Error(await detailOf(response)); }
   const body = await response.json();
+  if (body.skipped.length) {  // wavs removed or regenerated since the test began
+    $("error").textContent = `A pair was skipped: ${body.skipped[0]}`;
+  }
   $("progress").max = body.total;
   $("progress").value = body.answered;
   if (body.done) {
@@ -81,7 +84,7 @@ async function begin() {
     localStorage.setItem("lightning-sdm-rater", rater);
     $("start").classList.add("hidden");
     $("test").classList.remove("hidden");
-    await next();
+    await next(response);  // its pair, and what it skipped (said once)
   } catch (error) {
     $("start-error").textContent = error.message;
   }
