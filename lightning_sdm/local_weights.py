@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any, TypeVar
 
+from safetensors import SafetensorError
+
 from lightning_sdm.errors import UserInputError, first_line
 
 Model = TypeVar("Model")
@@ -32,6 +34,11 @@ def load_whole(model_class: type[Model], path: str | Path, what: str, **options:
     except (OSError, ValueError, KeyError) as error:
         reason = first_line(error) or type(error).__name__
         raise UserInputError(f"{what} {path} does not load ({reason})") from error
+    except SafetensorError as error:  # not an OSError: a copy cut short, or damaged
+        raise UserInputError(
+            f"{what} {path} does not load: a weights file is not whole (truncated or "
+            f"damaged: {first_line(error)})"
+        ) from error
     finally:
         library.setLevel(level)
     missing = sorted(loading["missing_keys"])

@@ -38,6 +38,21 @@ def test_a_folder_without_weights_says_so_in_one_line(t5_dir):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("keep", [100, "half"])
+def test_a_weights_file_cut_short_is_one_line(t5_dir, keep):
+    """A copy stopped half way (a full disk, an interrupted rsync): the safetensors reader
+    raises its own error type, which came out as a traceback through generate and fit."""
+    weights = t5_dir / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as handle:
+        handle.truncate(size // 2 if keep == "half" else keep)
+    with pytest.raises(
+        UserInputError, match=r"T5 directory .*t5 does not load: a weights file"
+    ) as error:
+        load_whole(T5EncoderModel, t5_dir, "T5 directory")
+    assert "truncated or damaged" in str(error.value) and "\n" not in str(error.value)
+
+
 def test_a_diffusers_folder_missing_tensors_is_refused_too(tmp_path):
     from diffusers import AutoencoderOobleck
 
