@@ -168,16 +168,34 @@ def _walk_audio(root: Path) -> tuple[list[Path], list[SourceItem]]:
 
 
 def from_folder(root: Path, allow_missing_captions: bool = False) -> list[SourceItem]:
+    """A file reached twice through links (a track linked into two genre folders) is
+    tokenized once: a second copy in the shards would weigh it double in training."""
     audio_files, items = _walk_audio(root)
+    first_name: dict[tuple[int, int], Path] = {}  # (device, inode) -> first name found
     for audio in audio_files:
         caption, metadata, problem = _caption_from_sidecar(audio)
         if problem and problem.startswith("missing caption") and allow_missing_captions:
             caption, problem = "", None
         relative = audio.relative_to(root)
+        identity = _file_identity(audio)
+        if identity in first_name:
+            problem = f"duplicate: the same file as {first_name[identity].as_posix()} (a link)"
+        elif identity is not None:
+            first_name[identity] = relative
         item = SourceItem(sample_key(relative), audio, caption, metadata, problem)
         item.relative = relative.as_posix()
         items.append(_finish(item, allow_missing_captions))
     return items
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The same for every name of one file (symbolic and hard links); None when it cannot
+    be read (a broken link: reported when its audio is read)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def from_jsonl(manifest: Path, allow_missing_captions: bool = False) -> list[SourceItem]:

@@ -166,3 +166,26 @@ def test_a_manifest_in_another_encoding_is_refused_naming_it(tmp_path):
     table.write_bytes("path,caption\na.wav,caf\xe9\n".encode("latin-1"))
     with pytest.raises(UserInputError, match=r"latin.csv is not UTF-8 text \(byte 0xe9 at offset"):
         discover(table)
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_file_reached_twice_through_links_is_taken_once(tmp_path, link):
+    """A track linked into a second folder was tokenized twice, weighing it double."""
+    (tmp_path / "all").mkdir()
+    (tmp_path / "rock").mkdir()
+    sf.write(tmp_path / "all" / "song.wav", np.zeros(16000), 16000)
+    (tmp_path / "all" / "song.txt").write_text("a song")
+    linked = tmp_path / "rock" / "song.wav"
+    if link == "symbolic":
+        linked.symlink_to(tmp_path / "all" / "song.wav")
+    else:
+        os.link(tmp_path / "all" / "song.wav", linked)
+    (tmp_path / "rock" / "song.txt").write_text("a rock song")
+    items = discover(tmp_path)
+    assert [item.problem for item in items] == [
+        None,
+        "duplicate: the same file as all/song.wav (a link)",
+    ]
+    sf.write(tmp_path / "rock" / "other.wav", np.zeros(16000), 16000)  # a copy is no link
+    (tmp_path / "rock" / "other.txt").write_text("a copy")
+    assert sum(item.problem is None for item in discover(tmp_path)) == 2
