@@ -399,6 +399,20 @@ def test_a_folder_that_cannot_be_made_is_named_as_asked_not_by_its_temporary_nam
         # at by the root parser that read the file, nor a group's option by its dotted name
         ("fit", "trainer:\n  max_stepz: 3\n", "does not accept option", "--trainer.max_steps"),
         ("fit", "model:\n  lm:\n    dimm: 3\n", "does not accept option", "--model.lm.dim"),
+        # PyYAML keeps the last of two equal keys: the first trainer block vanished
+        (
+            "fit",
+            "trainer:\n  max_steps: 10\nmodel:\n  lm:\n    dim: 64\ntrainer:\n  devices: 1\n",
+            "error: a config gives a key twice: 'trainer' (lines 1 and 6): the second would "
+            "silently replace the first; keep one",
+            None,
+        ),
+        (
+            "generate",
+            "sampling:\n  top_k: 3\n  temperature: 1.0\n  top_k: 5\n",
+            "error: a config gives a key twice: 'top_k' (lines 2 and 4)",
+            None,
+        ),
     ],
 )
 def test_a_config_file_that_is_not_yaml_or_misspells_an_option_is_one_line(

@@ -12,6 +12,10 @@ from typing import Any, NoReturn
 
 from jsonargparse import ArgumentParser
 
+from lightning_sdm.cli.repeated_keys import REPEATED, refuse_repeated_keys
+
+refuse_repeated_keys()
+
 
 def did_you_mean(message: str, options: list[str]) -> str | None:
     """The known option closest to the unknown one a parse error names."""
@@ -96,6 +100,8 @@ def _yaml_problem(message: str) -> str:
     runs over three, about a "<unicode string>")."""
     if not message.startswith("Problems parsing config"):
         return message
+    if REPEATED in message:  # valid YAML, but one value would be lost
+        return message[message.index(REPEATED) :].splitlines()[0]
     where = re.search(r"line (\d+), column (\d+)", message)
     details = [line.strip() for line in message.splitlines()[1:] if line.strip()]
     what = next((line for line in details if not line.startswith("in ")), "")
@@ -141,7 +147,8 @@ class ErrorFirst:
         options = _options(parser)
         message, class_options = _subclass_problem(_type_problem(_yaml_problem(message)))
         lines = [f"error: {message.strip()}"]
-        wrong_value = message.startswith("--")  # a value of the wrong type: the option exists
+        # A value of the wrong type, or a key given twice: the option exists, nothing to suggest.
+        wrong_value = message.startswith(("--", REPEATED))
         unknown = _unknown_in_group(message)
         suggestion = (
             None if wrong_value else did_you_mean(f"{message} {unknown}", options + class_options)
