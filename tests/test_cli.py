@@ -44,6 +44,16 @@ def test_patterns_show_draws_steps_plan_and_visibility(capsys):
     assert [int(v) for v in level0.split()[1:]] == [t + 2 * (t % 4) for t in range(12)]
 
 
+@pytest.mark.parametrize("pattern", ["delay", "stack_delay", "depth"])
+def test_patterns_show_of_a_long_sequence_shows_the_start_and_counts_the_rest(capsys, pattern):
+    """T = 100000 printed 11 MB of grid and plan over 20 s."""
+    assert main(["patterns", "show", "--pattern", pattern, "--T", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert len(out) < 20_000
+    assert "timesteps 64 to 99999 not shown" in out
+    assert "decoding steps: 100" in out  # the totals stay whole
+
+
 def test_patterns_show_draws_the_depth_decoders_steps_and_refuses_its_missing_options(capsys):
     assert main(["patterns", "show", "--pattern", "depth", "--T", "6", "--C", "3"]) == 0
     out = capsys.readouterr().out

@@ -344,13 +344,18 @@ def decoding_plan(
 def draw_depth(num_timesteps: int, num_levels: int) -> str:
     """`patterns show` for the depth decoder: the step at which each token is sampled, and
     what each step reads."""
+    from lightning_sdm.patterns.render import GRID_LIMIT
+
     plan = decoding_plan(num_timesteps, num_levels)
-    width = len(str(num_timesteps * num_levels - 1)) + 1
-    header = "  i\\t" + "".join(f"{t:>{width}}" for t in range(num_timesteps))
+    shown = min(num_timesteps, GRID_LIMIT)
+    width = len(str(shown * num_levels - 1)) + 1
+    header = "  i\\t" + "".join(f"{t:>{width}}" for t in range(shown))
     rows = [
-        f"{level:>5}" + "".join(f"{t * num_levels + level:>{width}}" for t in range(num_timesteps))
+        f"{level:>5}" + "".join(f"{t * num_levels + level:>{width}}" for t in range(shown))
         for level in range(num_levels)
     ]
+    if shown < num_timesteps:
+        rows.append(f"  ... timesteps {shown} to {num_timesteps - 1} not shown")
     return "\n".join(
         [
             f"{DEPTH_DECODER} [{plan['schedule']}, {plan['representation']}]  "

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from lightning_sdm.patterns.layout import PatternLayout
 from lightning_sdm.patterns.pattern import Pattern, make_pattern
 
 MATRIX_LIMIT = 160
+# The step grid and the plan grow with T: past these the first ones are shown and the rest
+# counted (the summary line holds the totals), not ten megabytes of text for T = 100000.
+GRID_LIMIT = 64  # timesteps (columns of the step grid)
+PLAN_LIMIT = 100  # decoding steps (rows of the plan)
 
 
 def summarize(pattern: Pattern, layout: PatternLayout) -> dict[str, Any]:
@@ -62,14 +67,17 @@ def render(pattern: Pattern, layout: PatternLayout, show_matrix: bool = True) ->
         "",
         "Step G(i, t) at which each token c[i, t] is sampled:",
     ]
-    steps = layout.token_steps
+    shown_t = min(layout.num_timesteps, GRID_LIMIT)
+    steps = layout.token_steps[:, :shown_t]
     width = max(3, len(str(int(steps.max()))) + 1)
-    out.append("  i\\t " + "".join(str(t).rjust(width) for t in range(layout.num_timesteps)))
+    out.append("  i\\t " + "".join(str(t).rjust(width) for t in range(shown_t)))
     for level in range(layout.num_levels):
         out.append(f"  {level:>3} " + "".join(str(int(v)).rjust(width) for v in steps[level]))
+    if shown_t < layout.num_timesteps:
+        out.append(f"  ... timesteps {shown_t} to {layout.num_timesteps - 1} not shown")
     out += ["", "Decoding plan (position labels: (t, j) for stacks, sN for token steps):"]
     rows = [("step", "computes", "samples", "evicts", "live")]
-    for block in layout.decoding_steps():
+    for block in itertools.islice(layout.decoding_steps(), PLAN_LIMIT):
         rows.append(
             (
                 str(block.step),
@@ -85,6 +93,9 @@ def render(pattern: Pattern, layout: PatternLayout, show_matrix: bool = True) ->
             "  "
             + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    if layout.num_decoding_steps > PLAN_LIMIT:
+        hidden = layout.num_decoding_steps - PLAN_LIMIT
+        out.append(f"  ... {hidden} more steps not shown")
     if show_matrix:
         out += ["", *_visibility(layout)]
     return "\n".join(out)
