@@ -116,3 +116,20 @@ def test_a_cjk_title_is_drawn_in_an_installed_cjk_font(tmp_path, monkeypatch):
     title_band = (0, 0, 800, 30)
     difference = ImageChops.difference(drawn.crop(title_band), boxed.crop(title_band))
     assert difference.getbbox() is not None
+
+
+def test_a_loss_spike_does_not_flatten_the_curve(tmp_path):
+    """One diverging step (loss 400 in a run near 3) set the axis to 0-400: the whole run
+    drew as a flat line at the bottom. The axis is cut above the spread of the other
+    points, and the cut points are counted on the figure."""
+    from lightning_sdm.runs.plots import plot_metrics, spike_cut
+
+    losses = [3.0 + 5.0 * 0.98**step for step in range(200)]
+    assert spike_cut(losses) is None  # a plain decay is drawn whole
+    spiked = [*losses[:100], 400.0, 400.0, *losses[100:]]
+    top = spike_cut(spiked)
+    assert top is not None and max(losses) <= top < 20
+    assert spike_cut([3.0, 400.0]) is None  # too few points to tell a spike from a start
+    rows = ["step,train/loss,train/lr"] + [f"{s},{v},0.001" for s, v in enumerate(spiked)]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert plot_metrics(tmp_path).is_file()

@@ -57,6 +57,18 @@ def _smooth(values: list[float], weight: float = 0.8) -> list[float]:
     return smoothed
 
 
+def spike_cut(values: list[float]) -> float | None:
+    """Where to cut the loss axis so that a few spikes (a diverging step, a bad batch) do
+    not flatten the curve to a line: above the 98th percentile by its spread from the
+    lowest value, when some points lie beyond that; None when none do."""
+    if len(values) < 10:
+        return None
+    ordered = sorted(values)
+    high = ordered[int(0.98 * (len(ordered) - 1))]
+    top = high + (high - ordered[0])
+    return top if ordered[-1] > top else None
+
+
 def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Path:
     """Loss (train, smoothed, and validation) over steps, and the learning rate beneath."""
     csv_path = Path(csv_path)
@@ -81,6 +93,15 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         loss_axis.plot(steps, values, "o-", color="tab:orange", label="validation")
         best_step, best = min(val, key=lambda sv: sv[1])
         loss_axis.annotate(f"best {best:.3f} @ {best_step}", (best_step, best), fontsize=8)
+    cut = spike_cut([value for _, value in train + val])
+    if cut is not None:
+        above = [value for _, value in train + val if value > cut]
+        bottom = min(value for _, value in train + val)
+        loss_axis.set_ylim(bottom - 0.05 * (cut - bottom), cut)
+        loss_axis.text(
+            0.99, 0.98, f"{len(above)} points above the top (up to {max(above):.4g})",
+            ha="right", va="top", fontsize=8, transform=loss_axis.transAxes,
+        )  # fmt: skip
     loss_axis.set_ylabel("cross-entropy (nats / token)")
     run_name = "/".join(csv_path.resolve().parent.parts[-2:])  # e.g. demo/version_0
     loss_axis.set_title(f"{run_name}: loss")
