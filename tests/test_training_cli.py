@@ -613,10 +613,11 @@ def test_final_samples_come_from_the_final_step(tmp_path, monkeypatch):
     assert (samples / "step-0000004").is_dir() and (samples / "step-0000005").is_dir()
 
 
+@pytest.mark.parametrize("wandb_mode", ["disabled", "offline"])
 def test_an_empty_train_dir_fails_in_one_line_before_the_model_is_built(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch, wandb_mode
 ):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_MODE", wandb_mode)
     config = tiny_config(tmp_path)
     (tmp_path / "empty").mkdir()
     assert main(["fit", "--config", str(config), "--data.train_dir", str(tmp_path / "empty")]) == 2
@@ -625,6 +626,8 @@ def test_an_empty_train_dir_fails_in_one_line_before_the_model_is_built(
     expected = f"error: data.train_dir {empty} is empty; make shards with: lightning-sdm tokenize"
     assert captured.err == expected + "\n"
     assert "Params" not in captured.out  # no model summary before the error
+    # no version_N of W&B stubs left to be mistaken for a run (nor to push the next one on)
+    assert not list((tmp_path / "run").glob("version_*"))
 
 
 def test_samples_with_another_codec_than_the_shards_stop_fit(tmp_path, capsys, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -210,9 +211,12 @@ class SdmCLI(LightningCLI):
             kwargs["weights_only"] = True
         if self.run_plan is not None:
             kwargs["ckpt_path"] = self.run_plan.ckpt_path
+        ended = False
         try:
             with _exported_run_dir(self.run_plan.run_dir if self.run_plan else None):
-                return method(**kwargs)
+                result = method(**kwargs)
+            ended = True
+            return result
         except ValueError as error:
             converted = _as_user_error(error)
             if converted is error:
@@ -220,6 +224,22 @@ class SdmCLI(LightningCLI):
             raise converted from error
         finally:
             _finish_wandb(self.trainer)
+            if not ended:
+                self._forget_unstarted_run()
+
+    def _forget_unstarted_run(self) -> None:
+        """A run that failed before its first step (a data folder without shards, a
+        device it lacks) leaves no `version_N` of W&B stubs behind to be mistaken for a
+        run; one that wrote a checkpoint, a metric or a sample is kept whole."""
+        plan = self.run_plan
+        if plan is None or plan.resumed or not is_first_process():
+            return
+        if os.environ.get(RUN_DIR_ENV) or self.trainer.global_step > 0:
+            return  # a folder handed down by rank 0, or a run that trained
+        kept = [plan.checkpoint_dir, plan.run_dir / "samples", plan.run_dir / METRICS_FILE]
+        if any(path.exists() for path in kept):
+            return
+        shutil.rmtree(plan.run_dir, ignore_errors=True)
 
     def fit(self, **kwargs: Any) -> Any:
         return self._safely(self.trainer.fit, **kwargs)
