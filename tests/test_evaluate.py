@@ -1,6 +1,7 @@
 """`lightning-sdm evaluate` end to end on generated wavs, with tiny random backends."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,6 +151,12 @@ def test_token_shards_as_the_reference_are_decoded_with_their_codec(folders, tmp
     assert main([*argv, "--codec_dir", codec]) == 0
     (fad,) = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
     assert fad["details"]["real_clips"] == 3 and fad["value"] > 0
+    # --fad_on codec without --codec_dir: the codec the shards' index names, said
+    capsys.readouterr()
+    assert main([*argv, "--fad_on", "codec"]) == 0
+    assert f"fad: on the latents of {Path(codec).resolve()}, the codec" in capsys.readouterr().out
+    (named,) = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
+    assert named["value"] == fad["value"]
     from tests.data.http_fixtures import FolderServer
 
     with FolderServer(tmp_path / "shards") as server:  # the same shards, served over HTTP

@@ -123,6 +123,22 @@ def read_shard_clips(
     return clips
 
 
+def _codec_of_shards(reference: str | Path) -> str | None:
+    """The codec a reference folder of shards names in its index, where it is at hand: the
+    one whose latents `--fad_on codec` embeds unless `--codec_dir` says otherwise."""
+    if not reference:
+        return None
+    try:
+        location = ShardLocation(reference)
+        named = location.read_json("index.json").get("codec", {}).get("pretrained")
+    except Exception:  # not shards, or unreadable: the usual message asks for --codec_dir
+        return None
+    if not named or not (Path(named) / "config.json").is_file():
+        return None
+    print(f"fad: on the latents of {named}, the codec {reference} names (--codec_dir to choose)")
+    return str(named)
+
+
 def _load(item: SourceItem) -> Clip:
     audio = load_mono(item.path, LOAD_RATE)
     sidecar_path = item.path.with_suffix(".json")
@@ -146,6 +162,8 @@ def evaluate_folders(
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise UserInputError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    if codec_dir is None and fad_on == "codec":
+        codec_dir = _codec_of_shards(reference)
     fad_sources = {"vggish": vggish_weights, "codec": codec_dir, "clap": clap_dir}
     if fad_on is not None and fad_on not in fad_sources:
         raise UserInputError(f"--fad_on must be one of {list(fad_sources)}, got {fad_on!r}")
