@@ -62,30 +62,35 @@ class CompareTest:
             data = wav.read_bytes()
         except OSError as error:
             self.refuse(pair, f"{wav} cannot be read ({error.strerror or error})")
-        if audio_digest(data) != pair.audio.get(system, audio_digest(data)):
+        paired = pair.audio.get(system)
+        if paired is not None and audio_digest(data) != paired:
             self.refuse(pair, f"{wav} changed")
         return data
 
     def still_paired(self, pair: Pair) -> bool:
         """Whether the pair's wavs are those paired; a pair whose are not is withdrawn."""
-        if pair.pair_id in self.withdrawn:
-            return False
-        reason = pair.changed()
-        if reason is not None:
-            self.withdraw(pair, reason)
-        return reason is None
+        if pair.pair_id not in self.withdrawn:
+            reason = pair.changed()
+            if reason is not None:
+                self.withdraw(pair, reason)
+        return pair.pair_id not in self.withdrawn
 
-    def withdraw(self, pair: Pair, reason: str) -> str:
-        """Take the pair out of the test; the message that says so."""
+    def withdraw(self, pair: Pair, reason: str) -> None:
+        """Take the pair out of the test (the first reason found stays)."""
         with self._lock:
-            reason = self.withdrawn.setdefault(pair.pair_id, reason)
+            self.withdrawn.setdefault(pair.pair_id, reason)
+
+    def why_left(self, pair: Pair) -> str:
         return (
-            f"this pair left the test: {reason} since serve paired the folders (restart "
-            "serve to pair them anew)"
+            f"this pair left the test: {self.withdrawn[pair.pair_id]} since serve paired the "
+            "folders (restart serve to pair them anew)"
         )
 
-    def refuse(self, pair: Pair, reason: str) -> NoReturn:
-        raise HTTPException(410, self.withdraw(pair, reason))
+    def refuse(self, pair: Pair, reason: str | None = None) -> NoReturn:
+        """410 for a withdrawn pair (withdrawn here for `reason`, if given)."""
+        if reason is not None:
+            self.withdraw(pair, reason)
+        raise HTTPException(410, self.why_left(pair))
 
     @property
     def salt(self) -> str:
@@ -266,7 +271,7 @@ def create_app(
         ]
         # Pairs whose wavs were removed or rewritten since pairing (a stat each) leave the
         # test here, said once, rather than when a player fails to load them.
-        skipped = [current.withdraw(p, "") for p in remaining if not current.still_paired(p)]
+        skipped = [current.why_left(p) for p in remaining if not current.still_paired(p)]
         remaining = [p for p in remaining if p.pair_id not in current.withdrawn]
         done = sum(p.pair_id in answered for p in current.pairing.pairs)
         state = {
@@ -316,7 +321,7 @@ def create_app(
         if body.choice == "none" and not current.allow_no_preference:
             raise HTTPException(422, "this test is forced choice: pick the first or the second")
         if not current.still_paired(pair):
-            current.refuse(pair, "")
+            current.refuse(pair)
         if not current.heard_both(rater, pair.pair_id):
             raise HTTPException(409, "listen to both samples before answering")
         first = heard_first(rater, pair, current.salt)

@@ -232,10 +232,8 @@ class SdmCLI(LightningCLI):
         device it lacks) leaves no `version_N` of W&B stubs behind to be mistaken for a
         run; one that wrote a checkpoint, a metric or a sample is kept whole."""
         plan = self.run_plan
-        if plan is None or plan.resumed or not is_first_process():
+        if plan is None or not plan.made or plan.resumed or self.trainer.global_step > 0:
             return
-        if os.environ.get(RUN_DIR_ENV) or self.trainer.global_step > 0:
-            return  # a folder handed down by rank 0, or a run that trained
         kept = [plan.checkpoint_dir, plan.run_dir / "samples", plan.run_dir / METRICS_FILE]
         if any(path.exists() for path in kept):
             return

@@ -99,9 +99,9 @@ def read_shard_clips(
     from lightning_sdm.metrics.embedders import resample
 
     index = directory.read_json(INDEX_FILE)
-    named = index.get("codec", {}).get("pretrained")
+    named = _codec_named_by(index)
     path = codec_dir or named
-    if not path or not (Path(path) / "config.json").is_file():
+    if not _codec_at_hand(path):
         raise UserInputError(
             f"{what}: {directory} holds tokens; decoding them needs their codec "
             f"({named or 'not named in index.json'} is not at hand): pass --codec_dir"
@@ -129,14 +129,22 @@ def _codec_of_shards(reference: str | Path) -> str | None:
     if not reference:
         return None
     try:
-        location = ShardLocation(reference)
-        named = location.read_json("index.json").get("codec", {}).get("pretrained")
+        named = _codec_named_by(ShardLocation(reference).read_json("index.json"))
     except Exception:  # not shards, or unreadable: the usual message asks for --codec_dir
         return None
-    if not named or not (Path(named) / "config.json").is_file():
+    if not _codec_at_hand(named):
         return None
     print(f"fad: on the latents of {named}, the codec {reference} names (--codec_dir to choose)")
-    return str(named)
+    return named
+
+
+def _codec_named_by(index: dict[str, Any]) -> str | None:
+    """The codec directory a shard index records (tokenize writes it absolute)."""
+    return index.get("codec", {}).get("pretrained")
+
+
+def _codec_at_hand(path: str | None) -> bool:
+    return bool(path) and (Path(str(path)) / "config.json").is_file()
 
 
 def _load(item: SourceItem) -> Clip:

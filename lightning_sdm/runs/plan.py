@@ -29,6 +29,7 @@ class RunPlan:
     run_dir: Path
     ckpt_path: str | None  # what to pass to trainer.fit: a file, or None
     resumed: bool
+    made: bool = False  # the folder was made for this run, by this process
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -121,7 +122,7 @@ def plan_run(root: str | Path, ckpt_path: str | None) -> RunPlan:
     if ckpt_path == "last":
         last = find_last_checkpoint(root)
         if last is None:
-            return RunPlan(Path(inherited) if inherited else claim_run_dir(root), None, False)
+            return _new_run(root, inherited, None)
         ckpt_path = str(last)
     if ckpt_path is not None:
         checkpoint = Path(ckpt_path)
@@ -131,5 +132,12 @@ def plan_run(root: str | Path, ckpt_path: str | None) -> RunPlan:
         run = _run_dir_of(checkpoint, root)
         if run is not None:
             return RunPlan(run, str(checkpoint), True)
-    run_dir = Path(inherited) if inherited else claim_run_dir(root)
-    return RunPlan(run_dir, ckpt_path, ckpt_path is not None)
+    return _new_run(root, inherited, ckpt_path)
+
+
+def _new_run(root: Path, inherited: str | None, ckpt_path: str | None) -> RunPlan:
+    """A new run folder: rank 0's (handed down), else one claimed under `root`."""
+    resumed = ckpt_path is not None
+    if inherited:
+        return RunPlan(Path(inherited), ckpt_path, resumed)
+    return RunPlan(claim_run_dir(root), ckpt_path, resumed, made=is_first_process())
