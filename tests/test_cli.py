@@ -216,6 +216,15 @@ def test_generate_from_a_missing_model_fails_clearly(tmp_path, capsys):
     assert "not a saved lightning_sdm model" in capsys.readouterr().err
 
 
+def test_generate_checks_its_prompt_file_before_loading_the_model(tmp_path, capsys):
+    """A typo in the prompt file was found only after the model (minutes for a large one)
+    had loaded; here the model is missing too, and the prompt file is what is named."""
+    argv = ["generate", "--model", str(tmp_path / "no-model"), "--timesteps", "4"]
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "a", "secs": 3}\n')
+    assert main([*argv, "--prompt_file", str(tmp_path / "prompts.jsonl")]) == 2
+    assert "unknown keys ['secs']" in capsys.readouterr().err
+
+
 def test_module_entry_point():
     result = subprocess.run(
         [sys.executable, "-m", "lightning_sdm", "patterns", "table", "--T", "8"],

@@ -188,12 +188,13 @@ def generate(
         LongerThanTrainedWarning,
         generate_requests,
         load_source,
-        read_requests,
+        read_prompts,
     )
     from lightning_sdm.generation.runner import SUMMARY_FILE
 
     inputs = [model, ckpt, codec_dir, audio_prompt, prompt_file]  # never deleted by overwrite
     check_output_folder(output_dir, overwrite, inputs)  # before loading and decoding for an hour
+    prompts = read_prompts(prompt, prompt_file, seed)  # a bad prompt file costs no model load
     source = load_source(model, ckpt, codec_dir)
     family = family_of(source.model)
     chosen = sampling_from_sections(family, {"sampling": sampling, "diffusion": diffusion})
@@ -201,7 +202,7 @@ def generate(
         if timesteps < 1:
             raise UserInputError(f"--timesteps must be positive, got {timesteps}")
         seconds = timesteps / source.frame_rate
-    requests = read_requests(prompt, prompt_file, seconds, seed)
+    requests = prompts.requests(seconds)
     options = GenerationOptions(
         sampling=chosen,
         cfg_scale=cfg_scale,

@@ -1,6 +1,11 @@
 """Generation for real use: requests, model sources, windowed continuation, the runner."""
 
-from lightning_sdm.generation.requests import GenerationRequest, read_requests
+from lightning_sdm.generation.requests import (
+    GenerationRequest,
+    PromptList,
+    read_prompts,
+    read_requests,
+)
 from lightning_sdm.generation.runner import (
     GenerationOptions,
     GenerationSummary,
@@ -16,9 +21,11 @@ __all__ = [
     "GenerationSource",
     "GenerationSummary",
     "LongerThanTrainedWarning",
+    "PromptList",
     "WindowPlan",
     "generate_in_windows",
     "generate_requests",
     "load_source",
+    "read_prompts",
     "read_requests",
 ]

@@ -31,22 +31,37 @@ def check_first_seed(seed: int, prompts: int, name: str) -> None:
         )
 
 
-def read_requests(
-    prompts: Sequence[str] | None,
-    prompt_file: str | None,
-    seconds: float,
-    seed: int,
-) -> list[GenerationRequest]:
-    """Command-line prompts first, then the file's. A request without its own seed gets
-    `seed + index`, so each prompt's output is fixed however the requests are batched."""
+@dataclass(frozen=True)
+class PromptList:
+    """Prompts read and checked, waiting only for the default duration (which may come
+    from the model's frame rate): read before a model loads, so a bad file costs nothing."""
+
+    entries: tuple[tuple[str, float | None, int | None], ...]
+    seed: int
+
+    def requests(self, seconds: float) -> list[GenerationRequest]:
+        """A request without its own seed gets `seed + index`, so each prompt's output is
+        fixed however the requests are batched."""
+        _check_seconds(seconds, "--seconds")
+        return [
+            GenerationRequest(
+                index=index,
+                prompt=prompt,
+                seconds=seconds if own_seconds is None else float(own_seconds),
+                seed=self.seed + index if own_seed is None else int(own_seed),
+            )
+            for index, (prompt, own_seconds, own_seed) in enumerate(self.entries)
+        ]
+
+
+def read_prompts(prompts: Sequence[str] | None, prompt_file: str | None, seed: int) -> PromptList:
+    """Command-line prompts first, then the file's (read once: a pipe or `<(...)` works)."""
     entries: list[tuple[str, float | None, int | None]] = [(p, None, None) for p in prompts or []]
     if prompt_file is not None:
         entries += _read_file(Path(prompt_file))
     if not entries:
         raise UserInputError("nothing to generate: give --prompt TEXT or --prompt_file FILE")
-    _check_seconds(seconds, "--seconds")
     check_first_seed(seed, len(entries), "--seed")
-    requests = []
     for index, (prompt, own_seconds, own_seed) in enumerate(entries):
         if own_seed is not None and not 0 <= own_seed <= MAX_SEED:
             raise UserInputError(
@@ -54,15 +69,17 @@ def read_requests(
             )
         if own_seconds is not None:
             _check_seconds(own_seconds, f"prompt {index + 1} ({prompt!r})")
-        requests.append(
-            GenerationRequest(
-                index=index,
-                prompt=prompt,
-                seconds=seconds if own_seconds is None else float(own_seconds),
-                seed=seed + index if own_seed is None else int(own_seed),
-            )
-        )
-    return requests
+    return PromptList(tuple(entries), seed)
+
+
+def read_requests(
+    prompts: Sequence[str] | None,
+    prompt_file: str | None,
+    seconds: float,
+    seed: int,
+) -> list[GenerationRequest]:
+    """Command-line prompts first, then the file's, each `seconds` long unless it says."""
+    return read_prompts(prompts, prompt_file, seed).requests(seconds)
 
 
 def _check_seconds(seconds: float, where: str) -> None:
@@ -71,10 +88,13 @@ def _check_seconds(seconds: float, where: str) -> None:
 
 
 def _read_file(path: Path) -> list[tuple[str, float | None, int | None]]:
-    if not path.is_file():
-        raise UserInputError(f"prompt file {path} not found")
     try:
         lines = read_user_text(path).splitlines()
+    except FileNotFoundError as error:
+        raise UserInputError(f"prompt file {path} not found") from error
+    except IsADirectoryError as error:
+        message = f"prompt file {path} is a folder: give a text or JSONL file"
+        raise UserInputError(message) from error
     except OSError as error:
         raise UserInputError(f"prompt file {path} is unreadable: {error}") from error
     entries = (

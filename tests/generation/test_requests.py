@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.generation import read_requests
+from lightning_sdm.generation import read_prompts, read_requests
 
 
 def test_command_line_then_text_file_prompts_with_seeds_by_position(tmp_path):
@@ -65,3 +65,25 @@ def test_a_prompt_file_with_a_byte_order_mark_reads_its_first_prompt_as_written(
     latin.write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(UserInputError, match=r"latin\.txt is not UTF-8 text"):
         read_requests(None, str(latin), 4.0, 0)
+
+
+def test_a_prompt_file_that_is_a_pipe_is_read_once(tmp_path):
+    """`generate --prompt_file <(grep piano prompts.txt)` hands a FIFO: it was "not found"."""
+    import os
+    import threading
+
+    pipe = tmp_path / "prompts.fifo"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_text("warm pad\nsolo cello\n"))
+    writer.start()
+    prompts = read_prompts(None, str(pipe), seed=3)
+    writer.join()
+    assert [(r.prompt, r.seconds, r.seed) for r in prompts.requests(2.0)] == [
+        ("warm pad", 2.0, 3),
+        ("solo cello", 2.0, 4),
+    ]
+
+
+def test_a_folder_given_as_prompt_file_is_named_as_a_folder(tmp_path):
+    with pytest.raises(UserInputError, match="is a folder: give a text or JSONL file"):
+        read_requests(None, str(tmp_path), 4.0, 0)
