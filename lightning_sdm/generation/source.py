@@ -3,7 +3,6 @@ and an identity that says exactly which weights made a file."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import yaml
 
 from lightning_sdm.codecs import Codec, CodecConfig, load_codec
 from lightning_sdm.convert.export import CODEC_DIR, trained_segment_frames
+from lightning_sdm.digests import file_digest
 from lightning_sdm.errors import UserInputError, first_line
 from lightning_sdm.families import (
     family_of,
@@ -45,20 +45,6 @@ class GenerationSource:
     @property
     def frame_rate(self) -> float:
         return self.codec.frame_rate if self.codec is not None else DEFAULT_FRAME_RATE
-
-
-def file_digest(path: Path, limit: int = 1 << 30) -> str:
-    """sha256 of the file's first `limit` bytes (a model's identity, cheap for large ones);
-    of a folder's files in name order (a sharded checkpoint), not its subfolders."""
-    digest = hashlib.sha256()
-    remaining = limit
-    files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with file.open("rb") as handle:
-            while remaining > 0 and (chunk := handle.read(min(1 << 20, remaining))):
-                digest.update(chunk)
-                remaining -= len(chunk)
-    return digest.hexdigest()[:16]
 
 
 def load_source(

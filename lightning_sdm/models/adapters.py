@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from lightning_sdm.digests import file_digest
 from lightning_sdm.errors import MissingFile, UserInputError
-from lightning_sdm.models.saving import read_weights
+from lightning_sdm.models.saving import WEIGHTS_FILE, read_weights
 
 # Which decoder projections each target name covers (per layer).
 TARGET_MODULES = {
@@ -168,14 +169,44 @@ def adapter_weights_file(directory: str | Path) -> Path | None:
     return path if adapter_base(directory) is not None else None
 
 
+def base_weights_digest(base: str | Path) -> str | None:
+    """What an adapter was trained over: the base directory's weights, by content."""
+    weights = Path(base) / WEIGHTS_FILE
+    return file_digest(weights) if weights.is_file() else None
+
+
+def check_adapter_base(base: str | Path, trained_over: str | None, what: str) -> None:
+    """A LoRA adapter over other weights of the same layout loads without a word and makes
+    noise: the base directory must still hold the weights it was trained over (adapters
+    and checkpoints written before the base was recorded, `trained_over` None, pass)."""
+    if trained_over is None:
+        return
+    found = base_weights_digest(base)
+    if found != trained_over:
+        now = f"other weights ({found})" if found else "no weights"
+        raise UserInputError(
+            f"{what} holds a LoRA adapter trained over {base} when its weights were "
+            f"{trained_over}; it now holds {now}: put the model it was trained over back there"
+        )
+
+
 def save_adapter_directory(
-    model: nn.Module, config: AdapterConfig, directory: str | Path, base: str | Path
+    model: nn.Module,
+    config: AdapterConfig,
+    directory: str | Path,
+    base: str | Path,
+    trained_over: str | None = None,
 ) -> Path:
-    """The adapter alone (a few MB), to load over the model directory `base`."""
+    """The adapter alone (a few MB), to load over the model directory `base`, whose
+    weights were `trained_over` (by default what `base` holds now)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(adapter_state(model), directory / ADAPTER_WEIGHTS_FILE)
-    description = {"base": str(Path(base).resolve()), "adapter": config.to_dict()}
+    description = {
+        "base": str(Path(base).resolve()),
+        "base_weights": trained_over or base_weights_digest(base),
+        "adapter": config.to_dict(),
+    }
     (directory / ADAPTER_FILE).write_text(json.dumps(description, indent=2))
     return directory
 
@@ -191,6 +222,7 @@ def load_adapter_directory(
     if not (base / "config.json").is_file():
         raise MissingFile(f"{directory} is an adapter over {base}, which is not a model directory")
     description = json.loads((directory / ADAPTER_FILE).read_text(encoding="utf-8"))
+    check_adapter_base(base, description.get("base_weights"), str(directory))
     model = load_base(base)
     model.add_adapter(AdapterConfig(**description["adapter"]))
     state = read_weights(directory / ADAPTER_WEIGHTS_FILE, map_location)

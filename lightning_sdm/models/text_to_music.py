@@ -225,11 +225,14 @@ class TextToMusicLM(SavedAsDirectory, nn.Module):
             raise ValueError(f"prompt tokens must lie in [0, {self.cardinality})")
         return prompt.to(device=device, dtype=torch.long)
 
-    def save_adapter(self, directory: str | Path, base: str | Path) -> Path:
-        """The adapter alone (a few MB), to load over the model directory `base`."""
+    def save_adapter(
+        self, directory: str | Path, base: str | Path, trained_over: str | None = None
+    ) -> Path:
+        """The adapter alone (a few MB), to load over the model directory `base` (whose
+        weights were `trained_over`, by default those it holds now)."""
         if self.config.adapter is None:
             raise ValueError("this model has no adapter to save")
-        return save_adapter_directory(self, self.config.adapter, directory, base)
+        return save_adapter_directory(self, self.config.adapter, directory, base, trained_over)
 
     @classmethod
     def from_pretrained(

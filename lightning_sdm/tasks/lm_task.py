@@ -16,6 +16,8 @@ from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.adapters import (
     FROZEN_BASE_DTYPES,
     AdapterConfig,
+    base_weights_digest,
+    check_adapter_base,
     checkpoint_state,
     freeze_all_but_adapters,
     hold_frozen_projections_in,
@@ -33,6 +35,7 @@ from lightning_sdm.tasks.text_conditioned import TextConditionedTask, start_from
 __all__ = ["NonFiniteLossError", "TextToMusicTask"]
 
 ADAPTER_BASE_KEY = "adapter_base"  # the directory an adapter run started from
+ADAPTER_BASE_WEIGHTS_KEY = "adapter_base_weights"  # and the digest of its weights then
 
 
 def masked_level_mean(
@@ -117,6 +120,10 @@ class TextToMusicTask(TextConditionedTask):
             freeze_all_but_adapters(self.model)
         self.init_from = init_from
         self.adapter_base = init_from if adapter is not None else None
+        # What the adapter trains over, by content: a base replaced in place is refused.
+        self.adapter_base_weights = (
+            base_weights_digest(self.adapter_base) if self.adapter_base is not None else None
+        )
         # The resolved configs, not init_from: export and resume rebuild from these and the
         # checkpoint's weights without reading the starting directory again.
         self.save_hyperparameters(
@@ -164,6 +171,7 @@ class TextToMusicTask(TextConditionedTask):
         super().on_save_checkpoint(checkpoint)
         if self.adapter_base is not None:
             checkpoint[ADAPTER_BASE_KEY] = self.adapter_base
+            checkpoint[ADAPTER_BASE_WEIGHTS_KEY] = self.adapter_base_weights
             # An adapter run keeps only what trains; the base is the init_from directory.
             # Not under Lightning's weight averaging, which restores a whole-model copy.
             if not self._averaging_whole_model():
@@ -190,8 +198,15 @@ class TextToMusicTask(TextConditionedTask):
         return result
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Before the weights load (Lightning's resume calls it first): an adapter-only
+        checkpoint over a base whose weights changed since is refused."""
         super().on_load_checkpoint(checkpoint)
         self.adapter_base = checkpoint.get(ADAPTER_BASE_KEY, self.adapter_base)
+        trained_over = checkpoint.get(ADAPTER_BASE_WEIGHTS_KEY)
+        whole = not holds_adapter_only(checkpoint.get("state_dict", {}))
+        if self.adapter_base is not None and not whole:
+            check_adapter_base(self.adapter_base, trained_over, "this checkpoint")
+        self.adapter_base_weights = trained_over or self.adapter_base_weights
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Self:
@@ -203,8 +218,8 @@ class TextToMusicTask(TextConditionedTask):
                 "directory any more: put the base model back there"
             )
         task = cls(**checkpoint["hyper_parameters"], init_from=base)
-        task.load_state_dict(checkpoint["state_dict"])
         task.on_load_checkpoint(checkpoint)
+        task.load_state_dict(checkpoint["state_dict"])
         return task
 
     def export_model(self, output: Path, merge: bool = False) -> Path:
@@ -220,7 +235,7 @@ class TextToMusicTask(TextConditionedTask):
                 "this adapter run did not start from a model directory (model.init_from), "
                 "so there is no base to load it over: export with --merge"
             )
-        return model.save_adapter(output, self.adapter_base)
+        return model.save_adapter(output, self.adapter_base, self.adapter_base_weights)
 
     def _check_batch(self, codes: torch.Tensor) -> None:
         expected = self.model.num_levels

@@ -99,3 +99,21 @@ def test_an_adapter_over_a_missing_base_says_so(tmp_path):
 def test_bad_adapter_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         AdapterConfig(**options)
+
+
+def test_an_adapter_over_a_base_whose_weights_were_replaced_is_refused(tmp_path):
+    """A different model of the same layout saved where the base was (a re-import, an
+    export into the same folder) loaded the adapter without a word: noise, not music."""
+    from lightning_sdm.errors import UserInputError
+
+    tiny_model("delay", 1, cardinality=32).save_pretrained(tmp_path / "base")
+    model = trained_adapter(
+        TextToMusicLM.from_pretrained(tmp_path / "base").add_adapter(AdapterConfig(r=2))
+    )
+    model.save_adapter(tmp_path / "alone", base=tmp_path / "base")
+    TextToMusicLM.from_pretrained(tmp_path / "alone")  # the base as trained over: loads
+    torch.manual_seed(7)
+    other = TextToMusicLM(tiny_config("delay", 1, cardinality=32))
+    other.save_pretrained(tmp_path / "base")  # same layout, other weights
+    with pytest.raises(UserInputError, match=r"trained over .*base when its weights were"):
+        TextToMusicLM.from_pretrained(tmp_path / "alone")

@@ -165,3 +165,42 @@ def test_bf16_mixed_precision_keeps_the_first_step():
     for name, grad in grads.items():
         scale = reference_grads[name].abs().max().clamp(min=1e-3)
         assert (grad - reference_grads[name]).abs().max() <= 0.2 * scale, name
+
+
+def test_an_adapter_run_refuses_a_base_replaced_since_it_trained(tmp_path, capsys):
+    """The checkpoint holds the adapter alone and names its base by path: resume, export
+    and generate --ckpt over a base that now holds other weights made noise in silence."""
+    from lightning_sdm.cli import main
+    from lightning_sdm.errors import UserInputError
+
+    task().model.save_pretrained(tmp_path / "base")
+    options = {
+        "init_from": str(tmp_path / "base"),
+        "optim": {"warmup_steps": 0, "lr": 1e-2},
+        "adapter": {"r": 4, "dropout": 0.0},
+    }
+    batch = {"codes": CODES, "padding_mask": MASK, "captions": CAPTIONS}
+
+    def fit(run: TextToMusicTask, steps: int, ckpt_path: str | None = None) -> None:
+        trainer = L.Trainer(
+            max_steps=steps, accelerator="cpu", logger=False, default_root_dir=tmp_path,
+            enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        trainer.fit(run, DataLoader([batch] * 4, batch_size=None), ckpt_path=ckpt_path)
+
+    fit(TextToMusicTask(**options), 2)
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+    fit(TextToMusicTask(**options), 3, ckpt_path=str(checkpoint))  # same base: resumes
+    torch.manual_seed(5)
+    replaced = TextToMusicTask(
+        lm=task().model.config.lm.to_dict(), text=task().model.config.text.to_dict()
+    )
+    replaced.model.save_pretrained(tmp_path / "base")
+    with pytest.raises(UserInputError, match="it now holds other weights"):
+        fit(TextToMusicTask(**options), 4, ckpt_path=str(checkpoint))
+    capsys.readouterr()
+    assert main(["export", "--ckpt", str(checkpoint), "--output", str(tmp_path / "out")]) == 2
+    assert "holds a LoRA adapter trained over" in capsys.readouterr().err
+    argv = ["generate", "--ckpt", str(checkpoint), "--prompt", "a", "--timesteps", "3"]
+    assert main([*argv, "--output_dir", str(tmp_path / "gen")]) == 2
+    assert "put the model it was trained over back there" in capsys.readouterr().err
