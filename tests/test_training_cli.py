@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from lightning_sdm.cli import main
-from lightning_sdm.codecs import save_random_codec
+from lightning_sdm.codecs import CodecConfig, load_codec, save_random_codec
+from lightning_sdm.codecs.encodec import RANDOM_CODEC_FILE
 from lightning_sdm.models.text_to_music import TextToMusicLM
 from tests.data.audio_fixtures import make_folder
 from tests.data.shard_fixtures import write_shards
@@ -21,8 +22,10 @@ from tests.data.shard_fixtures import write_shards
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_config(tmp_path: Path, **trainer) -> Path:
-    write_shards(tmp_path / "shards", frames_per_item=[30] * 24, items_per_shard=4)
+def tiny_config(tmp_path: Path, codec: Path | None = None, **trainer) -> Path:
+    """A tiny fit on synthetic shards, of no codec or (`codec`) as if that codec made them."""
+    identity = {} if codec is None else {"codec": load_codec(CodecConfig(str(codec))).identity()}
+    write_shards(tmp_path / "shards", frames_per_item=[30] * 24, items_per_shard=4, **identity)
     config = {
         "seed_everything": 0,
         "trainer": {
@@ -62,7 +65,8 @@ def tiny_config(tmp_path: Path, **trainer) -> Path:
         },
         "data": {
             "train_dir": str(tmp_path / "shards"),
-            "codec": {"pretrained": "random"},  # the synthetic shards' codec is none
+            # the synthetic shards' codec: none, or the one named
+            "codec": {"pretrained": "random" if codec is None else str(codec)},
             "holdout_shards": 1,
             "batch_size": 4,
             "num_workers": 0,
@@ -276,6 +280,45 @@ def test_every_fresh_fit_gets_its_own_run_folder(tmp_path, monkeypatch):
     runs = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert runs == ["version_0", "version_1"]
     assert list((tmp_path / "run" / "version_1" / "samples").glob("step-*/*.wav"))
+
+
+def test_a_model_decodes_with_the_codec_of_its_shards_and_no_other(tmp_path, monkeypatch, capsys):
+    """Another codec of the same shape (a retrained EnCodec, a VAE of the same size) decoded
+    a model's tokens to noise without a word: generate, export, init_from and resume now
+    name the codec the training shards were tokenized with."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    trained_on = save_random_codec(tmp_path / "codec_a", seed=0)
+    other = save_random_codec(tmp_path / "codec_b", seed=1)
+    for codec in (trained_on, other):  # as two trained codecs: not refused as random ones
+        (codec / RANDOM_CODEC_FILE).unlink()
+    fit = ["fit", "--config", str(tiny_config(tmp_path, codec=trained_on))]
+    assert main([*fit, "--trainer.max_steps", "2"]) == 0
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    common = ["--prompt", "caption of item0003", "--timesteps", "4", "--no-progress"]
+    capsys.readouterr()
+    generate = ["generate", "--ckpt", str(last), *common]
+    assert main([*generate, "--codec_dir", str(other), "--output_dir", str(tmp_path / "x")]) == 2
+    said = capsys.readouterr().err
+    assert (
+        f"was trained on the tokens of {trained_on}" in said and f"--codec_dir is {other}" in said
+    )
+    assert main([*generate, "--output_dir", str(tmp_path / "a")]) == 0  # the run's own codec
+    assert (tmp_path / "a" / "00-caption-of-item0003.wav").is_file()
+    export = ["export", "--ckpt", str(last), "--output", str(tmp_path / "model")]
+    assert main([*export, "--codec_dir", str(other)]) == 2
+    assert "use the codec it was trained with" in capsys.readouterr().err
+    assert main([*export, "--codec_dir", str(trained_on)]) == 0
+    generate = ["generate", "--model", str(tmp_path / "model"), *common]
+    assert main([*generate, "--codec_dir", str(other), "--output_dir", str(tmp_path / "y")]) == 2
+    # a new run from the export, or the run resumed, on shards of the other codec
+    other_shards = tmp_path / "other_shards"
+    write_shards(other_shards, [30] * 24, 4, codec=load_codec(CodecConfig(str(other))).identity())
+    elsewhere = ["--data.train_dir", str(other_shards), "--data.codec.pretrained", str(other)]
+    capsys.readouterr()
+    assert main([*fit, *elsewhere, "--model.init_from", str(tmp_path / "model")]) == 2
+    assert "the codec of the training shards is" in capsys.readouterr().err
+    assert main([*fit, *elsewhere, "--ckpt_path", str(last), "--trainer.max_steps", "3"]) == 2
+    assert "this run's checkpoint was trained on the tokens of" in capsys.readouterr().err
 
 
 def test_ckpt_path_last_resumes_the_run_in_its_own_folder(tmp_path, monkeypatch, caplog):

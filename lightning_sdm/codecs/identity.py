@@ -14,6 +14,9 @@ from torch import nn
 
 from lightning_sdm.errors import UserInputError
 
+# Where checkpoints and export.json keep the codec whose tokens a model was trained on.
+TRAINED_CODEC_KEY = "trained_codec"
+
 
 def weights_fingerprint(module: nn.Module) -> str:
     """A hash of a module's weights (names and bytes, 16 hex): two randomly built codecs of
@@ -66,3 +69,20 @@ class CodecIdentity:
     def describe(self) -> str:
         where = self.pretrained or "an unsaved random codec"
         return f"{where} (weights {self.weights_sha256})" if self.weights_sha256 else where
+
+
+def check_trained_codec(
+    trained: CodecIdentity | None, given: CodecIdentity, model: str, role: str
+) -> None:
+    """A model's tokens (or latents) mean something only to the codec they were made with;
+    another of the same shape decodes them to noise without an error. Models and
+    checkpoints that recorded no codec, or one without a weights hash, pass."""
+    if trained is None or not trained.checkable or not given.checkable:
+        return
+    differing = trained.differences(given)
+    if differing:
+        raise UserInputError(
+            f"{model} was trained on the tokens of {trained.describe()}, but {role} is "
+            f"{given.describe()} (differs in {', '.join(differing)}): use the codec it was "
+            "trained with"
+        )

@@ -5,21 +5,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from lightning_sdm.atomic import write_directory
 from lightning_sdm.codecs import CodecConfig, load_codec
+from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
 from lightning_sdm.errors import UserInputError
 
 CODEC_DIR = "codec"
 EXPORT_FILE = "export.json"
 
 
+def _provenance(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / EXPORT_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def trained_segment_frames(model_dir: str | Path) -> int | None:
     """The crop length the exported model was trained on, when its export says so."""
-    path = Path(model_dir) / EXPORT_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("trained_segment_frames")
+    return _provenance(model_dir).get("trained_segment_frames")
+
+
+def recorded_trained_codec(model_dir: str | Path) -> CodecIdentity | None:
+    """The codec whose tokens the exported (or imported) model was trained on, when known."""
+    saved = _provenance(model_dir).get(TRAINED_CODEC_KEY)
+    return CodecIdentity.from_dict(saved) if saved else None
 
 
 def export_checkpoint(
@@ -82,13 +92,19 @@ def _finish_export(
     """The codec beside the model (when given) and where the weights came from."""
     from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
+    trained_codec = checkpoint.get(TRAINED_CODEC_KEY)
     if codec_dir is not None:
-        load_codec(CodecConfig(pretrained=codec_dir)).save_pretrained(output / CODEC_DIR)
+        codec = load_codec(CodecConfig(pretrained=codec_dir))
+        if trained_codec is not None:
+            trained = CodecIdentity.from_dict(trained_codec)
+            check_trained_codec(trained, codec.identity(), str(checkpoint_path), "--codec_dir")
+        codec.save_pretrained(output / CODEC_DIR)
     provenance = {
         "checkpoint": str(checkpoint_path.resolve()),
         "global_step": checkpoint.get("global_step"),
         "ema_weights": "current_model_state" in checkpoint,
         TRAINED_FRAMES_KEY: checkpoint.get(TRAINED_FRAMES_KEY),
+        TRAINED_CODEC_KEY: trained_codec,
     }
     (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
     return output

@@ -8,6 +8,7 @@ Everything else maps weight for weight, so the imported model gives transformers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
 from lightning_sdm.atomic import check_output_folder, write_directory
+from lightning_sdm.codecs import CodecConfig, load_codec
+from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY
 from lightning_sdm.conditioning import T5Conditioner, TextConditionerConfig
 from lightning_sdm.convert.export import CODEC_DIR, EXPORT_FILE
 from lightning_sdm.errors import UserInputError
@@ -156,6 +159,10 @@ def import_musicgen(source: str | Path, output: str | Path, overwrite: bool = Fa
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         musicgen.audio_encoder.save_pretrained(folder / CODEC_DIR)
+        # MusicGen learnt the tokens of this EnCodec: fine-tuning and generating refuse others.
+        codec = load_codec(CodecConfig(pretrained=str(folder / CODEC_DIR))).identity()
+        codec = dataclasses.replace(codec, pretrained=str(Path(output).resolve() / CODEC_DIR))
+        provenance[TRAINED_CODEC_KEY] = codec.to_dict()
         (folder / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
 
     write_directory(output, write, overwrite, inputs=[source])

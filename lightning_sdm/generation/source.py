@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from lightning_sdm.codecs import Codec, CodecConfig, load_codec
-from lightning_sdm.convert.export import CODEC_DIR, trained_segment_frames
+from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
+from lightning_sdm.convert.export import CODEC_DIR, recorded_trained_codec, trained_segment_frames
 from lightning_sdm.digests import file_digest
 from lightning_sdm.errors import UserInputError, first_line
 from lightning_sdm.families import (
@@ -55,18 +56,21 @@ def load_source(
     if (model_dir is None) == (ckpt is None):
         raise UserInputError("give either --model DIR (from export) or --ckpt FILE (from fit)")
     if model_dir is not None:
-        model, trained, identity, default_codec = _from_directory(Path(model_dir))
+        loaded = _from_directory(Path(model_dir))
     else:
-        model, trained, identity, default_codec = _from_checkpoint(Path(str(ckpt)))
-    codec_path = Path(codec_dir) if codec_dir else default_codec
+        loaded = _from_checkpoint(Path(str(ckpt)))
+    model, identity = loaded.model, loaded.identity
+    codec_path = Path(codec_dir) if codec_dir else loaded.codec_path
     codec = None
     if codec_path is not None:
         if not (codec_path / "config.json").is_file():
             raise UserInputError(f"codec directory {codec_path} has no config.json")
         codec = load_codec(CodecConfig(pretrained=str(codec_path)))
         family_of(model).check_codec(codec, model)
+        role = "--codec_dir" if codec_dir else f"the codec at {codec_path}"
+        check_trained_codec(loaded.trained_codec, codec.identity(), loaded.name, role)
         identity["codec"] = str(codec_path)
-    return GenerationSource(model.eval(), codec, trained, identity)
+    return GenerationSource(model.eval(), codec, loaded.trained_frames, identity)
 
 
 def source_family(path: str | Path) -> str:
@@ -94,7 +98,16 @@ def load_path(path: str | Path, codec_dir: str | None = None) -> GenerationSourc
     return load_source(ckpt=str(path), codec_dir=codec_dir)
 
 
-def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict, Path | None]:
+class _Loaded(NamedTuple):
+    model: GenerativeModel
+    name: str  # the directory or checkpoint, for messages
+    trained_frames: int | None
+    identity: dict[str, Any]
+    codec_path: Path | None  # the codec that comes with it, if any
+    trained_codec: CodecIdentity | None  # the codec its training tokens came from, if known
+
+
+def _from_directory(directory: Path) -> _Loaded:
     family = family_of_directory(directory)
     try:
         model = family.model_class.from_pretrained(directory)
@@ -110,14 +123,23 @@ def _from_directory(directory: Path) -> tuple[GenerativeModel, int | None, dict,
     weights = weights if weights.is_file() else directory
     identity = {"model": str(directory), "weights_sha256": file_digest(weights)}
     codec = directory / CODEC_DIR
+    trained_codec = recorded_trained_codec(directory)
     if base is not None:
         identity["adapter_over"] = str(base)
         if not codec.is_dir():  # an adapter directory uses its base model's codec
             codec = base / CODEC_DIR
-    return model, trained_segment_frames(directory), identity, codec if codec.is_dir() else None
+        trained_codec = trained_codec or recorded_trained_codec(base)
+    return _Loaded(
+        model,
+        str(directory),
+        trained_segment_frames(directory),
+        identity,
+        codec if codec.is_dir() else None,
+        trained_codec,
+    )
 
 
-def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Path | None]:
+def _from_checkpoint(path: Path) -> _Loaded:
     require_checkpoint(path)
     try:
         checkpoint = load_checkpoint(path)
@@ -142,7 +164,15 @@ def _from_checkpoint(path: Path) -> tuple[GenerativeModel, int | None, dict, Pat
         "ema_weights": "current_model_state" in checkpoint,
         "checkpoint_sha256": file_digest(path),
     }
-    return task.model, checkpoint.get(TRAINED_FRAMES_KEY), identity, _run_codec(path)
+    trained_codec = checkpoint.get(TRAINED_CODEC_KEY)
+    return _Loaded(
+        task.model,
+        str(path),
+        checkpoint.get(TRAINED_FRAMES_KEY),
+        identity,
+        _run_codec(path),
+        CodecIdentity.from_dict(trained_codec) if trained_codec else None,
+    )
 
 
 def _run_codec(checkpoint: Path) -> Path | None:

@@ -13,6 +13,7 @@ from typing import Any, Self
 
 import torch
 
+from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
 from lightning_sdm.data.interface import TrainingData, training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.saving import FAMILY_KEY
@@ -20,6 +21,7 @@ from lightning_sdm.tasks.configs import resume_changes, training_option_changes
 from lightning_sdm.tasks.scheduled_task import ScheduledAdamWTask
 
 TRAINED_FRAMES_KEY = "trained_segment_frames"
+SHARDS_CODEC = "the codec of the training shards"
 
 
 def caption_dropout_generator(rank: int) -> torch.Generator:
@@ -95,6 +97,7 @@ class TextConditionedTask(ScheduledAdamWTask):
         super().__init__()
         self.init_from: str | None = None  # the sample callback also samples this model
         self.trained_segment_frames: int | None = None  # the crop length, kept for generate
+        self.trained_codec: CodecIdentity | None = None  # the shards' codec, kept for generate
         self.caption_rng: torch.Generator | None = None
         self._previous_batch: tuple[float, torch.Tensor] | None = None  # (start, units)
 
@@ -127,6 +130,14 @@ class TextConditionedTask(ScheduledAdamWTask):
             return
         self.check_data(data)
         self.trained_segment_frames = data.segment_frames
+        self.trained_codec = data.codec
+        if self.init_from is not None and data.codec is not None:
+            from lightning_sdm.convert.export import recorded_trained_codec
+
+            started = f"model.init_from {self.init_from}"
+            check_trained_codec(
+                recorded_trained_codec(self.init_from), data.codec, started, SHARDS_CODEC
+            )
 
     def on_fit_start(self) -> None:
         self.caption_rng = caption_dropout_generator(self.global_rank)
@@ -151,6 +162,8 @@ class TextConditionedTask(ScheduledAdamWTask):
         checkpoint[FAMILY_KEY] = self.model.family
         if self.trained_segment_frames is not None:
             checkpoint[TRAINED_FRAMES_KEY] = self.trained_segment_frames
+        if self.trained_codec is not None:
+            checkpoint[TRAINED_CODEC_KEY] = self.trained_codec.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         changed = resume_changes(
@@ -164,6 +177,14 @@ class TextConditionedTask(ScheduledAdamWTask):
                 "checkpoint and start a new run from it with model.init_from"
             )
         self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
+        saved = checkpoint.get(TRAINED_CODEC_KEY)
+        if saved is not None:
+            saved = CodecIdentity.from_dict(saved)
+            if self.trained_codec is not None:  # resuming: the shards are read already
+                check_trained_codec(
+                    saved, self.trained_codec, "this run's checkpoint", SHARDS_CODEC
+                )
+            self.trained_codec = saved
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Self:

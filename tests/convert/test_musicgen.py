@@ -141,6 +141,12 @@ def test_the_import_carries_codec_tokenizer_and_window(imported):
     assert config["lm"]["pattern"] == "delay" and config["lm"]["positional"] == "tensor2tensor"
     assert config["text"]["unconditional"] == "zeros" and config["lm"]["ffn_bias"] is False
     assert (root / "ours" / "codec" / "config.json").is_file()
+    # the codec MusicGen learnt the tokens of, by content: fine-tunes and generate check it
+    from lightning_sdm.codecs import CodecConfig, load_codec
+
+    carried = load_codec(CodecConfig(str(root / "ours" / "codec"))).identity()
+    assert export["trained_codec"]["weights_sha256"] == carried.weights_sha256
+    assert export["trained_codec"]["pretrained"] == str((root / "ours" / "codec").resolve())
 
 
 def test_equal_widths_skip_the_projection_like_musicgen(tmp_path):

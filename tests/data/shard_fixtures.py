@@ -11,12 +11,14 @@ from lightning_sdm.data.tokenize import TokenizeConfig, write_index
 CODEC = CodecIdentity(frame_rate=50.0, num_codebooks=4, sample_rate=32000, cardinality=2048)
 
 
-def write_shards(folder, frames_per_item, items_per_shard, seed=0, latent_dim=0, gains=None):
+def write_shards(
+    folder, frames_per_item, items_per_shard, seed=0, latent_dim=0, gains=None, codec=CODEC
+):
     """Synthetic shards with random codes (and `latent_dim`-channel latents, item i's
-    scaled by `gains[i]`); returns key -> codes."""
+    scaled by `gains[i]`), their index naming `codec`; returns key -> codes."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    writer = ShardWriter(folder, itertools.count(), items_per_shard, 1 << 30, CODEC)
+    writer = ShardWriter(folder, itertools.count(), items_per_shard, 1 << 30, codec)
     codes = {}
     for number, frames in enumerate(frames_per_item):
         key = f"item{number:04d}"
@@ -33,5 +35,5 @@ def write_shards(folder, frames_per_item, items_per_shard, seed=0, latent_dim=0,
         )
     writer.finish()
     config = TokenizeConfig(input="", output=str(folder), keep_latents=bool(latent_dim))
-    write_index(folder, CODEC, [], 0, 0, config)
+    write_index(folder, codec, [], 0, 0, config)
     return codes
