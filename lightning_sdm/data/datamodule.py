@@ -383,6 +383,12 @@ class TokenShardsDataModule(L.LightningDataModule):
             )
         whole = lambda shards: [f for s in shards for f in s["sample_frames"]]  # noqa: E731
         if self.val_location is not None:
+            if self.val_location.same_as(self.train_location):
+                raise UserInputError(
+                    f"data.val_dir is data.train_dir ({self.val_dir}): validating on the "
+                    "training shards measures nothing; give a separately tokenized folder, or "
+                    "hold some of these out with data.val_fraction or data.holdout_shards"
+                )
             check_shard_folder(self.val_location, "data.val_dir")
             val_index, val = self._shards_of(self.val_location)
             differing = self.codec.differences(CodecIdentity.from_dict(val_index["codec"]))

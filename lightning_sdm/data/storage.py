@@ -195,6 +195,12 @@ class ShardLocation:
     def __str__(self) -> str:
         return self.location
 
+    def same_as(self, other: ShardLocation) -> bool:
+        """Whether both name one folder (a local one however it is spelled or linked)."""
+        if self.remote or other.remote:
+            return self.location == other.location
+        return Path(self.location).resolve() == Path(other.location).resolve()
+
     @property
     def fs(self) -> Any:
         """The fsspec filesystem of a URL (made on first use, so a local folder needs none)."""

@@ -121,6 +121,11 @@ def test_configuration_errors_are_clear(tmp_path):
         TokenShardsDataModule(str(tmp_path / "none")).make_loader("train", 0, 1)
     with pytest.raises(ValueError, match="choose one validation split"):
         TokenShardsDataModule(str(tmp_path), val_fraction=0.1, holdout_shards=1)
+    # the training folder again as val_dir (a copied config line), however it is spelled
+    (tmp_path.parent / "link").symlink_to(tmp_path)
+    for spelled in (str(tmp_path), f"{tmp_path}/", str(tmp_path.parent / "link")):
+        with pytest.raises(UserInputError, match="validating on the training shards"):
+            TokenShardsDataModule(str(tmp_path), val_dir=spelled).make_loader("val", 0, 1)
 
 
 def test_a_folder_of_audio_instead_of_shards_says_to_tokenize(tmp_path):
