@@ -54,6 +54,11 @@ def musicgen_config(model: MusicgenForConditionalGeneration, text_dir: str) -> T
     decoder = model.config.decoder
     if decoder.audio_channels != 1:
         raise UserInputError("stereo MusicGen checkpoints are not supported (mono only)")
+    if getattr(decoder, "scale_embedding", False):  # token embeddings times sqrt(width)
+        raise UserInputError(
+            "MusicGen checkpoints with scale_embedding: true are not supported (their "
+            "embeddings are scaled by sqrt(hidden_size); the released ones are not)"
+        )
     if decoder.activation_function != "gelu":
         raise UserInputError(f"activation {decoder.activation_function!r} is not supported")
     if decoder.pad_token_id != decoder.vocab_size:

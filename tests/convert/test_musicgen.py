@@ -193,6 +193,18 @@ def test_import_command_and_its_errors(imported, tmp_path, capsys):
     assert main(["import-musicgen", str(source), str(tmp_path / "out"), "--overwrite", "true"]) == 0
 
 
+def test_a_layout_the_import_would_get_wrong_is_refused(tmp_path, capsys):
+    """scale_embedding multiplies MusicGen's token embeddings by sqrt(width); an import that
+    ignored it gave other logits without a word."""
+    musicgen = tiny_musicgen()
+    musicgen.config.decoder.scale_embedding = True
+    musicgen.save_pretrained(tmp_path / "mg")
+    ByT5Tokenizer().save_pretrained(tmp_path / "mg")
+    assert main(["import-musicgen", str(tmp_path / "mg"), str(tmp_path / "out")]) == 2
+    assert "scale_embedding: true are not supported" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_imported_model_fine_tunes_and_its_loss_falls(imported):
     import lightning as L
     from torch.utils.data import DataLoader
