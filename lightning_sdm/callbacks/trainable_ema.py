@@ -11,7 +11,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lightning_sdm.callbacks.ema import warmed_decay
+
 CURRENT_KEY = "trainable_ema_current"  # the raw (not averaged) trainable weights
+UPDATES_KEY = "trainable_ema_updates"  # how many updates the average holds (the ramp's n)
 
 
 class TrainableEMA(Callback):
@@ -19,15 +22,19 @@ class TrainableEMA(Callback):
     and `export` see the average, as with Lightning's weight averaging.
 
     Args:
-        decay: The average keeps `decay` of itself per update.
+        decay: The average keeps at most `decay` of itself per update.
         every_n_steps: Update every N optimizer steps.
+        warmup: Ramp the decay up from the first update (`lightning_sdm.callbacks.ema`),
+            so a short run's average is its recent weights; False: a fixed decay.
     """
 
-    def __init__(self, decay: float = 0.999, every_n_steps: int = 1) -> None:
+    def __init__(self, decay: float = 0.999, every_n_steps: int = 1, warmup: bool = True) -> None:
         if not 0 <= decay < 1:
             raise ValueError(f"decay must lie in [0, 1), got {decay}")
         self.decay = decay
         self.every_n_steps = every_n_steps
+        self.warmup = warmup
+        self.updates = 0
         self.shadow: dict[str, torch.Tensor] = {}
         self._raw: dict[str, torch.Tensor] | None = None
 
@@ -42,8 +49,10 @@ class TrainableEMA(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every_n_steps:
             return
+        decay = warmed_decay(self.decay, self.updates) if self.warmup else self.decay
         for name, parameter in self._trainable(pl_module).items():
-            self.shadow[name].lerp_(parameter.detach(), 1 - self.decay)
+            self.shadow[name].lerp_(parameter.detach(), 1 - decay)
+        self.updates += 1
 
     @contextmanager
     def averaged(self, pl_module: L.LightningModule) -> Iterator[None]:
@@ -81,6 +90,7 @@ class TrainableEMA(Callback):
         state = checkpoint["state_dict"]
         raw = self._raw or {n: p.detach() for n, p in self._trainable(pl_module).items()}
         checkpoint[CURRENT_KEY] = {n: t.clone().cpu() for n, t in raw.items()}
+        checkpoint[UPDATES_KEY] = self.updates
         for name, value in self.shadow.items():
             state[name] = value.clone().cpu()
 
@@ -90,6 +100,10 @@ class TrainableEMA(Callback):
         current = checkpoint.get(CURRENT_KEY)
         if current is None:
             return
+        # Checkpoints from before the count: one update per every_n_steps steps.
+        updates = checkpoint.get(UPDATES_KEY)
+        steps = checkpoint.get("global_step", 0)
+        self.updates = updates if updates is not None else steps // self.every_n_steps
         trainable = self._trainable(pl_module)
         with torch.no_grad():
             for name, parameter in trainable.items():
