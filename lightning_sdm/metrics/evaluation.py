@@ -251,7 +251,14 @@ def score_fad(fakes: list[Clip], reals: list[Clip], embedder, bootstrap: int) ->
     metric.update([c.wav for c in fakes], LOAD_RATE, real=False)
     result = metric.compute()
     interval = _fad_interval(metric, fakes, bootstrap) if bootstrap else None
-    details = {k: int(v) for k, v in result.items() if k != "fad"}
+    details: dict[str, Any] = {k: int(v) for k, v in result.items() if k != "fad"}
+    fewest = min(details["real_frames"], details["fake_frames"])
+    if fewest <= embedder.dim:  # a covariance of rank < dim: FAD is far above its limit
+        details["note"] = (
+            f"FAD from {fewest} embedding frames of {embedder.dim} dimensions: the covariance "
+            "is singular and the value is biased upward by the set's size; use more or "
+            "longer clips, and compare systems only at equal clip counts and lengths"
+        )
     return MetricResult("fad", float(result["fad"]), interval, len(fakes), embedder.name, details)
 
 
@@ -365,4 +372,5 @@ def markdown_table(results: list[MetricResult]) -> str:
     for r in results:
         interval = f"{r.interval[0]:.4g} – {r.interval[1]:.4g}" if r.interval else ""
         lines.append(f"| {r.metric} | {r.value:.4g} | {interval} | {r.clips} | {r.backend} |")
-    return "\n".join(lines)
+    notes = [f"- {r.metric}: {r.details['note']}" for r in results if r.details.get("note")]
+    return "\n".join(lines + (["", *notes] if notes else []))

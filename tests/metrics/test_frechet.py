@@ -113,3 +113,24 @@ def test_codec_latents_embed_one_frame_per_codec_frame():
     result = metric.compute()
     assert int(result["real_frames"]) == 3 * codec.num_frames(8000)
     assert float(result["fad"]) > 0
+
+
+def test_a_set_with_fewer_frames_than_dimensions_is_said_to_bias_fad():
+    """FAD over fewer embedding frames than dimensions has a singular covariance and sits
+    far above its limit; two systems scored on sets of different sizes compared nothing."""
+    from lightning_sdm.metrics.evaluation import LOAD_RATE, Clip, markdown_table, score_fad
+
+    class Embedder(FramesEmbedder):
+        sample_rate = LOAD_RATE
+
+    def clips(count: int, seed: int) -> list[Clip]:
+        generator = torch.Generator().manual_seed(seed)
+        return [
+            Clip(f"c{i}", None, torch.randn(400, generator=generator), {}) for i in range(count)
+        ]
+
+    few = score_fad(clips(1, 0), clips(8, 1), Embedder(), bootstrap=0)  # 100 of 4 dims: fine
+    assert "note" not in few.details
+    fewer = score_fad([Clip("c", None, torch.randn(12), {})], clips(8, 1), Embedder(), 0)
+    assert "FAD from 3 embedding frames of 4 dimensions" in fewer.details["note"]
+    assert "- fad: FAD from 3 embedding frames" in markdown_table([fewer])
