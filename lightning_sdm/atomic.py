@@ -165,9 +165,15 @@ def write_directory(
     build: Callable[[Path], None],
     overwrite: bool,
     inputs: Sequence[str | Path | None] = (),
+    purpose: str = "lightning-sdm command",
 ) -> None:
     """Fill a new folder with `build`; an existing one that holds anything is refused
     unless `overwrite`, and then replaced whole (no stale file of the old one survives),
-    unless that would delete one of `inputs` (`check_output_folder`)."""
-    check_output_folder(destination, overwrite, inputs)
-    replace_directory(destination, build)
+    unless that would delete one of `inputs` (`check_output_folder`). One writer at a
+    time: a second `purpose` writing there meanwhile is refused in one line (it cleared
+    the first's half-built folder, or swapped its own in over the first's finished one)."""
+    from lightning_sdm.folder_lock import output_lock
+
+    with output_lock(destination, purpose):
+        check_output_folder(destination, overwrite, inputs)
+        replace_directory(destination, build)

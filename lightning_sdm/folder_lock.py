@@ -22,6 +22,7 @@ from typing import IO
 from lightning_sdm.errors import UserInputError
 
 LOCK_FILE = ".lightning-sdm.lock"
+OUTPUT_LOCK_SUFFIX = ".lightning-sdm.lock"  # `.NAME` + this, beside an output folder
 
 
 class FolderBusy(UserInputError):
@@ -38,10 +39,50 @@ def folder_lock(
     """Hold `folder`'s lock for the block. Held elsewhere: raise `FolderBusy` naming the
     holder, or with `wait` say so through `on_wait` once and block until it is free."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as handle:
+    with _locked(folder / LOCK_FILE, folder, purpose, wait, on_wait, reentrant=False):
+        yield
+
+
+@contextlib.contextmanager
+def output_lock(destination: str | Path, purpose: str) -> Iterator[None]:
+    """Hold the lock of an output folder that is built beside its place and swapped in
+    (`atomic.replace_directory`): the lock is a hidden file next to it, since the folder
+    itself is replaced. Held by this process already (a command that locks early and then
+    writes through a helper that locks too): a no-op."""
+    destination = Path(os.path.abspath(destination))  # ".", "out/": the folder's own name
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    lock = destination.parent / f".{destination.name}{OUTPUT_LOCK_SUFFIX}"
+    with _locked(lock, destination, purpose, wait=False, on_wait=print, reentrant=True):
+        yield
+
+
+_HELD: set[Path] = set()  # reentrant locks this process holds (flock refuses a second open)
+
+
+@contextlib.contextmanager
+def _locked(
+    lock: Path,
+    folder: Path,
+    purpose: str,
+    wait: bool,
+    on_wait: Callable[[str], None],
+    reentrant: bool,
+) -> Iterator[None]:
+    key = lock.resolve()
+    if reentrant and key in _HELD:
+        yield
+        return
+    with open(lock, "a+", encoding="utf-8") as handle:
         if _acquire(handle, folder, purpose, wait, on_wait):
             _describe_holder(handle, purpose)
-        yield
+        if not reentrant:
+            yield
+            return
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
 
 
 def _acquire(
@@ -52,7 +93,7 @@ def _acquire(
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
-        holder = _holder(handle)
+        holder, purpose = _holder(handle, purpose)
     except OSError:  # ENOLCK, EINVAL, ENOSYS: a mount without locks
         return False
     if not wait:
@@ -75,10 +116,12 @@ def _describe_holder(handle: IO[str], purpose: str) -> None:
     handle.flush()
 
 
-def _holder(handle: IO[str]) -> str:
+def _holder(handle: IO[str], purpose: str) -> tuple[str, str]:
+    """Who holds the lock and what it runs (`purpose` when it does not say)."""
     handle.seek(0)
     try:
         record = json.loads(handle.read())
-        return f"pid {record['pid']} on {record['host']}, since {record['since']}"
+        held = f"pid {record['pid']} on {record['host']}, since {record['since']}"
+        return held, str(record.get("purpose") or purpose)
     except (ValueError, KeyError, TypeError):  # written by nothing we know, or mid-write
-        return "a process holding its lock"
+        return "a process holding its lock", purpose

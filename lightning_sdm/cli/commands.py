@@ -183,6 +183,7 @@ def generate(
     from lightning_sdm.atomic import check_output_folder, write_directory
     from lightning_sdm.families import family_of
     from lightning_sdm.families.registry import sampling_from_sections
+    from lightning_sdm.folder_lock import output_lock
     from lightning_sdm.generation import (
         GenerationOptions,
         LongerThanTrainedWarning,
@@ -193,40 +194,42 @@ def generate(
     from lightning_sdm.generation.runner import SUMMARY_FILE
 
     inputs = [model, ckpt, codec_dir, audio_prompt, prompt_file]  # never deleted by overwrite
-    check_output_folder(output_dir, overwrite, inputs)  # before loading and decoding for an hour
-    prompts = read_prompts(prompt, prompt_file, seed)  # a bad prompt file costs no model load
-    source = load_source(model, ckpt, codec_dir)
-    family = family_of(source.model)
-    chosen = sampling_from_sections(family, {"sampling": sampling, "diffusion": diffusion})
-    if timesteps is not None:
-        if timesteps < 1:
-            raise UserInputError(f"--timesteps must be positive, got {timesteps}")
-        seconds = timesteps / source.frame_rate
-    requests = prompts.requests(seconds)
-    options = GenerationOptions(
-        sampling=chosen,
-        cfg_scale=cfg_scale,
-        batch_size=batch_size,
-        window_seconds=window_seconds,
-        extend_stride=extend_stride,
-        audio_prompt=audio_prompt,
-        progress=progress,
-        precision=precision,
-        pack_weights=pack_weights,
-        spectrograms=spectrograms,
-    )
-    made = []
+    # One generate per output folder, from before the model loads to the swap-in.
+    with output_lock(output_dir, "generate"):
+        check_output_folder(output_dir, overwrite, inputs)  # before an hour of decoding
+        prompts = read_prompts(prompt, prompt_file, seed)  # a bad prompt file costs no model load
+        source = load_source(model, ckpt, codec_dir)
+        family = family_of(source.model)
+        chosen = sampling_from_sections(family, {"sampling": sampling, "diffusion": diffusion})
+        if timesteps is not None:
+            if timesteps < 1:
+                raise UserInputError(f"--timesteps must be positive, got {timesteps}")
+            seconds = timesteps / source.frame_rate
+        requests = prompts.requests(seconds)
+        options = GenerationOptions(
+            sampling=chosen,
+            cfg_scale=cfg_scale,
+            batch_size=batch_size,
+            window_seconds=window_seconds,
+            extend_stride=extend_stride,
+            audio_prompt=audio_prompt,
+            progress=progress,
+            precision=precision,
+            pack_weights=pack_weights,
+            spectrograms=spectrograms,
+        )
+        made = []
 
-    def write(folder: Path) -> None:
-        summary = generate_requests(source, requests, options, folder)
-        summary.output = Path(output_dir)  # where it will be, not the folder it is built in
-        (folder / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
-        made.append(summary)
+        def write(folder: Path) -> None:
+            summary = generate_requests(source, requests, options, folder)
+            summary.output = Path(output_dir)  # where it will be, not the folder it is built in
+            (folder / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
+            made.append(summary)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", LongerThanTrainedWarning)
-        warnings.showwarning = _one_line_warning  # at once, before the long generation
-        write_directory(output_dir, write, overwrite, inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LongerThanTrainedWarning)
+            warnings.showwarning = _one_line_warning  # at once, before the long generation
+            write_directory(output_dir, write, overwrite, inputs, "generate")
     print(made[0])
     return 0
 
@@ -342,6 +345,7 @@ def export(
             lambda folder: exporter(source.model, codec, folder),
             overwrite,
             inputs=[model, ckpt, codec_dir],
+            purpose="export",
         )
         print(f"exported {model or ckpt} to {output} ({format})")
         return 0

@@ -64,6 +64,7 @@ def export_checkpoint(
         lambda folder: _export_into(checkpoint, checkpoint_path, folder, codec_dir, merge),
         overwrite,
         inputs=[checkpoint_path, codec_dir],
+        purpose="export",
     )
     return Path(output)
 

@@ -170,7 +170,7 @@ def import_musicgen(source: str | Path, output: str | Path, overwrite: bool = Fa
         provenance[TRAINED_CODEC_KEY] = codec.to_dict()
         (folder / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
 
-    write_directory(output, write, overwrite, inputs=[source])
+    write_directory(output, write, overwrite, inputs=[source], purpose="import-musicgen")
     return output
 
 
