@@ -133,3 +133,14 @@ def test_a_loss_spike_does_not_flatten_the_curve(tmp_path):
     rows = ["step,train/loss,train/lr"] + [f"{s},{v},0.001" for s, v in enumerate(spiked)]
     (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
     assert plot_metrics(tmp_path).is_file()
+
+
+def test_a_run_of_one_logged_step_draws_its_point(tmp_path):
+    """Early in a run metrics.csv holds one step; a line through one point drew nothing."""
+    import matplotlib.image
+
+    (tmp_path / "metrics.csv").write_text("step,train/ce,train/lr\n3,4.0,0.001\n")
+    pixels = matplotlib.image.imread(plot_metrics(tmp_path))[..., :3]
+    lr_panel = pixels[int(0.7 * len(pixels)) :]  # the learning-rate panel has no legend
+    green = (abs(lr_panel - [44 / 255, 160 / 255, 44 / 255]).max(axis=-1) < 0.1).sum()
+    assert green > 20

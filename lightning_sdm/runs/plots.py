@@ -69,6 +69,11 @@ def spike_cut(values: list[float]) -> float | None:
     return top if ordered[-1] > top else None
 
 
+def _lone_point(steps: tuple[int, ...]) -> str | None:
+    """A marker for a series of one point (early in a run), which a line alone leaves blank."""
+    return "o" if len(steps) == 1 else None
+
+
 def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Path:
     """Loss (train, smoothed, and validation) over steps, and the learning rate beneath."""
     csv_path = Path(csv_path)
@@ -87,7 +92,10 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     if train:
         steps, values = zip(*train, strict=True)
         loss_axis.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=1)
-        loss_axis.plot(steps, _smooth(list(values)), color="tab:blue", label="train (smoothed)")
+        loss_axis.plot(
+            steps, _smooth(list(values)), color="tab:blue", label="train (smoothed)",
+            marker=_lone_point(steps),
+        )  # fmt: skip
     if val:
         steps, values = zip(*val, strict=True)
         loss_axis.plot(steps, values, "o-", color="tab:orange", label="validation")
@@ -112,7 +120,7 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         loss_axis.text(0.5, 0.5, "no loss logged yet", ha="center", transform=loss_axis.transAxes)
     if lr:
         steps, values = zip(*lr, strict=True)
-        lr_axis.plot(steps, values, color="tab:green")
+        lr_axis.plot(steps, values, color="tab:green", marker=_lone_point(steps))
     lr_axis.set_ylabel("learning rate")
     lr_axis.set_xlabel("step")
     lr_axis.grid(alpha=0.3)
