@@ -144,3 +144,18 @@ def test_a_run_of_one_logged_step_draws_its_point(tmp_path):
     lr_panel = pixels[int(0.7 * len(pixels)) :]  # the learning-rate panel has no legend
     green = (abs(lr_panel - [44 / 255, 160 / 255, 44 / 255]).max(axis=-1) < 0.1).sum()
     assert green > 20
+
+
+def test_a_fallback_font_without_a_normal_weight_is_used_without_a_log_line(tmp_path, caplog):
+    """WenQuanYi Zen Hei has only a medium weight: matplotlib logged "findfont: Failed to
+    find font weight normal ..." into the middle of a run's progress output."""
+    from matplotlib import font_manager
+
+    from lightning_sdm.runs.plots import title_families
+
+    if "WenQuanYi Zen Hei" not in title_families():
+        pytest.skip("needs WenQuanYi Zen Hei installed (fonts-wqy-zenhei)")
+    font_manager.fontManager._findfont_cached.cache_clear()  # matched once per process
+    with caplog.at_level("INFO", logger="matplotlib.font_manager"):
+        _tone_png(tmp_path / "cjk.png", "雨の日のピアノ")
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]

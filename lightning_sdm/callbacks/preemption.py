@@ -106,7 +106,7 @@ class ResumableRun(Callback):
         ):
             return
         path = self.last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
         for callback in keeping_last:  # Lightning's own end-of-training save skips then
             callback._last_global_step_saved = trainer.global_step
             callback._last_checkpoint_saved = str(path)
@@ -121,7 +121,7 @@ class ResumableRun(Callback):
         if not isinstance(exception, SIGTERMException) or trainer.global_step == 0:
             return
         path = self.last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
         _say(f"stopped by SIGTERM at step {trainer.global_step}; saved {path} "
              "(continue with --ckpt_path last)")  # fmt: skip
 

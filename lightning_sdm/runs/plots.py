@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
+import logging
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +148,19 @@ TITLE_FALLBACKS = (
 MISSING_GLYPH = r"Glyph \d+ .* missing from font"
 
 
+@contextlib.contextmanager
+def _quiet_font_matching() -> Iterator[None]:
+    """A fallback font without a "normal" weight (WenQuanYi Zen Hei has only medium) is
+    matched to its nearest one with a log line in the middle of a run's output."""
+    logger = logging.getLogger("matplotlib.font_manager")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @functools.cache
 def title_families() -> list[str]:
     """DejaVu Sans, then the installed fallbacks."""
@@ -175,7 +191,7 @@ def plot_spectrogram(
     shown = title if len(title) <= 100 else title[:97] + "..."  # a huge prompt: one line
     axis.set_title(shown, fontsize=9, fontfamily=title_families())
     figure.colorbar(image, ax=axis, label="magnitude (dB)")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_font_matching():
         # A character no installed font has is drawn as a box; a warning per character
         # and prompt would bury the run's output (the prompt is whole in the JSON).
         warnings.filterwarnings("ignore", message=MISSING_GLYPH)

@@ -19,7 +19,7 @@ def stop_if_not_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
     folder = getattr(trainer.checkpoint_callback, "dirpath", None)
     folder = folder or f"{trainer.log_dir or trainer.default_root_dir}/checkpoints"
     path = f"{folder}/nonfinite-before-step{step}.ckpt"
-    trainer.save_checkpoint(path)  # weights are still those before this step
+    trainer.save_checkpoint(path, weights_only=False)  # the state before this step
     raise NonFiniteLossError(
         f"the training loss became {loss.item()} at step {step}; stopped. The state from "
         f"before this step is saved at {path}. Lower the learning rate, add gradient "
