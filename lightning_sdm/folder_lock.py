@@ -39,50 +39,60 @@ def folder_lock(
     """Hold `folder`'s lock for the block. Held elsewhere: raise `FolderBusy` naming the
     holder, or with `wait` say so through `on_wait` once and block until it is free."""
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / LOCK_FILE, folder, purpose, wait, on_wait, reentrant=False):
+    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        if _acquire(handle, folder, purpose, wait, on_wait):
+            _describe_holder(handle, purpose)
         yield
 
 
 @contextlib.contextmanager
 def output_lock(destination: str | Path, purpose: str) -> Iterator[None]:
     """Hold the lock of an output folder that is built beside its place and swapped in
-    (`atomic.replace_directory`): the lock is a hidden file next to it, since the folder
-    itself is replaced. Held by this process already (a command that locks early and then
-    writes through a helper that locks too): a no-op."""
+    (`atomic.replace_directory`): a hidden file next to it, since the folder itself is
+    replaced, removed again when done. Held by this process already (a command that locks
+    early and then writes through a helper that locks too): a no-op."""
     destination = Path(os.path.abspath(destination))  # ".", "out/": the folder's own name
-    destination.parent.mkdir(parents=True, exist_ok=True)
     lock = destination.parent / f".{destination.name}{OUTPUT_LOCK_SUFFIX}"
-    with _locked(lock, destination, purpose, wait=False, on_wait=print, reentrant=True):
-        yield
-
-
-_HELD: set[Path] = set()  # reentrant locks this process holds (flock refuses a second open)
-
-
-@contextlib.contextmanager
-def _locked(
-    lock: Path,
-    folder: Path,
-    purpose: str,
-    wait: bool,
-    on_wait: Callable[[str], None],
-    reentrant: bool,
-) -> Iterator[None]:
-    key = lock.resolve()
-    if reentrant and key in _HELD:
+    if lock in _HELD:
         yield
         return
-    with open(lock, "a+", encoding="utf-8") as handle:
-        if _acquire(handle, folder, purpose, wait, on_wait):
-            _describe_holder(handle, purpose)
-        if not reentrant:
-            yield
-            return
-        _HELD.add(key)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        handle = _open_and_lock(lock, destination, purpose)
+    except OSError as error:
+        if error.filename != str(lock):
+            raise
+        # named as asked: the output, not its lock file
+        raise OSError(error.errno, error.strerror, str(destination)) from error
+    _HELD.add(lock)
+    try:
+        yield
+    finally:
+        _HELD.discard(lock)
+        with contextlib.suppress(OSError):
+            lock.unlink()  # still held: a writer that opened it re-locks the next one
+        handle.close()
+
+
+_HELD: set[Path] = set()  # output locks this process holds (flock refuses a second open)
+
+
+def _open_and_lock(lock: Path, folder: Path, purpose: str) -> IO[str]:
+    """The lock file, opened and locked, once it is still the file at `lock`'s path (a
+    holder removes it on leaving, maybe after we opened it)."""
+    while True:
+        handle = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 - held past this call
         try:
-            yield
-        finally:
-            _HELD.discard(key)
+            if not _acquire(handle, folder, purpose, wait=False, on_wait=print):
+                return handle  # a file system without locks: unguarded
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                    _describe_holder(handle, purpose)
+                    return handle
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
 
 
 def _acquire(
