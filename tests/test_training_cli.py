@@ -308,6 +308,11 @@ def test_a_model_decodes_with_the_codec_of_its_shards_and_no_other(tmp_path, mon
     assert main([*export, "--codec_dir", str(other)]) == 2
     assert "use the codec it was trained with" in capsys.readouterr().err
     assert main([*export, "--codec_dir", str(trained_on)]) == 0
+    capsys.readouterr()
+    # without --codec_dir the export carries the codec the run trained with, and says so
+    assert main(["export", "--ckpt", str(last), "--output", str(tmp_path / "own")]) == 0
+    assert "(the one the run trained with)" in capsys.readouterr().out
+    assert (tmp_path / "own" / "codec" / "config.json").is_file()
     generate = ["generate", "--model", str(tmp_path / "model"), *common]
     assert main([*generate, "--codec_dir", str(other), "--output_dir", str(tmp_path / "y")]) == 2
     # a new run from the export, or the run resumed, on shards of the other codec

@@ -352,10 +352,17 @@ def export(
     if ckpt is None:
         raise UserInputError("export needs --ckpt (a checkpoint written by fit)")
     from lightning_sdm.convert.export import CODEC_DIR, EXPORT_FILE, export_checkpoint
+    from lightning_sdm.models.adapters import adapter_base
 
     written = export_checkpoint(ckpt, output, codec_dir, merge, overwrite)
     print(f"exported {ckpt} to {written}")
-    if (written / EXPORT_FILE).is_file() and not (written / CODEC_DIR).is_dir():
+    base = adapter_base(written)
+    codec = written / CODEC_DIR if base is None else base / CODEC_DIR  # an adapter: its base's
+    if base is not None:
+        print(f"a LoRA adapter over {base}" + ("" if codec.is_dir() else ", which holds no codec"))
+    elif codec.is_dir():
+        print(f"codec: {codec}" + ("" if codec_dir else " (the one the run trained with)"))
+    if (written / EXPORT_FILE).is_file() and not codec.is_dir():
         print(
             "no codec copied in (--codec_dir DIR): generate from it writes codes or latents "
             "only, unless given --codec_dir"

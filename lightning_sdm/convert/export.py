@@ -91,14 +91,20 @@ def _finish_export(
     checkpoint: dict, checkpoint_path: Path, output: Path, codec_dir: str | None
 ) -> Path:
     """The codec beside the model (when given) and where the weights came from."""
+    from lightning_sdm.models.adapters import adapter_base
     from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
     trained_codec = checkpoint.get(TRAINED_CODEC_KEY)
+    trained = CodecIdentity.from_dict(trained_codec) if trained_codec else None
+    role = "--codec_dir"
+    if codec_dir is None and adapter_base(output) is None:  # an adapter uses its base's
+        from lightning_sdm.generation.source import checkpoint_codec
+
+        found = checkpoint_codec(checkpoint_path, trained)
+        codec_dir, role = (str(found), f"the run's codec {found}") if found else (None, role)
     if codec_dir is not None:
         codec = load_codec(CodecConfig(pretrained=codec_dir))
-        if trained_codec is not None:
-            trained = CodecIdentity.from_dict(trained_codec)
-            check_trained_codec(trained, codec.identity(), str(checkpoint_path), "--codec_dir")
+        check_trained_codec(trained, codec.identity(), str(checkpoint_path), role)
         codec.save_pretrained(output / CODEC_DIR)
     provenance = {
         "checkpoint": str(checkpoint_path.resolve()),

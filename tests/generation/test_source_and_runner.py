@@ -245,7 +245,7 @@ def test_a_codec_that_does_not_fit_the_model_is_refused(model_with_codec, tmp_pa
 
 def test_a_runs_relative_codec_path_is_found_from_anywhere(tmp_path, monkeypatch, capsys):
     # fit ran in project/ with codec.pretrained: assets/codec; generate runs elsewhere
-    from lightning_sdm.generation.source import _run_codec
+    from lightning_sdm.generation.source import checkpoint_codec
 
     run = tmp_path / "project" / "runs" / "demo" / "version_0"
     (run / "checkpoints").mkdir(parents=True)
@@ -254,7 +254,33 @@ def test_a_runs_relative_codec_path_is_found_from_anywhere(tmp_path, monkeypatch
     codec.mkdir(parents=True)
     (codec / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
-    assert _run_codec(run / "checkpoints" / "last.ckpt") == codec
+    assert checkpoint_codec(run / "checkpoints" / "last.ckpt", None) == codec
     (codec / "config.json").unlink()
-    assert _run_codec(run / "checkpoints" / "last.ckpt") is None
+    assert checkpoint_codec(run / "checkpoints" / "last.ckpt", None) is None
     assert "the codec assets/codec, which is not found from here" in capsys.readouterr().out
+
+
+def test_a_checkpoint_finds_the_codec_of_its_shards_or_of_its_base(tmp_path, monkeypatch, capsys):
+    """A run whose config names no codec (a fine-tune recipe reads it from the shards)
+    generated codes only: the codec the shards were tokenized with is recorded in the
+    checkpoint, and an adapter run's base model carries one."""
+    from lightning_sdm.codecs import CodecIdentity
+    from lightning_sdm.generation.source import checkpoint_codec
+
+    run = tmp_path / "project" / "runs" / "lora" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  train_dir: shards\n")
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_codec(checkpoint, None) is None
+    shards_codec = tmp_path / "project" / "models" / "base" / "codec"
+    shards_codec.mkdir(parents=True)
+    (shards_codec / "config.json").write_text("{}")
+    identity = CodecIdentity(32000, 50.0, 4, 2048, pretrained="models/base/codec")
+    assert checkpoint_codec(checkpoint, identity) == shards_codec  # relative to where fit ran
+    assert checkpoint_codec(checkpoint, None, base=str(tmp_path / "project/models/base")) == (
+        shards_codec
+    )
+    moved = CodecIdentity(32000, 50.0, 4, 2048, pretrained="/gone/codec")
+    assert checkpoint_codec(checkpoint, moved) is None
+    assert "the codec /gone/codec, which is not found from here" in capsys.readouterr().out
