@@ -137,6 +137,12 @@ def test_fad_on_clap_audio_embeddings_and_a_missing_choice(folders, tmp_path, ca
     ]
     assert main([*argv, "--fad_on", "clap", "--output", str(tmp_path)]) == 2
     assert "--fad_on clap needs --clap_dir" in capsys.readouterr().err
+    # --fad_on codec with a reference of audio: the codec generate decoded the set with
+    assert main([*argv, "--fad_on", "codec", "--output", str(tmp_path)]) == 0
+    codec = (folders / "model" / "codec").resolve()
+    assert f"fad: on the latents of {codec}, which decoded" in capsys.readouterr().out
+    (fad,) = json.loads((tmp_path / "evaluation.json").read_text())["metrics"]
+    assert fad["backend"].startswith(f"codec latents: {codec}")
     clap = ["--fad_on", "clap", "--clap_dir", str(folders / "clap"), "--output", str(tmp_path)]
     assert main([*argv, *clap]) == 0
     (fad,) = json.loads((tmp_path / "evaluation.json").read_text())["metrics"]

@@ -69,7 +69,7 @@ def load_source(
         family_of(model).check_codec(codec, model)
         role = "--codec_dir" if codec_dir else f"the codec at {codec_path}"
         check_trained_codec(loaded.trained_codec, codec.identity(), loaded.name, role)
-        identity["codec"] = str(codec_path)
+        identity["codec"] = str(codec_path.resolve())  # found again from anywhere (evaluate)
     return GenerationSource(model.eval(), codec, loaded.trained_frames, identity)
 
 

@@ -138,6 +138,24 @@ def _codec_of_shards(reference: str | Path) -> str | None:
     return named
 
 
+def _codec_of_generated(generated: str | Path) -> str | None:
+    """The codec generate decoded the set with, as its sidecars name it, where they agree
+    and it is at hand: the latents `--fad_on codec` embeds when the reference is audio."""
+    named = set()
+    for sidecar in sorted(Path(generated).glob("*.json")):
+        try:
+            model = json.loads(sidecar.read_text(encoding="utf-8")).get("model") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(model, dict) and model.get("codec"):
+            named.add(str(model["codec"]))
+    if len(named) != 1 or not _codec_at_hand(next(iter(named))):
+        return None
+    (codec,) = named
+    print(f"fad: on the latents of {codec}, which decoded {generated} (--codec_dir to choose)")
+    return codec
+
+
 def _codec_named_by(index: dict[str, Any]) -> str | None:
     """The codec directory a shard index records (tokenize writes it absolute)."""
     return index.get("codec", {}).get("pretrained")
@@ -171,7 +189,7 @@ def evaluate_folders(
     if unknown:
         raise UserInputError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
     if codec_dir is None and fad_on == "codec":
-        codec_dir = _codec_of_shards(reference)
+        codec_dir = _codec_of_shards(reference) or _codec_of_generated(generated)
     fad_sources = {"vggish": vggish_weights, "codec": codec_dir, "clap": clap_dir}
     if fad_on is not None and fad_on not in fad_sources:
         raise UserInputError(f"--fad_on must be one of {list(fad_sources)}, got {fad_on!r}")
