@@ -11,8 +11,8 @@ from lightning_sdm.atomic import write_directory
 from lightning_sdm.codecs import CodecConfig, load_codec
 from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.runs.run_codec import CODEC_DIR, checkpoint_codec
 
-CODEC_DIR = "codec"
 EXPORT_FILE = "export.json"
 
 
@@ -98,8 +98,6 @@ def _finish_export(
     trained = CodecIdentity.from_dict(trained_codec) if trained_codec else None
     role = "--codec_dir"
     if codec_dir is None and adapter_base(output) is None:  # an adapter uses its base's
-        from lightning_sdm.generation.source import checkpoint_codec
-
         found = checkpoint_codec(checkpoint_path, trained)
         codec_dir, role = (str(found), f"the run's codec {found}") if found else (None, role)
     if codec_dir is not None:

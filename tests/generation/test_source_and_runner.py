@@ -245,7 +245,7 @@ def test_a_codec_that_does_not_fit_the_model_is_refused(model_with_codec, tmp_pa
 
 def test_a_runs_relative_codec_path_is_found_from_anywhere(tmp_path, monkeypatch, capsys):
     # fit ran in project/ with codec.pretrained: assets/codec; generate runs elsewhere
-    from lightning_sdm.generation.source import checkpoint_codec
+    from lightning_sdm.runs.run_codec import checkpoint_codec
 
     run = tmp_path / "project" / "runs" / "demo" / "version_0"
     (run / "checkpoints").mkdir(parents=True)
@@ -265,7 +265,7 @@ def test_a_checkpoint_finds_the_codec_of_its_shards_or_of_its_base(tmp_path, mon
     generated codes only: the codec the shards were tokenized with is recorded in the
     checkpoint, and an adapter run's base model carries one."""
     from lightning_sdm.codecs import CodecIdentity
-    from lightning_sdm.generation.source import checkpoint_codec
+    from lightning_sdm.runs.run_codec import checkpoint_codec
 
     run = tmp_path / "project" / "runs" / "lora" / "version_0"
     (run / "checkpoints").mkdir(parents=True)
