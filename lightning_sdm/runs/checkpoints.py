@@ -120,7 +120,9 @@ def load_failure(path: str | Path, error: Exception) -> str:
     if path.is_file() and path.stat().st_size == 0:
         return "is empty (0 bytes)"
     if path.is_file() and not zipfile.is_zipfile(path):
-        return "is not a whole PyTorch checkpoint (no zip archive: truncated, or another kind of file)"
+        return (
+            "is not a whole PyTorch checkpoint (no zip archive: truncated, or another kind of file)"
+        )
     message = str(error).strip()
     if message.startswith("Weights only load failed"):
         return "holds objects other than tensors and plain data (refused: loading them runs code)"
