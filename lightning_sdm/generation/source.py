@@ -151,8 +151,10 @@ def _from_checkpoint(path: Path) -> _Loaded:
     try:
         task = family.task_class.from_checkpoint(checkpoint)
     except (RuntimeError, TypeError, ValueError) as error:
-        if isinstance(error, UserInputError):
-            raise
+        if isinstance(error, UserInputError):  # named by the path given, unless it is
+            if str(path) in str(error):
+                raise
+            raise UserInputError(f"{path}: {error}") from error
         raise UserInputError(
             f"{path}: its weights do not match its config ({first_line(error)})"
         ) from error

@@ -203,4 +203,6 @@ def test_an_adapter_run_refuses_a_base_replaced_since_it_trained(tmp_path, capsy
     assert "holds a LoRA adapter trained over" in capsys.readouterr().err
     argv = ["generate", "--ckpt", str(checkpoint), "--prompt", "a", "--timesteps", "3"]
     assert main([*argv, "--output_dir", str(tmp_path / "gen")]) == 2
-    assert "put the model it was trained over back there" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert said.startswith(f"error: {checkpoint}: this checkpoint holds a LoRA adapter")
+    assert "put the model it was trained over back there" in said
