@@ -159,3 +159,27 @@ def test_a_fallback_font_without_a_normal_weight_is_used_without_a_log_line(tmp_
     with caplog.at_level("INFO", logger="matplotlib.font_manager"):
         _tone_png(tmp_path / "cjk.png", "雨の日のピアノ")
     assert not [r for r in caplog.records if "findfont" in r.getMessage()]
+
+
+def test_a_loss_spike_does_not_lift_the_smoothed_curve(tmp_path, monkeypatch):
+    """The smoothed train curve carried a 400 spike for ~15 steps above the cut axis."""
+    import matplotlib.axes
+
+    from lightning_sdm.runs.plots import spike_cut
+
+    drawn = {}
+    original = matplotlib.axes.Axes.plot
+
+    def recording_plot(self, *args, **kwargs):
+        if kwargs.get("label") == "train (smoothed)":
+            drawn["smoothed"] = list(args[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
+    losses = [3.0 + 5.0 * 0.98**step for step in range(200)]
+    spiked = [*losses[:100], 400.0, 400.0, *losses[100:]]
+    rows = ["step,train/loss"] + [f"{s},{v}" for s, v in enumerate(spiked)]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    plot_metrics(tmp_path)
+    smoothed = drawn["smoothed"]
+    assert spike_cut(spiked) is not None and max(smoothed[100:]) <= smoothed[99]

@@ -52,10 +52,13 @@ def read_metrics(csv_path: str | Path) -> Series:
     return {name: sorted(values.items()) for name, values in by_name.items()}
 
 
-def _smooth(values: list[float], weight: float = 0.8) -> list[float]:
-    smoothed, last = [], values[0] if values else 0.0
+def _smooth(values: list[float | None], weight: float = 0.8) -> list[float]:
+    """An exponential moving average; a None (a point left out) keeps the last value."""
+    first = next((value for value in values if value is not None), 0.0)
+    smoothed, last = [], first
     for value in values:
-        last = weight * last + (1 - weight) * value
+        if value is not None:
+            last = weight * last + (1 - weight) * value
         smoothed.append(last)
     return smoothed
 
@@ -92,11 +95,14 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     figure, (loss_axis, lr_axis) = plt.subplots(
         2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
+    cut = spike_cut([value for _, value in train + val])
     if train:
         steps, values = zip(*train, strict=True)
         loss_axis.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=1)
+        # The cut points stay in the raw line; smoothed in, one spike lifted ~15 steps.
+        kept = [None if cut is not None and value > cut else value for value in values]
         loss_axis.plot(
-            steps, _smooth(list(values)), color="tab:blue", label="train (smoothed)",
+            steps, _smooth(kept), color="tab:blue", label="train (smoothed)",
             marker=_lone_point(steps),
         )  # fmt: skip
     if val:
@@ -104,7 +110,6 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         loss_axis.plot(steps, values, "o-", color="tab:orange", label="validation")
         best_step, best = min(val, key=lambda sv: sv[1])
         loss_axis.annotate(f"best {best:.3f} @ {best_step}", (best_step, best), fontsize=8)
-    cut = spike_cut([value for _, value in train + val])
     if cut is not None:
         above = [value for _, value in train + val if value > cut]
         bottom = min(value for _, value in train + val)
