@@ -35,6 +35,7 @@ class TrainableEMA(Callback):
         self.every_n_steps = every_n_steps
         self.warmup = warmup
         self.updates = 0
+        self._latest_step = 0  # the optimizer step last averaged
         self.shadow: dict[str, torch.Tensor] = {}
         self._raw: dict[str, torch.Tensor] | None = None
 
@@ -47,8 +48,12 @@ class TrainableEMA(Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps:
+        # Once per optimizer step: with gradient accumulation this hook runs for every
+        # micro-batch, and averaging the same weights N times made the decay d^N.
+        step = trainer.global_step
+        if step <= self._latest_step or step % self.every_n_steps:
             return
+        self._latest_step = step
         decay = warmed_decay(self.decay, self.updates) if self.warmup else self.decay
         for name, parameter in self._trainable(pl_module).items():
             self.shadow[name].lerp_(parameter.detach(), 1 - decay)
@@ -104,6 +109,7 @@ class TrainableEMA(Callback):
         updates = checkpoint.get(UPDATES_KEY)
         steps = checkpoint.get("global_step", 0)
         self.updates = updates if updates is not None else steps // self.every_n_steps
+        self._latest_step = steps
         trainable = self._trainable(pl_module)
         with torch.no_grad():
             for name, parameter in trainable.items():
