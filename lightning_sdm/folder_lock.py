@@ -22,7 +22,6 @@ from typing import IO
 from lightning_sdm.errors import UserInputError
 
 LOCK_FILE = ".lightning-sdm.lock"
-OUTPUT_LOCK_SUFFIX = ".lightning-sdm.lock"  # `.NAME` + this, beside an output folder
 
 
 class FolderBusy(UserInputError):
@@ -45,6 +44,9 @@ def folder_lock(
         yield
 
 
+_HELD: set[Path] = set()  # output locks this process holds (flock refuses a second open)
+
+
 @contextlib.contextmanager
 def output_lock(destination: str | Path, purpose: str) -> Iterator[None]:
     """Hold the lock of an output folder that is built beside its place and swapped in
@@ -52,7 +54,7 @@ def output_lock(destination: str | Path, purpose: str) -> Iterator[None]:
     replaced, removed again when done. Held by this process already (a command that locks
     early and then writes through a helper that locks too): a no-op."""
     destination = Path(os.path.abspath(destination))  # ".", "out/": the folder's own name
-    lock = destination.parent / f".{destination.name}{OUTPUT_LOCK_SUFFIX}"
+    lock = destination.parent / f".{destination.name}{LOCK_FILE}"  # .NAME.lightning-sdm.lock
     if lock in _HELD:
         yield
         return
@@ -72,9 +74,6 @@ def output_lock(destination: str | Path, purpose: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             lock.unlink()  # still held: a writer that opened it re-locks the next one
         handle.close()
-
-
-_HELD: set[Path] = set()  # output locks this process holds (flock refuses a second open)
 
 
 def _open_and_lock(lock: Path, folder: Path, purpose: str) -> IO[str]:

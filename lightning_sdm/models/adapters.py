@@ -179,9 +179,13 @@ def check_adapter_base(base: str | Path, trained_over: str | None, what: str) ->
     """A LoRA adapter over other weights of the same layout loads without a word and makes
     noise: the base directory must still hold the weights it was trained over (adapters
     and checkpoints written before the base was recorded, `trained_over` None, pass)."""
-    if trained_over is None:
-        return
-    found = base_weights_digest(base)
+    if trained_over is not None:
+        refuse_other_base(base, trained_over, base_weights_digest(base), what)
+
+
+def refuse_other_base(base: str | Path, trained_over: str, found: str | None, what: str) -> None:
+    """One line when the base weights `found` (a digest, None: none) are not those the
+    adapter was `trained_over`."""
     if found != trained_over:
         now = f"other weights ({found})" if found else "no weights"
         raise UserInputError(

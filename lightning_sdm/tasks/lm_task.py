@@ -17,12 +17,12 @@ from lightning_sdm.models.adapters import (
     FROZEN_BASE_DTYPES,
     AdapterConfig,
     base_weights_digest,
-    check_adapter_base,
     checkpoint_state,
     freeze_all_but_adapters,
     hold_frozen_projections_in,
     holds_adapter_only,
     is_adapter_parameter,
+    refuse_other_base,
 )
 from lightning_sdm.models.lm import LMConfig
 from lightning_sdm.models.text_to_music import TextToMusicConfig, TextToMusicLM
@@ -204,8 +204,11 @@ class TextToMusicTask(TextConditionedTask):
         self.adapter_base = checkpoint.get(ADAPTER_BASE_KEY, self.adapter_base)
         trained_over = checkpoint.get(ADAPTER_BASE_WEIGHTS_KEY)
         whole = not holds_adapter_only(checkpoint.get("state_dict", {}))
-        if self.adapter_base is not None and not whole:
-            check_adapter_base(self.adapter_base, trained_over, "this checkpoint")
+        if self.adapter_base is not None and trained_over is not None and not whole:
+            # The base this task loaded was digested when it was built: compare that.
+            loaded_from = self.init_from or self.adapter_base
+            loaded = self.adapter_base_weights or base_weights_digest(loaded_from)
+            refuse_other_base(loaded_from, trained_over, loaded, "this checkpoint")
         self.adapter_base_weights = trained_over or self.adapter_base_weights
 
     @classmethod

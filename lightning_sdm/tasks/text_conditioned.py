@@ -14,6 +14,7 @@ from typing import Any, Self
 import torch
 
 from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
+from lightning_sdm.convert.export import recorded_trained_codec
 from lightning_sdm.data.interface import TrainingData, training_data
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.saving import FAMILY_KEY
@@ -132,8 +133,6 @@ class TextConditionedTask(ScheduledAdamWTask):
         self.trained_segment_frames = data.segment_frames
         self.trained_codec = data.codec
         if self.init_from is not None and data.codec is not None:
-            from lightning_sdm.convert.export import recorded_trained_codec
-
             started = f"model.init_from {self.init_from}"
             check_trained_codec(
                 recorded_trained_codec(self.init_from), data.codec, started, SHARDS_CODEC
