@@ -391,6 +391,18 @@ def test_a_file_where_a_folder_is_needed_is_one_line(tmp_path, capsys):
     assert err == [f"error: {tmp_path / 'a_file'}: a file is where a folder is needed"]
 
 
+def test_an_output_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "a", "--timesteps", "4"]
+    long_name = tmp_path / ("x" * 250)  # fits a file system's 255, not with the build suffix
+    assert main([*argv, "--output_dir", str(long_name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {long_name}: a name too long for this file system (keep it under ~220 characters)"
+    ]
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_a_folder_that_cannot_be_made_is_named_as_asked_not_by_its_temporary_name(tmp_path, capsys):
     tiny_model("delay", 1).save_pretrained(tmp_path / "model")

@@ -225,6 +225,8 @@ PATH_ERRORS = {
     errno.EPERM: "permission denied",
     errno.EROFS: "read-only file system",
     errno.ENOENT: "no such file or folder, or none can be made there",
+    # outputs are built beside their place under a name ~30 characters longer
+    errno.ENAMETOOLONG: "a name too long for this file system (keep it under ~220 characters)",
 }
 
 
