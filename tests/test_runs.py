@@ -183,3 +183,17 @@ def test_a_launchs_other_processes_write_no_tracking_files(tmp_path, monkeypatch
     monkeypatch.setenv("SLURM_PROCID", "0")
     run_loggers(tmp_path / "runs" / "version_1")
     assert (tmp_path / "runs" / "version_1" / WANDB_ID_FILE).is_file()
+
+
+def test_w_and_b_files_go_to_the_run_folder_however_it_is_named(tmp_path, monkeypatch):
+    """A relative run folder reached W&B as given, and its service process (started from
+    the folder the first fit ran in) wrote a later fit's files there, not in its run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lightning_sdm.runs.tracking import run_loggers
+
+    pytest.importorskip("wandb")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (wandb_logger,) = [x for x in run_loggers("runs/demo/version_0") if isinstance(x, WandbLogger)]
+    assert wandb_logger.save_dir == str(tmp_path / "runs" / "demo" / "version_0")

@@ -172,7 +172,9 @@ def run_loggers(run_dir: str | Path, project: str = "lightning-sdm") -> list[Log
             if is_first_process():
                 run_dir.mkdir(parents=True, exist_ok=True)
             wandb_logger = WandbLogger(
-                save_dir=str(run_dir),
+                # absolute: W&B's service process resolves a relative one from its own
+                # working folder, which a process that changed folders does not share
+                save_dir=os.path.abspath(run_dir),
                 project=os.environ.get("WANDB_PROJECT", project),
                 id=_wandb_run_id(run_dir),
                 resume="allow",
