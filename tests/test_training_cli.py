@@ -16,6 +16,7 @@ from lightning_sdm.cli import main
 from lightning_sdm.codecs import CodecConfig, load_codec, save_random_codec
 from lightning_sdm.codecs.encodec import RANDOM_CODEC_FILE
 from lightning_sdm.models.text_to_music import TextToMusicLM
+from lightning_sdm.runs.plots import read_metrics, steps_done
 from tests.data.audio_fixtures import make_folder
 from tests.data.shard_fixtures import write_shards
 
@@ -196,6 +197,11 @@ def test_offline_wandb_runs_still_write_a_readable_csv_and_plot(tmp_path, monkey
     metrics = (run / "metrics.csv").read_text()
     assert "train/ce" in metrics and "val/ce" in metrics
     assert (run / "metrics.png").stat().st_size > 10_000
+    # The plot counts steps as the log, checkpoints and samples do (4 steps, validated after
+    # the 4th), not as Lightning's logger records them (the batch index: 3).
+    series = steps_done(read_metrics(run / "metrics.csv"))
+    assert series["train/ce"][0][0] == 1 and series["train/ce"][-1][0] == 4
+    assert [step for step, _ in series["val/ce"]] == [4]
     redrawn = tmp_path / "again.png"
     assert main(["plot", str(run), "--output", str(redrawn)]) == 0
     assert redrawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

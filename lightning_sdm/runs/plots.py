@@ -52,6 +52,13 @@ def read_metrics(csv_path: str | Path) -> Series:
     return {name: sorted(values.items()) for name, values in by_name.items()}
 
 
+def steps_done(series: Series) -> Series:
+    """The series by optimizer steps done, as the run's log, checkpoint names and sample
+    folders count them. Lightning's loggers record the index of the batch just run, so a
+    validation after 980 steps is logged at 979 and the 5th batch's loss at 4."""
+    return {name: [(step + 1, value) for step, value in pairs] for name, pairs in series.items()}
+
+
 def _smooth(values: list[float | None], weight: float = 0.8) -> list[float]:
     """An exponential moving average; a None (a point left out) keeps the last value."""
     first = next((value for value in values if value is not None), 0.0)
@@ -88,7 +95,7 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     if not csv_path.is_file():
         raise MissingFile(f"{csv_path} not found: is this a run folder of `lightning-sdm fit`?")
     png_path = Path(png_path) if png_path else csv_path.with_suffix(".png")
-    series = read_metrics(csv_path)
+    series = steps_done(read_metrics(csv_path))
     train = next((series[n] for n in ("train/ce", "train/loss") if n in series), [])
     val = next((series[n] for n in ("val/ce", "val/loss") if n in series), [])
     lr = series.get("train/lr", [])
@@ -109,7 +116,15 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         steps, values = zip(*val, strict=True)
         loss_axis.plot(steps, values, "o-", color="tab:orange", label="validation")
         best_step, best = min(val, key=lambda sv: sv[1])
-        loss_axis.annotate(f"best {best:.3f} @ {best_step}", (best_step, best), fontsize=8)
+        # Right of a point in the left half, left of one in the right half: a best at the
+        # end of the run (the usual place) stays inside the axes.
+        last_step = max(step for step, _ in train + val)
+        right_half = best_step > last_step / 2
+        loss_axis.annotate(
+            f"best {best:.3f} @ {best_step}", (best_step, best), fontsize=8,
+            xytext=(-4 if right_half else 4, 6), textcoords="offset points",
+            ha="right" if right_half else "left",
+        )  # fmt: skip
     if cut is not None:
         above = [value for _, value in train + val if value > cut]
         bottom = min(value for _, value in train + val)
