@@ -87,10 +87,12 @@ class GenerationSummary:
         }
 
     def __str__(self) -> str:
-        lines = [f"{'file':<40} {'s':>6} {'seed':>8} {'steps':>6} {'windows':>7}"]
+        # Names whole: a user looks for the file the table names.
+        width = max([len("file"), *(len(row["name"]) for row in self.rows)])
+        lines = [f"{'file':<{width}} {'s':>6} {'seed':>8} {'steps':>6} {'windows':>7}"]
         for row in self.rows:
             lines.append(
-                f"{row['name'][:40]:<40} {row['seconds']:>6.2f} {row['seed']:>8} "
+                f"{row['name']:<{width}} {row['seconds']:>6.2f} {row['seed']:>8} "
                 f"{row[self.steps_name]:>6} {len(row['windows']):>7}"
             )
         audio = (

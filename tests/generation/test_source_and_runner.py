@@ -284,3 +284,17 @@ def test_a_checkpoint_finds_the_codec_of_its_shards_or_of_its_base(tmp_path, mon
     moved = CodecIdentity(32000, 50.0, 4, 2048, pretrained="/gone/codec")
     assert checkpoint_codec(checkpoint, moved) is None
     assert "the codec /gone/codec, which is not found from here" in capsys.readouterr().out
+
+
+def test_the_printed_table_names_each_file_whole(model_with_codec, tmp_path, capsys):
+    """Names were cut at 40 characters: the table named files that do not exist."""
+    prompt = "a lively flute melody in c major at 120 bpm"
+    code, printed, _ = run(
+        capsys, "--model", model_with_codec, "--prompt", prompt, "--seconds", 0.1,
+        "--output_dir", tmp_path / "o",
+    )  # fmt: skip
+    (wav,) = (tmp_path / "o").glob("*.wav")
+    assert code == 0 and len(wav.stem) > 40
+    table = printed.splitlines()
+    row = next(line for line in table if line.startswith("00-"))
+    assert row.split()[0] == wav.stem
