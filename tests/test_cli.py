@@ -54,6 +54,14 @@ def test_patterns_show_of_a_long_sequence_shows_the_start_and_counts_the_rest(ca
     assert "decoding steps: 100" in out  # the totals stay whole
 
 
+@pytest.mark.parametrize("command", ["show", "table"])
+def test_patterns_of_absurd_sizes_are_one_line_not_an_allocation_error(capsys, command):
+    """--T 100000 --C 100000 died in a numpy traceback asking for 74.5 GiB."""
+    assert main(["patterns", command, "--T", "100000", "--C", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "10,000,000,000 positions" in err and len(err.strip().splitlines()) == 1
+
+
 def test_patterns_show_draws_the_depth_decoders_steps_and_refuses_its_missing_options(capsys):
     assert main(["patterns", "show", "--pattern", "depth", "--T", "6", "--C", "3"]) == 0
     out = capsys.readouterr().out

@@ -613,6 +613,16 @@ def patterns_table(T: int = 1500, C: int = 4, json: bool = False) -> int:
     return 0
 
 
+# The plans are built whole in memory for inspection: a million positions take ~1.5 GB and
+# ~15 s for the table of every pattern (a 30 s clip at 50 Hz with 32 levels is 48,000).
+MAX_PLAN_POSITIONS = 1_000_000
+
+
 def _check_sizes(T: int, C: int) -> None:
     if T < 1 or C < 1:
         raise ValueError("--T and --C must be >= 1")
+    if T * C > MAX_PLAN_POSITIONS:
+        raise ValueError(
+            f"--T {T} x --C {C} is {T * C:,} positions; the plans are built in memory for "
+            f"inspection, up to {MAX_PLAN_POSITIONS:,} (30 s at 50 Hz with 32 levels: 48,000)"
+        )
