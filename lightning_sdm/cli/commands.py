@@ -77,8 +77,8 @@ def tokenize(
     ):  # fmt: skip
         if value < least:
             raise UserInputError(f"{option} must be at least {least}, got {value}")
-    if shard_mb <= 0:
-        raise UserInputError(f"--shard_mb must be above 0, got {shard_mb}")
+    if int(shard_mb * 1024 * 1024) < 1:
+        raise UserInputError(f"--shard_mb must be at least one byte (1e-6), got {shard_mb}")
     if isinstance(devices, int) and (devices == 0 or devices < -1):
         raise UserInputError(f"--devices must be a count (1 or more), -1 or auto, got {devices}")
     summary = run_tokenize(

@@ -254,7 +254,9 @@ def test_cli_exits_non_zero_only_when_nothing_was_tokenized(codec_dir, tmp_path,
     ("options", "message"),
     [
         (["--shard_items", "0"], "--shard_items must be at least 1, got 0"),
-        (["--shard_mb", "0"], "--shard_mb must be above 0"),
+        (["--shard_mb", "0"], "--shard_mb must be at least one byte (1e-6), got 0"),
+        # under a byte passed the check and failed inside the shard writer, naming its field
+        (["--shard_mb", "1e-9"], "--shard_mb must be at least one byte (1e-6), got 1e-09"),
         (["--workers", "-2"], "--workers must be at least 0, got -2"),
         (["--min_seconds", "-1"], "--min_seconds must be at least 0"),
         (["--devices", "0"], "--devices must be a count (1 or more), -1 or auto, got 0"),
