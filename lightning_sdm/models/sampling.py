@@ -10,16 +10,31 @@ import torch
 
 from lightning_sdm.errors import UserInputError
 
+# Guidance saturates long before this (MusicGen uses 3, EzAudio 5); far larger scales
+# overflow fp32 logits (or latents) and sampling fails mid-run.
+MAX_CFG_SCALE = 1e6
+# Below this a temperature samples as greedy decoding does, and denormal ones overflow the
+# scaled logits: 0 says greedy.
+MIN_TEMPERATURE = 1e-6
+
+
+def check_cfg_scale(cfg_scale: float) -> None:
+    if not 0 <= cfg_scale <= MAX_CFG_SCALE:
+        raise UserInputError(
+            f"cfg_scale must be in [0, {MAX_CFG_SCALE:g}] (1: no guidance; MusicGen uses 3), "
+            f"got {cfg_scale}"
+        )
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """Defaults follow MusicGen and the stack-delay paper: top-k 250, temperature 1, CFG 3.
 
     Args:
-        temperature: Softmax temperature (0: greedy).
+        temperature: Softmax temperature (0: greedy; else at least 1e-6).
         top_k: Sample among the k most likely codes (0: all).
         top_p: Nucleus sampling threshold (0: off).
-        cfg_scale: Classifier-free guidance scale (1: no guidance).
+        cfg_scale: Classifier-free guidance scale (1: no guidance; at most 1e6).
     """
 
     temperature: float = 1.0
@@ -28,14 +43,18 @@ class SamplingConfig:
     cfg_scale: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
+        if self.temperature < 0 or self.temperature != self.temperature:
             raise UserInputError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise UserInputError(
+                f"temperature {self.temperature:g} samples as greedy decoding does: use 0 "
+                f"(greedy) or at least {MIN_TEMPERATURE:g}"
+            )
         if self.top_k < 0:
             raise UserInputError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 <= self.top_p <= 1.0:
             raise UserInputError(f"top_p must be in [0, 1] (0 = off), got {self.top_p}")
-        if self.cfg_scale < 0:
-            raise UserInputError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        check_cfg_scale(self.cfg_scale)
 
     @property
     def uses_guidance(self) -> bool:
@@ -55,8 +74,7 @@ class DiffusionSamplingConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise UserInputError(f"steps must be >= 1, got {self.steps}")
-        if self.cfg_scale < 0:
-            raise UserInputError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        check_cfg_scale(self.cfg_scale)
         if not 0.0 <= self.cfg_rescale <= 1.0:
             raise UserInputError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale}")
         if not 0.0 <= self.eta <= 1.0:

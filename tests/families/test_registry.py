@@ -86,6 +86,9 @@ def test_checkpoints_without_a_recorded_family_are_told_apart_by_what_they_hold(
         ({"temperature": float("nan")}, "sampling option temperature must be a float"),
         ({"temperature": True}, "sampling option temperature must be a float"),
         ({"temperature": -1}, "temperature must be >= 0"),
+        # these overflowed the scaled logits: a traceback at the first decoding step
+        ({"temperature": 1e-40}, "temperature 1e-40 samples as greedy decoding does: use 0"),
+        ({"cfg_scale": 1e38}, "cfg_scale must be in .0, 1e.06. .1: no guidance"),
         ([1, 2], "sampling options must map names to values"),
     ],
 )

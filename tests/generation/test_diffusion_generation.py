@@ -100,7 +100,9 @@ def test_an_audio_prompt_is_continued_from_its_exact_latents(dit_with_codec, tmp
             "--pack_weights false is for codebook LMs, not diffusion models",
         ),
         (["--diffusion.steps", "0"], "steps must be >= 1"),
-        (["--cfg", "-1"], "cfg_scale must be >= 0"),
+        (["--cfg", "-1"], "cfg_scale must be in [0, 1e+06]"),
+        # far larger scales overflowed the latents: NaN audio
+        (["--cfg", "1e38"], "cfg_scale must be in [0, 1e+06] (1: no guidance"),
     ],
 )
 def test_options_that_do_not_apply_are_refused(dit_with_codec, capsys, extra, message):

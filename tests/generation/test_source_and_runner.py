@@ -298,3 +298,23 @@ def test_the_printed_table_names_each_file_whole(model_with_codec, tmp_path, cap
     table = printed.splitlines()
     row = next(line for line in table if line.startswith("00-"))
     assert row.split()[0] == wav.stem
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--sampling.temperature", "1e-40"], "temperature 1e-40 samples as greedy decoding does"),
+        (["--sampling.cfg_scale", "1e38"], "cfg_scale must be in [0, 1e+06]"),
+    ],
+)
+def test_sampling_settings_that_overflow_the_logits_are_one_line(
+    model_with_codec, tmp_path, capsys, option, message
+):
+    """Both died in a traceback at the first decoding step ('probability tensor contains
+    either inf, nan or element < 0')."""
+    code, _, err = run(
+        capsys, "--model", model_with_codec, "--prompt", "a", "--seconds", 0.1,
+        "--output_dir", tmp_path / "o", *option,
+    )  # fmt: skip
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
