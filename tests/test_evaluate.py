@@ -82,6 +82,17 @@ def test_a_metric_without_its_model_stops_or_is_skipped_by_name(folders, tmp_pat
     assert [m["metric"] for m in metrics] == ["fad", "rtf"]
 
 
+def test_a_bootstrap_past_its_bound_is_one_line_before_any_work(folders, tmp_path, capsys):
+    """--bootstrap 100000000 computed FAD resamplings for hours without a word (and drew
+    resamplings x clips integers at once for the other metrics)."""
+    argv = ["evaluate", str(folders / "gen"), "--metrics", "[rtf]", "--output", str(tmp_path)]
+    assert main([*argv, "--bootstrap", "100000000"]) == 2
+    err = capsys.readouterr().err
+    assert "--bootstrap must be in [0, 10000] (1000 is usual" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "evaluation.json").exists()
+    assert main([*argv, "--bootstrap", "10000"]) == 0
+
+
 def test_evaluate_refuses_an_empty_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     argv = ["evaluate", str(tmp_path / "empty"), "--metrics", "[rtf]"]

@@ -234,6 +234,11 @@ def generate(
     return 0
 
 
+# Resamplings for evaluate's intervals: each FAD resampling is a matrix square root, and
+# the others draw every resampling's picks at once (resamplings x clips integers).
+MAX_BOOTSTRAP = 10_000
+
+
 def evaluate(
     generated: str,
     reference: str | None = None,
@@ -282,8 +287,11 @@ def evaluate(
     chosen = list(metrics or METRICS)
     if reference is None and any(m in ("fad", "kld") for m in chosen):
         raise UserInputError("fad and kld compare against --reference clips: pass a folder")
-    if bootstrap < 0:
-        raise UserInputError(f"--bootstrap must be >= 0, got {bootstrap}")
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise UserInputError(
+            f"--bootstrap must be in [0, {MAX_BOOTSTRAP}] (1000 is usual: the 95 % interval "
+            f"settles well before), got {bootstrap}"
+        )
     results = evaluate_folders(
         generated, reference or "", chosen, codec_dir, ast_dir, clap_dir, skip_missing,
         bootstrap, vggish_weights, fad_on, kld_activation,
