@@ -3,6 +3,7 @@ classifier-free guidance."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ MIN_TEMPERATURE = 1e-6
 
 
 def check_cfg_scale(cfg_scale: float) -> None:
+    """One bound for both families' guidance (NaN fails it too)."""
     if not 0 <= cfg_scale <= MAX_CFG_SCALE:
         raise UserInputError(
             f"cfg_scale must be in [0, {MAX_CFG_SCALE:g}] (1: no guidance; MusicGen uses 3), "
@@ -43,7 +45,7 @@ class SamplingConfig:
     cfg_scale: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or self.temperature != self.temperature:
+        if self.temperature < 0 or math.isnan(self.temperature):
             raise UserInputError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if 0 < self.temperature < MIN_TEMPERATURE:
             raise UserInputError(
