@@ -33,6 +33,7 @@ from lightning_sdm.listening.answers import (
     check_rater,
     heard_first,
     rater_order,
+    some_bad_lines,
 )
 from lightning_sdm.listening.pairs import Pair, PairingResult, audio_digest
 from lightning_sdm.runs.checkpoints import is_checkpoint
@@ -356,7 +357,7 @@ def describe(compare: CompareTest) -> str:
         lines.append(f"  warning: {compare.answers.set_aside}")
     if compare.answers.bad_lines:
         lines.append(f"  {len(compare.answers.bad_lines)} malformed lines skipped:")
-        lines += [f"    {line}" for line in compare.answers.bad_lines]
+        lines += [f"    {line}" for line in some_bad_lines(compare.answers.bad_lines)]
     if compare.answers.earlier_audio:
         lines.append(
             f"  {compare.answers.earlier_audio} answers in it were given to other audio of "

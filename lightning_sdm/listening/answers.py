@@ -61,6 +61,17 @@ class ReadAnswers:
     bad_lines: list[str]  # "LINE: why", for the report and the server's start message
 
 
+SHOWN_BAD_LINES = 10
+
+
+def some_bad_lines(lines: list[str], limit: int = SHOWN_BAD_LINES) -> list[str]:
+    """The first `limit` skipped lines and how many more: a wrong file given as the answers
+    (a prompts JSONL, a binary) would otherwise print a line for every line it holds."""
+    if len(lines) <= limit:
+        return list(lines)
+    return [*lines[:limit], f"... and {len(lines) - limit:,} more"]
+
+
 def check_rater(rater: str) -> str:
     rater = rater.strip()
     if not RATER_PATTERN.match(rater):

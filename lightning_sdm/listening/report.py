@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.listening.answers import Answer, read_answers
+from lightning_sdm.listening.answers import Answer, read_answers, some_bad_lines
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 
@@ -67,10 +67,13 @@ def tally(answers: Iterable[Answer]) -> Preference:
     return Preference(counts["A"], counts["B"], counts["none"])
 
 
+MARKDOWN_BAD_LINES = 50  # skipped lines the markdown lists; the JSON keeps every one
+
+
 def build_report(answers_path: str | Path) -> dict[str, Any]:
     read = read_answers(answers_path)
     if not read.answers:
-        problems = "".join(f"\n  {line}" for line in read.bad_lines)
+        problems = "".join(f"\n  {line}" for line in some_bad_lines(read.bad_lines))
         raise UserInputError(f"{answers_path} holds no answers{problems}")
     tests: dict[tuple[str, str], list[Answer]] = defaultdict(list)
     for answer in read.answers:
@@ -156,8 +159,11 @@ def report_markdown(report: dict[str, Any]) -> str:
             *(_row(_cell(prompt), e) for prompt, e in comparison["per_prompt"].items()),
             "",
         ]
-    if report["bad_lines"]:
-        lines += ["## Lines skipped", "", *(f"- {line}" for line in report["bad_lines"]), ""]
+    skipped = report["bad_lines"]
+    if skipped:
+        every = " (every one is in the JSON report)" if len(skipped) > MARKDOWN_BAD_LINES else ""
+        shown = some_bad_lines(skipped, limit=MARKDOWN_BAD_LINES)
+        lines += [f"## Lines skipped{every}", "", *(f"- {line}" for line in shown), ""]
     return "\n".join(lines)
 
 

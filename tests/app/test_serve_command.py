@@ -65,3 +65,18 @@ def test_an_unwritable_answers_file_is_refused_at_start(tmp_path, capsys):
     argv = ["serve", "--compare", str(a), str(b), "--answers", str(tmp_path / "answers")]
     assert main(argv) == 2
     assert "answers file" in capsys.readouterr().err
+
+
+def test_a_torn_answers_file_is_summarised_at_start_not_listed_line_by_line(tmp_path):
+    from tests.app.live import served
+
+    a = write_system(tmp_path / "a", ["x"], 200.0)
+    b = write_system(tmp_path / "b", ["x"], 300.0)
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("not json\n" * 300)
+    argv = ("--compare", str(a), str(b), "--answers", str(answers))
+    with served(*argv, "--output_dir", str(tmp_path / "served")) as (_, process):
+        process.kill()
+        output = process.communicate()[0]
+    assert "300 malformed lines skipped:" in output
+    assert output.count(": not JSON") == 10 and "... and 290 more" in output

@@ -95,3 +95,26 @@ def test_an_answers_file_without_answers_is_refused(tmp_path):
         build_report(path)
     with pytest.raises(UserInputError, match="not found"):
         build_report(tmp_path / "none.jsonl")
+
+
+def test_a_wrong_file_given_as_the_answers_is_a_short_message(tmp_path, capsys):
+    """A 200,000-line JSONL of something else printed 200,001 lines; the report of a log
+    with many torn lines listed each in its markdown."""
+    wrong = tmp_path / "prompts.jsonl"
+    wrong.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(2000)))
+    assert main(["listening-report", str(wrong)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 12 and err[0].endswith("holds no answers")
+    assert err[-1].strip() == "... and 1,990 more"
+
+    pairing = pair_systems(*two_systems(tmp_path / "systems"))
+    path = tmp_path / "answers.jsonl"
+    AnswerLog(path, pairing.systems).record("r1", pairing.pairs[0], "A", "A")
+    with path.open("a") as handle:
+        handle.write("not json\n" * 300)
+    assert main(["listening-report", str(path)]) == 0
+    report = json.loads((tmp_path / "answers-report.json").read_text())
+    assert len(report["bad_lines"]) == 300  # every one kept in the JSON
+    markdown = (tmp_path / "answers-report.md").read_text()
+    assert "## Lines skipped (every one is in the JSON report)" in markdown
+    assert markdown.count(": not JSON") == 50 and "... and 250 more" in markdown
