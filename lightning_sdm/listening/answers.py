@@ -86,6 +86,8 @@ def read_answers(path: str | Path) -> ReadAnswers:
     """Every well-formed line; the others reported by line number (a line cut short by a
     crash is one of them) and skipped."""
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"answers file {path} is a folder: give the .jsonl file serve wrote")
     if not path.is_file():
         raise UserInputError(f"answers file {path} not found")
     answers, bad = [], []

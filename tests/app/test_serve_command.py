@@ -13,6 +13,7 @@ from tests.listening.systems import write_system
         (["serve", "--prompts", "p.txt"], "--prompts selects the prompts of an A/B test"),
         (["serve", "--compare", "{a}", "{tmp}/none"], "system B: "),
         (["listening-report", "{tmp}/none.jsonl"], "answers file"),
+        (["listening-report", "{tmp}"], "answers file {tmp} is a folder: give the .jsonl"),
         (["serve", "--model", "{tmp}/none"], "--model {tmp}/none is neither a model directory"),
         (["serve", "--model", "{a}"], "--model {a} is not a saved lightning_sdm model"),
         (["serve", "--port", "99999"], "--port must be within 1-65535, got 99999"),
