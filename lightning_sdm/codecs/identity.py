@@ -71,6 +71,12 @@ class CodecIdentity:
         return f"{where} (weights {self.weights_sha256})" if self.weights_sha256 else where
 
 
+def recorded_codec(record: Mapping[str, Any]) -> CodecIdentity | None:
+    """The codec a checkpoint or an export.json records under `TRAINED_CODEC_KEY`, if any."""
+    saved = record.get(TRAINED_CODEC_KEY)
+    return CodecIdentity.from_dict(saved) if saved else None
+
+
 def check_trained_codec(
     trained: CodecIdentity | None, given: CodecIdentity, model: str, role: str
 ) -> None:

@@ -9,7 +9,12 @@ from typing import Any
 
 from lightning_sdm.atomic import write_directory
 from lightning_sdm.codecs import CodecConfig, load_codec
-from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
+from lightning_sdm.codecs.identity import (
+    TRAINED_CODEC_KEY,
+    CodecIdentity,
+    check_trained_codec,
+    recorded_codec,
+)
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.runs.run_codec import CODEC_DIR, checkpoint_codec
 
@@ -28,8 +33,7 @@ def trained_segment_frames(model_dir: str | Path) -> int | None:
 
 def recorded_trained_codec(model_dir: str | Path) -> CodecIdentity | None:
     """The codec whose tokens the exported (or imported) model was trained on, when known."""
-    saved = _provenance(model_dir).get(TRAINED_CODEC_KEY)
-    return CodecIdentity.from_dict(saved) if saved else None
+    return recorded_codec(_provenance(model_dir))
 
 
 def export_checkpoint(
@@ -94,8 +98,7 @@ def _finish_export(
     from lightning_sdm.models.adapters import adapter_base
     from lightning_sdm.tasks.text_conditioned import TRAINED_FRAMES_KEY
 
-    trained_codec = checkpoint.get(TRAINED_CODEC_KEY)
-    trained = CodecIdentity.from_dict(trained_codec) if trained_codec else None
+    trained = recorded_codec(checkpoint)
     role = "--codec_dir"
     if codec_dir is None and adapter_base(output) is None:  # an adapter uses its base's
         found = checkpoint_codec(checkpoint_path, trained)
@@ -109,7 +112,7 @@ def _finish_export(
         "global_step": checkpoint.get("global_step"),
         "ema_weights": "current_model_state" in checkpoint,
         TRAINED_FRAMES_KEY: checkpoint.get(TRAINED_FRAMES_KEY),
-        TRAINED_CODEC_KEY: trained_codec,
+        TRAINED_CODEC_KEY: checkpoint.get(TRAINED_CODEC_KEY),
     }
     (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2))
     return output

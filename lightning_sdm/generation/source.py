@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lightning_sdm.codecs import Codec, CodecConfig, load_codec
-from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
+from lightning_sdm.codecs.identity import CodecIdentity, check_trained_codec, recorded_codec
 from lightning_sdm.convert.export import CODEC_DIR, recorded_trained_codec, trained_segment_frames
 from lightning_sdm.digests import file_digest
 from lightning_sdm.errors import UserInputError, first_line
@@ -165,8 +165,7 @@ def _from_checkpoint(path: Path) -> _Loaded:
         "ema_weights": "current_model_state" in checkpoint,
         "checkpoint_sha256": file_digest(path),
     }
-    trained = checkpoint.get(TRAINED_CODEC_KEY)
-    trained_codec = CodecIdentity.from_dict(trained) if trained else None
+    trained_codec = recorded_codec(checkpoint)
     codec = checkpoint_codec(path, trained_codec, getattr(task, "adapter_base", None))
     return _Loaded(
         task.model,

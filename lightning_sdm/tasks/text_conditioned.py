@@ -13,7 +13,12 @@ from typing import Any, Self
 
 import torch
 
-from lightning_sdm.codecs.identity import TRAINED_CODEC_KEY, CodecIdentity, check_trained_codec
+from lightning_sdm.codecs.identity import (
+    TRAINED_CODEC_KEY,
+    CodecIdentity,
+    check_trained_codec,
+    recorded_codec,
+)
 from lightning_sdm.convert.export import recorded_trained_codec
 from lightning_sdm.data.interface import TrainingData, training_data
 from lightning_sdm.errors import UserInputError
@@ -176,9 +181,8 @@ class TextConditionedTask(ScheduledAdamWTask):
                 "checkpoint and start a new run from it with model.init_from"
             )
         self.trained_segment_frames = checkpoint.get(TRAINED_FRAMES_KEY)
-        saved = checkpoint.get(TRAINED_CODEC_KEY)
+        saved = recorded_codec(checkpoint)
         if saved is not None:
-            saved = CodecIdentity.from_dict(saved)
             if self.trained_codec is not None:  # resuming: the shards are read already
                 check_trained_codec(
                     saved, self.trained_codec, "this run's checkpoint", SHARDS_CODEC
