@@ -2,8 +2,9 @@
 
 `from_pretrained` fills every tensor a directory's weights lack with a fresh random one and
 only logs it, so a copy cut short (a full disk, a download stopped half way) or the wrong
-folder would encode, condition or score with noise and say nothing. Here it is an error
-that names the folder.
+folder would encode, condition or score with noise and say nothing; a tensor of another
+shape than the folder's config.json says (one model's config beside another's weights)
+ended in the library's multi-line report. Here each is an error that names the folder.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ def load_whole(model_class: type[Model], path: str | Path, what: str, **options:
     level = library.level
     library.setLevel(logging.ERROR)
     try:
+        # Mismatched shapes are reported in `loading` (and refused below), not raised.
         model, loading = model_class.from_pretrained(  # type: ignore[attr-defined]
-            path, local_files_only=True, output_loading_info=True, **options
+            path,
+            local_files_only=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **options,
         )
     except (OSError, ValueError, KeyError) as error:
         reason = first_line(error) or type(error).__name__
@@ -41,6 +47,14 @@ def load_whole(model_class: type[Model], path: str | Path, what: str, **options:
         ) from error
     finally:
         library.setLevel(level)
+    mismatched = sorted(loading.get("mismatched_keys") or [], key=lambda entry: entry[0])
+    if mismatched:
+        name, in_file, in_model = mismatched[0]
+        raise UserInputError(
+            f"{what} {path}: {len(mismatched)} of its tensors have another shape than its "
+            f"config.json gives (e.g. {name}: {_shape(in_file)} in the file, "
+            f"{_shape(in_model)} in the model): a config and weights of different models?"
+        )
     missing = sorted(loading["missing_keys"])
     if missing:
         raise UserInputError(
@@ -48,3 +62,7 @@ def load_whole(model_class: type[Model], path: str | Path, what: str, **options:
             f"(e.g. {missing[0]}): an incomplete copy, or another model's folder?"
         )
     return model
+
+
+def _shape(shape: Any) -> str:
+    return " × ".join(str(size) for size in shape)
