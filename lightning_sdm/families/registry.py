@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.models.adapters import adapter_base
+from lightning_sdm.models.adapters import adapter_base, missing_base
 from lightning_sdm.models.saving import CONFIG_FILE, FAMILY_KEY
 
 # The families that ship with the package, registered when first asked for (their modules
@@ -149,6 +149,8 @@ def family_of_directory(directory: str | Path, advice: str = MAKE_A_MODEL) -> Mo
     directory = Path(directory)
     base = adapter_base(directory)
     if base is not None:
+        if not (base / CONFIG_FILE).is_file():
+            raise missing_base(directory, base)
         return family_of_directory(base, advice)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():

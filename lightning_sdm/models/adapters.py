@@ -156,12 +156,41 @@ def hold_frozen_projections_in(decoder: nn.Module, dtype: torch.dtype) -> None:
         setattr(parent, child, low)
 
 
+def adapter_description(directory: str | Path) -> dict[str, Any] | None:
+    """The adapter directory's description (its base, the base's weights, the adapter's
+    config), or None where the directory holds no adapter; one line when it is torn or is
+    some other JSON."""
+    path = Path(directory) / ADAPTER_FILE
+    if not path.is_file():
+        return None
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path} is not JSON ({error}): export the adapter again") from error
+    if not (
+        isinstance(description, dict)
+        and isinstance(description.get("base"), str)
+        and isinstance(description.get("adapter"), dict)
+    ):
+        raise UserInputError(
+            f"{path} is not a LoRA adapter's description (it needs its base model directory "
+            "and the adapter's settings): export the adapter again"
+        )
+    return description
+
+
 def adapter_base(directory: str | Path) -> Path | None:
     """The model directory an adapter directory loads over (None: not an adapter)."""
-    description = Path(directory) / ADAPTER_FILE
-    if not description.is_file():
-        return None
-    return Path(json.loads(description.read_text(encoding="utf-8"))["base"])
+    description = adapter_description(directory)
+    return None if description is None else Path(description["base"])
+
+
+def missing_base(directory: str | Path, base: Path) -> MissingFile:
+    """An adapter whose base model directory has moved or gone."""
+    return MissingFile(
+        f"{directory} is a LoRA adapter over {base}, which holds no model now (moved or "
+        "deleted?): put the model it was trained over back there, or export with --merge true"
+    )
 
 
 def adapter_weights_file(directory: str | Path) -> Path | None:
@@ -221,11 +250,11 @@ def load_adapter_directory(
     """The base model (`load_base(base directory)`, which must offer `add_adapter`) with
     the directory's adapter on it."""
     directory = Path(directory)
-    base = adapter_base(directory)
-    assert base is not None, f"{directory} is not an adapter directory"
+    description = adapter_description(directory)
+    assert description is not None, f"{directory} is not an adapter directory"
+    base = Path(description["base"])
     if not (base / "config.json").is_file():
-        raise MissingFile(f"{directory} is an adapter over {base}, which is not a model directory")
-    description = json.loads((directory / ADAPTER_FILE).read_text(encoding="utf-8"))
+        raise missing_base(directory, base)
     check_adapter_base(base, description.get("base_weights"), str(directory))
     model = load_base(base)
     model.add_adapter(AdapterConfig(**description["adapter"]))

@@ -83,8 +83,35 @@ def test_an_adapter_over_a_missing_base_says_so(tmp_path):
     base.save_pretrained(tmp_path / "base")
     model = TextToMusicLM.from_pretrained(tmp_path / "base").add_adapter(AdapterConfig(r=2))
     model.save_adapter(tmp_path / "alone", base=tmp_path / "moved")
-    with pytest.raises(FileNotFoundError, match=r"is an adapter over .*moved"):
+    with pytest.raises(FileNotFoundError, match=r"is a LoRA adapter over .*moved, which holds"):
         TextToMusicLM.from_pretrained(tmp_path / "alone")
+
+
+def test_generate_names_an_adapter_whose_base_moved_or_whose_description_is_torn(tmp_path, capsys):
+    """generate said the base 'is not a saved lightning_sdm model' (the adapter unnamed);
+    a torn adapter.json printed a bare JSON error, one without its base a KeyError."""
+    from lightning_sdm.cli import main
+
+    tiny_model("delay", 1, cardinality=32).save_pretrained(tmp_path / "base")
+    model = TextToMusicLM.from_pretrained(tmp_path / "base").add_adapter(AdapterConfig(r=2))
+    model.save_adapter(tmp_path / "alone", base=tmp_path / "base")
+    (tmp_path / "base").rename(tmp_path / "elsewhere")
+    command = ["generate", "--model", str(tmp_path / "alone"), "--prompt", "x", "--seconds", "1"]
+    command += ["--output_dir", str(tmp_path / "out")]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "alone is a LoRA adapter over" in error and "holds no model now" in error
+    description = tmp_path / "alone" / "adapter.json"
+    for torn, message in [
+        ('{"base": ', "adapter.json is not JSON"),
+        ('{"adapter": {}}', "adapter.json is not a LoRA adapter's description"),
+        ("[1, 2]", "adapter.json is not a LoRA adapter's description"),
+    ]:
+        description.write_text(torn)
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
