@@ -189,7 +189,8 @@ def missing_base(directory: str | Path, base: Path) -> MissingFile:
     """An adapter whose base model directory has moved or gone."""
     return MissingFile(
         f"{directory} is a LoRA adapter over {base}, which holds no model now (moved or "
-        "deleted?): put the model it was trained over back there, or export with --merge true"
+        "deleted?): put the model it was trained over back there (an export with --merge true "
+        "stands alone)"
     )
 
 
