@@ -803,3 +803,22 @@ def test_the_bucket_recipe_composes_with_the_paper_one(capsys):
     data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
     assert data["train_dir"].startswith("s3://") and data["val_dir"].startswith("s3://")
     assert data["cache_dir"] and data["cache_gb"] == 200 and data["segment_seconds"] == 30.0
+
+
+def test_a_resumed_lora_run_keeps_its_adapter(tmp_path, monkeypatch, capsys):
+    """A resume with another rank ended in a traceback listing every size mismatch; one
+    without the adapter, or with another alpha, would have loaded and trained on."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    fit = ["fit", "--config", str(tiny_config(tmp_path)), "--model.adapter.r", "2"]
+    assert main([*fit, "--trainer.max_steps", "2"]) == 0
+    resumed = [*fit, "--ckpt_path", "last", "--trainer.max_steps", "3"]
+    for change, said in [
+        (["--model.adapter.r", "4"], "model.adapter.r 4 (checkpoint: 2)"),
+        (["--model.adapter.alpha", "64"], "model.adapter.alpha 64.0 (checkpoint: 32.0)"),
+        (["--model.adapter", "null"], "model.adapter none (checkpoint: set)"),
+    ]:
+        capsys.readouterr()
+        assert main([*resumed, *change]) == 2
+        error = capsys.readouterr().err
+        assert said in error and "Traceback" not in error
+    assert main([*resumed, "--model.adapter.dropout", "0.1"]) == 0

@@ -58,6 +58,9 @@ def resume_changes(
     changes = []
     for section, may_change in training_options.items():
         before, now = saved.get(section), current.get(section)
+        if (before is None) != (now is None):  # an optional section (an adapter) added or gone
+            changes.append(f"model.{section} {_given(now)} (checkpoint: {_given(before)})")
+            continue
         if not isinstance(before, Mapping) or not isinstance(now, Mapping):
             continue
         for name in sorted(set(before) & set(now) - set(may_change) - WEIGHTS_SOURCE_OPTIONS):
@@ -65,3 +68,7 @@ def resume_changes(
                 option = f"model.{section}.{name}"
                 changes.append(f"{option} {now[name]!r} (checkpoint: {before[name]!r})")
     return changes
+
+
+def _given(section: Any) -> str:
+    return "none" if section is None else "set"

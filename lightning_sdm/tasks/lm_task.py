@@ -63,6 +63,9 @@ def masked_level_cross_entropy(
 TRAINING_OPTIONS = {
     "lm": ("dropout", "activation_checkpointing", "attention"),
     "text": ("cfg_dropout", "freeze", "max_length", "frozen_dtype"),
+    # A resumed LoRA run keeps its adapter's rank, scale and targets (its weights' shapes
+    # and meaning); it may change their dropout and the frozen base's precision.
+    "adapter": ("dropout", "frozen_dtype"),
 }
 
 
