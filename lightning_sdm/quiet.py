@@ -26,6 +26,9 @@ HARMLESS_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty",
     # Worker count is chosen per split (validation needs few).
     r".*does not have many workers which may be a bottleneck",
+    # More loader workers than CPUs: said once in one line (`data.workers`), where torch
+    # repeated it at every epoch's start.
+    r".*This DataLoader will create \d+ worker processes in total",
 )
 ADVERTS = ("💡 Tip:",)
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from lightning_sdm.data import storage
 from lightning_sdm.data.shard_cache import ShardCache
 from lightning_sdm.data.shards import read_shard_resilient
+from lightning_sdm.data.workers import note_worker_count
 from lightning_sdm.errors import first_line
 
 
@@ -260,6 +261,7 @@ class EpochDataLoader(DataLoader):
         self, dataset: IterableDataset, epoch_source: Callable[[], int] | None = None, **kwargs
     ):
         super().__init__(dataset, batch_size=None, **kwargs)
+        note_worker_count(self.num_workers)
         self._epoch_source = epoch_source
         self._iterations = 0
 

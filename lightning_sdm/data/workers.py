@@ -1,4 +1,4 @@
-"""DataLoader workers that die with their parent.
+"""DataLoader workers that die with their parent, and a word when they outnumber the CPUs.
 
 A worker busy decoding a long file does not notice that its parent was killed (SIGKILL
 leaves no time to clean up) and lives on holding its memory. On Linux the kernel can
@@ -8,10 +8,14 @@ deliver a signal to a process when its parent dies; other systems keep torch's o
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
+from lightning.pytorch.utilities import rank_zero_info
+
 _PR_SET_PDEATHSIG = 1
+_ANNOUNCED: set[tuple[int, int]] = set()  # (workers, CPUs) said already in this process
 
 
 def die_with_parent(worker_id: int = 0) -> None:
@@ -23,3 +27,24 @@ def die_with_parent(worker_id: int = 0) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # no prctl: torch's watchdog still ends idle workers
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as torch's own check counts them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def note_worker_count(workers: int) -> None:
+    """One line, once per process, when loader workers outnumber the CPUs (torch's own
+    warning, filtered by `quiet`, repeated itself at every epoch's start)."""
+    cpus = usable_cpus()
+    if workers <= cpus or (workers, cpus) in _ANNOUNCED:
+        return
+    _ANNOUNCED.add((workers, cpus))
+    rank_zero_info(
+        f"data: more loader workers than CPUs ({workers} on {cpus}): they wait for each other "
+        f"and for training; data.num_workers {cpus} or fewer avoids that"
+    )

@@ -78,3 +78,44 @@ def test_workers_exit_within_seconds_after_the_parent_is_killed(tmp_path):
         for worker in workers:
             if alive(worker):
                 os.kill(worker, signal.SIGKILL)
+
+
+def test_more_loader_workers_than_cpus_is_said_once_in_one_line(monkeypatch, caplog):
+    """torch's two-line warning came at every epoch's start (a small catalogue: every few
+    steps); now one line of ours when the loader is made, and torch's is filtered."""
+    import logging
+    import warnings
+
+    import torch
+    from torch.utils.data import IterableDataset
+
+    from lightning_sdm.data import workers
+    from lightning_sdm.data.stream import EpochDataLoader
+    from lightning_sdm.quiet import quiet_dependencies
+
+    class Numbers(IterableDataset):
+        epoch = 0
+
+        def __iter__(self):
+            yield torch.tensor([1])
+
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(workers, "_ANNOUNCED", set())
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            EpochDataLoader(Numbers(), num_workers=3)
+        EpochDataLoader(Numbers(), num_workers=1)
+    said = [r.getMessage() for r in caplog.records if "loader workers" in r.getMessage()]
+    assert said == ["data: more loader workers than CPUs (3 on 1): they wait for each other "
+                    "and for training; data.num_workers 1 or fewer avoids that"]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_dependencies()
+        warnings.warn(
+            "This DataLoader will create 4 worker processes in total. Our suggested max number "
+            "of worker in current system is 2, which is smaller than what this DataLoader is "
+            "going to create.",
+            UserWarning,
+            stacklevel=1,
+        )
+    assert caught == []
