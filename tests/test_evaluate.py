@@ -119,6 +119,9 @@ def test_unreadable_files_are_left_out_said_and_named_in_the_report(folders, tmp
         str(reference / "text.wav"), str(reference / "torn.wav"),
     ]  # fmt: skip
     assert "left_out" not in rtf["details"]  # it reads no reference
+    # the markdown report, read later without the console, says it too
+    report = (tmp_path / "out" / "evaluation.md").read_text()
+    assert "- left out: 2 reference files that do not read (named in evaluation.json)" in report
     for wav in reference.glob("r*.wav"):
         wav.write_text("not audio either")
     assert main([*argv, "--output", str(tmp_path / "out2")]) == 2

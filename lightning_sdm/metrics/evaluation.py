@@ -391,4 +391,17 @@ def markdown_table(results: list[MetricResult]) -> str:
         interval = f"{r.interval[0]:.4g} – {r.interval[1]:.4g}" if r.interval else ""
         lines.append(f"| {r.metric} | {r.value:.4g} | {interval} | {r.clips} | {r.backend} |")
     notes = [f"- {r.metric}: {r.details['note']}" for r in results if r.details.get("note")]
+    notes += _left_out_notes(results)
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def _left_out_notes(results: list[MetricResult]) -> list[str]:
+    """How many files of each source the numbers lack (evaluation.json names them)."""
+    left_out: dict[str, set[str]] = {}
+    for result in results:
+        for source, files in result.details.get("left_out", {}).items():
+            left_out.setdefault(source, set()).update(files)
+    if not left_out:
+        return []
+    counts = " and ".join(f"{len(files)} {source}" for source, files in left_out.items())
+    return [f"- left out: {counts} files that do not read (named in evaluation.json)"]
