@@ -11,6 +11,13 @@ import soundfile
 import soxr
 
 
+def duration_text(seconds: float) -> str:
+    """An amount of audio as a data summary says it: 40 s, 12.5 min, 3.20 h."""
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.2g} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
 class AudioRejected(Exception):
     """The file cannot become a training item; the message is the reason reported."""
 

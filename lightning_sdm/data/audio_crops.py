@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import IterableDataset, get_worker_info
 
+from lightning_sdm.data.audio import duration_text
 from lightning_sdm.data.sources import AUDIO_SUFFIXES, discover
 from lightning_sdm.data.split import KeySplit
 from lightning_sdm.data.stream import EpochDataLoader
@@ -239,8 +240,14 @@ class AudioCropsDataModule(L.LightningDataModule):
     def summary(self) -> str:
         lines = [f"data: audio crops at {self.sample_rate} Hz from {self.input}"]
         for name, files in self.splits().items():
-            hours = sum(f.seconds for f in files) / 3600
-            lines.append(f"  {name}: {len(files)} items ({hours * 60:.1f} min)")
+            crop = self.crop_seconds if name == "train" else self.val_seconds
+            seconds = sum(f.seconds for f in files)
+            line = f"  {name}: {len(files)} items ({duration_text(seconds)})"
+            short = sum(f.seconds < crop for f in files)
+            if short:  # their crops end in silence: a codec learns to make it
+                every = "all" if short == len(files) else f"{short} of them"
+                line += f"; {every} shorter than the {crop:g} s crops (padded with silence)"
+            lines.append(line)
         lines.append(
             f"  {self.train_batches(1)} batches of {self.batch_size} x {self.crop_seconds:g} s "
             "crops per epoch"

@@ -16,6 +16,7 @@ from lightning_sdm.codecs import (
     load_codec,
 )
 from lightning_sdm.codecs.encodec import RANDOM_CODEC_FILE
+from lightning_sdm.data.audio import duration_text
 from lightning_sdm.data.shard_cache import ShardCache
 from lightning_sdm.data.shards import INDEX_FILE, shard_problem, sidecar_name
 from lightning_sdm.data.sources import AUDIO_SUFFIXES
@@ -44,12 +45,6 @@ class SplitShards:
 
 def _shown(location: ShardLocation) -> Path | str:
     return location.location if location.remote else Path(location.location)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
 
 
 def _tokenize_hint(folder: Path) -> str:
@@ -479,7 +474,8 @@ class TokenShardsDataModule(L.LightningDataModule):
             batch = self.batch_size if name == "train" else self.val_batch_size
             batches = self._batches_per_rank(name, usable, world)
             line = (
-                f"  {name}: {side.items} items ({_duration(seconds)}), {len(side.shards)} shards; "
+                f"  {name}: {side.items} items ({duration_text(seconds)}), "
+                f"{len(side.shards)} shards; "
                 f"{usable} long enough for {self.segment_seconds:g} s crops; "
                 f"{batches} batch{'es' if batches != 1 else ''} of {batch} per epoch"
                 + (f" on each of {world} ranks" if world > 1 else "")

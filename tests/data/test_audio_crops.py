@@ -52,3 +52,22 @@ def test_missing_or_empty_input_is_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match="no usable audio"):
         AudioCropsDataModule(str(tmp_path / "empty")).splits()
+
+
+def test_the_summary_says_when_items_are_shorter_than_the_crops(tmp_path):
+    """0.1 s clips under 1 s crops trained a codec on crops 90 % silence, the summary saying
+    '4 items (0.0 min)'."""
+    write_tones(tmp_path / "audio", count=4, seconds=2.0)
+    write_tones(tmp_path / "audio" / "short", count=2, seconds=0.1)
+    data = AudioCropsDataModule(
+        str(tmp_path / "audio"), sample_rate=16000, crop_seconds=1.0, val_seconds=3.0,
+        val_input=str(tmp_path / "audio" / "short"), num_workers=0,
+    )  # fmt: skip
+    lines = data.summary().splitlines()
+    assert (
+        lines[1]
+        == "  train: 6 items (8 s); 2 of them shorter than the 1 s crops (padded with silence)"
+    )
+    assert (
+        lines[2] == "  val: 2 items (0.2 s); all shorter than the 3 s crops (padded with silence)"
+    )
