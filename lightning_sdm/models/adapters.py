@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,25 @@ def merge_adapters(decoder: nn.Module) -> None:
     for attribute in ("peft_config", "_hf_peft_config_loaded"):
         if hasattr(decoder, attribute):
             delattr(decoder, attribute)
+
+
+def merged_projection(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """A LoRA layer as one fp32 weight (its base plus the scaled B·A of its active
+    adapters, as `merge_adapters` folds it) and its bias, for decoding to prepare like a
+    plain layer's; None for any other module. The layer itself is not changed."""
+    lora = sys.modules.get("peft.tuners.lora")  # not imported: no module here is LoRA
+    if lora is None or not isinstance(module, lora.LoraLayer):
+        return None
+    base = module.get_base_layer()
+    if not isinstance(base, nn.Linear):
+        return None
+    with torch.no_grad():
+        weight = base.weight.float()
+        if not module.merged and not module.disable_adapters:
+            for name in module.active_adapters:
+                if name in module.lora_A:
+                    weight = weight + module.get_delta_weight(name).float()
+    return weight, None if base.bias is None else base.bias.detach().float()
 
 
 class LowPrecisionFrozenLinear(nn.Linear):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.errors import UserInputError
+from lightning_sdm.models.adapters import merged_projection
 from lightning_sdm.models.level_heads import LevelHeads
 from lightning_sdm.models.lm import (
     DEPTH_DECODER,
@@ -193,7 +194,9 @@ class DepthLM(LevelHeads):
         model's weights are read, never changed."""
         own_dtype = self.token_embedding.dtype
         dtype = own_dtype if precision is None else _inference_dtype(precision)
-        temporal = StepDecoder(self.decoder, batch_rows, dtype, own_dtype, pack_weights)
+        temporal = StepDecoder(
+            self.decoder, batch_rows, dtype, own_dtype, pack_weights, merge=merged_projection
+        )
         heads = list(zip(self.head_weight, self.head_bias, strict=True))
         if not self.config.depth_weights_per_level:
             depth = StepDecoder(

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.errors import UserInputError, require_positive
+from lightning_sdm.models.adapters import merged_projection
 from lightning_sdm.models.level_heads import LevelHeads
 from lightning_sdm.nn.attention import AttentionMask
 from lightning_sdm.nn.cached_decoding import StepDecoder
@@ -418,7 +419,9 @@ class CodebookLM(LevelHeads):
         # The most rows a step multiplies: what packed weights are laid out for.
         rows = batch_rows * int(self.layout(num_timesteps).block_start.diff().max())
         heads = list(zip(self.head_weight, self.head_bias, strict=True))
-        return StepDecoder(self.decoder, rows, dtype, own_dtype, pack_weights, extra=heads)
+        return StepDecoder(
+            self.decoder, rows, dtype, own_dtype, pack_weights, heads, merged_projection
+        )
 
     def matmul_path(
         self, batch_rows: int, num_timesteps: int, pack_weights: PackChoice = "auto"

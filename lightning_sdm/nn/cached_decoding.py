@@ -38,6 +38,9 @@ from lightning_sdm.nn.packed_linear import (
 from lightning_sdm.nn.transformer import DecoderLayer, TransformerDecoder
 
 Pair = tuple[torch.Tensor, torch.Tensor | None]
+# A projection that is not a plain nn.Linear seen as one weight and bias (a LoRA layer's
+# base plus its low-rank product), or None where it cannot be.
+Merge = Callable[[nn.Module], Pair | None]
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -159,8 +162,12 @@ class StepDecoder:
 
     `module_dtype` is the dtype the decoder's own forward runs in: projections that are
     not plain `nn.Linear`s (LoRA adapters, low-precision frozen layers) are called as
-    they are, with their input in that dtype. `extra` weights (an LM's output heads) are
-    prepared alongside the decoder's, with the same dtype and path choice, and handed
+    they are, with their input in that dtype, unless `merge` sees one as a single weight
+    (a LoRA layer's base plus its low-rank product): then it is prepared like a plain
+    layer. That holds one more copy of those weights, which a CPU decode makes of every
+    weight anyway (packed, or cast), so it is done on CPUs only; on an accelerator a
+    training run's memory is not charged for it. `extra` weights (an LM's output heads)
+    are prepared alongside the decoder's, with the same dtype and path choice, and handed
     back as `extra_projections`.
     """
 
@@ -172,15 +179,18 @@ class StepDecoder:
         module_dtype: torch.dtype,
         pack: PackChoice = "auto",
         extra: list[Pair] | None = None,
+        merge: Merge | None = None,
     ) -> None:
         self.dtype = dtype
-        warn_if_emulated(dtype, decoder.final_norm.weight.device)
+        device = decoder.final_norm.weight.device
+        warn_if_emulated(dtype, device)
         self.num_heads = decoder.num_heads
         self.head_dim = decoder.head_dim
         layers = list(decoder.layers)
         for layer in layers:
             _require_plain_attention(layer)
-        entries = [entry for layer in layers for entry in _step_entries(layer, dtype, module_dtype)]
+        weights = _Weights(dtype, module_dtype, merge if device.type == "cpu" else None)
+        entries = [entry for layer in layers for entry in weights.step_entries(layer)]
         entries += [(pair, "none") for pair in _cast_pairs(extra or [], dtype)]
         pairs = [(entry, then) for entry, then in entries if isinstance(entry, tuple)]
         self.paths = chosen_paths([weight for (weight, _), _ in pairs], rows, pack)
@@ -194,7 +204,7 @@ class StepDecoder:
         count = STEP_PROJECTIONS * len(layers)
         self.extra_projections = resolved[count:]
         self.layers = [
-            _step_layer(layer, dtype, resolved[i * STEP_PROJECTIONS : (i + 1) * STEP_PROJECTIONS])
+            weights.step_layer(layer, resolved[i * STEP_PROJECTIONS : (i + 1) * STEP_PROJECTIONS])
             for i, layer in enumerate(layers)
         ]
         self.final_norm = Norm.of(decoder.final_norm, dtype)
@@ -274,82 +284,97 @@ def _is_plain(linear: nn.Module) -> bool:
     return type(linear) is nn.Linear
 
 
-def _entry(linear: nn.Module, dtype: torch.dtype, module_dtype: torch.dtype) -> Entry:
-    """A plain layer's weights to prepare; any other projection called as it is."""
-    if _is_plain(linear):
-        return (_cast(linear.weight, dtype), _cast_optional(linear.bias, dtype))
-    return lambda x: linear(x.to(module_dtype)).to(dtype)
+def _bias_or_zeros(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return bias if bias is not None else weight.new_zeros(weight.shape[0])
 
 
-def _fixed(linear: nn.Module, dtype: torch.dtype, module_dtype: torch.dtype) -> Projection:
-    """A projection used once per decode (cross-attention keys/values of the text): read
-    in place, not measured or packed."""
-    entry = _entry(linear, dtype, module_dtype)
-    if isinstance(entry, tuple):
-        weight, bias = entry
-        return lambda x: F.linear(x, weight, bias)
-    return entry
+@dataclass(frozen=True)
+class _Weights:
+    """How a decoder's projections become a step's: plain layers (and those `merge` sees
+    as one weight) as weights to prepare in `dtype`, any other called as it is."""
 
+    dtype: torch.dtype
+    module_dtype: torch.dtype
+    merge: Merge | None
 
-def _step_entries(layer: DecoderLayer, dtype: torch.dtype, module_dtype: torch.dtype) -> list[Step]:
-    """The layer's projections in the order a step calls them, each with its epilogue.
-    Self-attention's query and key/value weights are fused into one where both are plain
-    layers."""
-    attention = layer.self_attention
-    if _is_plain(attention.query) and _is_plain(attention.key_value):
-        fused_bias = None
-        if attention.query.bias is not None or attention.key_value.bias is not None:
-            fused_bias = torch.cat(
-                [_bias_or_zeros(attention.query), _bias_or_zeros(attention.key_value)]
+    def pair(self, linear: nn.Module) -> Pair | None:
+        """The projection's weight and bias in the decoding dtype, or None: opaque."""
+        if _is_plain(linear):
+            found: Pair | None = (linear.weight, linear.bias)
+        else:
+            found = self.merge(linear) if self.merge is not None else None
+        if found is None:
+            return None
+        weight, bias = found
+        return _cast(weight, self.dtype), _cast_optional(bias, self.dtype)
+
+    def entry(self, linear: nn.Module) -> Entry:
+        """The weights to prepare, or the projection called as it is."""
+        pair = self.pair(linear)
+        if pair is not None:
+            return pair
+        module_dtype, dtype = self.module_dtype, self.dtype
+        return lambda x: linear(x.to(module_dtype)).to(dtype)
+
+    def fixed(self, linear: nn.Module) -> Projection:
+        """A projection used once per decode (cross-attention keys/values of the text):
+        read in place, not measured or packed."""
+        entry = self.entry(linear)
+        if isinstance(entry, tuple):
+            weight, bias = entry
+            return lambda x: F.linear(x, weight, bias)
+        return entry
+
+    def step_entries(self, layer: DecoderLayer) -> list[Step]:
+        """The layer's projections in the order a step calls them, each with its
+        epilogue. Self-attention's query and key/value weights are fused into one where
+        both are weights to prepare."""
+        attention = layer.self_attention
+        query, key_value = self.pair(attention.query), self.pair(attention.key_value)
+        if query is not None and key_value is not None:
+            fused_bias = None
+            if query[1] is not None or key_value[1] is not None:
+                fused_bias = torch.cat([_bias_or_zeros(*query), _bias_or_zeros(*key_value)])
+            query_key_value: Entry = (torch.cat([query[0], key_value[0]]), fused_bias)
+        else:
+            project_query = self.fixed(attention.query)
+            project_key_value = self.fixed(attention.key_value)
+            query_key_value = lambda x: torch.cat(  # noqa: E731
+                [project_query(x), project_key_value(x)], dim=-1
             )
-        fused = torch.cat([attention.query.weight.detach(), attention.key_value.weight.detach()])
-        query_key_value: Entry = (_cast(fused, dtype), _cast_optional(fused_bias, dtype))
-    else:
-        query = _fixed(attention.query, dtype, module_dtype)
-        key_value = _fixed(attention.key_value, dtype, module_dtype)
-        query_key_value = lambda x: torch.cat([query(x), key_value(x)], dim=-1)  # noqa: E731
-    gelu: Epilogue = "gelu_tanh" if layer.ffn[1].approximate == "tanh" else "gelu"
-    return [
-        (query_key_value, "none"),
-        (_entry(attention.out, dtype, module_dtype), "add"),
-        (_entry(layer.cross_attention.query, dtype, module_dtype), "none"),
-        (_fixed(layer.cross_attention.key_value, dtype, module_dtype), "none"),
-        (_entry(layer.cross_attention.out, dtype, module_dtype), "add"),
-        (_entry(layer.ffn[0], dtype, module_dtype), gelu),
-        (_entry(layer.ffn[3], dtype, module_dtype), "add"),
-    ]
+        gelu: Epilogue = "gelu_tanh" if layer.ffn[1].approximate == "tanh" else "gelu"
+        return [
+            (query_key_value, "none"),
+            (self.entry(attention.out), "add"),
+            (self.entry(layer.cross_attention.query), "none"),
+            (self.fixed(layer.cross_attention.key_value), "none"),
+            (self.entry(layer.cross_attention.out), "add"),
+            (self.entry(layer.ffn[0]), gelu),
+            (self.entry(layer.ffn[3]), "add"),
+        ]
 
+    def step_layer(
+        self, layer: DecoderLayer, projections: list[Callable[..., torch.Tensor]]
+    ) -> StepLayer:
+        self_qkv, self_out, cross_query, cross_key_value, cross_out, ffn_in, ffn_out = projections
+        return StepLayer(
+            num_heads=layer.self_attention.num_heads,
+            self_norm=Norm.of(layer.self_norm, self.dtype),
+            self_query_key_value=self_qkv,
+            self_out=self_out,
+            cross_norm=Norm.of(layer.cross_norm, self.dtype),
+            cross_query=cross_query,
+            cross_key_value=cross_key_value,
+            cross_out=cross_out,
+            ffn_norm=Norm.of(layer.ffn_norm, self.dtype),
+            ffn_in_gelu=ffn_in,
+            ffn_out=ffn_out,
+            cross_fold_weights=self.cross_fold_weights(layer),
+        )
 
-def _bias_or_zeros(linear: nn.Linear) -> torch.Tensor:
-    if linear.bias is not None:
-        return linear.bias.detach()
-    return linear.weight.new_zeros(linear.out_features)
-
-
-def _step_layer(
-    layer: DecoderLayer, dtype: torch.dtype, projections: list[Callable[..., torch.Tensor]]
-) -> StepLayer:
-    self_qkv, self_out, cross_query, cross_key_value, cross_out, ffn_in_gelu, ffn_out = projections
-    return StepLayer(
-        num_heads=layer.self_attention.num_heads,
-        self_norm=Norm.of(layer.self_norm, dtype),
-        self_query_key_value=self_qkv,
-        self_out=self_out,
-        cross_norm=Norm.of(layer.cross_norm, dtype),
-        cross_query=cross_query,
-        cross_key_value=cross_key_value,
-        cross_out=cross_out,
-        ffn_norm=Norm.of(layer.ffn_norm, dtype),
-        ffn_in_gelu=ffn_in_gelu,
-        ffn_out=ffn_out,
-        cross_fold_weights=_cross_fold_weights(layer, dtype),
-    )
-
-
-def _cross_fold_weights(
-    layer: DecoderLayer, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    query, out = layer.cross_attention.query, layer.cross_attention.out
-    if not (_is_plain(query) and _is_plain(out)) or out.bias is not None:
-        return None  # a wrapped projection (LoRA) is called as it is
-    return _cast(query.weight, dtype), _cast(out.weight, dtype)
+    def cross_fold_weights(self, layer: DecoderLayer) -> tuple[torch.Tensor, torch.Tensor] | None:
+        query = self.pair(layer.cross_attention.query)
+        out = self.pair(layer.cross_attention.out)
+        if query is None or out is None or out[1] is not None:
+            return None  # an opaque projection is called as it is
+        return query[0], out[0]

@@ -144,3 +144,26 @@ def test_an_adapter_over_a_base_whose_weights_were_replaced_is_refused(tmp_path)
     other.save_pretrained(tmp_path / "base")  # same layout, other weights
     with pytest.raises(UserInputError, match=r"trained over .*base when its weights were"):
         TextToMusicLM.from_pretrained(tmp_path / "alone")
+
+
+@pytest.mark.parametrize("targets", [("ffn",), ("self_attention", "cross_attention", "ffn")])
+def test_an_adapter_decodes_through_prepared_merged_weights_and_stays_unchanged(
+    targets, packed_layer_counts
+):
+    """Each LoRA projection was called as an opaque module in every step (its base, A, B and
+    the sum: 2x a merged model's step time on a 2-core Xeon); a decode now prepares one
+    merged weight per projection, like a plain layer's, and leaves the model's own alone."""
+    from tests.models.test_lm_equivalence import prepared_weights
+
+    model = trained_adapter(
+        tiny_model("delay", 1, cardinality=32).add_adapter(AdapterConfig(r=4, targets=targets))
+    )
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    adapted = model(CODES, CAPTIONS)
+    cached = model.score_cached(CODES, CAPTIONS)
+    assert packed_layer_counts == [prepared_weights(model)]  # every projection prepared
+    assert (cached - adapted).abs().max() <= 1e-4
+    plain = model.score_cached(CODES, CAPTIONS, pack_weights=False)
+    assert (plain - adapted).abs().max() <= 1e-4
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    assert any(is_adapter_parameter(name) for name in before)  # still an adapter model

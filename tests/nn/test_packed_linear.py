@@ -1,3 +1,4 @@
+import functools
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from lightning_sdm.nn.packed_linear import (
     packs,
     plain_projection,
     projection,
+    with_epilogue,
 )
 
 
@@ -208,3 +210,22 @@ def test_the_machine_names_the_instructions_torch_dispatches_to() -> None:
     features = machine()["features"]
     assert features.split("+")[0] == torch.backends.cpu.get_cpu_capability()
     assert f"({features})" in machine_line()
+
+
+def test_an_opaque_projection_s_gelu_takes_the_measured_kernel(monkeypatch) -> None:
+    """A LoRA adapter's FFN decoded through F.gelu (oneDNN's primitive, set up per call)
+    where a merged model's took the kernel measured faster for its rows."""
+    import lightning_sdm.nn.packed_linear as packed_linear
+
+    asked = []
+
+    def spy(rows, width, dtype, approximate="none"):
+        asked.append((rows, width, dtype, approximate))
+        return functools.partial(F.gelu, approximate=approximate)
+
+    monkeypatch.setattr(packed_linear, "step_gelu", spy)
+    weight = torch.randn(96, 64)
+    x = torch.randn(2, 1, 64)
+    got = with_epilogue(lambda x: F.linear(x, weight), "gelu_tanh")(x)
+    torch.testing.assert_close(got, F.gelu(F.linear(x, weight), approximate="tanh"))
+    assert asked == [(2, 96, torch.float32, "tanh")]
