@@ -822,3 +822,24 @@ def test_a_resumed_lora_run_keeps_its_adapter(tmp_path, monkeypatch, capsys):
         error = capsys.readouterr().err
         assert said in error and "Traceback" not in error
     assert main([*resumed, "--model.adapter.dropout", "0.1"]) == 0
+
+
+@pytest.mark.parametrize(("cause", "status"), [(None, 143), ("Ctrl+C", 130)])
+def test_a_demo_whose_fit_was_stopped_exits_with_the_signal_s_status(
+    monkeypatch, capsys, cause, status
+):
+    """A demo stopped by SIGTERM exited 0: Lightning's SIGTERMException is a SystemExit
+    without a code, and only `fit` turned it into 143; a job script saw success."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lightning_sdm.callbacks import preemption
+    from lightning_sdm.demo import run
+
+    def stopped(*args):
+        preemption.stop_cause = cause  # as the fit's callback records it
+        raise SIGTERMException
+
+    monkeypatch.setattr(run, "_run_demo", stopped)
+    monkeypatch.setattr(preemption, "stop_cause", None)
+    assert main(["demo"]) == status
+    assert "the demo stopped before its report" in capsys.readouterr().err

@@ -2,10 +2,12 @@
 
 On SIGTERM (a scheduler's preemption, `kill`), Lightning stops at the next step boundary on
 every rank; this callback then saves `last.ckpt` so that `--ckpt_path last` continues from
-that step. A run that ends between two periodic checkpoints saves `last.ckpt` at its final
-step too. Logged rows are written out before each checkpoint (a resume does not log
-those steps again), and on resume the rows a killed run logged after its last checkpoint
-give way to the resumed run's.
+that step. A first Ctrl+C in a terminal takes the same path (Lightning's own handling of
+SIGINT stops mid-step and saves nothing, losing the steps since the last checkpoint); a
+second one stops at once. A run that ends between two periodic checkpoints saves
+`last.ckpt` at its final step too. Logged rows are written out before each checkpoint (a
+resume does not log those steps again), and on resume the rows a killed run logged after
+its last checkpoint give way to the resumed run's.
 
 A checkpoint saved at the end of a training batch (`every_n_train_steps`) is written before
 Lightning logs that batch's row; a kill between the two would lose the row for good, since
@@ -15,8 +17,13 @@ part of saving the checkpoint.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
 from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
@@ -26,6 +33,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_sdm.runs.tracking import RunCSVLogger
 
+CTRL_C = "Ctrl+C"
+# What stopped the last fit of this process early: CTRL_C, or None (SIGTERM, or it did not
+# stop early); the command line's exit status follows it (130 or 143, as shells count).
+stop_cause: str | None = None
+
 
 class ResumableRun(Callback):
     """Saves on SIGTERM and keeps metrics.csv to one row per step across resumes."""
@@ -33,6 +45,32 @@ class ResumableRun(Callback):
     def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self._unlogged_step: int | None = None  # a batch ended whose row is not logged yet
+        self._previous_sigint: signal.Handlers | object | None = None  # while training
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        global stop_cause
+        stop_cause = None
+        if threading.current_thread() is threading.main_thread():  # signals: main thread only
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def _on_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
+        global stop_cause
+        if stop_cause == CTRL_C:  # the second press: stop now, saving nothing more
+            _stop_at_once()
+        stop_cause = CTRL_C
+        _say("Ctrl+C: finishing this step, then saving last.ckpt (Ctrl+C again stops at "
+             "once, losing the steps since the last checkpoint)")  # fmt: skip
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's stop at the next step boundary
+
+    def _restore_sigint(self) -> None:
+        if stop_cause == CTRL_C:  # a second press while the command exits ends it quietly
+            return
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)  # type: ignore[arg-type]
+            self._previous_sigint = None
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_sigint()
 
     def last_checkpoint_path(self, trainer: L.Trainer) -> Path:
         """Where the checkpoint callback keeps last.ckpt; else this run's checkpoints/."""
@@ -118,12 +156,30 @@ class ResumableRun(Callback):
     ) -> None:
         # Lightning raises this at a step boundary on all ranks together (it broadcasts the
         # signal first), so the state is whole and saving's collectives line up.
-        if not isinstance(exception, SIGTERMException) or trainer.global_step == 0:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException):
+            return
+        if trainer.global_step == 0:
+            _say(f"stopped by {stop_cause or 'SIGTERM'} before the first step: nothing to save")
             return
         path = self.last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
-        _say(f"stopped by SIGTERM at step {trainer.global_step}; saved {path} "
-             "(continue with --ckpt_path last)")  # fmt: skip
+        _say(f"stopped by {stop_cause or 'SIGTERM'} at step {trainer.global_step}; saved "
+             f"{path} (continue with --ckpt_path last)")  # fmt: skip
+
+
+def _stop_at_once() -> None:
+    """Exit now, wherever the run is (a save under way stays a partial file, removed by
+    the next run). Not by KeyboardInterrupt: raised inside whatever this process was doing
+    (saving, starting loader workers), its exit could wait forever for workers, which leave
+    SIGINT and SIGTERM to this process (`data.workers`)."""
+    _say("Ctrl+C again: stopped at once")
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's lost-worker check: not now
+    for child in multiprocessing.active_children():
+        child.kill()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGINT)
 
 
 @rank_zero_only

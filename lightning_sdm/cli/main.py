@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import signal
 import sys
 import types
 import typing
@@ -193,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)  # its checkpoint is saved; no traceback
             return 1
         except SIGTERMException:
-            return 128 + 15  # the shell's code for a SIGTERM, so job scripts see the stop
+            return _stopped_status()
         except OSError as error:
             return _os_error(error)
         return 0
@@ -206,6 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parser.parse_args(normalise(words))
     try:
         return _run(config, parser)
+    except SystemExit as stop:  # the demo's fits stop on SIGTERM or Ctrl+C as `fit` does
+        if "lightning.pytorch" not in sys.modules:  # no fit ran: another exit
+            raise
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(stop, SIGTERMException):
+            raise
+        return _stopped_status()
     except (ValueError, FileNotFoundError) as error:
         user_error = user_error_within(error)
         if user_error is None and isinstance(error, FileNotFoundError) and error.filename:
@@ -214,6 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:
         return _os_error(error)
+
+
+def _stopped_status() -> int:
+    """A fit stopped at a step boundary and saved: the shell's code for the signal that
+    stopped it (130 for Ctrl+C, 143 for SIGTERM), so job scripts see the stop."""
+    from lightning_sdm.callbacks import preemption
+
+    return 128 + (signal.SIGINT if preemption.stop_cause == preemption.CTRL_C else signal.SIGTERM)
 
 
 # What the file system refuses because of where the user pointed a command: said in one

@@ -26,7 +26,7 @@ from lightning_sdm.data.audio import duration_text
 from lightning_sdm.data.sources import AUDIO_SUFFIXES, discover
 from lightning_sdm.data.split import KeySplit
 from lightning_sdm.data.stream import EpochDataLoader
-from lightning_sdm.data.workers import die_with_parent
+from lightning_sdm.data.workers import parent_led_worker
 from lightning_sdm.errors import UserInputError
 
 
@@ -290,7 +290,7 @@ class AudioCropsDataModule(L.LightningDataModule):
             crops,
             epoch_source=epoch_source,
             num_workers=min(self.num_workers, batches),
-            worker_init_fn=die_with_parent,
+            worker_init_fn=parent_led_worker,
         )
 
     def train_dataloader(self) -> EpochDataLoader:

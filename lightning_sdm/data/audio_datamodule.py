@@ -23,9 +23,8 @@ from lightning_sdm.data.sources import (
     discover,
     legacy_key,
 )
-from lightning_sdm.data.stopping import ignore_stop_signals_in_worker
 from lightning_sdm.data.storage import ShardLocation, is_url
-from lightning_sdm.data.workers import die_with_parent
+from lightning_sdm.data.workers import parent_led_worker
 
 
 class AudioItems(Dataset):
@@ -48,11 +47,6 @@ class AudioItems(Dataset):
         except AudioRejected as error:
             record["problem"] = str(error)
         return record
-
-
-def _tokenize_worker(worker_id: int) -> None:
-    die_with_parent(worker_id)
-    ignore_stop_signals_in_worker(worker_id)
 
 
 def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,7 +154,7 @@ class AudioTokenizeDataModule(L.LightningDataModule):
             batch_size=1,
             num_workers=self.num_workers,
             collate_fn=_as_list,
-            worker_init_fn=_tokenize_worker,
+            worker_init_fn=parent_led_worker,
         )
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:

@@ -24,7 +24,7 @@ from lightning_sdm.data.split import KeyFilter, KeySplit
 from lightning_sdm.data.storage import ShardLocation, why
 from lightning_sdm.data.stream import CropConfig, EpochDataLoader, ShardStream
 from lightning_sdm.data.tokenize import TokenizeConfig, tokenize
-from lightning_sdm.data.workers import die_with_parent
+from lightning_sdm.data.workers import parent_led_worker
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.presets import RANDOM_WEIGHTS, is_random
 
@@ -546,7 +546,7 @@ class TokenShardsDataModule(L.LightningDataModule):
         if side.key_filter is not None and not training:
             workers = min(workers, 1)  # every reader scans all shards: keep readers few
         return EpochDataLoader(
-            stream, epoch_source=epoch_source, num_workers=workers, worker_init_fn=die_with_parent
+            stream, epoch_source=epoch_source, num_workers=workers, worker_init_fn=parent_led_worker
         )
 
     def train_dataloader(self) -> EpochDataLoader:

@@ -14,6 +14,8 @@ import sys
 
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_sdm.data.stopping import ignore_stop_signals_in_worker
+
 _PR_SET_PDEATHSIG = 1
 _ANNOUNCED: set[tuple[int, int]] = set()  # (workers, CPUs) said already in this process
 
@@ -27,6 +29,15 @@ def die_with_parent(worker_id: int = 0) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # no prctl: torch's watchdog still ends idle workers
+
+
+def parent_led_worker(worker_id: int = 0) -> None:
+    """A DataLoader `worker_init_fn`: the worker dies with its parent and leaves SIGTERM and
+    Ctrl+C to it. A scheduler's SIGTERM and a terminal's Ctrl+C reach every process of the
+    group; workers they killed failed the run ("DataLoader worker is killed by signal")
+    while its main process was stopping at a step boundary to save."""
+    die_with_parent(worker_id)
+    ignore_stop_signals_in_worker(worker_id)
 
 
 def usable_cpus() -> int:

@@ -286,10 +286,16 @@ def run_demo(
     report."""
     import sys
 
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     arguments = sys.argv
     sys.argv = sys.argv[:1]  # the fits below get their own arguments, not `demo`'s
     try:
         return _run_demo(codec_config, model_config, retrain_codec)
+    except SIGTERMException:  # a fit stopped by SIGTERM or Ctrl+C, its checkpoint saved
+        print("== the demo stopped before its report; `lightning-sdm demo` runs it again",
+              file=sys.stderr, flush=True)  # fmt: skip
+        raise
     finally:
         sys.argv = arguments
 

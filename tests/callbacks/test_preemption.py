@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -121,3 +122,50 @@ def test_sigterm_saves_a_checkpoint_and_exits_promptly(tmp_path):
     assert 0 < step < MAX_STEPS
     assert f"stopped by SIGTERM at step {step}; saved {last}" in stderr
     assert "Traceback" not in stderr
+
+
+def launch_in_its_own_group(config: Path) -> subprocess.Popen:
+    """As a terminal or a scheduler runs it: its loader workers share its process group,
+    and a Ctrl+C or a job's SIGTERM reaches every process of the group."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "TMPDIR": "/dev/shm"}
+    command = [sys.executable, "-m", "lightning_sdm", "fit", "--config", str(config),
+               "--data.num_workers", "2"]  # fmt: skip
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("signals", "status", "cause"),
+    [([signal.SIGTERM], 143, "SIGTERM"), ([signal.SIGINT], 130, "Ctrl+C")],
+)
+def test_a_signal_to_the_whole_group_stops_at_a_step_and_saves(tmp_path, signals, status, cause):
+    """A scheduler's SIGTERM to every process of a job killed the loader workers too, and the
+    run failed ("DataLoader worker is killed by signal") without saving; a Ctrl+C stopped
+    mid-step and saved nothing, losing the steps since the last checkpoint."""
+    config = preemptible_config(tmp_path)
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    process = launch_in_its_own_group(config)
+    wait_for(last, process)
+    for signum in signals:
+        os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr[-3000:]
+    step = steps_of(last)
+    assert 0 < step < MAX_STEPS and step % 7  # saved at the stop, not a periodic save
+    assert f"stopped by {cause} at step {step}; saved {last}" in stderr
+    assert "Traceback" not in stderr and "DataLoader worker" not in stderr
+
+
+def test_a_second_ctrl_c_stops_at_once_without_waiting_for_the_workers(tmp_path):
+    """Workers leave Ctrl+C to the main process; the exit that a second Ctrl+C starts then
+    waited for them forever."""
+    config = preemptible_config(tmp_path)
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    process = launch_in_its_own_group(config)
+    wait_for(last, process)
+    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Ctrl+C again: stopped at once" in stderr and "DataLoader worker" not in stderr
