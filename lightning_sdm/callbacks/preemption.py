@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -34,8 +35,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_sdm.runs.tracking import RunCSVLogger
 
 CTRL_C = "Ctrl+C"
-# What stopped the last fit of this process early: CTRL_C, or None (SIGTERM, or it did not
-# stop early); the command line's exit status follows it (130 or 143, as shells count).
+SIGTERM = "SIGTERM"
+# What asked the fit of this process to stop early (CTRL_C, SIGTERM), or None; the command
+# line's exit status follows it (130 or 143, as shells count).
 stop_cause: str | None = None
 
 
@@ -46,6 +48,8 @@ class ResumableRun(Callback):
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self._unlogged_step: int | None = None  # a batch ended whose row is not logged yet
         self._previous_sigint: signal.Handlers | object | None = None  # while training
+        self._previous_sigterm: signal.Handlers | object | None = None
+        self._trainer: L.Trainer | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         global stop_cause
@@ -57,12 +61,25 @@ class ResumableRun(Callback):
         global stop_cause
         if stop_cause == CTRL_C:  # the second press: stop now, saving nothing more
             _stop_at_once()
-        stop_cause = CTRL_C
+        stop_cause = CTRL_C  # acted on at the end of this training step (`_stop_asked`)
         _say("Ctrl+C: finishing this step, then saving last.ckpt (Ctrl+C again stops at "
              "once, losing the steps since the last checkpoint)")  # fmt: skip
-        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's stop at the next step boundary
 
-    def _restore_sigint(self) -> None:
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """In place of Lightning's SIGTERM handler while training, which broadcasts to the
+        other ranks from inside the handler: a rank signalled while drawing samples
+        deadlocked there against one waiting at a barrier, and nothing was saved."""
+        global stop_cause
+        if stop_cause is None:
+            stop_cause = SIGTERM  # acted on at the end of this training step (`_stop_asked`)
+            launcher = self._trainer.strategy.launcher if self._trainer is not None else None
+            if launcher is not None:  # the ranks this process started, as Lightning does
+                launcher.kill(signum)
+
+    def _restore_signals(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)  # type: ignore[arg-type]
+            self._previous_sigterm = None
         if stop_cause == CTRL_C:  # a second press while the command exits ends it quietly
             return
         if self._previous_sigint is not None:
@@ -70,7 +87,8 @@ class ResumableRun(Callback):
             self._previous_sigint = None
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore_sigint()
+        self._restore_signals()
+        self._trainer = None
 
     def last_checkpoint_path(self, trainer: L.Trainer) -> Path:
         """Where the checkpoint callback keeps last.ckpt; else this run's checkpoints/."""
@@ -82,6 +100,10 @@ class ResumableRun(Callback):
         return folder / "last.ckpt"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning has put its own SIGTERM handler in (after on_fit_start).
+        if threading.current_thread() is threading.main_thread():
+            self._trainer = trainer
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         if trainer.ckpt_path is None:
             return
         resumed_at = trainer.fit_loop.epoch_loop._batches_that_stepped  # the loggers' step
@@ -96,6 +118,8 @@ class ResumableRun(Callback):
         # Checkpoint callbacks run after this one (Lightning orders them last), and the
         # loop logs this batch's row only after all of them.
         self._unlogged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        if _stop_asked(trainer):
+            raise SIGTERMException  # saved and said by `on_exception`, as for SIGTERM
 
     def on_validation_start(self, trainer: L.Trainer, *args: object) -> None:
         self._unlogged_step = None  # validation runs after the batch's row is logged
@@ -156,16 +180,27 @@ class ResumableRun(Callback):
     ) -> None:
         # Lightning raises this at a step boundary on all ranks together (it broadcasts the
         # signal first), so the state is whole and saving's collectives line up.
-        self._restore_sigint()
+        self._restore_signals()
         if not isinstance(exception, SIGTERMException):
             return
         if trainer.global_step == 0:
-            _say(f"stopped by {stop_cause or 'SIGTERM'} before the first step: nothing to save")
+            _say(f"stopped by {stop_cause or SIGTERM} before the first step: nothing to save")
             return
         path = self.last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
-        _say(f"stopped by {stop_cause or 'SIGTERM'} at step {trainer.global_step}; saved "
+        _say(f"stopped by {stop_cause or SIGTERM} at step {trainer.global_step}; saved "
              f"{path} (continue with --ckpt_path last)")  # fmt: skip
+
+
+def _stop_asked(trainer: L.Trainer) -> bool:
+    """Whether SIGTERM or Ctrl+C reached any rank, agreed by all ranks at the same step
+    (so their saves' collectives line up)."""
+    asked = stop_cause is not None
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        flag = torch.tensor([int(asked)], device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        asked = bool(flag.item())
+    return asked
 
 
 def _stop_at_once() -> None:

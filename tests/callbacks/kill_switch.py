@@ -3,6 +3,7 @@ moment a real preemption could land: before Lightning has logged that batch's ro
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -20,3 +21,17 @@ class KillAfterCheckpoint(Checkpoint):
         if trainer.global_step == self.at_step and not self.marker.exists():
             self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SlowValidationEndOnRankZero(L.Callback):
+    """Rank 0 lingers at the end of a validation (as drawing long samples does) while the
+    other ranks wait at the sample callback's barrier; `marker` says it is lingering."""
+
+    def __init__(self, seconds: float, marker: str) -> None:
+        self.seconds = seconds
+        self.marker = Path(marker)
+
+    def on_validation_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_rank == 0 and trainer.global_step >= 2 and not self.marker.exists():
+            self.marker.touch()
+            time.sleep(self.seconds)

@@ -1,6 +1,7 @@
 """A killed or preempted fit continues where its last whole checkpoint left it, with each
 step in metrics.csv once."""
 
+import contextlib
 import csv
 import os
 import random
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,17 @@ def test_sigterm_saves_a_checkpoint_and_exits_promptly(tmp_path):
     assert "Traceback" not in stderr
 
 
+@contextlib.contextmanager
+def killed_at_the_end(process: subprocess.Popen) -> Iterator[None]:
+    """Every process of the session `process` leads (other ranks, loader workers) is gone
+    afterwards, whatever the test found: a hung run does not outlive it."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def launch_in_its_own_group(config: Path) -> subprocess.Popen:
     """As a terminal or a scheduler runs it: its loader workers share its process group,
     and a Ctrl+C or a job's SIGTERM reaches every process of the group."""
@@ -145,10 +158,11 @@ def test_a_signal_to_the_whole_group_stops_at_a_step_and_saves(tmp_path, signals
     config = preemptible_config(tmp_path)
     last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
     process = launch_in_its_own_group(config)
-    wait_for(last, process)
-    for signum in signals:
-        os.killpg(process.pid, signum)
-    _, stderr = process.communicate(timeout=60)
+    with killed_at_the_end(process):
+        wait_for(last, process)
+        for signum in signals:
+            os.killpg(process.pid, signum)
+        _, stderr = process.communicate(timeout=60)
     assert process.returncode == status, stderr[-3000:]
     step = steps_of(last)
     assert 0 < step < MAX_STEPS and step % 7  # saved at the stop, not a periodic save
@@ -162,10 +176,41 @@ def test_a_second_ctrl_c_stops_at_once_without_waiting_for_the_workers(tmp_path)
     config = preemptible_config(tmp_path)
     last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
     process = launch_in_its_own_group(config)
-    wait_for(last, process)
-    os.killpg(process.pid, signal.SIGINT)
-    time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    with killed_at_the_end(process):
+        wait_for(last, process)
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-3000:]
     assert "Ctrl+C again: stopped at once" in stderr and "DataLoader worker" not in stderr
+
+
+def test_sigterm_while_rank_zero_draws_samples_saves_on_both_ranks(tmp_path):
+    """Lightning's SIGTERM handler broadcast to the other ranks from inside the handler: with
+    rank 0 signalled while drawing samples and rank 1 waiting at the samples' barrier, the
+    two waited on each other for good and nothing was saved."""
+    from tests.test_training_cli import ROOT
+
+    config = preemptible_config(tmp_path)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"].update({"devices": 2, "strategy": "ddp", "val_check_interval": 2})
+    marker = tmp_path / "lingering"
+    settings["trainer"]["callbacks"] += [
+        {"class_path": "lightning_sdm.callbacks.samples.SampleGeneration",
+         "init_args": {"prompts": ["caption of item0001"], "every_n_steps": 2, "seconds": 0.2}},
+        {"class_path": "tests.callbacks.kill_switch.SlowValidationEndOnRankZero",
+         "init_args": {"seconds": 3.0, "marker": str(marker)}},
+    ]  # fmt: skip
+    config.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "lightning_sdm", "fit", "--config", str(config)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=tmp_path, start_new_session=True)  # fmt: skip
+    with killed_at_the_end(process):
+        wait_for(marker, process)
+        process.send_signal(signal.SIGTERM)  # rank 0; it passes the signal to rank 1
+        _, stderr = process.communicate(timeout=90)
+    assert process.returncode == 143, stderr[-3000:]
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"stopped by SIGTERM at step {steps_of(last)}; saved" in stderr
