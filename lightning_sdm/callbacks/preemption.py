@@ -1,13 +1,14 @@
 """What a preempted or killed run needs to continue cleanly.
 
-On SIGTERM (a scheduler's preemption, `kill`), Lightning stops at the next step boundary on
-every rank; this callback then saves `last.ckpt` so that `--ckpt_path last` continues from
-that step. A first Ctrl+C in a terminal takes the same path (Lightning's own handling of
-SIGINT stops mid-step and saves nothing, losing the steps since the last checkpoint); a
-second one stops at once. A run that ends between two periodic checkpoints saves
-`last.ckpt` at its final step too. Logged rows are written out before each checkpoint (a
-resume does not log those steps again), and on resume the rows a killed run logged after
-its last checkpoint give way to the resumed run's.
+On SIGTERM (a scheduler's preemption, `kill`) or a first Ctrl+C in a terminal, the run
+stops at the end of the training step under way, on every rank at the same step (one
+one-element all-reduce per step decides it), and this callback saves `last.ckpt` so that
+`--ckpt_path last` continues from that step. Lightning's own handling stopped mid-step on
+Ctrl+C, saving nothing, and broadcast from inside its SIGTERM handler, which could deadlock
+ranks at different collectives; a second Ctrl+C stops at once. A run that ends between
+two periodic checkpoints saves `last.ckpt` at its final step too. Logged rows are written
+out before each checkpoint (a resume does not log those steps again), and on resume the
+rows a killed run logged after its last checkpoint give way to the resumed run's.
 
 A checkpoint saved at the end of a training batch (`every_n_train_steps`) is written before
 Lightning logs that batch's row; a kill between the two would lose the row for good, since
@@ -42,7 +43,8 @@ stop_cause: str | None = None
 
 
 class ResumableRun(Callback):
-    """Saves on SIGTERM and keeps metrics.csv to one row per step across resumes."""
+    """Saves on SIGTERM or Ctrl+C and keeps metrics.csv to one row per step across
+    resumes."""
 
     def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -178,8 +180,8 @@ class ResumableRun(Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        # Lightning raises this at a step boundary on all ranks together (it broadcasts the
-        # signal first), so the state is whole and saving's collectives line up.
+        # Raised at a step boundary on all ranks together (`_stop_asked`; Lightning's own
+        # checks before training starts), so the state is whole and saves line up.
         self._restore_signals()
         if not isinstance(exception, SIGTERMException):
             return
