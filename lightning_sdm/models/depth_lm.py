@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.errors import UserInputError
-from lightning_sdm.models.adapters import merged_projection
 from lightning_sdm.models.level_heads import LevelHeads
 from lightning_sdm.models.lm import (
     DEPTH_DECODER,
@@ -192,6 +191,8 @@ class DepthLM(LevelHeads):
         head, prepared for decoding `batch_rows` rows (one depth decoder for all levels
         unless each level has its own weights) and the level heads prepared with them; the
         model's weights are read, never changed."""
+        from lightning_sdm.models.adapters import merged_projection  # as in CodebookLM
+
         own_dtype = self.token_embedding.dtype
         dtype = own_dtype if precision is None else _inference_dtype(precision)
         temporal = StepDecoder(

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_sdm.errors import UserInputError, require_positive
-from lightning_sdm.models.adapters import merged_projection
 from lightning_sdm.models.level_heads import LevelHeads
 from lightning_sdm.nn.attention import AttentionMask
 from lightning_sdm.nn.cached_decoding import StepDecoder
@@ -414,6 +413,10 @@ class CodebookLM(LevelHeads):
     ) -> StepDecoder:
         """The decoder and heads prepared for decoding `batch_rows` rows of `num_timesteps`
         (see `decode`); the model's own weights are read, never changed."""
+        # Here, not at the top: adapters' module loads T5's, and `patterns` commands, which
+        # read this module, start without transformers.
+        from lightning_sdm.models.adapters import merged_projection
+
         own_dtype = self.token_embedding.dtype
         dtype = own_dtype if precision is None else _inference_dtype(precision)
         # The most rows a step multiplies: what packed weights are laid out for.
