@@ -101,11 +101,18 @@ class ResumableRun(Callback):
         folder = self.checkpoint_dir or Path(trainer.default_root_dir) / "checkpoints"
         return folder / "last.ckpt"
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After Lightning has put its own SIGTERM handler in (after on_fit_start).
-        if threading.current_thread() is threading.main_thread():
+    def _take_sigterm(self, trainer: L.Trainer) -> None:
+        """Put `_on_sigterm` in, once, after Lightning has put its own handler in (which it
+        does after on_fit_start, before the sanity check)."""
+        if self._previous_sigterm is None and threading.current_thread() is threading.main_thread():
             self._trainer = trainer
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm(trainer)  # when there is no sanity check
         if trainer.ckpt_path is None:
             return
         resumed_at = trainer.fit_loop.epoch_loop._batches_that_stepped  # the loggers' step

@@ -27,11 +27,13 @@ class SlowValidationEndOnRankZero(L.Callback):
     """Rank 0 lingers at the end of a validation (as drawing long samples does) while the
     other ranks wait at the sample callback's barrier; `marker` says it is lingering."""
 
-    def __init__(self, seconds: float, marker: str) -> None:
+    def __init__(self, seconds: float, marker: str, in_sanity_check: bool = False) -> None:
         self.seconds = seconds
         self.marker = Path(marker)
+        self.in_sanity_check = in_sanity_check  # else a validation after step 2
 
     def on_validation_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_rank == 0 and trainer.global_step >= 2 and not self.marker.exists():
+        when = trainer.sanity_checking if self.in_sanity_check else trainer.global_step >= 2
+        if trainer.global_rank == 0 and when and not self.marker.exists():
             self.marker.touch()
             time.sleep(self.seconds)

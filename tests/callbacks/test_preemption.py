@@ -186,21 +186,25 @@ def test_a_second_ctrl_c_stops_at_once_without_waiting_for_the_workers(tmp_path)
     assert "Ctrl+C again: stopped at once" in stderr and "DataLoader worker" not in stderr
 
 
-def test_sigterm_while_rank_zero_draws_samples_saves_on_both_ranks(tmp_path):
+@pytest.mark.parametrize("in_sanity_check", [False, True])
+def test_sigterm_while_rank_zero_draws_samples_saves_on_both_ranks(tmp_path, in_sanity_check):
     """Lightning's SIGTERM handler broadcast to the other ranks from inside the handler: with
     rank 0 signalled while drawing samples and rank 1 waiting at the samples' barrier, the
-    two waited on each other for good and nothing was saved."""
+    two waited on each other for good and nothing was saved (after a step, or in the sanity
+    check before the first)."""
     from tests.test_training_cli import ROOT
 
     config = preemptible_config(tmp_path)
     settings = yaml.safe_load(config.read_text())
     settings["trainer"].update({"devices": 2, "strategy": "ddp", "val_check_interval": 2})
+    settings["trainer"]["num_sanity_val_steps"] = 1 if in_sanity_check else 0
     marker = tmp_path / "lingering"
     settings["trainer"]["callbacks"] += [
         {"class_path": "lightning_sdm.callbacks.samples.SampleGeneration",
          "init_args": {"prompts": ["caption of item0001"], "every_n_steps": 2, "seconds": 0.2}},
         {"class_path": "tests.callbacks.kill_switch.SlowValidationEndOnRankZero",
-         "init_args": {"seconds": 3.0, "marker": str(marker)}},
+         "init_args": {"seconds": 3.0, "marker": str(marker),
+                       "in_sanity_check": in_sanity_check}},
     ]  # fmt: skip
     config.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
