@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -296,9 +296,17 @@ class _Weights:
     dtype: torch.dtype
     module_dtype: torch.dtype
     merge: Merge | None
+    # Each projection's pair, made once: the cross-attention's query and output are asked
+    # for again for folding, and a merged pair is a new copy of the weight.
+    _pairs: dict[int, Pair | None] = field(default_factory=dict)
 
     def pair(self, linear: nn.Module) -> Pair | None:
         """The projection's weight and bias in the decoding dtype, or None: opaque."""
+        if id(linear) not in self._pairs:
+            self._pairs[id(linear)] = self._made_pair(linear)
+        return self._pairs[id(linear)]
+
+    def _made_pair(self, linear: nn.Module) -> Pair | None:
         if _is_plain(linear):
             found: Pair | None = (linear.weight, linear.bias)
         else:
