@@ -268,7 +268,8 @@ def score_fad(fakes: list[Clip], reals: list[Clip], embedder, bootstrap: int) ->
     metric.update([c.wav for c in reals], LOAD_RATE, real=True)
     metric.update([c.wav for c in fakes], LOAD_RATE, real=False)
     result = metric.compute()
-    interval = _fad_interval(metric, fakes, bootstrap) if bootstrap else None
+    # resampling one clip draws that clip every time: an interval of zero width, not a spread
+    interval = _fad_interval(metric, fakes, bootstrap) if bootstrap and len(fakes) > 1 else None
     details: dict[str, Any] = {k: int(v) for k, v in result.items() if k != "fad"}
     fewest = min(details["real_frames"], details["fake_frames"])
     if fewest <= embedder.dim:  # a covariance of rank < dim: FAD is far above its limit
@@ -276,6 +277,12 @@ def score_fad(fakes: list[Clip], reals: list[Clip], embedder, bootstrap: int) ->
             f"FAD from {fewest} embedding frames of {embedder.dim} dimensions: the covariance "
             "is singular and the value is biased upward by the set's size; use more or "
             "longer clips, and compare systems only at equal clip counts and lengths"
+        )
+    elif min(len(fakes), len(reals)) < 2:
+        details["note"] = (
+            f"FAD of {len(fakes)} generated against {len(reals)} reference clip(s): one clip's "
+            "frames stand in for a whole set, so the value says little about a system (and "
+            "one generated clip has no interval); score several clips on each side"
         )
     return MetricResult("fad", float(result["fad"]), interval, len(fakes), embedder.name, details)
 

@@ -129,8 +129,33 @@ def test_a_set_with_fewer_frames_than_dimensions_is_said_to_bias_fad():
             Clip(f"c{i}", None, torch.randn(400, generator=generator), {}) for i in range(count)
         ]
 
-    few = score_fad(clips(1, 0), clips(8, 1), Embedder(), bootstrap=0)  # 100 of 4 dims: fine
-    assert "note" not in few.details
+    enough = score_fad(clips(2, 0), clips(8, 1), Embedder(), bootstrap=0)  # 200 of 4 dims
+    assert "note" not in enough.details
     fewer = score_fad([Clip("c", None, torch.randn(12), {})], clips(8, 1), Embedder(), 0)
     assert "FAD from 3 embedding frames of 4 dimensions" in fewer.details["note"]
     assert "- fad: FAD from 3 embedding frames" in markdown_table([fewer])
+
+
+def test_one_generated_clip_is_said_to_stand_for_no_system_and_gets_no_interval():
+    """Resampling a single clip draws it every time: a zero-width 'interval' would look like
+    certainty. One clip on either side is named in the report."""
+    from lightning_sdm.metrics.evaluation import LOAD_RATE, Clip, markdown_table, score_fad
+
+    class Embedder(FramesEmbedder):
+        sample_rate = LOAD_RATE
+
+    def clips(count: int, seed: int) -> list[Clip]:
+        generator = torch.Generator().manual_seed(seed)
+        return [
+            Clip(f"c{i}", None, torch.randn(400, generator=generator), {}) for i in range(count)
+        ]
+
+    one = score_fad(clips(1, 0), clips(8, 1), Embedder(), bootstrap=50)
+    assert one.interval is None
+    assert "FAD of 1 generated against 8 reference clip(s)" in one.details["note"]
+    assert "- fad: FAD of 1 generated" in markdown_table([one])
+    one_reference = score_fad(clips(3, 0), clips(1, 1), Embedder(), bootstrap=50)
+    assert "against 1 reference clip(s)" in one_reference.details["note"]
+    assert (
+        one_reference.interval is not None and one_reference.interval[0] < one_reference.interval[1]
+    )
