@@ -8,9 +8,11 @@ the count.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import random
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -250,23 +252,63 @@ def _buffer_shuffle(
     yield from buffer
 
 
-class EpochDataLoader(DataLoader):
-    """Tells its stream (any iterable dataset with an `epoch`) which epoch starts before
-    workers copy it.
+class _EachPassAtItsEpoch(IterableDataset):
+    """A stream that takes, at the start of each pass, the epoch the main process last set
+    in shared memory: workers kept alive across epochs hold their own copy of the stream,
+    which an attribute set in the main process would no longer reach."""
 
-    Lightning only forwards the epoch to samplers, which iterable datasets lack.
+    def __init__(self, stream: IterableDataset, epoch: torch.Tensor) -> None:
+        self.stream = stream
+        self.shared_epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.stream)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        self.stream.epoch = int(self.shared_epoch)  # type: ignore[attr-defined]
+        return iter(self.stream)
+
+
+def _end_kept_workers(loader: weakref.ref[DataLoader]) -> None:
+    """At exit, end the workers a loader kept alive. They ignore SIGTERM (see
+    `workers.parent_led_worker`), which multiprocessing's own exit hook sends them before
+    joining them: it would wait forever. Lightning ends them when `fit` ends; a loader used
+    on its own has only this. (torch's iterator attributes: no public way to do it.)"""
+    iterator = getattr(loader(), "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+class EpochDataLoader(DataLoader):
+    """Tells its stream (any iterable dataset with an `epoch`) which epoch starts, and keeps
+    its workers from one epoch to the next.
+
+    Lightning only forwards the epoch to samplers, which iterable datasets lack. Workers
+    started anew every epoch pay their start (a fork of the training process, shards
+    opened, a shuffle buffer filled) each time, which a small catalogue pays every few steps.
     """
 
     def __init__(
         self, dataset: IterableDataset, epoch_source: Callable[[], int] | None = None, **kwargs
     ):
-        super().__init__(dataset, batch_size=None, **kwargs)
+        epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        persistent = kwargs.get("num_workers", 0) > 0
+        super().__init__(
+            _EachPassAtItsEpoch(dataset, epoch),
+            batch_size=None,
+            persistent_workers=persistent,
+            **kwargs,
+        )
         note_worker_count(self.num_workers)
+        if persistent:
+            atexit.register(_end_kept_workers, weakref.ref(self))
+        self._epoch = epoch
         self._epoch_source = epoch_source
         self._iterations = 0
 
     def __iter__(self):
         epoch = self._epoch_source() if self._epoch_source else None
-        self.dataset.epoch = self._iterations if epoch is None else epoch
+        self._epoch.fill_(self._iterations if epoch is None else epoch)
         self._iterations += 1
         return super().__iter__()

@@ -2,6 +2,7 @@
 
 import itertools
 import logging
+import multiprocessing
 from collections import Counter
 from types import SimpleNamespace
 
@@ -85,6 +86,35 @@ def test_epochs_reshuffle_but_are_reproducible(tmp_path):
     again = [batch["keys"] for batch in module.make_loader("train", 0, 1)]
     assert first != second and first == again
     assert sorted(itertools.chain(*first)) == sorted(itertools.chain(*second))
+
+
+def test_workers_live_through_epochs_and_each_epoch_still_reshuffles(tmp_path):
+    """Workers started anew every epoch cost seconds each time; kept alive, they hold their
+    own copy of the stream, and the epoch set in the main process must still reach it: each
+    epoch reshuffled, every sample once, and epoch e ordered as any run's epoch e (a resumed
+    run's first epoch included)."""
+    write_shards(tmp_path, frames_per_item=[40] * 32, items_per_shard=4)
+    module = TokenShardsDataModule(str(tmp_path), batch_size=4, num_workers=2, segment_seconds=0.4)
+    epochs = iter([0, 1, 5])
+    trainer = SimpleNamespace(current_epoch=0, global_rank=0, world_size=1)
+    module.trainer = trainer  # type: ignore[assignment]
+    loader = module.make_loader("train", 0, 1)
+
+    def one_epoch(each_loader):
+        trainer.current_epoch = next(epochs, trainer.current_epoch)
+        keys = [b["keys"] for b in each_loader]
+        return keys, {child.pid for child in multiprocessing.active_children()}
+
+    (first, workers_0), (second, workers_1), (sixth, workers_5) = (
+        one_epoch(loader) for _ in range(3)
+    )
+    assert workers_0 == workers_1 == workers_5 and len(workers_0) == 2  # the same two processes
+    assert first != second != sixth
+    for keys in (first, second, sixth):
+        assert Counter(itertools.chain(*keys)) == Counter(itertools.chain(*first))
+    trainer.current_epoch = 5  # a run resumed in epoch 5 orders it as the long run did
+    resumed = [b["keys"] for b in module.make_loader("train", 0, 1)]
+    assert resumed == sixth
 
 
 def test_validation_is_deterministic_from_held_out_shards(tmp_path):

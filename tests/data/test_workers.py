@@ -119,3 +119,28 @@ def test_more_loader_workers_than_cpus_is_said_once_in_one_line(monkeypatch, cap
             stacklevel=1,
         )
     assert caught == []
+
+
+def test_a_loader_used_outside_fit_lets_its_process_exit(tmp_path):
+    """Loader workers live from one epoch to the next and ignore SIGTERM, which
+    multiprocessing's exit hook sends them before joining them: a script that read a few
+    epochs and ended waited for them forever."""
+    from tests.data.shard_fixtures import write_shards
+
+    write_shards(tmp_path, frames_per_item=[40] * 16, items_per_shard=4)
+    script = textwrap.dedent(
+        f"""
+        from lightning_sdm.data.datamodule import TokenShardsDataModule
+        module = TokenShardsDataModule({str(tmp_path)!r}, batch_size=4, num_workers=2,
+                                       segment_seconds=0.4)
+        loader = module.make_loader("train", 0, 1)
+        print(sum(1 for _ in range(2) for _ in loader), flush=True)
+        """
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["8"]
+    assert time.monotonic() - started < 30
