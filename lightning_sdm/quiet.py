@@ -29,6 +29,8 @@ HARMLESS_WARNINGS = (
     # More loader workers than CPUs: said once in one line (`data.workers`), where torch
     # repeated it at every epoch's start.
     r".*This DataLoader will create \d+ worker processes in total",
+    # bf16-mixed keeps fp32 weights, so the summary's fp32 size is the right one.
+    r".*Precision bf16-mixed is not supported by the model summary",
 )
 ADVERTS = ("💡 Tip:",)
 

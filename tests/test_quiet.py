@@ -12,6 +12,11 @@ def test_known_harmless_warnings_are_silenced_and_ours_are_kept():
         quiet_dependencies()
         warnings.warn("Found 26 module(s) in eval mode at the start of training.", stacklevel=1)
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", stacklevel=1)
+        warnings.warn(
+            "Precision bf16-mixed is not supported by the model summary.  Estimated model size "
+            "in MB will not be accurate. Using 32 bits instead.",
+            stacklevel=1,
+        )
         warnings.warn("requested 30 s but the model was trained on 3 s", stacklevel=1)
     assert [str(w.message) for w in caught] == ["requested 30 s but the model was trained on 3 s"]
 
