@@ -87,7 +87,7 @@ class RunSummary(Callback):
             if isinstance(callback, SampleGeneration) and callback.written:
                 lines.append(f"  samples:     {Path(callback.written[-1]).parent}")
             if isinstance(callback, SaveCodec):
-                target = callback.target(run_dir)
+                target = callback.saved or callback.target(run_dir)
                 saved = getattr(trainer.lightning_module, "saved_format", "a codec directory")
                 lines.append(f"  codec:       {target}  ({saved}; use as codec.pretrained)")
         for logger in trainer.loggers:

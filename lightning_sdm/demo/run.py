@@ -303,6 +303,8 @@ def run_demo(
 def _run_demo(codec_config: str, model_config: str, retrain_codec: bool) -> dict[str, Any]:
     import shutil
 
+    from lightning_sdm.atomic import replace_directory
+    from lightning_sdm.callbacks.codec_export import SaveCodec
     from lightning_sdm.callbacks.samples import SampleGeneration
     from lightning_sdm.cli.fit import run_training_cli
 
@@ -316,7 +318,14 @@ def _run_demo(codec_config: str, model_config: str, retrain_codec: bool) -> dict
         print(f"== copied the checkout's bundled autoencoder to {codec_dir}", flush=True)
     if retrain_codec or not (codec_dir / "config.json").is_file():
         print(f"== 1/3 training the demo's autoencoder ({codec_path})", flush=True)
-        run_training_cli(["fit", "--config", str(codec_path)])
+        codec_cli = run_training_cli(["fit", "--config", str(codec_path)])
+        saver = next(c for c in codec_cli.trainer.callbacks if isinstance(c, SaveCodec))
+        if saver.kept is not None and saver.saved is not None:  # the demo's own, retrained
+            print(f"== the demo takes the retrained autoencoder into {codec_dir}", flush=True)
+            retrained = saver.saved
+            replace_directory(
+                codec_dir, lambda new: shutil.copytree(retrained, new, dirs_exist_ok=True)
+            )
         if shards.exists():  # an earlier autoencoder's shards: made again below
             shutil.rmtree(shards)
     else:

@@ -146,6 +146,31 @@ def test_a_codec_fit_is_reproducible_from_its_seed(tmp_path):
     assert digests[0] == digests[1]
 
 
+def test_a_second_fit_leaves_the_codec_its_directory_holds_unless_told(tmp_path, capsys):
+    """Shards decode with the codec they were tokenized with and no other: a second run
+    writing into the same directory (another setting, a few test steps) replaced it
+    silently, leaving those shards undecodable and the codec gone."""
+    config = codec_config(tmp_path, 3)
+    assert main(["fit", "--config", str(config)]) == 0
+    (first,) = (tmp_path / "codec").glob("*.safetensors")
+    kept = first.read_bytes()
+    capsys.readouterr()
+    assert main(["fit", "--config", str(config), "--seed_everything", "1"]) == 0
+    printed = capsys.readouterr()
+    assert first.read_bytes() == kept
+    (second,) = (tmp_path / "runs").rglob("version_1/codec/*.safetensors")
+    assert second.read_bytes() != kept
+    assert f"{tmp_path / 'codec'} already holds a codec, left as it is" in printed.err
+    assert f"codec:       {second.parent}" in printed.out
+    told = yaml.safe_load(config.read_text())
+    told["trainer"]["callbacks"][-1]["init_args"]["overwrite"] = True
+    config.write_text(yaml.safe_dump(told))
+    assert main(["fit", "--config", str(config), "--seed_everything", "1"]) == 0
+    assert first.read_bytes() == second.read_bytes()  # same seed: the same weights, in place
+    names = sorted(p.name for p in (tmp_path / "codec").iterdir())
+    assert names == sorted(p.name for p in second.parent.iterdir())  # nothing else left
+
+
 def test_the_shipped_demo_codec_is_what_the_demo_configs_describe():
     root = Path(__file__).resolve().parents[2]
     codec_yaml = yaml.safe_load((root / "configs" / "codec_demo.yaml").read_text())
