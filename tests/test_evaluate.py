@@ -93,6 +93,27 @@ def test_a_bootstrap_past_its_bound_is_one_line_before_any_work(folders, tmp_pat
     assert main([*argv, "--bootstrap", "10000"]) == 0
 
 
+def test_a_second_evaluation_into_the_same_folder_is_refused_before_any_work(
+    folders, tmp_path, capsys
+):
+    """Scoring system B into the folder that held system A's report replaced it silently
+    (the default --output is one folder for all)."""
+    argv = ["evaluate", str(folders / "gen"), "--metrics", "[rtf]", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    kept = {name: (tmp_path / name).read_bytes() for name in ("evaluation.json", "evaluation.md")}
+    capsys.readouterr()
+    assert main([*argv, "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {tmp_path / 'evaluation.json'} holds an earlier evaluation (of "
+        f"{folders / 'gen'}): pass --overwrite to replace it, or --output another folder"
+    )
+    assert all((tmp_path / name).read_bytes() == data for name, data in kept.items())
+    assert main([*argv, "--bootstrap", "10", "--overwrite", "true"]) == 0
+    assert json.loads((tmp_path / "evaluation.json").read_text())["inputs"]["bootstrap"] == 10
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial left
+
+
 def test_evaluate_refuses_an_empty_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     argv = ["evaluate", str(tmp_path / "empty"), "--metrics", "[rtf]"]
@@ -158,6 +179,7 @@ def test_fad_on_clap_audio_embeddings_and_a_missing_choice(folders, tmp_path, ca
     (fad,) = json.loads((tmp_path / "evaluation.json").read_text())["metrics"]
     assert fad["backend"].startswith(f"codec latents: {codec}")
     clap = ["--fad_on", "clap", "--clap_dir", str(folders / "clap"), "--output", str(tmp_path)]
+    clap += ["--overwrite", "true"]  # the codec FAD's report, replaced
     assert main([*argv, *clap]) == 0
     (fad,) = json.loads((tmp_path / "evaluation.json").read_text())["metrics"]
     assert str(folders / "clap") in fad["backend"] and fad["details"]["real_clips"] == 3
@@ -176,7 +198,7 @@ def test_token_shards_as_the_reference_are_decoded_with_their_codec(folders, tmp
     assert fad["details"]["real_clips"] == 3 and fad["value"] > 0
     # --fad_on codec without --codec_dir: the codec the shards' index names, said
     capsys.readouterr()
-    assert main([*argv, "--fad_on", "codec"]) == 0
+    assert main([*argv, "--fad_on", "codec", "--overwrite", "true"]) == 0
     assert f"fad: on the latents of {Path(codec).resolve()}, the codec" in capsys.readouterr().out
     (named,) = json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]
     assert named["value"] == fad["value"]
@@ -186,7 +208,8 @@ def test_token_shards_as_the_reference_are_decoded_with_their_codec(folders, tmp
         remote = ["evaluate", str(folders / "gen"), "--reference", server.url]
         remote += ["--metrics", "[fad]", "--output", str(tmp_path / "remote")]
         assert main([*remote, "--codec_dir", codec]) == 0
-        assert main([*remote[:3], server.url + "/nothing", *remote[4:], "--codec_dir", codec]) == 2
+        missing = [*remote[:3], server.url + "/nothing", *remote[4:], "--overwrite", "true"]
+        assert main([*missing, "--codec_dir", codec]) == 2
     assert "/nothing has no index.json" in capsys.readouterr().err
     (remote_fad,) = json.loads((tmp_path / "remote" / "evaluation.json").read_text())["metrics"]
     assert remote_fad["value"] == fad["value"]

@@ -252,6 +252,7 @@ def evaluate(
     vggish_weights: str | None = None,
     fad_on: Literal["vggish", "codec", "clap"] | None = None,
     kld_activation: Literal["softmax", "sigmoid"] = "softmax",
+    overwrite: bool = False,
 ) -> int:
     """Score generated clips: FAD, KLD, CLAP score and real-time factor, into
     OUTPUT/evaluation.json and OUTPUT/evaluation.md.
@@ -276,9 +277,12 @@ def evaluate(
         skip_missing: Leave out metrics whose model directory is not given (and say so)
             instead of stopping.
         bootstrap: Resamplings of the clips for 95 % intervals (0: none; 1000 is usual).
+        overwrite: Replace an earlier evaluation in OUTPUT (refused without it, before any
+            work: scoring another system into the same folder lost the first's report).
     """
     from lightning_sdm.metrics.evaluation import (
         METRICS,
+        check_report_folder,
         evaluate_folders,
         markdown_table,
         write_report,
@@ -292,6 +296,7 @@ def evaluate(
             f"--bootstrap must be in [0, {MAX_BOOTSTRAP}] (1000 is usual: the 95 % interval "
             f"settles well before), got {bootstrap}"
         )
+    check_report_folder(output, overwrite)
     results = evaluate_folders(
         generated, reference or "", chosen, codec_dir, ast_dir, clap_dir, skip_missing,
         bootstrap, vggish_weights, fad_on, kld_activation,

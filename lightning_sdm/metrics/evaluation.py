@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from lightning_sdm.atomic import write_text_atomically
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.data.sources import SourceItem, caption_from_info, discover
 from lightning_sdm.data.storage import ShardLocation, is_url
@@ -380,12 +381,31 @@ def score_rtf(fakes: list[Clip], bootstrap: int) -> MetricResult:
     )  # fmt: skip
 
 
+REPORT_FILES = ("evaluation.json", "evaluation.md")
+
+
+def check_report_folder(output: str | Path, overwrite: bool) -> None:
+    """Refuse, before any scoring, to write over an earlier evaluation unless told."""
+    earlier = Path(output) / REPORT_FILES[0]
+    if earlier.is_file() and not overwrite:
+        try:
+            scored = json.loads(earlier.read_text(encoding="utf-8"))["inputs"]["generated"]
+            what = f" (of {scored})"
+        except (OSError, ValueError, KeyError, TypeError):
+            what = ""
+        raise UserInputError(
+            f"{earlier} holds an earlier evaluation{what}: pass --overwrite to replace it, or "
+            "--output another folder"
+        )
+
+
 def write_report(results: list[MetricResult], output: str | Path, inputs: dict) -> Path:
+    """Both files written whole (a kill mid-write leaves the earlier ones, not halves)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     payload = {"inputs": inputs, "metrics": [asdict(r) for r in results]}
-    (output / "evaluation.json").write_text(json.dumps(payload, indent=2))
-    (output / "evaluation.md").write_text(markdown_table(results) + "\n")
+    write_text_atomically(output / REPORT_FILES[0], json.dumps(payload, indent=2))
+    write_text_atomically(output / REPORT_FILES[1], markdown_table(results) + "\n")
     return output
 
 
