@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from lightning_sdm.atomic import write_directory
+from lightning_sdm.errors import UserInputError
 
 
 class SaveCodec(Callback):
@@ -35,6 +36,14 @@ class SaveCodec(Callback):
 
     def target(self, run_dir: str | Path) -> Path:
         return Path(self.directory) if self.directory else Path(run_dir) / "codec"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A `directory` that is a file is said before training, not after it."""
+        if self.directory and Path(self.directory).exists() and not Path(self.directory).is_dir():
+            raise UserInputError(
+                f"SaveCodec's directory {self.directory} is a file: give a folder to save the "
+                "codec in"
+            )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # On every rank: trainer.log_dir broadcasts, which rank 0 alone must not do.

@@ -171,6 +171,14 @@ def test_a_second_fit_leaves_the_codec_its_directory_holds_unless_told(tmp_path,
     assert names == sorted(p.name for p in second.parent.iterdir())  # nothing else left
 
 
+def test_a_codec_directory_that_is_a_file_is_said_before_training(tmp_path, capsys):
+    (tmp_path / "codec").write_text("notes")
+    assert main(["fit", "--config", str(codec_config(tmp_path, 3))]) == 2
+    err = capsys.readouterr().err
+    assert f"SaveCodec's directory {tmp_path / 'codec'} is a file" in err
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))  # no training ran first
+
+
 def test_the_shipped_demo_codec_is_what_the_demo_configs_describe():
     root = Path(__file__).resolve().parents[2]
     codec_yaml = yaml.safe_load((root / "configs" / "codec_demo.yaml").read_text())
