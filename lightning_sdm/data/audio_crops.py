@@ -289,6 +289,7 @@ class AudioCropsDataModule(L.LightningDataModule):
         return EpochDataLoader(
             crops,
             epoch_source=epoch_source,
+            keep_workers=training,
             num_workers=min(self.num_workers, batches),
             worker_init_fn=parent_led_worker,
         )

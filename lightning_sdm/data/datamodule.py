@@ -546,7 +546,11 @@ class TokenShardsDataModule(L.LightningDataModule):
         if side.key_filter is not None and not training:
             workers = min(workers, 1)  # every reader scans all shards: keep readers few
         return EpochDataLoader(
-            stream, epoch_source=epoch_source, num_workers=workers, worker_init_fn=parent_led_worker
+            stream,
+            epoch_source=epoch_source,
+            keep_workers=training,
+            num_workers=workers,
+            worker_init_fn=parent_led_worker,
         )
 
     def train_dataloader(self) -> EpochDataLoader:

@@ -286,14 +286,20 @@ class EpochDataLoader(DataLoader):
 
     Lightning only forwards the epoch to samplers, which iterable datasets lack. Workers
     started anew every epoch pay their start (a fork of the training process, shards
-    opened, a shuffle buffer filled) each time, which a small catalogue pays every few steps.
+    opened, a shuffle buffer filled) each time, which a small catalogue pays every few
+    steps: training keeps them (`keep_workers`). Validation's start anew: kept, they would
+    hold another copy-on-write image of the training process through all of training.
     """
 
     def __init__(
-        self, dataset: IterableDataset, epoch_source: Callable[[], int] | None = None, **kwargs
+        self,
+        dataset: IterableDataset,
+        epoch_source: Callable[[], int] | None = None,
+        keep_workers: bool = False,
+        **kwargs,
     ):
         epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        persistent = kwargs.get("num_workers", 0) > 0
+        persistent = keep_workers and kwargs.get("num_workers", 0) > 0
         super().__init__(
             _EachPassAtItsEpoch(dataset, epoch),
             batch_size=None,

@@ -117,6 +117,17 @@ def test_workers_live_through_epochs_and_each_epoch_still_reshuffles(tmp_path):
     assert resumed == sixth
 
 
+def test_validation_workers_end_with_each_pass(tmp_path):
+    """Kept through training, validation's workers would hold another copy-on-write image
+    of the training process all along; validation is rare, so they start anew."""
+    write_shards(tmp_path, frames_per_item=[40] * 16, items_per_shard=2)
+    module = TokenShardsDataModule(
+        str(tmp_path), batch_size=2, num_workers=2, segment_seconds=0.4, holdout_shards=2
+    )
+    loader = module.make_loader("val", 0, 1)
+    assert [b["keys"] for b in loader] and not multiprocessing.active_children()
+
+
 def test_validation_is_deterministic_from_held_out_shards(tmp_path):
     codes = write_shards(tmp_path, frames_per_item=[40] * 12, items_per_shard=4)
     module = TokenShardsDataModule(
