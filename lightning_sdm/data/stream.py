@@ -281,8 +281,8 @@ def _end_kept_workers(loader: weakref.ref[DataLoader]) -> None:
 
 
 class EpochDataLoader(DataLoader):
-    """Tells its stream (any iterable dataset with an `epoch`) which epoch starts, and keeps
-    its workers from one epoch to the next.
+    """Tells its stream (any iterable dataset with an `epoch`) which epoch starts, and can
+    keep its workers from one epoch to the next.
 
     Lightning only forwards the epoch to samplers, which iterable datasets lack. Workers
     started anew every epoch pay their start (a fork of the training process, shards
