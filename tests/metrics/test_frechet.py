@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from lightning_sdm.metrics.evaluation import LOAD_RATE, Clip, markdown_table, score_fad
 from lightning_sdm.metrics.frechet import FrechetAudioDistance, frechet_distance
 
 
@@ -115,23 +116,28 @@ def test_codec_latents_embed_one_frame_per_codec_frame():
     assert float(result["fad"]) > 0
 
 
+class LoadRateEmbedder(FramesEmbedder):
+    """FramesEmbedder at the rate `evaluate` loads clips at (no resampling)."""
+
+    sample_rate = LOAD_RATE
+
+
+def noise_clips(count: int, seed: int) -> list[Clip]:
+    """`count` seeded noise clips of 400 samples (100 frames each)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [Clip(f"c{i}", None, torch.randn(400, generator=generator), {}) for i in range(count)]
+
+
 def test_a_set_with_fewer_frames_than_dimensions_is_said_to_bias_fad():
     """FAD over fewer embedding frames than dimensions has a singular covariance and sits
     far above its limit; two systems scored on sets of different sizes compared nothing."""
-    from lightning_sdm.metrics.evaluation import LOAD_RATE, Clip, markdown_table, score_fad
 
-    class Embedder(FramesEmbedder):
-        sample_rate = LOAD_RATE
-
-    def clips(count: int, seed: int) -> list[Clip]:
-        generator = torch.Generator().manual_seed(seed)
-        return [
-            Clip(f"c{i}", None, torch.randn(400, generator=generator), {}) for i in range(count)
-        ]
-
-    enough = score_fad(clips(2, 0), clips(8, 1), Embedder(), bootstrap=0)  # 200 of 4 dims
+    # 200 generated frames of 4 dimensions: no note
+    enough = score_fad(noise_clips(2, 0), noise_clips(8, 1), LoadRateEmbedder(), bootstrap=0)
     assert "note" not in enough.details
-    fewer = score_fad([Clip("c", None, torch.randn(12), {})], clips(8, 1), Embedder(), 0)
+    fewer = score_fad(
+        [Clip("c", None, torch.randn(12), {})], noise_clips(8, 1), LoadRateEmbedder(), 0
+    )
     assert "FAD from 3 embedding frames of 4 dimensions" in fewer.details["note"]
     assert "- fad: FAD from 3 embedding frames" in markdown_table([fewer])
 
@@ -139,22 +145,14 @@ def test_a_set_with_fewer_frames_than_dimensions_is_said_to_bias_fad():
 def test_one_generated_clip_is_said_to_stand_for_no_system_and_gets_no_interval():
     """Resampling a single clip draws it every time: a zero-width 'interval' would look like
     certainty. One clip on either side is named in the report."""
-    from lightning_sdm.metrics.evaluation import LOAD_RATE, Clip, markdown_table, score_fad
 
-    class Embedder(FramesEmbedder):
-        sample_rate = LOAD_RATE
-
-    def clips(count: int, seed: int) -> list[Clip]:
-        generator = torch.Generator().manual_seed(seed)
-        return [
-            Clip(f"c{i}", None, torch.randn(400, generator=generator), {}) for i in range(count)
-        ]
-
-    one = score_fad(clips(1, 0), clips(8, 1), Embedder(), bootstrap=50)
+    one = score_fad(noise_clips(1, 0), noise_clips(8, 1), LoadRateEmbedder(), bootstrap=50)
     assert one.interval is None
     assert "FAD of 1 generated against 8 reference clip(s)" in one.details["note"]
     assert "- fad: FAD of 1 generated" in markdown_table([one])
-    one_reference = score_fad(clips(3, 0), clips(1, 1), Embedder(), bootstrap=50)
+    one_reference = score_fad(
+        noise_clips(3, 0), noise_clips(1, 1), LoadRateEmbedder(), bootstrap=50
+    )
     assert "against 1 reference clip(s)" in one_reference.details["note"]
     assert (
         one_reference.interval is not None and one_reference.interval[0] < one_reference.interval[1]
