@@ -617,6 +617,18 @@ def test_the_demo_command_trains_the_codec_then_the_lm_and_reports(tmp_path, mon
     # a second run reuses the codec and its shards
     assert main(["demo", "--codec_config", str(codec), "--model_config", str(lm)]) == 0
     assert "using the demo's autoencoder at assets/demo_codec" in capsys.readouterr().out
+    # --retrain_codec replaces it (a codec fit alone leaves an occupied directory as it is)
+    (weights,) = (tmp_path / "assets" / "demo_codec").glob("*.safetensors")
+    before = weights.read_bytes()
+    reseeded = yaml.safe_load(codec.read_text())
+    codec.write_text(yaml.safe_dump({**reseeded, "seed_everything": 1}))
+    argv = ["demo", "--codec_config", str(codec), "--model_config", str(lm)]
+    assert main([*argv, "--retrain_codec", "true"]) == 0
+    assert "== the demo takes the retrained autoencoder into assets/demo_codec" in (
+        capsys.readouterr().out
+    )
+    (retrained,) = (tmp_path / "runs" / "demo_codec").rglob("codec/*.safetensors")
+    assert weights.read_bytes() == retrained.read_bytes() != before
 
 
 @pytest.mark.slow
