@@ -320,9 +320,9 @@ def _run_demo(codec_config: str, model_config: str, retrain_codec: bool) -> dict
         print(f"== 1/3 training the demo's autoencoder ({codec_path})", flush=True)
         codec_cli = run_training_cli(["fit", "--config", str(codec_path)])
         saver = next(c for c in codec_cli.trainer.callbacks if isinstance(c, SaveCodec))
-        if saver.kept is not None and saver.saved is not None:  # the demo's own, retrained
+        retrained = saver.saved
+        if saver.kept is not None and retrained is not None:  # the demo's own, retrained
             print(f"== the demo takes the retrained autoencoder into {codec_dir}", flush=True)
-            retrained = saver.saved
             replace_directory(
                 codec_dir, lambda new: shutil.copytree(retrained, new, dirs_exist_ok=True)
             )

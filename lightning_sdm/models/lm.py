@@ -423,7 +423,7 @@ class CodebookLM(LevelHeads):
         rows = batch_rows * int(self.layout(num_timesteps).block_start.diff().max())
         heads = list(zip(self.head_weight, self.head_bias, strict=True))
         return StepDecoder(
-            self.decoder, rows, dtype, own_dtype, pack_weights, heads, merged_projection
+            self.decoder, rows, dtype, own_dtype, pack_weights, extra=heads, merge=merged_projection
         )
 
     def matmul_path(
