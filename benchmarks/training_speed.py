@@ -178,6 +178,41 @@ def transformers_child(args: argparse.Namespace) -> None:
     print(json.dumps({**measured, "keeps_freed_memory": kept}))
 
 
+MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+
+
+def step_kernels(step: Callable[[], None], steps: int, dtype: torch.dtype) -> dict[str, float]:
+    """Seconds per step that the step's own matmul and attention kernels take, timed inside
+    it by the profiler, and the matmuls' FLOP rate beside a large matmul's in `dtype` on
+    this CPU: a step doing these products cannot be faster than their sum, whatever else it
+    saves, so the most any change around them can buy is measured here, not assumed."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiled:
+        for _ in range(steps):
+            step()
+    self_seconds = {e.key: e.self_cpu_time_total / 1e6 / steps for e in profiled.key_averages()}
+    matmul_s = sum(self_seconds.get(name, 0.0) for name in MATMULS)
+    attention_s = sum(t for name, t in self_seconds.items() if "scaled_dot_product" in name)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    counts = counter.get_flop_counts()["Global"]
+    matmul_flops = sum(n for op, n in counts.items() if f"aten::{op.__name__}" in MATMULS)
+    square = torch.randn(2048, 2048).to(dtype)
+    torch.mm(square, square)
+    start = time.perf_counter()
+    for _ in range(3):
+        torch.mm(square, square)
+    reference = 3 * 2 * 2048**3 / (time.perf_counter() - start)
+    return {
+        "matmul_s": matmul_s, "attention_s": attention_s,
+        "matmul_gflops": matmul_flops / max(matmul_s, 1e-9) / 1e9,
+        "reference_gflops": reference / 1e9,
+    }  # fmt: skip
+
+
 def compare_in_one_process(args: argparse.Namespace) -> dict:
     """`--paired`: ours and transformers in this one process, their steps alternating
     (A B B A ...) for `--rounds` x `--steps` pairs after a warm-up of each, so the drift of
@@ -198,14 +233,25 @@ def compare_in_one_process(args: argparse.Namespace) -> dict:
                 seconds[side].append(time.perf_counter() - start)
         ours, theirs = (statistics.median(seconds[side]) for side in ("ours", "transformers"))
         pairs = [b / a for a, b in zip(seconds["ours"], seconds["transformers"], strict=True)]
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        kernels = step_kernels(steps["ours"][0], args.steps, dtype)
         result[precision] = {
             "ours_step_s": ours, "transformers_step_s": theirs, "ratio": theirs / ours,
             "pair_ratios": pairs, "params": [size for _, size in steps.values()],
+            "ours_kernels": kernels,
         }  # fmt: skip
         print(
             f"{precision}: ours {ours:.3f} s/step, transformers {theirs:.3f} s/step: ours is "
             f"{theirs / ours:.2f}x transformers' speed (pairs {min(pairs):.2f}x-"
             f"{max(pairs):.2f}x over {len(pairs)})"
+        )
+        floor = kernels["matmul_s"] + kernels["attention_s"]
+        print(
+            f"{precision}: of ours' step, its matmuls take {kernels['matmul_s']:.3f} s "
+            f"({kernels['matmul_gflops']:.0f} GFLOP/s; a 2048-square {precision} matmul runs at "
+            f"{kernels['reference_gflops']:.0f} here) and its attention "
+            f"{kernels['attention_s']:.3f} s (profiled in the step): with nothing else, ours "
+            f"would be {theirs / floor:.2f}x transformers' speed"
         )
     print(
         f"delay LM, {args.layers} layers x {args.dim}, batch {args.batch} x {args.frames} "

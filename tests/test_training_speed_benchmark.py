@@ -62,6 +62,11 @@ def test_the_paired_comparison_alternates_both_sides_in_one_process(tmp_path):
     assert len(data["pair_ratios"]) == 2 and data["ratio"] > 0
     assert data["params"][0] == data["params"][1] > 0  # the same model on both sides
     assert "fp32: ours" in out and "both in one process" in out and "steps alternating" in out
+    # What ours' own matmuls and attention take of its step, and the bound they set.
+    kernels = data["ours_kernels"]
+    assert 0 < kernels["matmul_s"] < data["ours_step_s"] and kernels["attention_s"] > 0
+    assert kernels["matmul_gflops"] > 0 and kernels["reference_gflops"] > 0
+    assert "with nothing else, ours would be" in out
 
 
 def test_the_depth_decoder_gets_one_row_beside_the_patterns(tmp_path):
