@@ -10,7 +10,8 @@ is the decoder's weight matmuls alone for one delay step at the same rows: decod
 small model on a CPU is bound by streaming its weights from memory, so no step can be
 much cheaper than that. `floor + mean cache reads` adds what a step must also stream:
 each layer's attention over the cache at its mean length over the clip. Rows are timed
-in interleaved rounds (`--rounds`), the median per row, so drift falls on all alike.
+in interleaved rounds (`--rounds`), the median per row, so drift falls on all alike;
+then stack-delay k = 3 and delay decode alternating in `--pairs` pairs, their ratio.
 `static shapes` attends over every cache slot under the mask (the
 shape a CUDA graph needs); `bf16` casts the LM's weights, and its logits' deviation from
 fp32 on the same codes is printed with it. The depth decoder (a temporal step and C depth
@@ -115,6 +116,25 @@ def interleaved_medians(runs: list[Callable[[], float]], rounds: int) -> list[fl
         for index, run in enumerate(runs):
             times[index].append(run())
     return [statistics.median(each) for each in times]
+
+
+def paired_ratio(
+    first: Callable[[], float], second: Callable[[], float], pairs: int
+) -> dict[str, float | list[float]]:
+    """`second`'s seconds over `first`'s, their runs alternating (A B B A ...) for `pairs`
+    pairs right after one another: the other rows of a round run between two decodes of
+    the same row, so rows that decode alike differ by up to ~10 % in the table, where a
+    pair shares the machine's state of the moment."""
+    seconds: tuple[list[float], list[float]] = ([], [])
+    for index in range(pairs):
+        order = (0, 1) if index % 2 == 0 else (1, 0)
+        for side in order:
+            seconds[side].append((first, second)[side]())
+    ratios = [b / a for a, b in zip(*seconds, strict=True)]
+    return {
+        "ratio": statistics.median(seconds[1]) / statistics.median(seconds[0]),
+        "pair_ratios": ratios,
+    }
 
 
 def logit_deviation(model: TextToMusicLM, precision: str) -> tuple[float, float]:
@@ -507,6 +527,17 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, on {machine_line()}"
     )
     print(table(rows, floor_ms, delay, transformers))
+    paired = {}
+    stack_delay_index = next(
+        (i for i, (r, _) in enumerate(cases) if r.name == "ours stack_delay k=3"), None
+    )
+    if args.pairs and stack_delay_index is not None:
+        paired = paired_ratio(cases[0][1], cases[stack_delay_index][1], args.pairs)
+        ratios = paired["pair_ratios"]
+        print(
+            f"stack-delay k=3 against delay, {args.pairs} decodes each, alternating: "
+            f"{paired['ratio']:.2f}x delay's time (pairs {min(ratios):.2f}x-{max(ratios):.2f}x)"
+        )
     csm = next((r for r in rows if r.name.startswith("transformers CSM")), None)
     if csm is not None:
         ours_depth = next(r for r in rows if r.name == "ours depth (no CFG)")
@@ -521,7 +552,7 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
                 f"{row.name}: logits deviate from fp32 by at most {row.logit_max_abs_dev:.3g} "
                 f"({row.logit_rel_dev:.1%} of the fp32 logits' standard deviation)"
             )
-    return {"rows": [asdict(row) for row in rows]} | {
+    return {"rows": [asdict(row) for row in rows], "stack_delay_paired": paired} | {
         f"{key}_ms_per_step": floor_ms[suffix] for suffix, key, _ in named_floors
     }
 
@@ -554,6 +585,10 @@ def main() -> None:
     parser.add_argument(
         "--no-unpacked", dest="unpacked", action="store_false",
         help="skip the delay row that multiplies through F.linear instead of packed weights",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pairs", type=int, default=6,
+        help="stack-delay k=3 and delay decodes alternating after the rounds (0: none)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")

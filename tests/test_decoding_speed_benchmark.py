@@ -47,6 +47,10 @@ def test_every_row_and_every_floor_come_from_one_run(tmp_path):
     for label in (" + mean cache reads", ", F.linear", ", stack-delay (3 pos.)", ", bf16",
                   ", depth decoder (per frame)"):  # fmt: skip
         assert f"floor{label}" in out
+    # Stack-delay and delay also decode alternating, pair by pair, after the rounds.
+    paired = data["stack_delay_paired"]
+    assert len(paired["pair_ratios"]) == 6 and paired["ratio"] > 0
+    assert "stack-delay k=3 against delay, 6 decodes each, alternating" in out
 
 
 def test_the_depth_decoder_runs_beside_transformers_csm_without_cfg(tmp_path):
