@@ -15,7 +15,9 @@ adds a side that is this checkout with its DiT blocks compiled (`model.compile: 
 block at a time); its first steps, which wait for the compiler, are not timed. Each side
 runs as `lightning-sdm` runs its revision: keeping freed memory for the next step
 (`lightning_sdm.allocator`) where the revision does, and training with the AdamW its
-tasks build (fused where the revision fuses it).
+tasks build (fused where the revision fuses it). This checkout's steps are also profiled
+once: what their matmul and attention kernels take, and the speed the steps would have
+with nothing else (`kernel_time.py`).
 """
 
 from __future__ import annotations
@@ -93,10 +95,18 @@ def child(args: argparse.Namespace) -> None:
 
     first_output = sample()
     model.train()
-    timings: dict[str, float | bool] = {"train_ms": median_ms(train, args.steps)}
+    timings: dict[str, object] = {"train_ms": median_ms(train, args.steps)}
     model.eval()
     timings["sample_ms"] = median_ms(sample, args.steps)
+    # Saved before profiling, whose training steps add losses.
     torch.save({"output": first_output, "losses": losses}, args.outputs)
+    if args.kernels:  # what its matmuls and attention take of each step
+        from kernel_time import step_kernels
+
+        model.train()
+        timings["train_kernels"] = step_kernels(train, args.steps, torch.float32)
+        model.eval()
+        timings["sample_kernels"] = step_kernels(sample, args.steps, torch.float32)
     print(json.dumps({**timings, "keeps_freed_memory": kept}))
 
 
@@ -132,9 +142,14 @@ def extract(revision: str, folder: Path) -> Path:
 
 
 def run_side(
-    args: argparse.Namespace, source: Path, compiled: bool, weights: Path, outputs: Path
+    args: argparse.Namespace,
+    source: Path,
+    compiled: bool,
+    weights: Path,
+    outputs: Path,
+    kernels: bool = False,
 ) -> dict:
-    options = [*(["--compile-blocks"] if compiled else []),
+    options = [*(["--compile-blocks"] if compiled else []), *(["--kernels"] if kernels else []),
         "--child", "--source", str(source), "--weights", str(weights), "--outputs", str(outputs),
         "--dim", str(args.dim), "--depth", str(args.depth), "--heads", str(args.heads),
         "--rank", str(args.rank), "--channels", str(args.channels),
@@ -166,6 +181,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile-blocks", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kernels", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
@@ -194,7 +210,9 @@ def main() -> None:
         for round_index in range(args.rounds):
             for name in order if round_index % 2 == 0 else order[::-1]:
                 outputs = folder / f"{len(results[name])}-{order.index(name)}.pt"
-                results[name].append(run_side(args, *sources[name], weights, outputs))
+                # This checkout's kernels profiled once, after its first round's timing.
+                kernels = name == "this checkout" and round_index == 0
+                results[name].append(run_side(args, *sources[name], weights, outputs, kernels))
                 print(f"  round {round_index + 1}: {name} {results[name][-1]}", flush=True)
         compared = [torch.load(folder / f"0-{i}.pt", weights_only=True) for i in range(len(order))]
     summary = {
@@ -216,6 +234,20 @@ def main() -> None:
         kept = "yes" if row["keeps_freed_memory"] else "no"
         print(f"{name:<30}{row['train_ms']:>10.0f}{row['sample_ms']:>11.0f}  {kept}")
     now = summary["this checkout"]
+    kernels = {step: results["this checkout"][0][f"{step}_kernels"] for step in ("train", "sample")}
+    now["kernels"] = kernels
+    for step, measured in kernels.items():
+        floor_ms = 1000 * (measured["matmul_s"] + measured["attention_s"])
+        print(
+            f"this checkout's {step} step: matmuls {1000 * measured['matmul_s']:.0f} ms "
+            f"({measured['matmul_gflops']:.0f} GFLOP/s; a 2048-square matmul runs at "
+            f"{measured['reference_gflops']:.0f} here), attention "
+            f"{1000 * measured['attention_s']:.0f} ms (profiled in the step): with nothing "
+            f"else, {now[f'{step}_ms'] / floor_ms:.2f}x its speed"
+            + "".join(
+                f", {summary[name][f'{step}_ms'] / floor_ms:.2f}x {name}'s" for name in order[1:]
+            )
+        )
     for index, name in enumerate(order[1:], start=1):
         other = summary[name]
         output_gap = (compared[0]["output"] - compared[index]["output"]).abs().max().item()

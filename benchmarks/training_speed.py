@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from decoding_speed import depth_sizes  # noqa: E402
+from kernel_time import step_kernels  # noqa: E402
 from process_memory import run_child, time_training_steps  # noqa: E402
 
 from lightning_sdm.allocator import keep_freed_memory  # noqa: E402
@@ -176,41 +177,6 @@ def transformers_child(args: argparse.Namespace) -> None:
     step_s, peak_mb = time_training_steps(step, args.steps)
     measured = {"side": args.child, "step_s": step_s, "peak_mb": peak_mb, "params": size}
     print(json.dumps({**measured, "keeps_freed_memory": kept}))
-
-
-MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
-
-
-def step_kernels(step: Callable[[], None], steps: int, dtype: torch.dtype) -> dict[str, float]:
-    """Seconds per step that the step's own matmul and attention kernels take, timed inside
-    it by the profiler, and the matmuls' FLOP rate beside a large matmul's in `dtype` on
-    this CPU: a step doing these products cannot be faster than their sum, whatever else it
-    saves, so the most any change around them can buy is measured here, not assumed."""
-    from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with profile(activities=[ProfilerActivity.CPU]) as profiled:
-        for _ in range(steps):
-            step()
-    self_seconds = {e.key: e.self_cpu_time_total / 1e6 / steps for e in profiled.key_averages()}
-    matmul_s = sum(self_seconds.get(name, 0.0) for name in MATMULS)
-    attention_s = sum(t for name, t in self_seconds.items() if "scaled_dot_product" in name)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    counts = counter.get_flop_counts()["Global"]
-    matmul_flops = sum(n for op, n in counts.items() if f"aten::{op.__name__}" in MATMULS)
-    square = torch.randn(2048, 2048).to(dtype)
-    torch.mm(square, square)
-    start = time.perf_counter()
-    for _ in range(3):
-        torch.mm(square, square)
-    reference = 3 * 2 * 2048**3 / (time.perf_counter() - start)
-    return {
-        "matmul_s": matmul_s, "attention_s": attention_s,
-        "matmul_gflops": matmul_flops / max(matmul_s, 1e-9) / 1e9,
-        "reference_gflops": reference / 1e9,
-    }  # fmt: skip
 
 
 def compare_in_one_process(args: argparse.Namespace) -> dict:

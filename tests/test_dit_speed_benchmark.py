@@ -22,3 +22,10 @@ def test_a_revision_is_timed_beside_this_checkout_on_the_same_weights(tmp_path):
     assert "baseline HEAD against this checkout: training" in out and data["machine"]["cpu"]
     # Each side runs as `lightning-sdm` runs its revision: this one keeps freed memory.
     assert data["this checkout"]["keeps_freed_memory"] is sys.platform.startswith("linux")
+    # This checkout's steps profiled: their matmul and attention kernels, and the bound.
+    for step in ("train", "sample"):
+        kernels = data["this checkout"]["kernels"][step]
+        assert 0 < kernels["matmul_s"] * 1000 < data["this checkout"][f"{step}_ms"]
+        assert kernels["attention_s"] > 0 and kernels["reference_gflops"] > 0
+        assert f"this checkout's {step} step: matmuls" in out
+    assert "with nothing else" in out and "baseline HEAD's" in out
