@@ -206,6 +206,20 @@ def test_generate_continues_in_windows_past_the_training_crops(tmp_path, capsys)
     assert err.startswith("warning: a 0.24 s window is longer than the 0.16 s crops")
 
 
+def test_generate_says_in_one_line_that_a_caption_was_cut(tmp_path, capsys):
+    tiny_model("delay", 1).save_pretrained(tmp_path / "model")
+    argv = ["generate", "--model", str(tmp_path / "model"), "--timesteps", "4", "--no-progress"]
+    caption = "низкий гул органа " * 20  # 340 bytes: ByT5 reads a token per byte, 256 at most
+    assert main([*argv, "--prompt", caption, "--output-dir", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning: a caption is longer than the text encoder reads (text.max_length: 256 "
+        "tokens); it and any like it are cut to their first tokens. Raise text.max_length "
+        "to read more."
+    ]
+    assert (tmp_path / "out" / "summary.json").exists()  # generated all the same
+
+
 def test_generate_writes_wavs_with_a_codec(tmp_path, capsys):
     model = tiny_model("stack_delay", 3, cardinality=2048)
     model.save_pretrained(tmp_path / "model")

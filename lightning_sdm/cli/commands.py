@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
+from tqdm import tqdm
+
 from lightning_sdm.codecs import CodecConfig
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.models.lm import DEPTH_DECODER
@@ -112,7 +114,8 @@ def tokenize(
 
 
 def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """On a line of its own, above any progress bar being drawn (tqdm's write)."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def generate(

@@ -2,9 +2,16 @@
 
 from lightning_sdm.conditioning.t5 import (
     EMPTY_CONDITION,
+    CaptionCutWarning,
     T5Conditioner,
     TextCondition,
     TextConditionerConfig,
 )
 
-__all__ = ["EMPTY_CONDITION", "T5Conditioner", "TextCondition", "TextConditionerConfig"]
+__all__ = [
+    "EMPTY_CONDITION",
+    "CaptionCutWarning",
+    "T5Conditioner",
+    "TextCondition",
+    "TextConditionerConfig",
+]

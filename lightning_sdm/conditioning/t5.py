@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ from lightning_sdm.presets import is_random
 EMPTY_CONDITION = ""
 
 UNCONDITIONAL_KINDS = ("empty_text", "zeros")
+
+
+class CaptionCutWarning(UserWarning):
+    """A caption longer than the encoder reads (`max_length` tokens): its tail is lost."""
+
 
 TINY_T5 = {"vocab_size": 384, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 4}
 
@@ -146,6 +152,7 @@ class T5Conditioner(nn.Module):
             max_length=self.config.max_length,
             return_tensors="pt",
         ).to(device)
+        self._warn_if_cut(texts, batch["attention_mask"])
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
             states = self.encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].bool()
@@ -163,6 +170,21 @@ class T5Conditioner(nn.Module):
                 empty[:, None], torch.arange(mask.shape[1], device=device) == 0, mask
             )
         return TextCondition(projected, mask)
+
+    def _warn_if_cut(self, texts: list[str], attention_mask: torch.Tensor) -> None:
+        """Say (once per process: the message is fixed) that a caption lost its tail. Only
+        rows that filled `max_length` are tokenized again, whole, to tell."""
+        limit = self.config.max_length
+        full = (attention_mask.sum(dim=1) >= limit).nonzero().flatten().tolist()
+        lengths = [len(self.tokenizer(texts[row], verbose=False)["input_ids"]) for row in full]
+        if any(length > limit for length in lengths):
+            warnings.warn(
+                f"a caption is longer than the text encoder reads (text.max_length: {limit} "
+                "tokens); it and any like it are cut to their first tokens. Raise "
+                "text.max_length to read more.",
+                CaptionCutWarning,
+                stacklevel=2,
+            )
 
     def save_pretrained(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

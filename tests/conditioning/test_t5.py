@@ -1,7 +1,14 @@
+import warnings
+
 import pytest
 import torch
 
-from lightning_sdm.conditioning import EMPTY_CONDITION, T5Conditioner, TextConditionerConfig
+from lightning_sdm.conditioning import (
+    EMPTY_CONDITION,
+    CaptionCutWarning,
+    T5Conditioner,
+    TextConditionerConfig,
+)
 from tests.conftest import tiny_model
 
 
@@ -57,3 +64,14 @@ def test_missing_t5_directory_fails_without_reaching_a_hub(tmp_path):
 def test_a_single_string_is_rejected():
     with pytest.raises(TypeError, match="list of texts"):
         T5Conditioner(TextConditionerConfig(), 16)("one text")
+
+
+def test_a_caption_longer_than_the_encoder_reads_is_said_to_be_cut():
+    conditioner = T5Conditioner(TextConditionerConfig(max_length=16), 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing said of captions that fit, even exactly
+        condition = conditioner(["short", "x" * 15])  # ByT5: a token per byte, + the end
+    assert condition.mask.sum(dim=1).tolist() == [6, 16]
+    with pytest.warns(CaptionCutWarning, match=r"text.max_length: 16 tokens"):
+        condition = conditioner(["short", "猫の歌 " * 40])
+    assert condition.mask.shape[1] == 16  # still cut: the warning says so, nothing fails
