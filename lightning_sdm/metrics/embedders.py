@@ -4,6 +4,7 @@ directory (nothing downloads) and named by the weights that produced its numbers
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -90,6 +91,10 @@ class ClapEmbedder:
         # windows are never longer than the extractor's length: no random crops either way
         self.truncation = "fusion" if self.model.config.audio_config.enable_fusion else "rand_trunc"
         self.name = weights_identity(path)
+        # The text model's positions start after its padding index (RoBERTa's layout), so a
+        # caption longer than this has no position to take: it is cut, and said to be.
+        text = self.model.config.text_config
+        self.text_tokens = text.max_position_embeddings - (text.pad_token_id or 0) - 1
 
     @torch.no_grad()
     def embed(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -110,7 +115,17 @@ class ClapEmbedder:
 
     @torch.no_grad()
     def embed_text(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding=True, return_tensors="pt")
+        limit = self.text_tokens
+        tokens = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=limit, return_tensors="pt"
+        )
+        full = (tokens["attention_mask"].sum(dim=1) >= limit).nonzero().flatten().tolist()
+        if any(len(self.tokenizer(texts[i], verbose=False)["input_ids"]) > limit for i in full):
+            warnings.warn(
+                f"a caption is longer than CLAP's text model reads ({limit} tokens); its CLAP "
+                "score is of its first tokens",
+                stacklevel=2,
+            )
         return _features(self.model.get_text_features(**tokens))
 
 

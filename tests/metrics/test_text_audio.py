@@ -2,6 +2,7 @@
 transformers backends as tiny random models loaded from temp directories."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -60,6 +61,17 @@ def test_clap_score_on_a_tiny_clap_is_a_mean_cosine(tmp_path):
     expected = torch.nn.functional.cosine_similarity(audio, clap.embed_text(texts), dim=-1)
     assert abs(float(metric.compute()) - float(expected.mean())) < 1e-5
     assert clap.embed([resample(wavs[0], 32000, 16000)])[0].shape == (2, 8)
+
+
+def test_a_caption_longer_than_clap_reads_is_cut_and_said_to_be(tmp_path):
+    # Its text model has 64 positions, the first after the padding index: 63 tokens.
+    clap = ClapEmbedder(save_tiny_clap(tmp_path / "clap"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clap.embed_text(["x" * 62])  # ByT5: a token per byte, + the end token: exactly 63
+    with pytest.warns(UserWarning, match=r"longer than CLAP's text model reads \(63 tokens\)"):
+        embedded = clap.embed_text(["a harp", "звон колоколов " * 40])
+    assert embedded.shape == (2, 8) and torch.isfinite(embedded).all()
 
 
 def test_kld_on_a_tiny_ast_pairs_clips(tmp_path):
