@@ -17,6 +17,7 @@ from transformers import (
     T5EncoderModel,
 )
 
+from lightning_sdm.captions import any_cut
 from lightning_sdm.errors import MissingFile, UserInputError
 from lightning_sdm.local_weights import load_whole
 from lightning_sdm.presets import is_random
@@ -172,12 +173,9 @@ class T5Conditioner(nn.Module):
         return TextCondition(projected, mask)
 
     def _warn_if_cut(self, texts: list[str], attention_mask: torch.Tensor) -> None:
-        """Say (once per process: the message is fixed) that a caption lost its tail. Only
-        rows that filled `max_length` are tokenized again, whole, to tell."""
+        """Say (once per process: the message is fixed) that a caption lost its tail."""
         limit = self.config.max_length
-        full = (attention_mask.sum(dim=1) >= limit).nonzero().flatten().tolist()
-        lengths = [len(self.tokenizer(texts[row], verbose=False)["input_ids"]) for row in full]
-        if any(length > limit for length in lengths):
+        if any_cut(self.tokenizer, texts, attention_mask, limit):
             warnings.warn(
                 f"a caption is longer than the text encoder reads (text.max_length: {limit} "
                 "tokens); it and any like it are cut to their first tokens. Raise "

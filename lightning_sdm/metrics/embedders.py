@@ -12,6 +12,7 @@ import numpy as np
 import soxr
 import torch
 
+from lightning_sdm.captions import any_cut
 from lightning_sdm.errors import UserInputError
 from lightning_sdm.local_weights import load_whole
 
@@ -119,8 +120,7 @@ class ClapEmbedder:
         tokens = self.tokenizer(
             texts, padding=True, truncation=True, max_length=limit, return_tensors="pt"
         )
-        full = (tokens["attention_mask"].sum(dim=1) >= limit).nonzero().flatten().tolist()
-        if any(len(self.tokenizer(texts[i], verbose=False)["input_ids"]) > limit for i in full):
+        if any_cut(self.tokenizer, texts, tokens["attention_mask"], limit):
             warnings.warn(
                 f"a caption is longer than CLAP's text model reads ({limit} tokens); its CLAP "
                 "score is of its first tokens",
