@@ -74,7 +74,22 @@ def _check_complete(path: Path, frames: int, rate: int) -> None:
         )
 
 
+def _require_readable_file(path: Path) -> None:
+    """A manifest can name a file that is gone, a folder or one we may not read, where
+    libsndfile would say only "System error": say which."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError as error:
+        raise AudioRejected("missing audio file (no such file)") from error
+    except IsADirectoryError as error:
+        raise AudioRejected("a folder, not an audio file") from error
+    except OSError as error:
+        raise AudioRejected(f"unreadable file: {error.strerror or error}") from error
+
+
 def load_mono(path: Path, sample_rate: int, min_seconds: float = 0.0) -> LoadedAudio:
+    _require_readable_file(Path(path))
     try:
         data, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types for corrupt files
