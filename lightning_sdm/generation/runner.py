@@ -156,8 +156,6 @@ def read_audio_prompt(
     if source.codec is None:
         raise UserInputError("--audio_prompt needs a codec: pass --codec_dir")
     file = Path(path)
-    if not file.is_file():
-        raise UserInputError(f"audio prompt {file} not found")
     rate = source.codec.sample_rate
     try:
         audio = load_mono(file, rate)

@@ -132,7 +132,11 @@ def test_packed_weights_can_be_turned_off_and_the_sidecar_says_which(
         (["--seconds", "0"], "--seconds: the duration must be positive"),
         (["--timesteps", "-3"], "--timesteps must be positive"),
         (["--batch_size", "0"], "--batch_size must be at least 1"),
-        (["--audio_prompt", "/nonexistent.wav"], "audio prompt /nonexistent.wav not found"),
+        (
+            ["--audio_prompt", "/nonexistent.wav"],
+            "audio prompt /nonexistent.wav: missing audio file (no such file)",
+        ),
+        (["--audio_prompt", "/"], "audio prompt /: a folder, not an audio file"),
         (["--precision", "fp16"], "--precision must be one of fp32, bf16, got 'fp16'"),
         # a one-frame window continued nothing: it was run as one call over the whole request
         (
