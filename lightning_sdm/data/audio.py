@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,16 +78,20 @@ def _check_complete(path: Path, frames: int, rate: int) -> None:
 
 def _require_readable_file(path: Path) -> None:
     """A manifest can name a file that is gone, a folder or one we may not read, where
-    libsndfile would say only "System error": say which."""
+    libsndfile would say only "System error": say which. Asked of the file's status, not
+    by opening it: a named pipe or a device would block or never end."""
     try:
-        with open(path, "rb"):
-            pass
+        mode = path.stat().st_mode
     except FileNotFoundError as error:
         raise AudioRejected("missing audio file (no such file)") from error
-    except IsADirectoryError as error:
-        raise AudioRejected("a folder, not an audio file") from error
     except OSError as error:
         raise AudioRejected(f"unreadable file: {error.strerror or error}") from error
+    if stat.S_ISDIR(mode):
+        raise AudioRejected("a folder, not an audio file")
+    if not stat.S_ISREG(mode):  # its header and its data are read apart, so it must seek
+        raise AudioRejected("not a regular file (a pipe or a device): save the audio to a file")
+    if not os.access(path, os.R_OK):
+        raise AudioRejected("unreadable file: permission denied")
 
 
 def load_mono(path: Path, sample_rate: int, min_seconds: float = 0.0) -> LoadedAudio:
