@@ -20,14 +20,6 @@ def model_with_codec(tmp_path_factory):
     return save_tiny_model_with_codec(tmp_path_factory.mktemp("model"), "stack_delay", 3)
 
 
-@pytest.fixture(autouse=True)
-def _in_a_temporary_folder(tmp_path, monkeypatch):
-    """A test that does not pass --output_dir (or one whose refusal fails) writes
-    ./generated: there, not in the checkout, where it would make the next test's run
-    refuse an occupied folder."""
-    monkeypatch.chdir(tmp_path)
-
-
 def run(capsys, *argv):
     code = main(["generate", "--no-progress", *map(str, argv)])
     captured = capsys.readouterr()
