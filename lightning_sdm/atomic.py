@@ -30,12 +30,16 @@ def partial_name(destination: Path, mark: str = PARTIAL_MARK) -> Path:
 def destination_of(path: str | Path) -> Path:
     """The file or folder a temporary name stands for (`partial_name`'s inverse), so that
     an error names what the user asked for, not `.x.sdm-partial-1a99fcfe`."""
-    path = Path(path)
+    return Path(*(_destination_name(part) for part in Path(path).parts))
+
+
+def _destination_name(name: str) -> str:
+    """One path component: a file in a folder being built is named in its final folder."""
     for mark in (PARTIAL_MARK, RETIRED_MARK):
-        name, found, _ = path.name.partition(mark)
-        if found and name.startswith("."):
-            return path.with_name(name[1:])
-    return path
+        stem, found, _ = name.partition(mark)
+        if found and stem.startswith("."):
+            return stem[1:]
+    return name
 
 
 def fsync_directory(folder: Path) -> None:
@@ -72,6 +76,17 @@ def atomic_file(destination: str | Path, mode: str = "wb") -> Iterator[IO]:
 def write_text_atomically(destination: str | Path, text: str) -> None:
     with atomic_file(destination, "w") as handle:
         handle.write(text)
+
+
+def write_bytes_naming(path: Path, data: bytes) -> None:
+    """`path.write_bytes`, with the path in the error of a write that fails midway (a full
+    disk names no file there otherwise)."""
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
 
 
 def _remove(path: Path) -> None:

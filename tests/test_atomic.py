@@ -166,3 +166,6 @@ def test_a_temporary_name_maps_back_to_what_it_stands_for(tmp_path):
     assert destination_of(partial_name(destination)) == destination
     assert destination_of(partial_name(destination, RETIRED_MARK)) == destination
     assert destination_of(destination) == destination  # not a temporary name: as it is
+    # a file inside a folder being built: named in the folder it will be in
+    inside = partial_name(destination) / "01-an-organ.wav"
+    assert destination_of(inside) == destination / "01-an-organ.wav"
