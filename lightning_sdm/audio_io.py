@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+
+from lightning_sdm.atomic import write_bytes_naming
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -19,10 +22,14 @@ def slug(text: str, limit: int = 40) -> str:
 
 
 def write_wav(path: Path, wav: torch.Tensor, sample_rate: int) -> Path:
-    """Peak-safe 16-bit PCM; the parent folder is created."""
+    """Peak-safe 16-bit PCM; the parent folder is created. Encoded in memory and written by
+    Python, so a full disk is the system's error naming the file (libsndfile says only
+    "System error")."""
     path.parent.mkdir(parents=True, exist_ok=True)
     samples = wav.detach().float().cpu().numpy().reshape(-1)
-    sf.write(path, np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    encoded = io.BytesIO()
+    sf.write(encoded, np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    write_bytes_naming(path, encoded.getvalue())
     return path
 
 

@@ -232,6 +232,31 @@ def test_generate_writes_wavs_with_a_codec(tmp_path, capsys):
     assert wav.name == "00-warm-pad.wav"
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_generate_onto_a_full_disk_says_so_naming_the_file_it_asked_for(
+    tmp_path, capsys, monkeypatch
+):
+    """libsndfile said only "System error." with a traceback; its wavs were lost anyway."""
+    model = tiny_model("stack_delay", 3, cardinality=2048)
+    model.save_pretrained(tmp_path / "model")
+    EncodecCodec().save_pretrained(tmp_path / "model" / "codec")
+    write_bytes = Path.write_bytes
+
+    def onto_a_full_disk(self: Path, data: bytes) -> int:  # the kernel's ENOSPC, no name
+        return write_bytes(Path("/dev/full") if self.suffix == ".wav" else self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", onto_a_full_disk)
+    argv = ["generate", "--model", str(tmp_path / "model"), "--prompt", "warm pad", "--no-progress"]
+    assert main([*argv, "--timesteps", "5", "--output-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"error: the disk is full writing {tmp_path / 'out' / '00-warm-pad.wav'} (No space "
+        "left on device); what was written before is whole: free space and run the command "
+        "again to continue"
+    ]
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [tmp_path / "model"]
+
+
 def test_generate_from_a_missing_model_fails_clearly(tmp_path, capsys):
     argv = ["generate", "--model", str(tmp_path), "--prompt", "a", "--timesteps", "4"]
     assert main(argv) == 2

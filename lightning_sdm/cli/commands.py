@@ -183,7 +183,7 @@ def generate(
             it and swapped in, so no stale file of an earlier run stays to be paired with
             these); without it such a folder is refused before anything is generated.
     """
-    from lightning_sdm.atomic import check_output_folder, write_directory
+    from lightning_sdm.atomic import check_output_folder, write_bytes_naming, write_directory
     from lightning_sdm.families import family_of
     from lightning_sdm.families.registry import sampling_from_sections
     from lightning_sdm.folder_lock import output_lock
@@ -226,7 +226,8 @@ def generate(
         def write(folder: Path) -> None:
             summary = generate_requests(source, requests, options, folder)
             summary.output = Path(output_dir)  # where it will be, not the folder it is built in
-            (folder / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
+            summary_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False)
+            write_bytes_naming(folder / SUMMARY_FILE, summary_text.encode("utf-8"))
             made.append(summary)
 
         with warnings.catch_warnings():

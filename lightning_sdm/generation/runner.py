@@ -4,6 +4,7 @@ output (codes or latents), a summary. The same for both model families."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lightning_sdm.atomic import write_bytes_naming
 from lightning_sdm.audio_io import slug, spectrogram_png, write_wav
 from lightning_sdm.data.audio import AudioRejected, load_mono
 from lightning_sdm.errors import UserInputError
@@ -255,9 +257,8 @@ def generate_requests(
                     source, family, request, options, frames, calls, wall, len(batch)
                 )
                 sidecar["name"] = name
-                (output / f"{name}.json").write_text(
-                    json.dumps(sidecar, indent=2, ensure_ascii=False), encoding="utf-8"
-                )
+                sidecar_text = json.dumps(sidecar, indent=2, ensure_ascii=False)
+                write_bytes_naming(output / f"{name}.json", sidecar_text.encode("utf-8"))
                 rows.append(sidecar)
     wall = time.perf_counter() - started
     rows.sort(key=lambda row: row["index"])
@@ -271,9 +272,8 @@ def generate_requests(
         family.output_name,
         family.steps_name,
     )
-    (output / SUMMARY_FILE).write_text(
-        json.dumps(summary.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
-    )
+    summary_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False)
+    write_bytes_naming(output / SUMMARY_FILE, summary_text.encode("utf-8"))
     return summary
 
 
@@ -397,11 +397,13 @@ def _save_outputs(
     """codes.pt (int16 codes) or latents.pt, in request order, with captions and seeds."""
     ordered = [family.stored(made[request.index]) for request in requests]
     same_length = len({c.shape[-1] for c in ordered}) == 1
+    saved = io.BytesIO()  # torch reports a full disk as "unexpected pos ...", naming nothing
     torch.save(
         {
             family.output_name: torch.stack(ordered) if same_length else ordered,
             "captions": [request.prompt for request in requests],
             "seeds": [request.seed for request in requests],
         },
-        output / f"{family.output_name}.pt",
+        saved,
     )
+    write_bytes_naming(output / f"{family.output_name}.pt", saved.getvalue())
