@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from alternating import paired_ratio
 
 from lightning_sdm.conditioning import TextConditionerConfig
 from lightning_sdm.machine import machine, machine_line
@@ -116,25 +117,6 @@ def interleaved_medians(runs: list[Callable[[], float]], rounds: int) -> list[fl
         for index, run in enumerate(runs):
             times[index].append(run())
     return [statistics.median(each) for each in times]
-
-
-def paired_ratio(
-    first: Callable[[], float], second: Callable[[], float], pairs: int
-) -> dict[str, float | list[float]]:
-    """`second`'s seconds over `first`'s, their runs alternating (A B B A ...) for `pairs`
-    pairs right after one another: the other rows of a round run between two decodes of
-    the same row, so rows that decode alike differ by up to ~10 % in the table, where a
-    pair shares the machine's state of the moment."""
-    seconds: tuple[list[float], list[float]] = ([], [])
-    for index in range(pairs):
-        order = (0, 1) if index % 2 == 0 else (1, 0)
-        for side in order:
-            seconds[side].append((first, second)[side]())
-    ratios = [b / a for a, b in zip(*seconds, strict=True)]
-    return {
-        "ratio": statistics.median(seconds[1]) / statistics.median(seconds[0]),
-        "pair_ratios": ratios,
-    }
 
 
 def logit_deviation(model: TextToMusicLM, precision: str) -> tuple[float, float]:
@@ -527,6 +509,8 @@ def run_size(args: argparse.Namespace, dim: int, layers: int) -> dict:
         f"({frames} frames), 1 prompt + CFG (2 rows), top-k 250, on {machine_line()}"
     )
     print(table(rows, floor_ms, delay, transformers))
+    # Rows of the table are minutes apart: rows that decode alike differ by up to ~10 %
+    # there, where two decodes right after one another share the machine's state.
     paired = {}
     stack_delay_index = next(
         (i for i, (r, _) in enumerate(cases) if r.name == "ours stack_delay k=3"), None

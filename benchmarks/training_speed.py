@@ -47,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from alternating import paired_ratio  # noqa: E402
 from decoding_speed import depth_sizes  # noqa: E402
 from kernel_time import step_kernels  # noqa: E402
 from process_memory import run_child, time_training_steps  # noqa: E402
@@ -179,6 +181,12 @@ def transformers_child(args: argparse.Namespace) -> None:
     print(json.dumps({**measured, "keeps_freed_memory": kept}))
 
 
+def _seconds_of(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
 def compare_in_one_process(args: argparse.Namespace) -> dict:
     """`--paired`: ours and transformers in this one process, their steps alternating
     (A B B A ...) for `--rounds` x `--steps` pairs after a warm-up of each, so the drift of
@@ -191,14 +199,9 @@ def compare_in_one_process(args: argparse.Namespace) -> dict:
         steps = {side: training_step(args, side, precision) for side in ("ours", "transformers")}
         for step, _ in steps.values():
             step()
-        seconds: dict[str, list[float]] = {side: [] for side in steps}
-        for index in range(args.rounds * args.steps):
-            for side in steps if index % 2 == 0 else list(steps)[::-1]:
-                start = time.perf_counter()
-                steps[side][0]()
-                seconds[side].append(time.perf_counter() - start)
-        ours, theirs = (statistics.median(seconds[side]) for side in ("ours", "transformers"))
-        pairs = [b / a for a, b in zip(seconds["ours"], seconds["transformers"], strict=True)]
+        timed = [partial(_seconds_of, steps[side][0]) for side in ("ours", "transformers")]
+        paired = paired_ratio(*timed, args.rounds * args.steps)
+        ours, theirs, pairs = paired["first_s"], paired["second_s"], paired["pair_ratios"]
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         kernels = step_kernels(steps["ours"][0], args.steps, dtype)
         result[precision] = {
